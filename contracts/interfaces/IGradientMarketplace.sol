@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title The gradient marketplace: bounties, a model DAG, committed validation, Merkle payouts
+/// @notice Storage holds only what the contract itself must check. Pointers to off-chain bytes
+/// (IPFS CIDs, blob digests, the task spec) are recorded in events: they are as permanent as
+/// storage and cost about 8 gas a byte instead of 22,100 a slot.
+interface IGradientMarketplace {
+    /// @notice Where a task is in its lifecycle (derived from stored times and flags).
+    enum Phase {
+        None,        // no such task
+        Rounds,      // architectures and updates are accepted
+        Reveal,      // rounds are over; waiting for the sponsor to reveal the validation set
+        Evaluation,  // revealed; evaluators post payout roots
+        Challenge,   // a root reached the quorum; waiting out the challenge window
+        Claims,      // the root is final (or finalizable); claims are open
+        Closed,      // the claim period is over; the sponsor may reclaim the rest
+        Unrevealed,  // the sponsor missed the reveal: submitters share the bounty
+        Unsettled,   // no root reached the quorum in time: deposits and bounty go back
+        Cancelled    // cancelled before any submission
+    }
+
+    /// @notice What a node of the model DAG is.
+    enum Kind {
+        None,
+        Architecture, // child of the root: a declarative model spec plus initial weights
+        Update,       // one parent: trained by a data owner
+        Merge         // several parents: an evaluator's aggregate of a round
+    }
+
+    /// @notice Parameters of `createTask`, one struct so the call stays readable.
+    struct TaskParams {
+        address token;            // address(0) for ETH, else an ERC-20
+        uint128 bounty;           // escrowed at creation
+        uint96 deposit;           // per submission, in the bounty's currency, refunded to valid ones
+        bytes32 validationCommit; // keccak256(sha256(validation file) || salt)
+        bytes32 specDigest;       // sha256 of the task spec JSON (recorded in the event)
+        string specCid;           // IPFS CID of the task spec JSON (recorded in the event)
+        uint40 start;             // the first round opens
+        uint32 roundDuration;     // seconds per round
+        uint8 rounds;             // number of rounds
+        uint32 revealWindow;      // after the last round, for the sponsor's reveal
+        uint32 evaluationWindow;  // after the reveal deadline, for posting payout roots
+        uint32 challengeWindow;   // after a root reaches the quorum, before it is final
+        uint32 claimWindow;       // after the challenge window, for claims
+        address[] evaluators;     // 1..MAX_EVALUATORS distinct accounts
+        uint8 quorum;             // a strict majority of the evaluators (1-of-1 allowed)
+    }
+
+    /// @notice A task as stored, plus the deadlines derived from it.
+    struct TaskView {
+        address sponsor;
+        address token;
+        uint128 bounty;
+        uint96 deposit;
+        uint40 start;
+        uint32 roundDuration;
+        uint8 rounds;
+        uint8 evaluatorCount;
+        uint8 quorum;
+        uint32 nodeCount;
+        uint32 submissionCount;
+        bool revealed;
+        bool finalized;
+        bool cancelled;
+        uint8 posted;             // bitmap of evaluators who posted a payout root
+        uint40 settledAt;         // when a root reached the quorum; once final, when it became final
+        uint32 revealWindow;
+        uint32 evaluationWindow;
+        uint32 challengeWindow;
+        uint32 claimWindow;
+        uint128 payoutTotal;
+        uint128 claimed;
+        uint128 reclaimed;
+        bytes32 validationCommit;
+        bytes32 payoutRoot;
+        uint64 roundsEnd;
+        uint64 revealDeadline;
+        uint64 evaluationDeadline;
+        uint64 challengeEnd;      // 0 until a root is agreed
+        uint64 claimDeadline;     // 0 until the root is final
+        uint256 escrow;           // bounty + deposits taken
+    }
+
+    /// @notice One node of the model DAG as stored (one slot; a merge has a second one).
+    struct NodeView {
+        address author;
+        uint32 parent;            // the only parent of an update; a merge's first parent; 0 = root
+        uint32 samples;           // declared training samples (a merge: their sum)
+        uint8 round;
+        Kind kind;
+        uint8 confirmations;      // bitmap of evaluators who attested a merge's plaintext digest
+        bytes32 plaintextDigest;  // merges only
+    }
+
+    // ---------------------------------------------------------------- errors
+
+    /// @dev No task has this id.
+    error UnknownTask(uint256 taskId);
+    /// @dev A task parameter is out of range; `code` names which (see `createTask`).
+    error InvalidTaskParams(uint8 code);
+    /// @dev The ETH sent does not match what the call requires.
+    error WrongValue(uint256 sent, uint256 required);
+    /// @dev The token delivered less than was transferred (fee-on-transfer tokens are refused).
+    error FeeOnTransferToken(address token, uint256 expected, uint256 received);
+    /// @dev Only the task's sponsor may do this.
+    error NotSponsor(uint256 taskId, address caller);
+    /// @dev Only one of the task's evaluators may do this.
+    error NotEvaluator(uint256 taskId, address caller);
+    /// @dev The task is not in the phase this call needs.
+    error WrongPhase(uint256 taskId, Phase current);
+    /// @dev Submissions are accepted only while a round is open.
+    error RoundNotOpen(uint256 taskId, uint64 opens, uint64 closes);
+    /// @dev A merge of round `round` may be posted only after that round closed.
+    error RoundNotClosed(uint256 taskId, uint8 round, uint64 closes);
+    /// @dev The parent is not an existing node of this task that the new node may build on.
+    error InvalidParent(uint256 taskId, uint256 parent);
+    /// @dev A merge's parents must be 1..MAX_MERGE_PARENTS existing nodes, strictly increasing.
+    error InvalidMergeParents(uint256 taskId, uint256 count);
+    /// @dev The parent is a merge that has not yet been confirmed by the quorum.
+    error MergeNotConfirmed(uint256 taskId, uint256 nodeId, uint256 confirmations, uint256 quorum);
+    /// @dev The node is not a merge.
+    error NotAMerge(uint256 taskId, uint256 nodeId);
+    /// @dev The evaluator recomputed a different merge.
+    error MergeDigestMismatch(uint256 taskId, uint256 nodeId, bytes32 posted, bytes32 confirmed);
+    /// @dev This evaluator already confirmed this merge.
+    error AlreadyConfirmed(uint256 taskId, uint256 nodeId, address evaluator);
+    /// @dev Too many nodes in one task (node ids are 32-bit).
+    error TooManyNodes(uint256 taskId);
+    /// @dev The revealed file digest and salt do not match the commitment.
+    error CommitmentMismatch(uint256 taskId, bytes32 commitment, bytes32 computed);
+    /// @dev This evaluator already posted a payout root for the task.
+    error AlreadyPosted(uint256 taskId, address evaluator);
+    /// @dev A payout total larger than the task's escrow.
+    error TotalExceedsEscrow(uint256 taskId, uint256 total, uint256 escrow);
+    /// @dev The challenge window has not passed yet.
+    error ChallengeWindowOpen(uint256 taskId, uint64 endsAt);
+    /// @dev The leaf was already claimed.
+    error AlreadyClaimed(uint256 taskId, uint256 index);
+    /// @dev The Merkle proof does not prove this leaf under the task's final root.
+    error InvalidProof(uint256 taskId, uint256 index);
+    /// @dev Paying this claim would pass the posted total.
+    error ClaimExceedsTotal(uint256 taskId, uint256 amount, uint256 remaining);
+    /// @dev The task has submissions; it can no longer be cancelled.
+    error HasSubmissions(uint256 taskId, uint256 submissions);
+    /// @dev This node's refund was already paid.
+    error AlreadyRefunded(uint256 taskId, uint256 nodeId);
+    /// @dev Merges carry no deposit and get no refund.
+    error NotRefundable(uint256 taskId, uint256 nodeId);
+    /// @dev There is nothing left for the sponsor to reclaim right now.
+    error NothingToReclaim(uint256 taskId);
+    /// @dev An ETH transfer was refused by the recipient.
+    error PaymentFailed(address to, uint256 amount);
+
+    // ---------------------------------------------------------------- events
+
+    /// @notice Emitted when a task is created and its bounty escrowed.
+    event TaskCreated(
+        uint256 indexed taskId,
+        address indexed sponsor,
+        address indexed token,
+        uint256 bounty,
+        uint256 deposit,
+        bytes32 validationCommit,
+        bytes32 specDigest,
+        string specCid,
+        address[] evaluators,
+        uint8 quorum
+    );
+    /// @notice Emitted when a data scientist proposed an architecture (a child of the root).
+    event ArchitectureProposed(
+        uint256 indexed taskId, uint256 indexed nodeId, address indexed author, uint256 round, bytes32 digest, string cid
+    );
+    /// @notice Emitted when a data owner submitted an update of `parent`.
+    event UpdateSubmitted(
+        uint256 indexed taskId,
+        uint256 indexed nodeId,
+        address indexed author,
+        uint256 parent,
+        uint256 round,
+        uint256 samples,
+        bytes32 digest,
+        string cid
+    );
+    /// @notice Emitted when an account registered its encryption public key for a task.
+    event EncryptionKeyRegistered(uint256 indexed taskId, address indexed account, bytes32 publicKey);
+    /// @notice Emitted when an evaluator posted the merge of a round.
+    event MergePosted(
+        uint256 indexed taskId,
+        uint256 indexed nodeId,
+        address indexed evaluator,
+        uint256 round,
+        uint32[] parents,
+        uint256 samples,
+        bytes32 digest,
+        bytes32 plaintextDigest,
+        string cid
+    );
+    /// @notice Emitted when an evaluator confirmed a merge's plaintext digest.
+    event MergeConfirmed(uint256 indexed taskId, uint256 indexed nodeId, address indexed evaluator, uint256 confirmations);
+    /// @notice Emitted when the sponsor revealed the validation set.
+    event ValidationRevealed(uint256 indexed taskId, bytes32 fileDigest, bytes32 salt, string cid);
+    /// @notice Emitted when an evaluator posted a payout root and its total.
+    event PayoutRootPosted(
+        uint256 indexed taskId, address indexed evaluator, bytes32 root, uint256 total, uint256 votes
+    );
+    /// @notice Emitted when a payout root reached the quorum.
+    event PayoutRootAgreed(uint256 indexed taskId, bytes32 root, uint256 total);
+    /// @notice Emitted when the agreed root became final.
+    event TaskFinalized(uint256 indexed taskId, bytes32 root, uint256 total);
+    /// @notice Emitted when an evaluator whose root lost the vote was recorded.
+    event EvaluatorOverruled(uint256 indexed taskId, address indexed evaluator, uint256 strikes);
+    /// @notice Emitted when `account` claimed `amount` (and `points` of reputation).
+    event Claimed(uint256 indexed taskId, uint256 indexed index, address indexed account, uint256 amount, uint256 points);
+    /// @notice Emitted when a node's author was refunded (deposit, plus a bounty share if unrevealed).
+    event Refunded(uint256 indexed taskId, uint256 indexed nodeId, address indexed author, uint256 amount);
+    /// @notice Emitted when the sponsor cancelled a task without submissions.
+    event TaskCancelled(uint256 indexed taskId, uint256 refunded);
+    /// @notice Emitted when the sponsor reclaimed what was not earned.
+    event Reclaimed(uint256 indexed taskId, address indexed sponsor, uint256 amount);
+
+    // ---------------------------------------------------------------- calls
+
+    /// @notice Creates a task and escrows its bounty (ETH as `msg.value`, or an ERC-20 pulled
+    /// with `transferFrom`). Codes of `InvalidTaskParams`: 1 bounty, 2 rounds, 3 round duration,
+    /// 4 windows, 5 evaluator count, 6 evaluator address, 7 quorum, 8 start in the past.
+    function createTask(TaskParams calldata params) external payable returns (uint256 taskId);
+
+    /// @notice Proposes an architecture: a child of the root, while the rounds are not over.
+    function proposeArchitecture(uint256 taskId, bytes32 digest, string calldata cid)
+        external
+        payable
+        returns (uint256 nodeId);
+
+    /// @notice Submits an update of `parent` in the open round. A non-zero `encryptionKey`
+    /// registers the sender's X25519 public key for this task (send it with the first submission).
+    function submitUpdate(
+        uint256 taskId,
+        uint256 parent,
+        uint32 samples,
+        bytes32 digest,
+        bytes32 encryptionKey,
+        string calldata cid
+    ) external payable returns (uint256 nodeId);
+
+    /// @notice Posts the merge of round `round` (an evaluator, after that round closed).
+    function postMerge(
+        uint256 taskId,
+        uint8 round,
+        uint32[] calldata parents,
+        uint32 samples,
+        bytes32 digest,
+        bytes32 plaintextDigest,
+        string calldata cid
+    ) external returns (uint256 nodeId);
+
+    /// @notice Confirms a merge another evaluator posted by its plaintext digest.
+    function confirmMerge(uint256 taskId, uint256 nodeId, bytes32 plaintextDigest) external;
+
+    /// @notice Reveals the validation set: its digest and salt must match the commitment.
+    function revealValidation(uint256 taskId, bytes32 fileDigest, bytes32 salt, string calldata cid) external;
+
+    /// @notice Posts a payout root: a Merkle root of (index, account, amount, points) leaves.
+    function postPayoutRoot(uint256 taskId, bytes32 root, uint128 total) external;
+
+    /// @notice Makes the agreed root final once the challenge window passed; records the
+    /// evaluators whose roots lost.
+    function finalize(uint256 taskId) external;
+
+    /// @notice Pays a leaf of the final root to `account` and adds `points` to its reputation.
+    function claim(
+        uint256 taskId,
+        uint256 index,
+        address account,
+        uint256 amount,
+        uint256 points,
+        bytes32[] calldata proof
+    ) external;
+
+    /// @notice Refunds a submission outside a settled task: its deposit, plus an equal share of
+    /// the bounty per submission if the sponsor never revealed.
+    function refund(uint256 taskId, uint256 nodeId) external;
+
+    /// @notice Cancels a task that has no submission yet and refunds its bounty.
+    function cancelTask(uint256 taskId) external;
+
+    /// @notice Sends the sponsor what was not earned (and, after the claim period, not claimed).
+    function reclaim(uint256 taskId) external;
+
+    // ---------------------------------------------------------------- views
+
+    function taskCount() external view returns (uint256);
+    function getTask(uint256 taskId) external view returns (TaskView memory);
+    function getNode(uint256 taskId, uint256 nodeId) external view returns (NodeView memory);
+    function evaluatorsOf(uint256 taskId) external view returns (address[] memory);
+    function phase(uint256 taskId) external view returns (Phase);
+    function currentRound(uint256 taskId) external view returns (uint256);
+    function isClaimed(uint256 taskId, uint256 index) external view returns (bool);
+    function isRefunded(uint256 taskId, uint256 nodeId) external view returns (bool);
+    function reputationOf(address account) external view returns (uint256);
+    function strikesOf(address evaluator) external view returns (uint256);
+}

@@ -1,0 +1,399 @@
+"""`ChainClient`: the one module that talks to the GradientMarketplace contract through web3.
+
+Every transaction is first simulated with `eth_call`, so a revert surfaces as the contract's own
+custom error (a class in `marketplace.errors`, with its values) on any node, then sent with an
+explicit gas limit (no estimation round-trips) and awaited. Reads return typed models.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from eth_abi import decode
+from eth_utils import keccak, to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError
+
+from marketplace import errors
+from marketplace.compiler import load_artifact
+from marketplace.crypto import PayoutLeaf
+from marketplace.messages import (
+    ZERO_ADDRESS,
+    ChainEvent,
+    NodeKind,
+    NodeRecord,
+    NodeState,
+    Phase,
+    TaskParams,
+    TaskState,
+    TxResult,
+)
+
+log = logging.getLogger(__name__)
+
+CONTRACT_NAME = "GradientMarketplace"
+
+# Explicit gas limits: measured use (see the README's gas table) with generous headroom, plus the
+# ERC-20 calls a token task makes. Per-item terms cover the only loops (parents, evaluators).
+GAS_LIMITS = {
+    "createTask": 420_000,
+    "proposeArchitecture": 200_000,
+    "submitUpdate": 200_000,
+    "postMerge": 160_000,
+    "confirmMerge": 90_000,
+    "revealValidation": 100_000,
+    "postPayoutRoot": 180_000,
+    "finalize": 120_000,
+    "claim": 160_000,
+    "refund": 140_000,
+    "cancelTask": 120_000,
+    "reclaim": 120_000,
+}
+GAS_PER_EVALUATOR = 30_000
+GAS_PER_MERGE_PARENT = 1_500
+GAS_PER_PROOF_STEP = 1_500
+
+ERC20_ABI: list[dict[str, Any]] = [
+    {
+        "name": "approve", "type": "function", "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "name": "balanceOf", "type": "function", "stateMutability": "view",
+        "inputs": [{"name": "account", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+]
+_NODE_EVENTS = ("ArchitectureProposed", "UpdateSubmitted", "MergePosted")
+
+
+@cache
+def contract_artifact() -> dict[str, Any]:
+    """The committed ABI and bytecode of the marketplace contract."""
+    return load_artifact(CONTRACT_NAME)
+
+
+class ChainClient:
+    """Typed access to one deployed GradientMarketplace.
+
+    Args:
+        w3: any web3 provider (eth-tester in-process, or an HTTP JSON-RPC node). Accounts that
+            send transactions must be unlocked on the node or signed by a web3 middleware.
+        address: where the contract is deployed.
+    """
+
+    def __init__(self, w3: Web3, address: str, receipt_timeout: float = 120.0) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.contract: Contract = w3.eth.contract(address=self.address, abi=contract_artifact()["abi"])
+        self._receipt_timeout = receipt_timeout
+        self._errors = _error_decoders(contract_artifact()["abi"])
+        self._events = {
+            HexBytes(keccak(text=_signature(item))): self.contract.events[item["name"]]
+            for item in contract_artifact()["abi"]
+            if item["type"] == "event"
+        }
+        self._collateral: dict[int, tuple[str, int]] = {}  # task id -> (token, deposit): immutable
+
+    # ------------------------------------------------------------------ deployment
+
+    @classmethod
+    def deploy(cls, w3: Web3, deployer: str) -> ChainClient:
+        """Deploy a fresh marketplace from `deployer` and return its client."""
+        artifact = contract_artifact()
+        factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        tx_hash = factory.constructor().transact({"from": deployer, "gas": 5_000_000})
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+        if receipt["status"] != 1 or receipt["contractAddress"] is None:
+            raise errors.TransactionReverted("deployment failed")
+        log.info("deployed %s at %s", CONTRACT_NAME, receipt["contractAddress"])
+        return cls(w3, receipt["contractAddress"])
+
+    # ------------------------------------------------------------------ transactions
+
+    def create_task(self, sender: str, params: TaskParams) -> TxResult:
+        """Create a task and escrow its bounty; `value` of the result is the task id.
+
+        For an ERC-20 bounty, `sender` must have approved the contract first (`approve_token`).
+        """
+        value = params.bounty if params.token == ZERO_ADDRESS else 0
+        gas = GAS_LIMITS["createTask"] + GAS_PER_EVALUATOR * len(params.evaluators)
+        result = self._transact(sender, "createTask", [params.as_abi()], value=value, gas=gas)
+        return _with_value(result, "TaskCreated", "taskId")
+
+    def propose_architecture(self, sender: str, task_id: int, digest: bytes, cid: str) -> TxResult:
+        """Propose an architecture (a child of the root), paying the task's deposit."""
+        result = self._transact(
+            sender, "proposeArchitecture", [task_id, digest, cid], value=self._deposit_value(task_id)
+        )
+        return _with_value(result, "ArchitectureProposed", "nodeId")
+
+    def submit_update(
+        self,
+        sender: str,
+        task_id: int,
+        parent: int,
+        samples: int,
+        digest: bytes,
+        cid: str,
+        encryption_key: bytes = bytes(32),
+    ) -> TxResult:
+        """Submit an update of `parent`, paying the deposit; a non-zero `encryption_key`
+        registers the sender's X25519 public key for the task."""
+        result = self._transact(
+            sender,
+            "submitUpdate",
+            [task_id, parent, samples, digest, encryption_key, cid],
+            value=self._deposit_value(task_id),
+        )
+        return _with_value(result, "UpdateSubmitted", "nodeId")
+
+    def post_merge(
+        self,
+        sender: str,
+        task_id: int,
+        round_index: int,
+        parents: Sequence[int],
+        samples: int,
+        digest: bytes,
+        plaintext_digest: bytes,
+        cid: str,
+    ) -> TxResult:
+        """Post round `round_index`'s merge of `parents` (sorted, distinct node ids)."""
+        gas = GAS_LIMITS["postMerge"] + GAS_PER_MERGE_PARENT * len(parents)
+        args = [task_id, round_index, list(parents), samples, digest, plaintext_digest, cid]
+        result = self._transact(sender, "postMerge", args, gas=gas)
+        return _with_value(result, "MergePosted", "nodeId")
+
+    def confirm_merge(self, sender: str, task_id: int, node_id: int, plaintext_digest: bytes) -> TxResult:
+        return self._transact(sender, "confirmMerge", [task_id, node_id, plaintext_digest])
+
+    def reveal_validation(
+        self, sender: str, task_id: int, file_digest: bytes, salt: bytes, cid: str
+    ) -> TxResult:
+        return self._transact(sender, "revealValidation", [task_id, file_digest, salt, cid])
+
+    def post_payout_root(self, sender: str, task_id: int, root: bytes, total: int) -> TxResult:
+        return self._transact(sender, "postPayoutRoot", [task_id, root, total])
+
+    def finalize(self, sender: str, task_id: int) -> TxResult:
+        gas = GAS_LIMITS["finalize"] + GAS_PER_EVALUATOR * 8
+        return self._transact(sender, "finalize", [task_id], gas=gas)
+
+    def claim(self, sender: str, task_id: int, leaf: PayoutLeaf, proof: Sequence[bytes]) -> TxResult:
+        """Claim `leaf` (paid to `leaf.account`, whoever sends it)."""
+        gas = GAS_LIMITS["claim"] + GAS_PER_PROOF_STEP * len(proof)
+        args = [task_id, leaf.index, to_checksum_address(leaf.account), leaf.amount, leaf.points, list(proof)]
+        return self._transact(sender, "claim", args, gas=gas)
+
+    def refund(self, sender: str, task_id: int, node_id: int) -> TxResult:
+        return self._transact(sender, "refund", [task_id, node_id])
+
+    def cancel_task(self, sender: str, task_id: int) -> TxResult:
+        return self._transact(sender, "cancelTask", [task_id])
+
+    def reclaim(self, sender: str, task_id: int) -> TxResult:
+        return self._transact(sender, "reclaim", [task_id])
+
+    def approve_token(self, sender: str, token: str, amount: int) -> TxResult:
+        """Let the marketplace pull `amount` of ERC-20 `token` from `sender`."""
+        erc20 = self.w3.eth.contract(address=to_checksum_address(token), abi=ERC20_ABI)
+        tx_hash = erc20.functions.approve(self.address, amount).transact(
+            {"from": to_checksum_address(sender), "gas": 100_000}
+        )
+        return self._await(tx_hash)
+
+    # ------------------------------------------------------------------ reads
+
+    def task_count(self) -> int:
+        return int(self._call("taskCount"))
+
+    def task(self, task_id: int) -> TaskState:
+        raw = self._call("getTask", task_id)
+        names = list(TaskState.model_fields)[1:]  # after task_id, in the struct's order
+        return TaskState(task_id=task_id, **dict(zip(names, _plain(raw), strict=True)))
+
+    def node(self, task_id: int, node_id: int) -> NodeState:
+        raw = _plain(self._call("getNode", task_id, node_id))
+        names = list(NodeState.model_fields)[2:]
+        return NodeState(task_id=task_id, node_id=node_id, **dict(zip(names, raw, strict=True)))
+
+    def evaluators(self, task_id: int) -> list[str]:
+        return [to_checksum_address(a) for a in self._call("evaluatorsOf", task_id)]
+
+    def phase(self, task_id: int) -> Phase:
+        return Phase(self._call("phase", task_id))
+
+    def current_round(self, task_id: int) -> int:
+        return int(self._call("currentRound", task_id))
+
+    def is_claimed(self, task_id: int, index: int) -> bool:
+        return bool(self._call("isClaimed", task_id, index))
+
+    def is_refunded(self, task_id: int, node_id: int) -> bool:
+        return bool(self._call("isRefunded", task_id, node_id))
+
+    def reputation(self, account: str) -> int:
+        return int(self._call("reputationOf", to_checksum_address(account)))
+
+    def strikes(self, evaluator: str) -> int:
+        return int(self._call("strikesOf", to_checksum_address(evaluator)))
+
+    def balance(self, account: str, token: str = ZERO_ADDRESS) -> int:
+        """ETH (token = zero address) or ERC-20 balance of `account`."""
+        account = to_checksum_address(account)
+        if token == ZERO_ADDRESS:
+            return int(self.w3.eth.get_balance(account))
+        erc20 = self.w3.eth.contract(address=to_checksum_address(token), abi=ERC20_ABI)
+        return int(erc20.functions.balanceOf(account).call())
+
+    def events(
+        self, name: str, from_block: int = 0, to_block: int | str = "latest", **filters: Any
+    ) -> list[ChainEvent]:
+        """Events called `name`, optionally filtered on indexed arguments (`taskId=3`)."""
+        logs = self.contract.events[name]().get_logs(
+            from_block=from_block, to_block=to_block, argument_filters=filters or None
+        )
+        return [_event(entry) for entry in logs]
+
+    def nodes(self, task_id: int, from_block: int = 0) -> list[NodeRecord]:
+        """Every node of a task as its event recorded it (pointers, all parents), by id."""
+        records = []
+        for name in _NODE_EVENTS:
+            for event in self.events(name, from_block=from_block, taskId=task_id):
+                records.append(_node_record(event))
+        return sorted(records, key=lambda record: record.node_id)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _deposit_value(self, task_id: int) -> int:
+        if task_id not in self._collateral:
+            task = self.task(task_id)
+            self._collateral[task_id] = (task.token, task.deposit)
+        token, deposit = self._collateral[task_id]
+        return deposit if token == ZERO_ADDRESS else 0
+
+    def _call(self, fn_name: str, *args: Any) -> Any:
+        try:
+            return self.contract.functions[fn_name](*args).call()
+        except ContractLogicError as exc:
+            raise self._decode_revert(exc) from None
+
+    def _transact(
+        self, sender: str, fn_name: str, args: list[Any], value: int = 0, gas: int | None = None
+    ) -> TxResult:
+        tx = {"from": to_checksum_address(sender), "value": value}
+        fn = self.contract.functions[fn_name](*args)
+        try:
+            fn.call(tx, block_identifier="pending")  # surfaces a revert as its custom error, unsent
+        except ContractLogicError as exc:
+            raise self._decode_revert(exc) from None
+        tx["gas"] = gas if gas is not None else GAS_LIMITS[fn_name]
+        return self._await(fn.transact(tx))
+
+    def _await(self, tx_hash: bytes) -> TxResult:
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self._receipt_timeout)
+        if receipt["status"] != 1:
+            raise errors.TransactionReverted(
+                f"transaction {HexBytes(tx_hash).to_0x_hex()} reverted (gas used {receipt['gasUsed']})"
+            )
+        events = []
+        for entry in receipt["logs"]:
+            if entry["address"] != self.address or not entry["topics"]:
+                continue
+            event = self._events.get(HexBytes(entry["topics"][0]))
+            if event is not None:
+                events.append(_event(event().process_log(entry)))
+        return TxResult(
+            tx_hash=HexBytes(receipt["transactionHash"]).to_0x_hex(),
+            gas_used=receipt["gasUsed"],
+            block_number=receipt["blockNumber"],
+            events=tuple(events),
+        )
+
+    def _decode_revert(self, exc: ContractLogicError) -> errors.ChainError:
+        data = exc.data if isinstance(exc.data, str) else None
+        if data and data.startswith("0x") and len(data) >= 10:
+            raw = bytes.fromhex(data[2:])
+            decoder = self._errors.get(raw[:4])
+            if decoder is not None:
+                name, arg_names, arg_types = decoder
+                values = decode(arg_types, raw[4:])
+                return errors.revert_class(name)(**dict(zip(arg_names, _plain(values), strict=True)))
+            return errors.UnknownRevert(data=data)
+        return errors.TransactionReverted(str(exc.message or exc))
+
+
+def _signature(item: dict[str, Any]) -> str:
+    return f"{item['name']}({','.join(_abi_type(i) for i in item['inputs'])})"
+
+
+def _abi_type(item: dict[str, Any]) -> str:
+    if item["type"].startswith("tuple"):
+        return f"({','.join(_abi_type(c) for c in item['components'])}){item['type'][5:]}"
+    return str(item["type"])
+
+
+def _error_decoders(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str], list[str]]]:
+    return {
+        keccak(text=_signature(item))[:4]: (
+            item["name"],
+            [i["name"] for i in item["inputs"]],
+            [_abi_type(i) for i in item["inputs"]],
+        )
+        for item in abi
+        if item["type"] == "error"
+    }
+
+
+def _plain(value: Any) -> Any:
+    """web3 values as plain Python: bytes for HexBytes, checksummed addresses, lists for tuples."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str) and len(value) == 42 and value.startswith("0x"):
+        return to_checksum_address(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _event(entry: Any) -> ChainEvent:
+    return ChainEvent(
+        name=entry["event"],
+        args={k: _plain(v) for k, v in entry["args"].items()},
+        block_number=entry["blockNumber"],
+        tx_hash=HexBytes(entry["transactionHash"]).to_0x_hex(),
+        log_index=entry["logIndex"],
+    )
+
+
+def _with_value(result: TxResult, event_name: str, arg: str) -> TxResult:
+    return result.model_copy(update={"value": int(result.event(event_name).args[arg])})
+
+
+def _node_record(event: ChainEvent) -> NodeRecord:
+    a = event.args
+    common = {
+        "task_id": a["taskId"], "node_id": a["nodeId"], "digest": a["digest"], "cid": a["cid"],
+        "block_number": event.block_number,
+    }
+    if event.name == "ArchitectureProposed":
+        return NodeRecord(
+            kind=NodeKind.ARCHITECTURE, author=a["author"], parents=(0,), round=a["round"], samples=0,
+            **common,
+        )
+    if event.name == "UpdateSubmitted":
+        return NodeRecord(
+            kind=NodeKind.UPDATE, author=a["author"], parents=(a["parent"],), round=a["round"],
+            samples=a["samples"], **common,
+        )
+    return NodeRecord(
+        kind=NodeKind.MERGE, author=a["evaluator"], parents=tuple(a["parents"]), round=a["round"],
+        samples=a["samples"], plaintext_digest=a["plaintextDigest"], **common,
+    )

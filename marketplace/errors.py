@@ -1,0 +1,170 @@
+"""Every failure the marketplace reports, under one root, one class each.
+
+Contract reverts arrive as the custom error the contract raised, with its values:
+`except NotSponsor as e: e.values["caller"]`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MarketplaceError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(MarketplaceError):
+    """A setting or an argument is missing or malformed."""
+
+
+class ChainError(MarketplaceError):
+    """Talking to the chain failed."""
+
+
+class TransactionReverted(ChainError):
+    """A mined transaction reverted without a decodable reason (state changed, or out of gas)."""
+
+
+class ContractRevert(ChainError):
+    """The contract reverted with a custom error; `values` holds its arguments by name."""
+
+    def __init__(self, **values: Any) -> None:
+        self.values = values
+        shown = ", ".join(f"{k}={_show(v)}" for k, v in values.items())
+        super().__init__(f"{type(self).__name__}({shown})")
+
+
+def _show(value: Any) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
+
+
+class UnknownRevert(ContractRevert):
+    """The contract reverted with data this client cannot decode."""
+
+
+class UnknownTask(ContractRevert):
+    """No task has this id."""
+
+
+class InvalidTaskParams(ContractRevert):
+    """A task parameter is out of range (`code` names which)."""
+
+
+class WrongValue(ContractRevert):
+    """The ETH sent does not match what the call requires."""
+
+
+class FeeOnTransferToken(ContractRevert):
+    """The token delivered less than was transferred."""
+
+
+class NotSponsor(ContractRevert):
+    """Only the task's sponsor may do this."""
+
+
+class NotEvaluator(ContractRevert):
+    """Only one of the task's evaluators may do this."""
+
+
+class WrongPhase(ContractRevert):
+    """The task is not in the phase this call needs."""
+
+
+class RoundNotOpen(ContractRevert):
+    """Submissions are accepted only while a round is open."""
+
+
+class RoundNotClosed(ContractRevert):
+    """A round's merge may be posted only after that round closed."""
+
+
+class InvalidParent(ContractRevert):
+    """The parent is not an existing node of this task."""
+
+
+class InvalidMergeParents(ContractRevert):
+    """A merge's parents must be existing nodes, strictly increasing, within the cap."""
+
+
+class MergeNotConfirmed(ContractRevert):
+    """The parent is a merge the evaluator quorum has not confirmed yet."""
+
+
+class NotAMerge(ContractRevert):
+    """The node is not a merge."""
+
+
+class MergeDigestMismatch(ContractRevert):
+    """The confirming evaluator recomputed a different merge."""
+
+
+class AlreadyConfirmed(ContractRevert):
+    """This evaluator already confirmed this merge."""
+
+
+class TooManyNodes(ContractRevert):
+    """The task's node ids are exhausted."""
+
+
+class CommitmentMismatch(ContractRevert):
+    """The revealed digest and salt do not match the validation commitment."""
+
+
+class AlreadyPosted(ContractRevert):
+    """This evaluator already posted a payout root for the task."""
+
+
+class TotalExceedsEscrow(ContractRevert):
+    """A payout total larger than the task's escrow."""
+
+
+class ChallengeWindowOpen(ContractRevert):
+    """The challenge window has not passed yet."""
+
+
+class AlreadyClaimed(ContractRevert):
+    """The payout leaf was already claimed."""
+
+
+class InvalidProof(ContractRevert):
+    """The Merkle proof does not prove this leaf under the final root."""
+
+
+class ClaimExceedsTotal(ContractRevert):
+    """Paying this claim would pass the posted total."""
+
+
+class HasSubmissions(ContractRevert):
+    """The task has submissions and can no longer be cancelled."""
+
+
+class AlreadyRefunded(ContractRevert):
+    """This node's refund was already paid."""
+
+
+class NotRefundable(ContractRevert):
+    """Merges carry no deposit and get no refund."""
+
+
+class NothingToReclaim(ContractRevert):
+    """There is nothing left for the sponsor to reclaim now."""
+
+
+class PaymentFailed(ContractRevert):
+    """The recipient refused an ETH transfer."""
+
+
+class ReentrancyGuardReentrantCall(ContractRevert):
+    """A guarded function was re-entered."""
+
+
+class SafeERC20FailedOperation(ContractRevert):
+    """An ERC-20 transfer failed or returned false."""
+
+
+def revert_class(name: str) -> type[ContractRevert]:
+    """The class for the contract's custom error `name` (UnknownRevert if there is none)."""
+    found = globals().get(name)
+    if isinstance(found, type) and issubclass(found, ContractRevert):
+        return found
+    return UnknownRevert

@@ -1,0 +1,170 @@
+"""What crosses a boundary, as frozen, validated models (the chain's views and inputs so far)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+MAX_EVALUATORS = 8
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Phase(IntEnum):
+    """Where a task is in its lifecycle (mirrors `IGradientMarketplace.Phase`)."""
+
+    NONE = 0
+    ROUNDS = 1
+    REVEAL = 2
+    EVALUATION = 3
+    CHALLENGE = 4
+    CLAIMS = 5
+    CLOSED = 6
+    UNREVEALED = 7
+    UNSETTLED = 8
+    CANCELLED = 9
+
+
+class NodeKind(IntEnum):
+    """What a node of the model DAG is (mirrors `IGradientMarketplace.Kind`)."""
+
+    NONE = 0
+    ARCHITECTURE = 1
+    UPDATE = 2
+    MERGE = 3
+
+
+class TaskParams(Frozen):
+    """The arguments of `createTask`. Times are seconds; `start=0` means "now"."""
+
+    token: str = ZERO_ADDRESS
+    bounty: int = Field(gt=0, lt=2**128)
+    deposit: int = Field(default=0, ge=0, lt=2**96)
+    validation_commit: bytes = Field(min_length=32, max_length=32)
+    spec_digest: bytes = Field(default=bytes(32), min_length=32, max_length=32)
+    spec_cid: str = ""
+    start: int = Field(default=0, ge=0, lt=2**40)
+    round_duration: int = Field(gt=0, lt=2**32)
+    rounds: int = Field(gt=0, lt=256)
+    reveal_window: int = Field(gt=0, lt=2**32)
+    evaluation_window: int = Field(gt=0, lt=2**32)
+    challenge_window: int = Field(ge=0, lt=2**32)
+    claim_window: int = Field(gt=0, lt=2**32)
+    evaluators: tuple[str, ...] = Field(min_length=1, max_length=MAX_EVALUATORS)
+    quorum: int = Field(default=1, gt=0, le=MAX_EVALUATORS)
+
+    def as_abi(self) -> tuple[Any, ...]:
+        """The tuple `createTask` takes, in the struct's field order."""
+        return (
+            self.token, self.bounty, self.deposit, self.validation_commit, self.spec_digest,
+            self.spec_cid, self.start, self.round_duration, self.rounds, self.reveal_window,
+            self.evaluation_window, self.challenge_window, self.claim_window,
+            list(self.evaluators), self.quorum,
+        )
+
+
+class TaskState(Frozen):
+    """A task as the contract stores it, with its derived deadlines (`getTask`)."""
+
+    task_id: int
+    sponsor: str
+    token: str
+    bounty: int
+    deposit: int
+    start: int
+    round_duration: int
+    rounds: int
+    evaluator_count: int
+    quorum: int
+    node_count: int
+    submission_count: int
+    revealed: bool
+    finalized: bool
+    cancelled: bool
+    posted: int
+    settled_at: int
+    reveal_window: int
+    evaluation_window: int
+    challenge_window: int
+    claim_window: int
+    payout_total: int
+    claimed: int
+    reclaimed: int
+    validation_commit: bytes
+    payout_root: bytes
+    rounds_end: int
+    reveal_deadline: int
+    evaluation_deadline: int
+    challenge_end: int
+    claim_deadline: int
+    escrow: int
+
+    @property
+    def is_eth(self) -> bool:
+        return self.token == ZERO_ADDRESS
+
+    def round_end(self, round_index: int) -> int:
+        """When round `round_index` closes."""
+        return self.start + (round_index + 1) * self.round_duration
+
+
+class NodeState(Frozen):
+    """One node of the model DAG as stored (`getNode`)."""
+
+    task_id: int
+    node_id: int
+    author: str
+    parent: int
+    samples: int
+    round: int
+    kind: NodeKind
+    confirmations: int
+    plaintext_digest: bytes
+
+
+class NodeRecord(Frozen):
+    """One node as its event recorded it: the pointers to its bytes and all its parents."""
+
+    task_id: int
+    node_id: int
+    kind: NodeKind
+    author: str
+    parents: tuple[int, ...]
+    round: int
+    samples: int
+    digest: bytes
+    cid: str
+    plaintext_digest: bytes | None = None
+    block_number: int
+
+
+class ChainEvent(Frozen):
+    """A decoded contract event."""
+
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    tx_hash: str
+    log_index: int
+
+
+class TxResult(Frozen):
+    """A mined transaction: its gas, its events, and the id it created (if any)."""
+
+    tx_hash: str
+    gas_used: int
+    block_number: int
+    events: tuple[ChainEvent, ...]
+    value: int | None = None
+
+    def event(self, name: str) -> ChainEvent:
+        """The first event called `name` (KeyError if there is none)."""
+        for event in self.events:
+            if event.name == name:
+                return event
+        raise KeyError(name)
