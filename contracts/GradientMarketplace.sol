@@ -125,7 +125,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
             revert RoundNotOpen(taskId, t.start, roundsEnd);
         }
         uint8 round = block.timestamp < t.start ? 0 : uint8((block.timestamp - t.start) / t.roundDuration);
-        nodeId = _addNode(taskId, t);
+        nodeId = _addNode(t);
         _nodes[taskId][nodeId] = Node(msg.sender, 0, 0, round, Kind.Architecture, 0, bytes32(0));
         emit ArchitectureProposed(taskId, nodeId, msg.sender, round, digest, cid);
         _collect(t.token, t.deposit);
@@ -153,7 +153,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         }
         // Safe cast: the round index is below `rounds`, a uint8.
         uint8 round = uint8((block.timestamp - t.start) / t.roundDuration);
-        nodeId = _addNode(taskId, t);
+        nodeId = _addNode(t);
         _nodes[taskId][nodeId] = Node(msg.sender, uint32(parent), samples, round, Kind.Update, 0, bytes32(0));
         if (encryptionKey != bytes32(0)) emit EncryptionKeyRegistered(taskId, msg.sender, encryptionKey);
         emit UpdateSubmitted(taskId, nodeId, msg.sender, parent, round, samples, digest, cid);
@@ -186,7 +186,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
             if (id <= previous || id > nodeCount) revert InvalidParent(taskId, id);
             previous = id;
         }
-        nodeId = _addNode(taskId, t);
+        nodeId = _addNode(t);
         unchecked {
             ++t.mergeCount; // never above nodeCount, which _addNode bounds by uint32
         }
@@ -464,6 +464,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         // A strict majority: two different roots can never both reach it.
         if (p.quorum == 0 || p.quorum > n || 2 * uint256(p.quorum) <= n) revert InvalidTaskParams(7);
         if (p.start != 0 && p.start < block.timestamp) revert InvalidTaskParams(8);
+        if (p.token != address(0) && p.token.code.length == 0) revert InvalidTaskParams(9);
     }
 
     function _existing(uint256 taskId) internal view returns (Task storage t) {
@@ -471,10 +472,11 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (t.sponsor == address(0)) revert UnknownTask(taskId);
     }
 
-    function _addNode(uint256 taskId, Task storage t) internal returns (uint256 nodeId) {
-        nodeId = uint256(t.nodeCount) + 1;
-        if (nodeId > type(uint32).max) revert TooManyNodes(taskId);
-        t.nodeCount = uint32(nodeId);
+    /// @dev Checked arithmetic: past 2**32 - 1 nodes a task panics rather than wrap.
+    function _addNode(Task storage t) internal returns (uint256 nodeId) {
+        uint32 id = t.nodeCount + 1;
+        t.nodeCount = id;
+        return id;
     }
 
     function _evaluatorIndex(uint256 taskId, Task storage t, address account) internal view returns (uint256) {

@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from eth_abi import decode
-from eth_utils import keccak, to_checksum_address
+from eth_abi.abi import decode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
+from web3.types import TxParams, Wei
 
 from marketplace import errors
 from marketplace.compiler import load_artifact
@@ -60,12 +62,16 @@ GAS_PER_PROOF_STEP = 1_500
 
 ERC20_ABI: list[dict[str, Any]] = [
     {
-        "name": "approve", "type": "function", "stateMutability": "nonpayable",
+        "name": "approve",
+        "type": "function",
+        "stateMutability": "nonpayable",
         "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
         "outputs": [{"name": "", "type": "bool"}],
     },
     {
-        "name": "balanceOf", "type": "function", "stateMutability": "view",
+        "name": "balanceOf",
+        "type": "function",
+        "stateMutability": "view",
         "inputs": [{"name": "account", "type": "address"}],
         "outputs": [{"name": "", "type": "uint256"}],
     },
@@ -91,7 +97,9 @@ class ChainClient:
     def __init__(self, w3: Web3, address: str, receipt_timeout: float = 120.0) -> None:
         self.w3 = w3
         self.address = to_checksum_address(address)
-        self.contract: Contract = w3.eth.contract(address=self.address, abi=contract_artifact()["abi"])
+        self.contract: Contract = w3.eth.contract(
+            address=self.address, abi=contract_artifact()["abi"]
+        )
         self._receipt_timeout = receipt_timeout
         self._errors = _error_decoders(contract_artifact()["abi"])
         self._events = {
@@ -130,7 +138,10 @@ class ChainClient:
     def propose_architecture(self, sender: str, task_id: int, digest: bytes, cid: str) -> TxResult:
         """Propose an architecture (a child of the root), paying the task's deposit."""
         result = self._transact(
-            sender, "proposeArchitecture", [task_id, digest, cid], value=self._deposit_value(task_id)
+            sender,
+            "proposeArchitecture",
+            [task_id, digest, cid],
+            value=self._deposit_value(task_id),
         )
         return _with_value(result, "ArchitectureProposed", "nodeId")
 
@@ -171,7 +182,9 @@ class ChainClient:
         result = self._transact(sender, "postMerge", args, gas=gas)
         return _with_value(result, "MergePosted", "nodeId")
 
-    def confirm_merge(self, sender: str, task_id: int, node_id: int, plaintext_digest: bytes) -> TxResult:
+    def confirm_merge(
+        self, sender: str, task_id: int, node_id: int, plaintext_digest: bytes
+    ) -> TxResult:
         return self._transact(sender, "confirmMerge", [task_id, node_id, plaintext_digest])
 
     def reveal_validation(
@@ -186,10 +199,19 @@ class ChainClient:
         gas = GAS_LIMITS["finalize"] + GAS_PER_EVALUATOR * 8
         return self._transact(sender, "finalize", [task_id], gas=gas)
 
-    def claim(self, sender: str, task_id: int, leaf: PayoutLeaf, proof: Sequence[bytes]) -> TxResult:
+    def claim(
+        self, sender: str, task_id: int, leaf: PayoutLeaf, proof: Sequence[bytes]
+    ) -> TxResult:
         """Claim `leaf` (paid to `leaf.account`, whoever sends it)."""
         gas = GAS_LIMITS["claim"] + GAS_PER_PROOF_STEP * len(proof)
-        args = [task_id, leaf.index, to_checksum_address(leaf.account), leaf.amount, leaf.points, list(proof)]
+        args = [
+            task_id,
+            leaf.index,
+            to_checksum_address(leaf.account),
+            leaf.amount,
+            leaf.points,
+            list(proof),
+        ]
         return self._transact(sender, "claim", args, gas=gas)
 
     def refund(self, sender: str, task_id: int, node_id: int) -> TxResult:
@@ -288,7 +310,7 @@ class ChainClient:
     def _transact(
         self, sender: str, fn_name: str, args: list[Any], value: int = 0, gas: int | None = None
     ) -> TxResult:
-        tx = {"from": to_checksum_address(sender), "value": value}
+        tx: TxParams = {"from": to_checksum_address(sender), "value": Wei(value)}
         fn = self.contract.functions[fn_name](*args)
         try:
             fn.call(tx, block_identifier="pending")  # surfaces a revert as its custom error, unsent
@@ -297,11 +319,12 @@ class ChainClient:
         tx["gas"] = gas if gas is not None else GAS_LIMITS[fn_name]
         return self._await(fn.transact(tx))
 
-    def _await(self, tx_hash: bytes) -> TxResult:
+    def _await(self, tx_hash: HexBytes) -> TxResult:
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self._receipt_timeout)
         if receipt["status"] != 1:
+            shown = HexBytes(tx_hash).to_0x_hex()
             raise errors.TransactionReverted(
-                f"transaction {HexBytes(tx_hash).to_0x_hex()} reverted (gas used {receipt['gasUsed']})"
+                f"transaction {shown} reverted (gas used {receipt['gasUsed']})"
             )
         events = []
         for entry in receipt["logs"]:
@@ -325,7 +348,9 @@ class ChainClient:
             if decoder is not None:
                 name, arg_names, arg_types = decoder
                 values = decode(arg_types, raw[4:])
-                return errors.revert_class(name)(**dict(zip(arg_names, _plain(values), strict=True)))
+                return errors.revert_class(name)(
+                    **dict(zip(arg_names, _plain(values), strict=True))
+                )
             return errors.UnknownRevert(data=data)
         return errors.TransactionReverted(str(exc.message or exc))
 
@@ -380,20 +405,36 @@ def _with_value(result: TxResult, event_name: str, arg: str) -> TxResult:
 def _node_record(event: ChainEvent) -> NodeRecord:
     a = event.args
     common = {
-        "task_id": a["taskId"], "node_id": a["nodeId"], "digest": a["digest"], "cid": a["cid"],
+        "task_id": a["taskId"],
+        "node_id": a["nodeId"],
+        "digest": a["digest"],
+        "cid": a["cid"],
         "block_number": event.block_number,
     }
     if event.name == "ArchitectureProposed":
         return NodeRecord(
-            kind=NodeKind.ARCHITECTURE, author=a["author"], parents=(0,), round=a["round"], samples=0,
+            kind=NodeKind.ARCHITECTURE,
+            author=a["author"],
+            parents=(0,),
+            round=a["round"],
+            samples=0,
             **common,
         )
     if event.name == "UpdateSubmitted":
         return NodeRecord(
-            kind=NodeKind.UPDATE, author=a["author"], parents=(a["parent"],), round=a["round"],
-            samples=a["samples"], **common,
+            kind=NodeKind.UPDATE,
+            author=a["author"],
+            parents=(a["parent"],),
+            round=a["round"],
+            samples=a["samples"],
+            **common,
         )
     return NodeRecord(
-        kind=NodeKind.MERGE, author=a["evaluator"], parents=tuple(a["parents"]), round=a["round"],
-        samples=a["samples"], plaintext_digest=a["plaintextDigest"], **common,
+        kind=NodeKind.MERGE,
+        author=a["evaluator"],
+        parents=tuple(a["parents"]),
+        round=a["round"],
+        samples=a["samples"],
+        plaintext_digest=a["plaintextDigest"],
+        **common,
     )

@@ -89,7 +89,11 @@ def compile_sources(sources: dict[str, str], root: Path = PROJECT_ROOT) -> dict[
                 "abi": data["abi"],
                 "bytecode": "0x" + bytecode,
                 "deployedBytecode": "0x" + data["evm"]["deployedBytecode"]["object"],
-                "compiler": {"solc": SOLC_VERSION, "evmVersion": EVM_VERSION, "runs": OPTIMIZER_RUNS},
+                "compiler": {
+                    "solc": SOLC_VERSION,
+                    "evmVersion": EVM_VERSION,
+                    "runs": OPTIMIZER_RUNS,
+                },
             }
     return contracts
 

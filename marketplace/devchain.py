@@ -22,7 +22,7 @@ class DevProvider(EthereumTesterProvider):
 
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
         namespace, _, endpoint = method.partition("_")
-        delegator = self.api_endpoints.get(namespace, {}).get(endpoint)
+        delegator = (self.api_endpoints or {}).get(namespace, {}).get(endpoint)
         if delegator is None:
             return super().make_request(method, params)
         request_id = self._current_request_id

@@ -102,10 +102,6 @@ class AlreadyConfirmed(ContractRevert):
     """This evaluator already confirmed this merge."""
 
 
-class TooManyNodes(ContractRevert):
-    """The task's node ids are exhausted."""
-
-
 class CommitmentMismatch(ContractRevert):
     """The revealed digest and salt do not match the validation commitment."""
 

@@ -61,10 +61,21 @@ class TaskParams(Frozen):
     def as_abi(self) -> tuple[Any, ...]:
         """The tuple `createTask` takes, in the struct's field order."""
         return (
-            self.token, self.bounty, self.deposit, self.validation_commit, self.spec_digest,
-            self.spec_cid, self.start, self.round_duration, self.rounds, self.reveal_window,
-            self.evaluation_window, self.challenge_window, self.claim_window,
-            list(self.evaluators), self.quorum,
+            self.token,
+            self.bounty,
+            self.deposit,
+            self.validation_commit,
+            self.spec_digest,
+            self.spec_cid,
+            self.start,
+            self.round_duration,
+            self.rounds,
+            self.reveal_window,
+            self.evaluation_window,
+            self.challenge_window,
+            self.claim_window,
+            list(self.evaluators),
+            self.quorum,
         )
 
 

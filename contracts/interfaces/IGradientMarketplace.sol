@@ -125,8 +125,6 @@ interface IGradientMarketplace {
     error MergeDigestMismatch(uint256 taskId, uint256 nodeId, bytes32 posted, bytes32 confirmed);
     /// @dev This evaluator already confirmed this merge.
     error AlreadyConfirmed(uint256 taskId, uint256 nodeId, address evaluator);
-    /// @dev Too many nodes in one task (node ids are 32-bit).
-    error TooManyNodes(uint256 taskId);
     /// @dev The revealed file digest and salt do not match the commitment.
     error CommitmentMismatch(uint256 taskId, bytes32 commitment, bytes32 computed);
     /// @dev This evaluator already posted a payout root for the task.
@@ -223,7 +221,8 @@ interface IGradientMarketplace {
 
     /// @notice Creates a task and escrows its bounty (ETH as `msg.value`, or an ERC-20 pulled
     /// with `transferFrom`). Codes of `InvalidTaskParams`: 1 bounty, 2 rounds, 3 round duration,
-    /// 4 windows, 5 evaluator count, 6 evaluator address, 7 quorum, 8 start in the past.
+    /// 4 windows, 5 evaluator count, 6 evaluator address (zero or repeated), 7 quorum (not a
+    /// strict majority), 8 start in the past, 9 token without code.
     function createTask(TaskParams calldata params) external payable returns (uint256 taskId);
 
     /// @notice Proposes an architecture: a child of the root, while the rounds are not over.

@@ -3,15 +3,6 @@ pragma solidity 0.8.37;
 
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 
-/// @notice A plain ERC-20 anyone can mint, for tests.
-contract MockERC20 is ERC20 {
-    constructor() ERC20("Mock", "MOCK") {}
-
-    function mint(address to, uint256 amount) external {
-        _mint(to, amount);
-    }
-}
-
 /// @notice An ERC-20 that burns 1% of every transfer: the marketplace must refuse it.
 contract FeeOnTransferToken is ERC20 {
     constructor() ERC20("Fee", "FEE") {}

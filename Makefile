@@ -1,0 +1,33 @@
+# Every target sets up what it needs first (scripts/setup.sh is idempotent and quick when current).
+PY := .venv/bin/python
+
+.PHONY: setup test demo gas build lint clean
+
+setup:
+	@scripts/setup.sh
+
+## The test suite: lint, types, then pytest (contracts tested through web3.py on eth-tester).
+test: setup
+	$(PY) -m ruff check marketplace miner sponsor_cli scripts tests
+	$(PY) -m mypy marketplace miner sponsor_cli
+	$(PY) -m pytest
+
+## A scripted task lifecycle on the embedded chain, printed as it happens.
+demo: setup
+	$(PY) scripts/demo.py
+
+## The gas of every operation as JSON (exact, on eth-tester); non-zero exit if one is over target.
+gas: setup
+	$(PY) scripts/gas.py
+
+## Recompile contracts/ into the committed artifacts (marketplace/artifacts/).
+build: setup
+	$(PY) scripts/compile_contracts.py
+
+lint: setup
+	$(PY) -m ruff check marketplace miner sponsor_cli scripts tests
+	$(PY) -m ruff format --check marketplace miner sponsor_cli scripts tests
+	$(PY) -m mypy marketplace miner sponsor_cli
+
+clean:
+	rm -rf .venv node_modules .stamps .build .pytest_cache .mypy_cache .ruff_cache .hypothesis

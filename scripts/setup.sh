@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One idempotent set-up for a fresh machine: a Python 3.11 venv with every dependency pinned
+# (requirements.lock, torch's CPU build included), the project installed editable, and the npm
+# tools (solcjs, OpenZeppelin, anvil) from package-lock.json. Re-running skips what is current.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+stamps=.stamps
+mkdir -p "$stamps"
+
+# pip's extra-index directories on these machines print a warning per package; hide that noise.
+quiet_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+if [ ! -x .venv/bin/python ]; then
+  python=$(command -v python3.11 || command -v python3)
+  "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+    || { echo "setup: Python 3.11 is required (found $("$python" --version))" >&2; exit 1; }
+  "$python" -m venv .venv
+fi
+
+if [ ! -f "$stamps/python" ] || [ requirements.lock -nt "$stamps/python" ] || [ pyproject.toml -nt "$stamps/python" ]; then
+  echo "setup: installing pinned Python dependencies (about 2 minutes on a fresh machine)"
+  set -o pipefail
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 | quiet_pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | quiet_pip
+  touch "$stamps/python"
+fi
+
+if [ ! -f "$stamps/npm" ] || [ package-lock.json -nt "$stamps/npm" ] || [ ! -d node_modules ]; then
+  command -v npm >/dev/null || { echo "setup: npm (Node 20) is required" >&2; exit 1; }
+  echo "setup: installing pinned npm tools (solcjs, OpenZeppelin, anvil)"
+  npm ci --no-audit --no-fund --loglevel=error
+  touch "$stamps/npm"
+fi
+echo "setup: ready"
