@@ -174,7 +174,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         Phase current = _phase(t);
         if (current != Phase.Rounds && current != Phase.Reveal) revert WrongPhase(taskId, current);
         uint256 bit = 1 << _evaluatorIndex(taskId, t, msg.sender);
-        uint64 closes = uint64(t.start) + uint64(round + 1) * t.roundDuration;
+        uint64 closes = uint64(t.start) + (uint64(round) + 1) * t.roundDuration;
         if (round >= t.rounds || block.timestamp < closes) revert RoundNotClosed(taskId, round, closes);
         uint256 count = parents.length;
         if (count == 0 || count > MAX_MERGE_PARENTS) revert InvalidMergeParents(taskId, count);
@@ -321,8 +321,12 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function cancelTask(uint256 taskId) external nonReentrant {
         Task storage t = _existing(taskId);
         if (msg.sender != t.sponsor) revert NotSponsor(taskId, msg.sender);
-        if (t.flags & CANCELLED != 0) revert WrongPhase(taskId, Phase.Cancelled);
         if (t.nodeCount != 0) revert HasSubmissions(taskId, t.nodeCount);
+        // Without submissions a root can still be posted (and the bounty reclaimed when none is
+        // agreed): once either happened, the bounty is accounted for and cancelling would pay it twice.
+        if (t.flags & CANCELLED != 0 || t.settledAt != 0 || t.reclaimed != 0) {
+            revert WrongPhase(taskId, _phase(t));
+        }
         uint128 amount = t.bounty;
         t.flags |= CANCELLED;
         t.reclaimed = amount;

@@ -280,7 +280,8 @@ interface IGradientMarketplace {
     /// the bounty per submission if the sponsor never revealed.
     function refund(uint256 taskId, uint256 nodeId) external;
 
-    /// @notice Cancels a task that has no submission yet and refunds its bounty.
+    /// @notice Cancels a task that has no submission yet and refunds its bounty (not once a payout
+    /// root was agreed or the bounty reclaimed).
     function cancelTask(uint256 taskId) external;
 
     /// @notice Sends the sponsor what was not earned (and, after the claim period, not claimed).
