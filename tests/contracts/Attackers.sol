@@ -3,8 +3,8 @@ pragma solidity 0.8.37;
 
 import {IGradientMarketplace} from "../../contracts/interfaces/IGradientMarketplace.sol";
 
-/// @notice Submits, claims, refunds and reclaims as a contract, and on every ETH it receives
-/// tries to re-enter the marketplace once more with the same arguments.
+/// @notice Sponsors, reveals, submits, claims, refunds and reclaims as a contract, and on the
+/// first ETH it receives once armed tries to re-enter the marketplace with the armed arguments.
 contract ReentrantReceiver {
     IGradientMarketplace public immutable market;
     uint8 public mode;            // 0 none, 1 claim, 2 refund, 3 reclaim, 4 cancel
@@ -27,6 +27,10 @@ contract ReentrantReceiver {
 
     function submitUpdate(uint256 taskId_, uint256 parent, bytes32 digest) external payable returns (uint256) {
         return market.submitUpdate{value: msg.value}(taskId_, parent, 1, digest, bytes32(0), "cid");
+    }
+
+    function revealValidation(uint256 taskId_, bytes32 fileDigest, bytes32 salt) external {
+        market.revealValidation(taskId_, fileDigest, salt, "cid");
     }
 
     function arm(uint8 mode_, uint256 taskId_, uint256 index_, uint256 amount_, uint256 points_, bytes32[] calldata proof_)
