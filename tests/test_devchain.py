@@ -1,0 +1,33 @@
+"""The embedded chain: reverts reported with their exact bytes, and a clock tests can move."""
+
+from __future__ import annotations
+
+from eth_tester.exceptions import TransactionFailed
+from hypothesis import given
+from hypothesis import strategies as st
+from web3 import Web3
+
+from marketplace.devchain import _revert_data, advance_time, advance_to, now
+
+
+@given(st.binary(max_size=200))
+def test_revert_bytes_survive_eth_testers_repr_exactly(data: bytes) -> None:
+    # py-evm's backend reports revert data as the text of the bytes' repr.
+    assert _revert_data(TransactionFailed(str(data))) == (data, "execution reverted")
+
+
+def test_a_plain_revert_reason_is_kept_as_the_message() -> None:
+    assert _revert_data(TransactionFailed("out of gas")) == (b"", "execution reverted: out of gas")
+
+
+def test_advance_to_mines_a_block_at_the_time_and_the_next_transaction_runs_after_it(
+    w3: Web3, accounts: list[str]
+) -> None:
+    target = now(w3) + 1000
+
+    assert advance_to(w3, target) == target
+    tx_hash = w3.eth.send_transaction({"from": accounts[0], "to": accounts[1], "value": 1})
+    mined = w3.eth.get_block(w3.eth.get_transaction_receipt(tx_hash)["blockNumber"])
+    assert mined["timestamp"] == target + 1
+    assert advance_to(w3, target) == target + 1  # the past is left alone
+    assert advance_time(w3, 60) == target + 61
