@@ -321,7 +321,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function cancelTask(uint256 taskId) external nonReentrant {
         Task storage t = _existing(taskId);
         if (msg.sender != t.sponsor) revert NotSponsor(taskId, msg.sender);
-        if (t.nodeCount != 0) revert HasSubmissions(taskId, t.nodeCount);
+        if (t.nodeCount != 0) revert HasSubmissions(taskId, t.nodeCount - t.mergeCount);
         // Without submissions a root can still be posted (and the bounty reclaimed when none is
         // agreed): once either happened, the bounty is accounted for and cancelling would pay it twice.
         if (t.flags & CANCELLED != 0 || t.settledAt != 0 || t.reclaimed != 0) {

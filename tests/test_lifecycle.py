@@ -49,19 +49,27 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     upd_b = market.submit_update(miner_b, task_id, 1, 400, digest("b0"), "bafkreib0")
     assert (upd_a.value, upd_b.value) == (2, 3)
     assert upd_a.event("EncryptionKeyRegistered").args == {
-        "taskId": 1, "account": miner_a, "publicKey": key_a
+        "taskId": 1,
+        "account": miner_a,
+        "publicKey": key_a,
     }
     with pytest.raises(KeyError):
         upd_b.event("EncryptionKeyRegistered")
     assert market.balance(market.address) == 10 * ETHER + 3 * deposit
     node = market.node(task_id, 2)
     assert (node.author, node.parent, node.samples, node.round, node.kind) == (
-        miner_a, 1, 600, 0, NodeKind.UPDATE
+        miner_a,
+        1,
+        600,
+        0,
+        NodeKind.UPDATE,
     )
 
     # A merge of round 0 may only come after round 0 closed.
     with pytest.raises(errors.RoundNotClosed):
-        market.post_merge(evaluator, task_id, 0, [2, 3], 1000, digest("m0"), digest("p0"), "bafkreim0")
+        market.post_merge(
+            evaluator, task_id, 0, [2, 3], 1000, digest("m0"), digest("p0"), "bafkreim0"
+        )
     advance_to(task.round_end(0))
     merge = market.post_merge(
         evaluator, task_id, 0, [2, 3], 1000, digest("m0"), digest("p0"), "bafkreim0"
@@ -70,7 +78,10 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     assert merge.event("MergePosted").args["parents"] == [2, 3]
     stored = market.node(task_id, 4)
     assert (stored.kind, stored.parent, stored.samples, stored.confirmations) == (
-        NodeKind.MERGE, 2, 1000, 1
+        NodeKind.MERGE,
+        2,
+        1000,
+        1,
     )
     assert stored.plaintext_digest == digest("p0")
 
@@ -101,7 +112,9 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     # Reveal: only the sponsor, only with the committed file and salt.
     with pytest.raises(errors.CommitmentMismatch):
         market.reveal_validation(sponsor, task_id, sha256(b"another file"), SALT, "bafkreival")
-    revealed = market.reveal_validation(sponsor, task_id, sha256(VALIDATION_FILE), SALT, "bafkreival")
+    revealed = market.reveal_validation(
+        sponsor, task_id, sha256(VALIDATION_FILE), SALT, "bafkreival"
+    )
     assert revealed.event("ValidationRevealed").args["fileDigest"] == sha256(VALIDATION_FILE)
     assert market.phase(task_id) == Phase.EVALUATION
 
@@ -134,7 +147,11 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     claim_a = market.claim(miner_a, task_id, leaves[1], tree.proof(1))
     assert market.balance(miner_a) == before + 3 * ETHER + 2 * deposit - spent(w3, claim_a.tx_hash)
     assert claim_a.event("Claimed").args == {
-        "taskId": 1, "index": 1, "account": miner_a, "amount": 3 * ETHER + 2 * deposit, "points": 30
+        "taskId": 1,
+        "index": 1,
+        "account": miner_a,
+        "amount": 3 * ETHER + 2 * deposit,
+        "points": 30,
     }
     assert market.reputation(miner_a) == 30 and market.reputation(scientist) == 0
     assert market.is_claimed(task_id, 1) and not market.is_claimed(task_id, 2)

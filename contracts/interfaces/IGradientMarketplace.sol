@@ -12,8 +12,8 @@ interface IGradientMarketplace {
         Rounds,      // architectures and updates are accepted
         Reveal,      // rounds are over; waiting for the sponsor to reveal the validation set
         Evaluation,  // revealed; evaluators post payout roots
-        Challenge,   // a root reached the quorum; waiting out the challenge window
-        Claims,      // the root is final (or finalizable); claims are open
+        Challenge,   // a root reached the quorum; after the challenge window anyone may finalize
+        Claims,      // finalized: claims are open for claimWindow from finalization
         Closed,      // the claim period is over; the sponsor may reclaim the rest
         Unrevealed,  // the sponsor missed the reveal: submitters share the bounty
         Unsettled,   // no root reached the quorum in time: deposits and bounty go back
@@ -77,7 +77,7 @@ interface IGradientMarketplace {
         uint64 roundsEnd;
         uint64 revealDeadline;
         uint64 evaluationDeadline;
-        uint64 challengeEnd;      // 0 until a root is agreed
+        uint64 challengeEnd;      // while a root is agreed but not final; 0 before and after
         uint64 claimDeadline;     // 0 until the root is final
         uint256 escrow;           // bounty + deposits taken
     }

@@ -1,0 +1,564 @@
+"""The settlement paths other than the happy one: a sponsor who never reveals, evaluators who never
+agree, cancellation, a three-evaluator quorum (merge confirmations, a dissenting root and its
+strike), and the phase of one task at every boundary of its lifecycle. ETH throughout, with exact
+balances and events at every step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from web3 import Web3
+
+from marketplace import errors
+from marketplace.chain import ChainClient
+from marketplace.crypto import PayoutLeaf, payout_tree, sha256
+from marketplace.messages import NodeKind, Phase, TaskParams, TxResult
+from tests.helpers import ETHER, SALT, VALIDATION_FILE, digest, spent
+
+DEPOSIT = ETHER // 100
+
+
+def _reveal(market: ChainClient, sponsor: str, task_id: int) -> TxResult:
+    return market.reveal_validation(sponsor, task_id, sha256(VALIDATION_FILE), SALT, "bafkreival")
+
+
+def _round_zero(
+    market: ChainClient, task_id: int, scientist: str, miner_a: str, miner_b: str
+) -> list[TxResult]:
+    """Node 1: an architecture by `scientist`; nodes 2 and 3: an update of it by each miner."""
+    results = [
+        market.propose_architecture(scientist, task_id, digest("arch"), "bafkreiarch"),
+        market.submit_update(miner_a, task_id, 1, 600, digest("a0"), "bafkreia0"),
+        market.submit_update(miner_b, task_id, 1, 400, digest("b0"), "bafkreib0"),
+    ]
+    assert [r.value for r in results] == [1, 2, 3]
+    return results
+
+
+# ---------------------------------------------------------------- the sponsor never reveals
+
+
+def test_unrevealed_submitters_share_the_bounty_by_refund(
+    w3: Web3,
+    market: ChainClient,
+    accounts: list[str],
+    sponsor: str,
+    evaluator: str,
+    task_params: Callable[..., TaskParams],
+    advance_to: Callable[[int], int],
+) -> None:
+    scientist, miner_a, miner_b, outsider = accounts[2], accounts[3], accounts[4], accounts[8]
+    authors = {1: scientist, 2: miner_a, 3: miner_b}
+    start = {
+        a: market.balance(a) for a in (sponsor, evaluator, scientist, miner_a, miner_b, outsider)
+    }
+    bounty = 10 * ETHER + 1  # over 3 submissions: 3,333,333,333,333,333,333 each, 2 wei of dust
+    created = market.create_task(sponsor, task_params(bounty=bounty))
+    task_id = created.value
+    assert task_id == 1
+    submissions = _round_zero(market, task_id, scientist, miner_a, miner_b)
+    task = market.task(task_id)
+    advance_to(task.round_end(0))
+    merge = market.post_merge(
+        evaluator, task_id, 0, [2, 3], 1000, digest("m0"), digest("p0"), "bafkreim0"
+    )
+    assert merge.value == 4
+    task = market.task(task_id)
+    assert (task.node_count, task.submission_count, task.escrow) == (4, 3, bounty + 3 * DEPOSIT)
+    assert market.balance(market.address) == bounty + 3 * DEPOSIT
+
+    # The last second of the reveal window: a reveal sent now is mined at the deadline, too late.
+    advance_to(task.reveal_deadline - 1)
+    assert market.phase(task_id) == Phase.REVEAL
+    with pytest.raises(errors.WrongPhase) as refused:
+        _reveal(market, sponsor, task_id)
+    assert refused.value.values == {"taskId": task_id, "current": Phase.UNREVEALED}
+    advance_to(task.reveal_deadline)
+    assert market.phase(task_id) == Phase.UNREVEALED
+    with pytest.raises(errors.WrongPhase):
+        _reveal(market, sponsor, task_id)
+    assert not market.task(task_id).revealed
+    with pytest.raises(errors.WrongPhase) as refused:
+        market.reclaim(sponsor, task_id)
+    assert refused.value.values == {"taskId": task_id, "current": Phase.UNREVEALED}
+    with pytest.raises(errors.HasSubmissions):
+        market.cancel_task(sponsor, task_id)
+    with pytest.raises(errors.NotRefundable) as not_refundable:
+        market.refund(outsider, task_id, 4)  # the merge carried no deposit
+    assert not_refundable.value.values == {"taskId": task_id, "nodeId": 4}
+    with pytest.raises(errors.NotRefundable):
+        market.refund(outsider, task_id, 5)  # no such node
+
+    # Each submission gets its deposit and an equal share of the bounty, paid to its author
+    # whoever sends the refund; a second refund of the same node is refused.
+    share = bounty // 3
+    assert share == 3_333_333_333_333_333_333
+    refunds = []
+    for node_id, author in authors.items():
+        assert not market.is_refunded(task_id, node_id)
+        author_before, market_before = market.balance(author), market.balance(market.address)
+        refunded = market.refund(outsider, task_id, node_id)
+        refunds.append(refunded)
+        assert refunded.event("Refunded").args == {
+            "taskId": task_id,
+            "nodeId": node_id,
+            "author": author,
+            "amount": DEPOSIT + share,
+        }
+        assert market.balance(author) == author_before + DEPOSIT + share
+        assert market.balance(market.address) == market_before - DEPOSIT - share
+        assert market.is_refunded(task_id, node_id)
+        with pytest.raises(errors.AlreadyRefunded) as again:
+            market.refund(author, task_id, node_id)
+        assert again.value.values == {"taskId": task_id, "nodeId": node_id}
+    assert [e.args["nodeId"] for e in market.events("Refunded", taskId=task_id)] == [1, 2, 3]
+
+    # Only the rounding dust is left, and nobody can take it.
+    dust = bounty - 3 * share
+    assert dust == 2 and market.balance(market.address) == dust
+    with pytest.raises(errors.WrongPhase):
+        market.reclaim(sponsor, task_id)
+    assert market.task(task_id).reclaimed == 0
+
+    # Every submitter gained exactly its share; the sponsor lost the bounty; the sender of the
+    # refunds paid only gas.
+    for node_id, author in authors.items():
+        paid_gas = spent(w3, submissions[node_id - 1].tx_hash)
+        assert market.balance(author) == start[author] - paid_gas + share
+    assert market.balance(sponsor) == start[sponsor] - bounty - spent(w3, created.tx_hash)
+    assert market.balance(outsider) == start[outsider] - sum(spent(w3, r.tx_hash) for r in refunds)
+    assert market.balance(evaluator) == start[evaluator] - spent(w3, merge.tx_hash)
+
+
+# ---------------------------------------------------------------- the evaluators never agree
+
+
+def test_unsettled_deposits_refunded_and_bounty_reclaimed_once(
+    w3: Web3,
+    market: ChainClient,
+    accounts: list[str],
+    sponsor: str,
+    task_params: Callable[..., TaskParams],
+    advance_to: Callable[[int], int],
+) -> None:
+    scientist, miner_a, miner_b, outsider = accounts[2], accounts[3], accounts[4], accounts[8]
+    ev0, ev1, ev2 = accounts[1], accounts[5], accounts[6]
+    authors = {1: scientist, 2: miner_a, 3: miner_b}
+    start = {a: market.balance(a) for a in (sponsor, scientist, miner_a, miner_b)}
+    created = market.create_task(sponsor, task_params(evaluators=(ev0, ev1, ev2), quorum=2))
+    task_id = created.value
+    submissions = _round_zero(market, task_id, scientist, miner_a, miner_b)
+    task = market.task(task_id)
+    advance_to(task.rounds_end)
+    revealed = _reveal(market, sponsor, task_id)
+
+    # Two evaluators post different roots: one vote each, no agreement.
+    root_0 = payout_tree([PayoutLeaf(0, scientist, ETHER, 0)]).root
+    root_1 = payout_tree([PayoutLeaf(0, miner_a, ETHER, 0)]).root
+    for evaluator, root in ((ev0, root_0), (ev1, root_1)):
+        posted = market.post_payout_root(evaluator, task_id, root, ETHER)
+        assert [e.name for e in posted.events] == ["PayoutRootPosted"]
+        assert posted.event("PayoutRootPosted").args == {
+            "taskId": task_id,
+            "evaluator": evaluator,
+            "root": root,
+            "total": ETHER,
+            "votes": 1,
+        }
+    assert market.task(task_id).posted == 0b011
+    with pytest.raises(errors.WrongPhase) as refused:
+        market.reclaim(sponsor, task_id)
+    assert refused.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
+
+    # The third root would be mined at the evaluation deadline: too late to make a quorum.
+    advance_to(task.evaluation_deadline - 1)
+    assert market.phase(task_id) == Phase.EVALUATION
+    with pytest.raises(errors.WrongPhase) as refused:
+        market.post_payout_root(ev2, task_id, root_0, ETHER)
+    assert refused.value.values == {"taskId": task_id, "current": Phase.UNSETTLED}
+    advance_to(task.evaluation_deadline)
+    assert market.phase(task_id) == Phase.UNSETTLED
+    with pytest.raises(errors.WrongPhase):
+        market.finalize(outsider, task_id)
+
+    # The sponsor takes back exactly the bounty, once.
+    sponsor_before = market.balance(sponsor)
+    reclaimed = market.reclaim(sponsor, task_id)
+    assert reclaimed.event("Reclaimed").args == {
+        "taskId": task_id,
+        "sponsor": sponsor,
+        "amount": 10 * ETHER,
+    }
+    assert market.balance(sponsor) == sponsor_before + 10 * ETHER - spent(w3, reclaimed.tx_hash)
+    assert market.balance(market.address) == 3 * DEPOSIT
+    assert market.task(task_id).reclaimed == 10 * ETHER
+    with pytest.raises(errors.NothingToReclaim) as nothing:
+        market.reclaim(sponsor, task_id)
+    assert nothing.value.values == {"taskId": task_id}
+
+    # Each submission gets its deposit back, and nothing more.
+    for node_id, author in authors.items():
+        author_before = market.balance(author)
+        refunded = market.refund(outsider, task_id, node_id)
+        assert refunded.event("Refunded").args == {
+            "taskId": task_id,
+            "nodeId": node_id,
+            "author": author,
+            "amount": DEPOSIT,
+        }
+        assert market.balance(author) == author_before + DEPOSIT
+        with pytest.raises(errors.AlreadyRefunded):
+            market.refund(outsider, task_id, node_id)
+    assert market.balance(market.address) == 0
+    for node_id, author in authors.items():
+        assert market.balance(author) == start[author] - spent(w3, submissions[node_id - 1].tx_hash)
+    sponsor_gas = sum(spent(w3, r.tx_hash) for r in (created, revealed, reclaimed))
+    assert market.balance(sponsor) == start[sponsor] - sponsor_gas
+
+
+# ---------------------------------------------------------------- cancellation
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [Phase.ROUNDS, Phase.REVEAL, Phase.UNREVEALED, Phase.EVALUATION, Phase.UNSETTLED],
+    ids=lambda phase: phase.name.lower(),
+)
+def test_cancel_without_submissions_returns_the_whole_bounty(
+    w3: Web3,
+    market: ChainClient,
+    accounts: list[str],
+    sponsor: str,
+    task_params: Callable[..., TaskParams],
+    advance_to: Callable[[int], int],
+    phase: Phase,
+) -> None:
+    scientist, miner = accounts[2], accounts[3]
+    other = market.create_task(accounts[7], task_params(bounty=3 * ETHER)).value  # not touched
+    task_id = market.create_task(sponsor, task_params()).value
+    task = market.task(task_id)
+    if phase != Phase.ROUNDS:
+        advance_to(task.rounds_end)
+    if phase in (Phase.EVALUATION, Phase.UNSETTLED):
+        _reveal(market, sponsor, task_id)
+    if phase == Phase.UNREVEALED:
+        advance_to(task.reveal_deadline)
+    if phase == Phase.UNSETTLED:
+        advance_to(task.evaluation_deadline)
+    assert market.phase(task_id) == phase
+    with pytest.raises(errors.NotSponsor):
+        market.cancel_task(accounts[7], task_id)
+
+    before = market.balance(sponsor)
+    cancelled = market.cancel_task(sponsor, task_id)
+    assert [e.name for e in cancelled.events] == ["TaskCancelled"]
+    assert cancelled.event("TaskCancelled").args == {"taskId": task_id, "refunded": 10 * ETHER}
+    assert market.balance(sponsor) == before + 10 * ETHER - spent(w3, cancelled.tx_hash)
+    assert market.balance(market.address) == 3 * ETHER
+    assert market.phase(task_id) == Phase.CANCELLED
+    assert not market.task(other).cancelled and market.task(other).reclaimed == 0
+    task = market.task(task_id)
+    assert (task.cancelled, task.reclaimed, task.node_count) == (True, 10 * ETHER, 0)
+
+    # No submission, no second cancel, nothing to reclaim.
+    with pytest.raises(errors.RoundNotOpen):
+        market.propose_architecture(scientist, task_id, digest("arch"), "bafkreiarch")
+    with pytest.raises(errors.RoundNotOpen):
+        market.submit_update(miner, task_id, 1, 100, digest("u"), "bafkreiu")
+    with pytest.raises(errors.WrongPhase) as refused:
+        market.cancel_task(sponsor, task_id)
+    assert refused.value.values == {"taskId": task_id, "current": Phase.CANCELLED}
+    with pytest.raises(errors.WrongPhase):
+        market.reclaim(sponsor, task_id)
+    assert market.balance(market.address) == 3 * ETHER and market.task(task_id).node_count == 0
+
+
+def test_a_task_with_one_submission_cannot_be_cancelled(
+    market: ChainClient,
+    accounts: list[str],
+    sponsor: str,
+    task_params: Callable[..., TaskParams],
+) -> None:
+    task_id = market.create_task(sponsor, task_params()).value
+    market.propose_architecture(accounts[2], task_id, digest("arch"), "bafkreiarch")
+    with pytest.raises(errors.HasSubmissions) as refused:
+        market.cancel_task(sponsor, task_id)
+    assert refused.value.values == {"taskId": task_id, "submissions": 1}
+    assert market.phase(task_id) == Phase.ROUNDS and not market.task(task_id).cancelled
+    assert market.balance(market.address) == 10 * ETHER + DEPOSIT
+    assert market.events("TaskCancelled") == []
+    # Submissions still go on.
+    assert market.submit_update(accounts[3], task_id, 1, 100, digest("u"), "bafkreiu").value == 2
+
+
+# ---------------------------------------------------------------- three evaluators, quorum 2
+
+
+def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
+    w3: Web3,
+    market: ChainClient,
+    accounts: list[str],
+    sponsor: str,
+    task_params: Callable[..., TaskParams],
+    advance_to: Callable[[int], int],
+) -> None:
+    scientist, miner_a, miner_b, outsider = accounts[2], accounts[3], accounts[4], accounts[8]
+    ev0, ev1, ev2 = accounts[1], accounts[5], accounts[6]
+    created = market.create_task(sponsor, task_params(evaluators=(ev0, ev1, ev2), quorum=2))
+    task_id = created.value
+    event = created.event("TaskCreated").args
+    assert (event["evaluators"], event["quorum"]) == ([ev0, ev1, ev2], 2)
+    assert market.evaluators(task_id) == [ev0, ev1, ev2]
+    _round_zero(market, task_id, scientist, miner_a, miner_b)
+    task = market.task(task_id)
+
+    # Evaluator 0 posts round 0's merge: its own attestation is one of the two needed.
+    advance_to(task.round_end(0))
+    merge = market.post_merge(
+        ev0, task_id, 0, [2, 3], 1000, digest("m0"), digest("p0"), "bafkreim0"
+    )
+    assert merge.value == 4
+    node = market.node(task_id, 4)
+    assert (node.kind, node.author, node.confirmations) == (NodeKind.MERGE, ev0, 0b001)
+    with pytest.raises(errors.MergeNotConfirmed) as refused:
+        market.submit_update(miner_a, task_id, 4, 600, digest("a1"), "bafkreia1")
+    assert refused.value.values == {"taskId": task_id, "nodeId": 4, "confirmations": 1, "quorum": 2}
+    assert market.task(task_id).node_count == 4
+    with pytest.raises(errors.AlreadyConfirmed):
+        market.confirm_merge(ev0, task_id, 4, digest("p0"))
+    with pytest.raises(errors.MergeDigestMismatch) as mismatch:
+        market.confirm_merge(ev1, task_id, 4, digest("another merge"))
+    assert mismatch.value.values == {
+        "taskId": task_id,
+        "nodeId": 4,
+        "posted": digest("p0"),
+        "confirmed": digest("another merge"),
+    }
+    with pytest.raises(errors.NotEvaluator):
+        market.confirm_merge(miner_a, task_id, 4, digest("p0"))
+    assert market.node(task_id, 4).confirmations == 0b001
+
+    # Evaluator 1 recomputes the same plaintext: the merge is confirmed and can be built on.
+    confirmed = market.confirm_merge(ev1, task_id, 4, digest("p0"))
+    assert confirmed.event("MergeConfirmed").args == {
+        "taskId": task_id,
+        "nodeId": 4,
+        "evaluator": ev1,
+        "confirmations": 2,
+    }
+    assert market.node(task_id, 4).confirmations == 0b011
+    update = market.submit_update(miner_a, task_id, 4, 600, digest("a1"), "bafkreia1")
+    assert update.value == 5 and market.node(task_id, 5).parent == 4
+    late = market.confirm_merge(ev2, task_id, 4, digest("p0"))
+    assert late.event("MergeConfirmed").args["confirmations"] == 3
+    assert market.node(task_id, 4).confirmations == 0b111
+
+    advance_to(task.rounds_end)
+    _reveal(market, sponsor, task_id)
+    task = market.task(task_id)
+    assert (task.submission_count, task.escrow) == (4, 10 * ETHER + 4 * DEPOSIT)
+
+    # Evaluators 0 and 1 agree on R; evaluator 2 posts R' (everything to miner_b).
+    leaves = [
+        PayoutLeaf(0, scientist, 2 * ETHER + DEPOSIT, 0),
+        PayoutLeaf(1, miner_a, 3 * ETHER + 2 * DEPOSIT, 30),
+        PayoutLeaf(2, miner_b, 2 * ETHER + DEPOSIT, 20),
+    ]
+    tree = payout_tree(leaves)
+    total = sum(leaf.amount for leaf in leaves)
+    rogue_leaves = [PayoutLeaf(0, miner_b, 10 * ETHER + 4 * DEPOSIT, 100)]
+    rogue = payout_tree(rogue_leaves)
+    first = market.post_payout_root(ev0, task_id, tree.root, total)
+    assert first.event("PayoutRootPosted").args["votes"] == 1
+    dissent = market.post_payout_root(ev2, task_id, rogue.root, 10 * ETHER + 4 * DEPOSIT)
+    assert [e.name for e in dissent.events] == ["PayoutRootPosted"]
+    assert dissent.event("PayoutRootPosted").args["votes"] == 1
+    assert market.phase(task_id) == Phase.EVALUATION
+    agreed = market.post_payout_root(ev1, task_id, tree.root, total)
+    assert agreed.event("PayoutRootPosted").args == {
+        "taskId": task_id,
+        "evaluator": ev1,
+        "root": tree.root,
+        "total": total,
+        "votes": 2,
+    }
+    assert agreed.event("PayoutRootAgreed").args == {
+        "taskId": task_id,
+        "root": tree.root,
+        "total": total,
+    }
+    assert market.phase(task_id) == Phase.CHALLENGE
+    task = market.task(task_id)
+    assert (task.payout_root, task.payout_total, task.posted) == (tree.root, total, 0b111)
+    with pytest.raises(errors.AlreadyPosted):
+        market.post_payout_root(ev2, task_id, tree.root, total)
+
+    # Finalization strikes the evaluator whose root lost, and only it.
+    advance_to(task.challenge_end)
+    finalized = market.finalize(outsider, task_id)
+    assert [e.name for e in finalized.events] == ["EvaluatorOverruled", "TaskFinalized"]
+    assert finalized.event("EvaluatorOverruled").args == {
+        "taskId": task_id,
+        "evaluator": ev2,
+        "strikes": 1,
+    }
+    assert finalized.event("TaskFinalized").args == {
+        "taskId": task_id,
+        "root": tree.root,
+        "total": total,
+    }
+    assert [market.strikes(e) for e in (ev0, ev1, ev2)] == [0, 0, 1]
+
+    # Claims follow R; the losing root's leaf proves nothing.
+    with pytest.raises(errors.InvalidProof):
+        market.claim(miner_b, task_id, rogue_leaves[0], rogue.proof(0))
+    for leaf in leaves:
+        account_before, market_before = market.balance(leaf.account), market.balance(market.address)
+        claimed = market.claim(outsider, task_id, leaf, tree.proof(leaf.index))
+        assert claimed.event("Claimed").args == {
+            "taskId": task_id,
+            "index": leaf.index,
+            "account": leaf.account,
+            "amount": leaf.amount,
+            "points": leaf.points,
+        }
+        assert market.balance(leaf.account) == account_before + leaf.amount
+        assert market.balance(market.address) == market_before - leaf.amount
+    assert [market.reputation(a) for a in (scientist, miner_a, miner_b)] == [0, 30, 20]
+    assert market.balance(market.address) == 10 * ETHER + 4 * DEPOSIT - total == 3 * ETHER
+    before = market.balance(sponsor)
+    reclaimed = market.reclaim(sponsor, task_id)
+    assert reclaimed.event("Reclaimed").args["amount"] == 3 * ETHER
+    assert market.balance(sponsor) == before + 3 * ETHER - spent(w3, reclaimed.tx_hash)
+    assert market.balance(market.address) == 0
+
+
+@pytest.mark.parametrize(
+    ("late_root", "late_total", "votes", "overruled"),
+    [
+        ("agreed", 0, 3, False),
+        ("agreed", -1, 1, True),  # the same root with another total is another vote
+        ("other", 0, 1, True),
+    ],
+    ids=["same-root", "same-root-other-total", "other-root"],
+)
+def test_a_root_posted_after_the_agreement(
+    market: ChainClient,
+    accounts: list[str],
+    sponsor: str,
+    task_params: Callable[..., TaskParams],
+    advance_to: Callable[[int], int],
+    late_root: str,
+    late_total: int,
+    votes: int,
+    overruled: bool,
+) -> None:
+    scientist, outsider = accounts[2], accounts[8]
+    ev0, ev1, ev2 = accounts[1], accounts[5], accounts[6]
+    task_id = market.create_task(sponsor, task_params(evaluators=(ev0, ev1, ev2), quorum=2)).value
+    market.propose_architecture(scientist, task_id, digest("arch"), "bafkreiarch")
+    advance_to(market.task(task_id).rounds_end)
+    _reveal(market, sponsor, task_id)
+    agreed_root = payout_tree([PayoutLeaf(0, scientist, 5 * ETHER, 10)]).root
+    other_root = payout_tree([PayoutLeaf(0, scientist, 6 * ETHER, 10)]).root
+    market.post_payout_root(ev0, task_id, agreed_root, 5 * ETHER)
+    agreed = market.post_payout_root(ev1, task_id, agreed_root, 5 * ETHER)
+    assert agreed.event("PayoutRootAgreed").args["root"] == agreed_root
+    settled_at = market.task(task_id).settled_at
+
+    root = agreed_root if late_root == "agreed" else other_root
+    posted = market.post_payout_root(ev2, task_id, root, 5 * ETHER + late_total)
+    assert [e.name for e in posted.events] == ["PayoutRootPosted"]  # no second agreement
+    assert posted.event("PayoutRootPosted").args["votes"] == votes
+    task = market.task(task_id)
+    assert (task.payout_root, task.payout_total, task.settled_at) == (
+        agreed_root,
+        5 * ETHER,
+        settled_at,
+    )
+
+    advance_to(task.challenge_end)
+    finalized = market.finalize(outsider, task_id)
+    expected = [{"taskId": task_id, "evaluator": ev2, "strikes": 1}] if overruled else []
+    assert [e.args for e in finalized.events if e.name == "EvaluatorOverruled"] == expected
+    assert [market.strikes(e) for e in (ev0, ev1, ev2)] == [0, 0, int(overruled)]
+
+
+# ---------------------------------------------------------------- phases at their boundaries
+
+
+def test_phase_of_one_task_at_every_boundary(
+    w3: Web3,
+    market: ChainClient,
+    accounts: list[str],
+    sponsor: str,
+    evaluator: str,
+    task_params: Callable[..., TaskParams],
+    advance_to: Callable[[int], int],
+) -> None:
+    scientist, miner, outsider = accounts[2], accounts[3], accounts[8]
+    assert market.phase(1) == Phase.NONE
+    start = int(w3.eth.get_block("latest")["timestamp"]) + 1000
+    task_id = market.create_task(sponsor, task_params(start=start)).value
+    task = market.task(task_id)
+    assert task.start == start
+    assert (task.round_end(0), task.round_end(1)) == (start + 3600, start + 7200)
+    assert task.rounds_end == start + 7200
+    assert task.reveal_deadline == task.rounds_end + 3600
+    assert task.evaluation_deadline == task.reveal_deadline + 3600
+    assert (task.challenge_end, task.claim_deadline) == (0, 0)
+    assert market.phase(task_id) == Phase.ROUNDS and market.phase(task_id + 1) == Phase.NONE
+
+    # Before the start: architectures are taken (round 0), updates are not.
+    assert market.current_round(task_id) == 0
+    assert market.propose_architecture(scientist, task_id, digest("arch"), "cid").value == 1
+    assert market.node(task_id, 1).round == 0
+    advance_to(start - 2)
+    with pytest.raises(errors.RoundNotOpen):
+        market.submit_update(miner, task_id, 1, 100, digest("u0"), "cid")  # mined at start - 1
+    advance_to(start - 1)
+    assert market.submit_update(miner, task_id, 1, 100, digest("u0"), "cid").value == 2  # at start
+
+    advance_to(task.round_end(0) - 1)
+    assert (market.phase(task_id), market.current_round(task_id)) == (Phase.ROUNDS, 0)
+    advance_to(task.round_end(0))
+    assert (market.phase(task_id), market.current_round(task_id)) == (Phase.ROUNDS, 1)
+    advance_to(task.rounds_end - 1)
+    assert (market.phase(task_id), market.current_round(task_id)) == (Phase.ROUNDS, 1)
+    advance_to(task.rounds_end)
+    assert (market.phase(task_id), market.current_round(task_id)) == (Phase.REVEAL, 2)
+
+    _reveal(market, sponsor, task_id)
+    assert market.phase(task_id) == Phase.EVALUATION
+    advance_to(task.reveal_deadline)  # revealed: the reveal deadline no longer matters
+    assert market.phase(task_id) == Phase.EVALUATION
+    advance_to(task.evaluation_deadline - 2)
+    assert market.phase(task_id) == Phase.EVALUATION
+
+    # The root, mined in the last second of the evaluation window, is in time.
+    leaf = PayoutLeaf(0, scientist, ETHER, 1)
+    market.post_payout_root(evaluator, task_id, payout_tree([leaf]).root, ETHER)
+    task = market.task(task_id)
+    assert task.settled_at == task.evaluation_deadline - 1
+    assert task.challenge_end == task.settled_at + 600 and task.claim_deadline == 0
+    assert market.phase(task_id) == Phase.CHALLENGE
+    advance_to(task.evaluation_deadline)  # agreed in time: not Unsettled
+    assert market.phase(task_id) == Phase.CHALLENGE
+
+    advance_to(task.challenge_end - 2)
+    with pytest.raises(errors.ChallengeWindowOpen) as refused:
+        market.finalize(outsider, task_id)  # mined at challenge_end - 1
+    assert refused.value.values == {"taskId": task_id, "endsAt": task.challenge_end}
+    advance_to(task.challenge_end - 1)
+    assert market.phase(task_id) == Phase.CHALLENGE
+    market.finalize(outsider, task_id)  # mined at challenge_end
+    assert market.phase(task_id) == Phase.CLAIMS
+    final = market.task(task_id)
+    assert (final.finalized, final.settled_at) == (True, task.challenge_end)
+    assert final.claim_deadline == task.challenge_end + 7 * 24 * 3600
+
+    advance_to(final.claim_deadline - 1)
+    assert market.phase(task_id) == Phase.CLAIMS
+    advance_to(final.claim_deadline)
+    assert market.phase(task_id) == Phase.CLOSED
