@@ -29,7 +29,9 @@ fi
 if [ ! -f "$stamps/npm" ] || [ package-lock.json -nt "$stamps/npm" ] || [ ! -d node_modules ]; then
   command -v npm >/dev/null || { echo "setup: npm (Node 20) is required" >&2; exit 1; }
   echo "setup: installing pinned npm tools (solcjs, OpenZeppelin, anvil)"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm ci` rejects this lock (npm 11 wants every platform's optional anvil binary listed);
+  # `npm install` follows the same lock and pins.
+  npm install --no-audit --no-fund --loglevel=error
   touch "$stamps/npm"
 fi
 echo "setup: ready"
