@@ -176,7 +176,10 @@ def measure(progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     leaves3 = [PayoutLeaf(i, s.accounts[i % 8 + 2], 1000, 1) for i in range(1000)]
     tree3, posted3 = s.settle(task3, leaves3)
     s.record("postPayoutRoot (1,000 nodes)", posted3)
-    s.record("claim (1,000-leaf tree: 10-hash proof, new bitmap word)", m.claim(s.accounts[2], task3, leaves3[0], tree3.proof(0)))
+    s.record(
+        "claim (1,000-leaf tree: 10-hash proof, new bitmap word)",
+        m.claim(s.accounts[2], task3, leaves3[0], tree3.proof(0)),
+    )
 
     # ERC-20 bounty and deposit; three evaluators with a 2-of-3 quorum.
     progress("ERC-20 and quorum")
