@@ -13,17 +13,15 @@ from web3.contract import Contract
 
 from marketplace import compiler
 from marketplace.chain import ChainClient
-from marketplace.crypto import sha256
 from marketplace.devchain import advance_time as _advance_time
 from marketplace.devchain import advance_to as _advance_to
 from marketplace.devchain import local_web3
 from marketplace.messages import TaskParams
-from tests.helpers import ETHER, commitment
+from tests.helpers import eth_task
 
 ROOT = compiler.PROJECT_ROOT
 TEST_CONTRACTS = ROOT / "tests" / "contracts"
 BUILD_DIR = ROOT / ".build"
-
 
 
 def _all_sources() -> dict[str, str]:
@@ -107,22 +105,6 @@ def task_params(evaluator: str) -> Callable[..., TaskParams]:
     """task_params(**overrides) -> TaskParams for a 2-round ETH task with one evaluator."""
 
     def _params(**overrides: Any) -> TaskParams:
-        defaults: dict[str, Any] = {
-            "bounty": 10 * ETHER,
-            "deposit": ETHER // 100,
-            "validation_commit": commitment(),
-            "spec_digest": sha256(b'{"metric": "accuracy"}'),
-            "spec_cid": "bafkreispec",
-            "round_duration": 3600,
-            "rounds": 2,
-            "reveal_window": 3600,
-            "evaluation_window": 3600,
-            "challenge_window": 600,
-            "claim_window": 7 * 24 * 3600,
-            "evaluators": (evaluator,),
-            "quorum": 1,
-        }
-        defaults.update(overrides)
-        return TaskParams(**defaults)
+        return eth_task(evaluator, **overrides)
 
     return _params

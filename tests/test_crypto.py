@@ -27,8 +27,7 @@ from marketplace.crypto import (
     verify_proof,
 )
 from marketplace.messages import Phase, TaskParams
-from tests.helpers import ETHER, SALT, VALIDATION_FILE
-from tests.payouts import settle
+from tests.helpers import ETHER, SALT, VALIDATION_FILE, create_task, settle
 
 MAX_UINT = 2**256 - 1
 
@@ -55,7 +54,8 @@ def packed_leaf(index: int, account: str, amount: int, points: int) -> bytes:
     """The same leaf with the ABI encoding written out by hand: four 32-byte words."""
     words = (
         index.to_bytes(32, "big")
-        + bytes(12) + bytes.fromhex(account[2:])
+        + bytes(12)
+        + bytes.fromhex(account[2:])
         + amount.to_bytes(32, "big")
         + points.to_bytes(32, "big")
     )
@@ -87,8 +87,7 @@ def test_every_leaf_of_a_crypto_py_tree_is_claimable_on_chain(
     ]
     tree = payout_tree(leaves)
     total = sum(leaf.amount for leaf in leaves)
-    task_id = market.create_task(sponsor, task_params(bounty=total + ETHER)).value
-    assert task_id is not None
+    task_id = create_task(market, sponsor, task_params(bounty=total + ETHER))
     settle(w3, market, task_id, sponsor, evaluator, tree.root, total)
     assert market.task(task_id).payout_root == tree.root
     if size == 33:
@@ -103,8 +102,11 @@ def test_every_leaf_of_a_crypto_py_tree_is_claimable_on_chain(
         assert oracle.functions.verify(proof, tree.root, leaf.hash()).call() is True
         result = market.claim(accounts[9], task_id, leaf, proof)
         assert result.event("Claimed").args == {
-            "taskId": task_id, "index": leaf.index, "account": leaf.account,
-            "amount": leaf.amount, "points": leaf.points,
+            "taskId": task_id,
+            "index": leaf.index,
+            "account": leaf.account,
+            "amount": leaf.amount,
+            "points": leaf.points,
         }
         paid[leaf.account] += leaf.amount
 
@@ -129,8 +131,13 @@ def test_openzeppelin_recomputes_every_root_from_every_proof(oracle: Contract) -
 
 @pytest.mark.parametrize(
     ("a", "b"),
-    [(bytes(32), bytes(32)), (bytes(32), b"\xff" * 32), (b"\xff" * 32, bytes(32)),
-     (sha256(b"a"), sha256(b"b")), (sha256(b"b"), sha256(b"a"))],
+    [
+        (bytes(32), bytes(32)),
+        (bytes(32), b"\xff" * 32),
+        (b"\xff" * 32, bytes(32)),
+        (sha256(b"a"), sha256(b"b")),
+        (sha256(b"b"), sha256(b"a")),
+    ],
 )
 def test_hash_pair_is_openzeppelins_commutative_keccak(
     oracle: Contract, a: bytes, b: bytes
@@ -205,7 +212,8 @@ def test_validation_commitment_is_what_reveal_checks(
             with pytest.raises(errors.CommitmentMismatch) as refused:
                 market.reveal_validation(sponsor, task_id, digest, salt, "bafkreival")
             assert refused.value.values == {
-                "taskId": task_id, "commitment": commit,
+                "taskId": task_id,
+                "commitment": commit,
                 "computed": validation_commitment(digest, salt),
             }
     assert market.phase(task_id) == Phase.REVEAL
@@ -213,7 +221,10 @@ def test_validation_commitment_is_what_reveal_checks(
     revealed = market.reveal_validation(sponsor, task_id, file_digest, SALT, "bafkreival")
 
     assert revealed.event("ValidationRevealed").args == {
-        "taskId": task_id, "fileDigest": file_digest, "salt": SALT, "cid": "bafkreival"
+        "taskId": task_id,
+        "fileDigest": file_digest,
+        "salt": SALT,
+        "cid": "bafkreival",
     }
     assert market.task(task_id).revealed and market.phase(task_id) == Phase.EVALUATION
 

@@ -9,10 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marketplace import errors
-from marketplace.chain import ChainClient
-from marketplace.devchain import advance_to, local_web3
-from marketplace.messages import NodeKind, TaskParams
-from tests.helpers import ETHER, commitment, digest
+from marketplace.devchain import advance_to
+from marketplace.messages import NodeKind
+from tests.helpers import ETHER, create_task, digest, eth_task, new_market
 
 
 @dataclass(frozen=True)
@@ -58,24 +57,10 @@ def _valid(op: Op, node_count: int) -> bool:
 def test_contract_accepts_exactly_the_valid_dag_operations(
     first: list[Op], second: list[Op], last: list[Op]
 ) -> None:
-    w3 = local_web3()
-    accounts = list(w3.eth.accounts)
-    market = ChainClient.deploy(w3, accounts[9])
+    w3, market, accounts = new_market()
     deposit = ETHER // 100
-    params = TaskParams(
-        bounty=ETHER,
-        deposit=deposit,
-        validation_commit=commitment(),
-        round_duration=3600,
-        rounds=2,
-        reveal_window=3600,
-        evaluation_window=3600,
-        challenge_window=600,
-        claim_window=3600,
-        evaluators=(accounts[1],),
-    )
-    task_id = market.create_task(accounts[0], params).value
-    assert task_id is not None
+    params = eth_task(accounts[1], bounty=ETHER, deposit=deposit)
+    task_id = create_task(market, accounts[0], params)
     model: list[tuple[NodeKind, str, tuple[int, ...], int]] = []  # kind, author, parents, round
 
     def apply(op: Op, round_index: int) -> None:

@@ -5,25 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from web3 import Web3
 
 from marketplace import errors
 from marketplace.chain import ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree, sha256
+from marketplace.crypto import PayoutLeaf, payout_tree
 from marketplace.messages import Phase, TaskParams
-from tests.helpers import ETHER, SALT, VALIDATION_FILE, digest
-
-
-def _reveal_empty_task(
-    market: ChainClient, sponsor: str, params: TaskParams, advance_to: Callable[[int], int]
-) -> int:
-    task_id = market.create_task(sponsor, params).value
-    assert task_id is not None
-    advance_to(market.task(task_id).rounds_end)
-    market.reveal_validation(sponsor, task_id, sha256(VALIDATION_FILE), SALT, "bafkreival")
-    return task_id
+from tests.helpers import ETHER, architecture, create_task, digest, reveal
 
 
 def test_cancel_after_a_root_was_agreed_on_a_task_without_submissions_reverts_wrong_phase(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
@@ -31,7 +23,8 @@ def test_cancel_after_a_root_was_agreed_on_a_task_without_submissions_reverts_wr
     task_params: Callable[..., TaskParams],
     advance_to: Callable[[int], int],
 ) -> None:
-    task_id = _reveal_empty_task(market, sponsor, task_params(), advance_to)
+    task_id = create_task(market, sponsor, task_params())
+    reveal(w3, market, task_id, sponsor)
     leaf = PayoutLeaf(0, accounts[5], 10 * ETHER, 0)
     market.post_payout_root(evaluator, task_id, payout_tree([leaf]).root, 10 * ETHER)
 
@@ -48,12 +41,14 @@ def test_cancel_after_a_root_was_agreed_on_a_task_without_submissions_reverts_wr
 
 
 def test_cancel_after_reclaiming_an_unsettled_bounty_reverts_wrong_phase(
+    w3: Web3,
     market: ChainClient,
     sponsor: str,
     task_params: Callable[..., TaskParams],
     advance_to: Callable[[int], int],
 ) -> None:
-    task_id = _reveal_empty_task(market, sponsor, task_params(), advance_to)
+    task_id = create_task(market, sponsor, task_params())
+    reveal(w3, market, task_id, sponsor)
     advance_to(market.task(task_id).evaluation_deadline)
     assert market.phase(task_id) == Phase.UNSETTLED
     market.reclaim(sponsor, task_id)
@@ -74,9 +69,8 @@ def test_merge_for_round_255_reverts_round_not_closed_rather_than_overflowing(
     task_params: Callable[..., TaskParams],
     advance_to: Callable[[int], int],
 ) -> None:
-    task_id = market.create_task(sponsor, task_params(rounds=1)).value
-    assert task_id is not None
-    market.propose_architecture(accounts[2], task_id, digest("arch"), "bafkreiarch")
+    task_id = create_task(market, sponsor, task_params(rounds=1))
+    architecture(market, accounts[2], task_id)
     task = market.task(task_id)
     advance_to(task.rounds_end)
 

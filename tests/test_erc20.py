@@ -5,19 +5,26 @@ ETH or a transfer the token itself refuses."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import pytest
 from eth_abi import decode
-from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 
 from marketplace import errors
 from marketplace.chain import ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree, sha256
+from marketplace.crypto import PayoutLeaf, payout_tree
 from marketplace.messages import NodeKind, Phase, TaskParams
-from tests.helpers import SALT, VALIDATION_FILE, digest, spent
+from tests.helpers import (
+    create_task,
+    digest,
+    fund,
+    funded_task,
+    mint,
+    selector,
+    send_reveal,
+    spent,
+)
 
 UNIT = 10**18  # the DevToken has 18 decimals
 BOUNTY = 10 * UNIT
@@ -29,11 +36,6 @@ def token(deploy: Callable[..., Contract]) -> Contract:
     return deploy("DevToken")
 
 
-def mint(w3: Web3, token: Contract, to: str, amount: int) -> None:
-    """Mint from accounts[9] (the deployer), who is no party to any task here."""
-    token.functions.mint(to, amount).transact({"from": w3.eth.accounts[9], "gas": 100_000})
-
-
 def allowance(token: Contract, owner: str, spender: str) -> int:
     return int(token.functions.allowance(owner, spender).call())
 
@@ -42,10 +44,6 @@ def token_revert(exc: errors.ContractRevert) -> tuple[bytes, bytes]:
     """The 4-byte selector and the encoded arguments of an undecoded revert."""
     raw = bytes.fromhex(exc.values["data"][2:])
     return raw[:4], raw[4:]
-
-
-def selector(signature: str) -> bytes:
-    return keccak(text=signature)[:4]
 
 
 class Books:
@@ -205,9 +203,7 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     assert task.escrow == BOUNTY + 5 * DEPOSIT == books.tokens[mkt]
 
     # Reveal, then the payout root: 2 tokens expertise, 5 tokens data, deposits refunded.
-    revealed = market.reveal_validation(
-        sponsor, task_id, sha256(VALIDATION_FILE), SALT, "bafkreival"
-    )
+    revealed = send_reveal(market, task_id, sponsor)
     books.sent(sponsor, revealed.tx_hash)
     books.check()
     assert market.phase(task_id) == Phase.EVALUATION
@@ -283,22 +279,6 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     assert (final.claimed, final.reclaimed) == (5 * UNIT + 3 * DEPOSIT, 5 * UNIT + 2 * DEPOSIT)
 
 
-def _funded_token_task(
-    w3: Web3,
-    market: ChainClient,
-    token: Contract,
-    sponsor: str,
-    task_params: Callable[..., TaskParams],
-    **overrides: Any,
-) -> int:
-    params = task_params(token=token.address, **overrides)
-    mint(w3, token, sponsor, params.bounty)
-    market.approve_token(sponsor, token.address, params.bounty)
-    task_id = market.create_task(sponsor, params).value
-    assert task_id is not None
-    return task_id
-
-
 def test_eth_sent_with_a_token_task_is_refused(
     w3: Web3,
     market: ChainClient,
@@ -309,18 +289,16 @@ def test_eth_sent_with_a_token_task_is_refused(
 ) -> None:
     scientist, miner = accounts[2], accounts[3]
     params = task_params(token=token.address)
-    mint(w3, token, sponsor, BOUNTY)
-    market.approve_token(sponsor, token.address, BOUNTY)
+    fund(w3, market, token, sponsor, BOUNTY)
     for value in (1, BOUNTY):
         with pytest.raises(errors.WrongValue) as refused:
             market._transact(sponsor, "createTask", [params.as_abi()], value=value)
         assert refused.value.values == {"sent": value, "required": 0}
     assert market.task_count() == 0 and market.balance(market.address, token.address) == 0
 
-    task_id = market.create_task(sponsor, params).value
+    task_id = create_task(market, sponsor, params)
     for account in (scientist, miner):
-        mint(w3, token, account, UNIT)
-        market.approve_token(account, token.address, UNIT)
+        fund(w3, market, token, account, UNIT)
     # A deposit in ETH (what an ETH task would take) is refused as any other value.
     for value in (1, DEPOSIT):
         with pytest.raises(errors.WrongValue) as refused:
@@ -368,7 +346,7 @@ def test_transfers_the_token_refuses_arrive_as_its_own_revert(
     assert market.task_count() == 0 and market.balance(sponsor, token.address) == BOUNTY
 
     market.approve_token(sponsor, token.address, BOUNTY)
-    task_id = market.create_task(sponsor, task_params(token=token.address)).value
+    task_id = create_task(market, sponsor, task_params(token=token.address))
     for account in (scientist, miner):
         mint(w3, token, account, UNIT)
 
@@ -426,13 +404,16 @@ def test_token_refunds_and_cancellation_pay_in_the_token(
     scientist, miner, outsider = accounts[2], accounts[3], accounts[8]
     mkt = market.address
     bounty = BOUNTY + 1  # over 2 submissions: 1 unit of dust stays
-    task_id = _funded_token_task(w3, market, token, sponsor, task_params, bounty=bounty)
-    cancelled_id = _funded_token_task(w3, market, token, sponsor, task_params, bounty=3 * UNIT)
+    task_id = funded_task(
+        w3, market, token, sponsor, task_params(token=token.address, bounty=bounty)
+    )
+    cancelled_id = funded_task(
+        w3, market, token, sponsor, task_params(token=token.address, bounty=3 * UNIT)
+    )
     assert market.balance(mkt, token.address) == bounty + 3 * UNIT
 
     for account in (scientist, miner):
-        mint(w3, token, account, DEPOSIT)
-        market.approve_token(account, token.address, DEPOSIT)
+        fund(w3, market, token, account, DEPOSIT)
     market.propose_architecture(scientist, task_id, digest("arch"), "cid")
     market.submit_update(miner, task_id, 1, 100, digest("u"), "cid")
     assert market.balance(mkt, token.address) == bounty + 3 * UNIT + 2 * DEPOSIT

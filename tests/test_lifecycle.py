@@ -12,7 +12,7 @@ from marketplace import errors
 from marketplace.chain import ChainClient
 from marketplace.crypto import PayoutLeaf, payout_tree, sha256
 from marketplace.messages import NodeKind, Phase, TaskParams
-from tests.helpers import ETHER, SALT, VALIDATION_FILE, digest, spent
+from tests.helpers import ETHER, SALT, VALIDATION_FILE, digest, send_reveal, spent
 
 
 def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
@@ -112,9 +112,7 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     # Reveal: only the sponsor, only with the committed file and salt.
     with pytest.raises(errors.CommitmentMismatch):
         market.reveal_validation(sponsor, task_id, sha256(b"another file"), SALT, "bafkreival")
-    revealed = market.reveal_validation(
-        sponsor, task_id, sha256(VALIDATION_FILE), SALT, "bafkreival"
-    )
+    revealed = send_reveal(market, task_id, sponsor)
     assert revealed.event("ValidationRevealed").args["fileDigest"] == sha256(VALIDATION_FILE)
     assert market.phase(task_id) == Phase.EVALUATION
 

@@ -1,6 +1,6 @@
 """Properties of the payout ledger on chain, and of the Merkle tree in pure Python.
 
-The chain tests build a fresh eth-tester chain per example (`tests.payouts.new_market`), so no
+The chain tests build a fresh eth-tester chain per example (`tests.helpers.new_market`), so no
 function-scoped fixture is shared between examples. Every example is derandomized: the file runs
 the same cases every time.
 """
@@ -23,8 +23,16 @@ from marketplace.chain import ChainClient
 from marketplace.crypto import MerkleTree, PayoutLeaf, payout_tree, verify_proof
 from marketplace.devchain import advance_to
 from marketplace.messages import Phase
-from tests.helpers import ETHER, spent
-from tests.payouts import eth_task, new_market, reveal, settle
+from tests.helpers import (
+    ETHER,
+    create_task,
+    eth_task,
+    new_market,
+    post_and_finalize,
+    reveal,
+    settle,
+    spent,
+)
 
 ON_CHAIN = settings(
     derandomize=True,
@@ -44,9 +52,9 @@ class Table:
     owners: tuple[int, ...]
     amounts: tuple[int, ...]
     points: tuple[int, ...]
-    total: int          # the posted total: the leaves' sum, or (a short root) less
+    total: int  # the posted total: the leaves' sum, or (a short root) less
     deposit: int
-    submissions: int    # architectures proposed by accounts[2..], each paying the deposit
+    submissions: int  # architectures proposed by accounts[2..], each paying the deposit
     bounty: int
 
     @property
@@ -74,9 +82,7 @@ def tables(draw: st.DrawFn, max_leaves: int = 40) -> Table:
     submissions = draw(st.integers(0, 2))
     slack = draw(st.integers(0, ETHER))  # escrow - leaves' sum; 0: the root allocates it all
     bounty = max(1, allocated + slack - deposit * submissions)
-    return Table(
-        tuple(owners), tuple(amounts), tuple(points), total, deposit, submissions, bounty
-    )
+    return Table(tuple(owners), tuple(amounts), tuple(points), total, deposit, submissions, bounty)
 
 
 @st.composite
@@ -93,8 +99,7 @@ def settled(table: Table) -> tuple[Web3, ChainClient, list[str], int]:
     w3, market, accounts = new_market()
     sponsor, evaluator = accounts[SPONSOR], accounts[EVALUATOR]
     params = eth_task(evaluator, bounty=table.bounty, deposit=table.deposit)
-    task_id = market.create_task(sponsor, params).value
-    assert task_id is not None
+    task_id = create_task(market, sponsor, params)
     for k in range(table.submissions):
         market.propose_architecture(accounts[2 + k], task_id, keccak(bytes([k])), f"arch-{k}")
     tree = payout_tree(table.leaves(accounts))
@@ -131,13 +136,18 @@ def test_claims_in_any_order_pay_each_leaf_once_within_the_total(
             with pytest.raises(errors.ClaimExceedsTotal) as exceeded:
                 market.claim(sender, task_id, leaf, tree.proof(index))
             assert exceeded.value.values == {
-                "taskId": task_id, "amount": leaf.amount, "remaining": remaining
+                "taskId": task_id,
+                "amount": leaf.amount,
+                "remaining": remaining,
             }
         else:
             result = market.claim(sender, task_id, leaf, tree.proof(index))
             assert result.event("Claimed").args == {
-                "taskId": task_id, "index": index, "account": leaf.account,
-                "amount": leaf.amount, "points": leaf.points,
+                "taskId": task_id,
+                "index": index,
+                "account": leaf.account,
+                "amount": leaf.amount,
+                "points": leaf.points,
             }
             claimed.add(index)
             paid += leaf.amount
@@ -190,9 +200,7 @@ def test_a_proof_proves_only_its_own_leaf(data: st.DataObject, table: Table) -> 
     leaves = table.leaves(accounts)
     tree = payout_tree(leaves)
     leaf, proof = leaves[i], tree.proof(i)
-    other_account = to_checksum_address(
-        (int(leaf.account, 16) ^ account_mask).to_bytes(20, "big")
-    )
+    other_account = to_checksum_address((int(leaf.account, 16) ^ account_mask).to_bytes(20, "big"))
     forgeries = [
         PayoutLeaf(i, other_account, leaf.amount, leaf.points),
         PayoutLeaf(i, leaf.account, leaf.amount ^ amount_mask, leaf.points),
@@ -240,9 +248,7 @@ def test_a_reclaimed_task_cannot_be_cancelled_into_other_tasks_escrow(phase: Pha
     else:
         leaf = PayoutLeaf(0, payee, ETHER // 4, 1)
         tree = payout_tree([leaf])
-        market.post_payout_root(evaluator, task_id, tree.root, ETHER // 2)
-        advance_to(w3, market.task(task_id).challenge_end)
-        market.finalize(evaluator, task_id)
+        post_and_finalize(w3, market, task_id, evaluator, tree.root, ETHER // 2)
         market.claim(payee, task_id, leaf, tree.proof(0))
         owed = ETHER // 2  # unallocated now; after the deadline, also the unclaimed quarter
         if phase == Phase.CLOSED:

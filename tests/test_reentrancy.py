@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
@@ -23,13 +22,22 @@ from marketplace import devchain, errors
 from marketplace.chain import ChainClient
 from marketplace.crypto import PayoutLeaf, payout_tree, sha256
 from marketplace.messages import Phase, TaskParams
-from tests.helpers import ETHER, SALT, VALIDATION_FILE, digest
-from tests.payouts import post_and_finalize, settle
+from tests.helpers import (
+    ETHER,
+    SALT,
+    VALIDATION_FILE,
+    architecture,
+    create_task,
+    digest,
+    post_and_finalize,
+    selector,
+    settle,
+)
 
 GAS = 500_000
 # Modes of ReentrantReceiver.arm: which marketplace function `receive` re-enters.
 CLAIM, REFUND, RECLAIM, CANCEL = 1, 2, 3, 4
-REENTRANT_CALL = keccak(text="ReentrancyGuardReentrantCall()")[:4]
+REENTRANT_CALL = selector("ReentrancyGuardReentrantCall()")
 
 
 def send(w3: Web3, call: ContractFunction, sender: str, value: int = 0) -> TxReceipt:
@@ -93,8 +101,7 @@ def test_claim_reentry_pays_one_leaf(
     evaluator: str,
     task_params: Callable[..., TaskParams],
 ) -> None:
-    task_id = market.create_task(sponsor, task_params()).value
-    assert task_id is not None
+    task_id = create_task(market, sponsor, task_params())
     leaves = [
         PayoutLeaf(0, accounts[2], 2 * ETHER, 5),
         PayoutLeaf(1, receiver.address, 3 * ETHER, 7),
@@ -116,7 +123,11 @@ def test_claim_reentry_pays_one_leaf(
     assert market.reputation(receiver.address) == 7
     assert market.task(task_id).claimed == 3 * ETHER
     assert only_event(market, "Claimed", task_id) == {
-        "taskId": task_id, "index": 1, "account": receiver.address, "amount": 3 * ETHER, "points": 7
+        "taskId": task_id,
+        "index": 1,
+        "account": receiver.address,
+        "amount": 3 * ETHER,
+        "points": 7,
     }
     with pytest.raises(errors.AlreadyClaimed) as refused:
         market.claim(accounts[5], task_id, leaves[1], proof)
@@ -133,9 +144,8 @@ def test_refund_reentry_pays_one_refund(
     advance_to: Callable[[int], int],
 ) -> None:
     deposit = ETHER // 100
-    task_id = market.create_task(sponsor, task_params()).value
-    assert task_id is not None
-    market.propose_architecture(accounts[2], task_id, digest("arch"), "bafkreiarch")
+    task_id = create_task(market, sponsor, task_params())
+    architecture(market, accounts[2], task_id)
     send(w3, receiver.functions.submitUpdate(task_id, 1, digest("upd")), accounts[5], value=deposit)
     assert market.node(task_id, 2).author == receiver.address
     assert market.balance(receiver.address) == 0
@@ -154,7 +164,10 @@ def test_refund_reentry_pays_one_refund(
     assert_reentry_blocked(market, receiver)
     assert market.is_refunded(task_id, 2) and not market.is_refunded(task_id, 1)
     assert only_event(market, "Refunded", task_id) == {
-        "taskId": task_id, "nodeId": 2, "author": receiver.address, "amount": refund
+        "taskId": task_id,
+        "nodeId": 2,
+        "author": receiver.address,
+        "amount": refund,
     }
     with pytest.raises(errors.AlreadyRefunded):
         market.refund(accounts[5], task_id, 2)
@@ -176,7 +189,7 @@ def test_reclaim_reentry_pays_one_reclaim(
     deposit = ETHER // 100
     scientist = accounts[2]
     task_id = sponsored_by(w3, market, receiver, task_params(), accounts[5])
-    market.propose_architecture(scientist, task_id, digest("arch"), "bafkreiarch")
+    architecture(market, scientist, task_id)
     receiver_reveals(w3, market, receiver, task_id, accounts[5])
     leaves = [
         PayoutLeaf(0, scientist, 4 * ETHER + deposit, 10),
@@ -206,7 +219,9 @@ def test_reclaim_reentry_pays_one_reclaim(
     assert_reentry_blocked(market, receiver)
     assert market.task(task_id).reclaimed == owed
     assert only_event(market, "Reclaimed", task_id) == {
-        "taskId": task_id, "sponsor": receiver.address, "amount": owed
+        "taskId": task_id,
+        "sponsor": receiver.address,
+        "amount": owed,
     }
 
 
@@ -229,7 +244,8 @@ def test_cancel_reentry_pays_the_bounty_once(
     assert market.phase(task_id) == Phase.CANCELLED
     assert market.task(task_id).reclaimed == 10 * ETHER
     assert only_event(market, "TaskCancelled", task_id) == {
-        "taskId": task_id, "refunded": 10 * ETHER
+        "taskId": task_id,
+        "refunded": 10 * ETHER,
     }
 
 

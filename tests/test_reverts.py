@@ -20,7 +20,20 @@ from marketplace.chain import ChainClient
 from marketplace.crypto import PayoutLeaf, payout_tree, sha256
 from marketplace.devchain import now
 from marketplace.messages import ZERO_ADDRESS, NodeKind, Phase, TaskParams
-from tests.helpers import ETHER, SALT, VALIDATION_FILE, commitment, digest
+from tests.helpers import (
+    ETHER,
+    SALT,
+    VALIDATION_FILE,
+    architecture,
+    commitment,
+    create_task,
+    digest,
+    fund,
+    reveal,
+    send_reveal,
+    settle,
+    submit,
+)
 
 BOUNTY = 10 * ETHER
 DEPOSIT = ETHER // 100
@@ -37,28 +50,6 @@ AdvanceTo = Callable[[int], int]
 def unchecked_params(base: TaskParams, **overrides: Any) -> TaskParams:
     """`base` with `overrides` and without pydantic's range checks, so the contract's own run."""
     return TaskParams.model_construct(**{**base.model_dump(), **overrides})
-
-
-def create(market: ChainClient, sponsor: str, params: TaskParams) -> int:
-    """Create a task and return its id."""
-    task_id = market.create_task(sponsor, params).value
-    assert task_id is not None
-    return task_id
-
-
-def submit(market: ChainClient, author: str, task_id: int, parent: int, label: str) -> int:
-    """Submit an update of `parent` and return its node id."""
-    result = market.submit_update(author, task_id, parent, 100, digest(label), f"cid-{label}")
-    node_id = result.value
-    assert node_id is not None
-    return node_id
-
-
-def architecture(market: ChainClient, author: str, task_id: int, label: str = "arch") -> int:
-    """Propose an architecture and return its node id."""
-    node_id = market.propose_architecture(author, task_id, digest(label), f"cid-{label}").value
-    assert node_id is not None
-    return node_id
 
 
 def merge(
@@ -84,30 +75,6 @@ def merge(
     return node_id
 
 
-def reveal(market: ChainClient, sponsor: str, task_id: int, advance_to: AdvanceTo) -> None:
-    """Close the rounds and reveal the committed validation set."""
-    advance_to(market.task(task_id).rounds_end)
-    market.reveal_validation(sponsor, task_id, sha256(VALIDATION_FILE), SALT, "cid-validation")
-
-
-def settle(
-    market: ChainClient,
-    sponsor: str,
-    evaluator: str,
-    task_id: int,
-    leaves: list[PayoutLeaf],
-    total: int,
-    advance_to: AdvanceTo,
-) -> None:
-    """Reveal, post the root of `leaves` with `total` (quorum 1), wait out the challenge window
-    and finalize: the task is then in the Claims phase."""
-    reveal(market, sponsor, task_id, advance_to)
-    market.post_payout_root(evaluator, task_id, payout_tree(leaves).root, total)
-    advance_to(market.task(task_id).challenge_end)
-    market.finalize(sponsor, task_id)
-    assert market.phase(task_id) == Phase.CLAIMS
-
-
 def raw_transact(
     market: ChainClient, sender: str, fn_name: str, args: list[Any], value: int
 ) -> None:
@@ -116,14 +83,10 @@ def raw_transact(
     market._transact(sender, fn_name, args, value=value)
 
 
-def mint(token: Contract, to: str, amount: int) -> None:
-    token.functions.mint(to, amount).transact({"from": to})
-
-
 @pytest.fixture
 def task_id(market: ChainClient, sponsor: str, task_params: MakeParams) -> int:
     """A 2-round ETH task (10 ETH bounty, 0.01 ETH deposit, one evaluator) in its first round."""
-    return create(market, sponsor, task_params())
+    return create_task(market, sponsor, task_params())
 
 
 @pytest.fixture
@@ -139,7 +102,21 @@ def quorum_task(
     three_evaluators: tuple[str, str, str],
 ) -> int:
     """A 2-round ETH task with three evaluators and a quorum of two."""
-    return create(market, sponsor, task_params(evaluators=three_evaluators, quorum=2))
+    return create_task(market, sponsor, task_params(evaluators=three_evaluators, quorum=2))
+
+
+@pytest.fixture
+def quorum_merge(
+    market: ChainClient,
+    accounts: list[str],
+    quorum_task: int,
+    three_evaluators: tuple[str, str, str],
+    advance_to: AdvanceTo,
+) -> int:
+    """Round 0's merge of one architecture in `quorum_task`, posted by the first evaluator only."""
+    architecture(market, accounts[2], quorum_task)
+    advance_to(market.task(quorum_task).round_end(0))
+    return merge(market, three_evaluators[0], quorum_task, 0, [1], digest("p"))
 
 
 # ---------------------------------------------------------------------- UnknownTask
@@ -250,10 +227,10 @@ def test_create_task_accepts_the_boundaries_of_every_range(
         quorum=5,
         start=start,
     )
-    task_id = create(market, sponsor, params)
+    task_id = create_task(market, sponsor, params)
     task = market.task(task_id)
     assert (task.bounty, task.evaluator_count, task.quorum, task.start) == (1, 8, 5, start)
-    assert create(market, sponsor, task_params(evaluators=tuple(accounts[1:4]), quorum=2)) == 2
+    assert create_task(market, sponsor, task_params(evaluators=tuple(accounts[1:4]), quorum=2)) == 2
 
 
 # ---------------------------------------------------------------------- WrongValue
@@ -270,11 +247,10 @@ def test_create_eth_task_with_value_other_than_bounty_reverts_wrong_value(
 
 
 def test_create_token_task_with_eth_attached_reverts_wrong_value(
-    market: ChainClient, sponsor: str, task_params: MakeParams, deploy: Deploy
+    w3: Web3, market: ChainClient, sponsor: str, task_params: MakeParams, deploy: Deploy
 ) -> None:
     token = deploy("DevToken")
-    mint(token, sponsor, BOUNTY)
-    market.approve_token(sponsor, token.address, BOUNTY)
+    fund(w3, market, token, sponsor, BOUNTY)
     params = task_params(token=token.address)
     with pytest.raises(errors.WrongValue) as exc:
         raw_transact(market, sponsor, "createTask", [params.as_abi()], 1)
@@ -302,6 +278,7 @@ def test_propose_architecture_with_too_much_value_reverts_wrong_value(
 
 
 def test_submission_to_token_task_with_eth_attached_reverts_wrong_value(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
@@ -309,12 +286,10 @@ def test_submission_to_token_task_with_eth_attached_reverts_wrong_value(
     deploy: Deploy,
 ) -> None:
     token = deploy("DevToken")
-    mint(token, sponsor, BOUNTY)
-    market.approve_token(sponsor, token.address, BOUNTY)
-    task_id = create(market, sponsor, task_params(token=token.address))
+    fund(w3, market, token, sponsor, BOUNTY)
+    task_id = create_task(market, sponsor, task_params(token=token.address))
     scientist = accounts[2]
-    mint(token, scientist, DEPOSIT)
-    market.approve_token(scientist, token.address, DEPOSIT)
+    fund(w3, market, token, scientist, DEPOSIT)
     args = [task_id, digest("arch"), "cid"]
     with pytest.raises(errors.WrongValue) as exc:
         raw_transact(market, scientist, "proposeArchitecture", args, DEPOSIT)
@@ -325,11 +300,10 @@ def test_submission_to_token_task_with_eth_attached_reverts_wrong_value(
 
 
 def test_create_task_with_fee_on_transfer_token_reverts_fee_on_transfer_token(
-    market: ChainClient, sponsor: str, task_params: MakeParams, deploy: Deploy
+    w3: Web3, market: ChainClient, sponsor: str, task_params: MakeParams, deploy: Deploy
 ) -> None:
     token = deploy("FeeOnTransferToken")
-    mint(token, sponsor, BOUNTY)
-    market.approve_token(sponsor, token.address, BOUNTY)
+    fund(w3, market, token, sponsor, BOUNTY)
     with pytest.raises(errors.FeeOnTransferToken) as exc:
         market.create_task(sponsor, task_params(token=token.address))
     assert exc.value.values == {
@@ -342,11 +316,10 @@ def test_create_task_with_fee_on_transfer_token_reverts_fee_on_transfer_token(
 
 
 def test_create_task_with_token_returning_false_reverts_safe_erc20_failed_operation(
-    market: ChainClient, sponsor: str, task_params: MakeParams, deploy: Deploy
+    w3: Web3, market: ChainClient, sponsor: str, task_params: MakeParams, deploy: Deploy
 ) -> None:
     token = deploy("FalseToken")
-    mint(token, sponsor, BOUNTY)
-    market.approve_token(sponsor, token.address, BOUNTY)
+    fund(w3, market, token, sponsor, BOUNTY)
     with pytest.raises(errors.SafeERC20FailedOperation) as exc:
         market.create_task(sponsor, task_params(token=token.address))
     assert exc.value.values == {"token": token.address}
@@ -378,22 +351,15 @@ def test_cancel_by_non_sponsor_reverts_not_sponsor(
 
 
 def test_reclaim_by_non_sponsor_reverts_not_sponsor(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     evaluator: str,
     task_id: int,
-    advance_to: AdvanceTo,
 ) -> None:
-    settle(
-        market,
-        sponsor,
-        evaluator,
-        task_id,
-        [PayoutLeaf(0, accounts[2], ETHER, 1)],
-        ETHER,
-        advance_to,
-    )
+    leaf = PayoutLeaf(0, accounts[2], ETHER, 1)
+    settle(w3, market, task_id, sponsor, evaluator, payout_tree([leaf]).root, ETHER)
     with pytest.raises(errors.NotSponsor) as exc:
         market.reclaim(accounts[2], task_id)
     assert exc.value.values == {"taskId": task_id, "caller": accounts[2]}
@@ -421,9 +387,9 @@ def test_confirm_merge_by_non_evaluator_reverts_not_evaluator(
 
 
 def test_post_payout_root_by_non_evaluator_reverts_not_evaluator(
-    market: ChainClient, accounts: list[str], sponsor: str, task_id: int, advance_to: AdvanceTo
+    w3: Web3, market: ChainClient, accounts: list[str], sponsor: str, task_id: int
 ) -> None:
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.NotEvaluator) as exc:
         market.post_payout_root(sponsor, task_id, digest("root"), ETHER)
     assert exc.value.values == {"taskId": task_id, "caller": sponsor}
@@ -437,7 +403,7 @@ def test_reveal_during_rounds_reverts_wrong_phase(
     market: ChainClient, sponsor: str, task_id: int
 ) -> None:
     with pytest.raises(errors.WrongPhase) as exc:
-        market.reveal_validation(sponsor, task_id, sha256(VALIDATION_FILE), SALT, "cid")
+        send_reveal(market, task_id, sponsor)
     assert exc.value.values == {"taskId": task_id, "current": Phase.ROUNDS}
 
 
@@ -446,16 +412,16 @@ def test_reveal_after_reveal_deadline_reverts_wrong_phase(
 ) -> None:
     advance_to(market.task(task_id).reveal_deadline)
     with pytest.raises(errors.WrongPhase) as exc:
-        market.reveal_validation(sponsor, task_id, sha256(VALIDATION_FILE), SALT, "cid")
+        send_reveal(market, task_id, sponsor)
     assert exc.value.values == {"taskId": task_id, "current": Phase.UNREVEALED}
 
 
 def test_second_reveal_reverts_wrong_phase(
-    market: ChainClient, sponsor: str, task_id: int, advance_to: AdvanceTo
+    w3: Web3, market: ChainClient, sponsor: str, task_id: int
 ) -> None:
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.WrongPhase) as exc:
-        market.reveal_validation(sponsor, task_id, sha256(VALIDATION_FILE), SALT, "cid")
+        send_reveal(market, task_id, sponsor)
     assert exc.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
 
 
@@ -469,9 +435,9 @@ def test_post_payout_root_before_reveal_reverts_wrong_phase(
 
 
 def test_post_payout_root_after_evaluation_deadline_reverts_wrong_phase(
-    market: ChainClient, sponsor: str, evaluator: str, task_id: int, advance_to: AdvanceTo
+    w3: Web3, market: ChainClient, sponsor: str, evaluator: str, task_id: int, advance_to: AdvanceTo
 ) -> None:
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     advance_to(market.task(task_id).evaluation_deadline)
     with pytest.raises(errors.WrongPhase) as exc:
         market.post_payout_root(evaluator, task_id, digest("root"), ETHER)
@@ -479,39 +445,39 @@ def test_post_payout_root_after_evaluation_deadline_reverts_wrong_phase(
 
 
 def test_post_merge_after_reveal_reverts_wrong_phase(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     evaluator: str,
     task_id: int,
-    advance_to: AdvanceTo,
 ) -> None:
     architecture(market, accounts[2], task_id)
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.WrongPhase) as exc:
         market.post_merge(evaluator, task_id, 1, [1], 100, digest("m"), digest("p"), "cid")
     assert exc.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
 
 
 def test_finalize_before_any_root_reverts_wrong_phase(
-    market: ChainClient, sponsor: str, task_id: int, advance_to: AdvanceTo
+    w3: Web3, market: ChainClient, sponsor: str, task_id: int
 ) -> None:
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.WrongPhase) as exc:
         market.finalize(sponsor, task_id)
     assert exc.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
 
 
 def test_claim_before_finalize_reverts_wrong_phase(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     evaluator: str,
     task_id: int,
-    advance_to: AdvanceTo,
 ) -> None:
     leaves = [PayoutLeaf(0, accounts[2], ETHER, 1)]
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     market.post_payout_root(evaluator, task_id, payout_tree(leaves).root, ETHER)
     with pytest.raises(errors.WrongPhase) as exc:
         market.claim(accounts[2], task_id, leaves[0], payout_tree(leaves).proof(0))
@@ -539,23 +505,16 @@ def test_refund_while_rounds_open_reverts_wrong_phase(
 
 
 def test_refund_of_settled_task_reverts_wrong_phase(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     evaluator: str,
     task_id: int,
-    advance_to: AdvanceTo,
 ) -> None:
     node_id = architecture(market, accounts[2], task_id)
-    settle(
-        market,
-        sponsor,
-        evaluator,
-        task_id,
-        [PayoutLeaf(0, accounts[2], ETHER, 1)],
-        ETHER,
-        advance_to,
-    )
+    leaf = PayoutLeaf(0, accounts[2], ETHER, 1)
+    settle(w3, market, task_id, sponsor, evaluator, payout_tree([leaf]).root, ETHER)
     with pytest.raises(errors.WrongPhase) as exc:
         market.refund(accounts[2], task_id, node_id)
     assert exc.value.values == {"taskId": task_id, "current": Phase.CLAIMS}
@@ -580,9 +539,9 @@ def test_reclaim_when_sponsor_did_not_reveal_reverts_wrong_phase(
 
 
 def test_reclaim_during_challenge_window_reverts_wrong_phase(
-    market: ChainClient, sponsor: str, evaluator: str, task_id: int, advance_to: AdvanceTo
+    w3: Web3, market: ChainClient, sponsor: str, evaluator: str, task_id: int
 ) -> None:
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     market.post_payout_root(evaluator, task_id, digest("root"), ETHER)
     with pytest.raises(errors.WrongPhase) as exc:
         market.reclaim(sponsor, task_id)
@@ -604,7 +563,7 @@ def test_submit_update_before_start_reverts_round_not_open(
     w3: Web3, market: ChainClient, accounts: list[str], sponsor: str, task_params: MakeParams
 ) -> None:
     start = now(w3) + 10 * HOUR
-    task_id = create(market, sponsor, task_params(start=start))
+    task_id = create_task(market, sponsor, task_params(start=start))
     # An architecture may be proposed before the first round opens; an update may not.
     parent = architecture(market, accounts[2], task_id)
     with pytest.raises(errors.RoundNotOpen) as exc:
@@ -776,23 +735,21 @@ def test_update_of_unconfirmed_merge_reverts_merge_not_confirmed(
     accounts: list[str],
     quorum_task: int,
     three_evaluators: tuple[str, str, str],
-    advance_to: AdvanceTo,
+    quorum_merge: int,
 ) -> None:
-    first, second, _ = three_evaluators
-    architecture(market, accounts[2], quorum_task)
-    advance_to(market.task(quorum_task).round_end(0))
-    merge_id = merge(market, first, quorum_task, 0, [1], digest("p"))
+    second = three_evaluators[1]
     with pytest.raises(errors.MergeNotConfirmed) as exc:
-        submit(market, accounts[3], quorum_task, merge_id, "on-unconfirmed")
+        submit(market, accounts[3], quorum_task, quorum_merge, "on-unconfirmed")
     assert exc.value.values == {
         "taskId": quorum_task,
-        "nodeId": merge_id,
+        "nodeId": quorum_merge,
         "confirmations": 1,
         "quorum": 2,
     }
     # Once a second evaluator confirms, the merge is a valid parent.
-    market.confirm_merge(second, quorum_task, merge_id, digest("p"))
-    assert submit(market, accounts[3], quorum_task, merge_id, "on-confirmed") == merge_id + 1
+    market.confirm_merge(second, quorum_task, quorum_merge, digest("p"))
+    on_confirmed = submit(market, accounts[3], quorum_task, quorum_merge, "on-confirmed")
+    assert on_confirmed == quorum_merge + 1
 
 
 def test_confirm_merge_of_an_update_reverts_not_a_merge(
@@ -808,46 +765,38 @@ def test_confirm_merge_of_an_update_reverts_not_a_merge(
 
 def test_confirm_merge_with_other_digest_reverts_merge_digest_mismatch(
     market: ChainClient,
-    accounts: list[str],
     quorum_task: int,
     three_evaluators: tuple[str, str, str],
-    advance_to: AdvanceTo,
+    quorum_merge: int,
 ) -> None:
-    first, second, _ = three_evaluators
-    architecture(market, accounts[2], quorum_task)
-    advance_to(market.task(quorum_task).round_end(0))
-    merge_id = merge(market, first, quorum_task, 0, [1], digest("p"))
+    second = three_evaluators[1]
     with pytest.raises(errors.MergeDigestMismatch) as exc:
-        market.confirm_merge(second, quorum_task, merge_id, digest("other"))
+        market.confirm_merge(second, quorum_task, quorum_merge, digest("other"))
     assert exc.value.values == {
         "taskId": quorum_task,
-        "nodeId": merge_id,
+        "nodeId": quorum_merge,
         "posted": digest("p"),
         "confirmed": digest("other"),
     }
-    assert market.node(quorum_task, merge_id).confirmations == 0b001
+    assert market.node(quorum_task, quorum_merge).confirmations == 0b001
 
 
 def test_confirm_merge_twice_reverts_already_confirmed(
     market: ChainClient,
-    accounts: list[str],
     quorum_task: int,
     three_evaluators: tuple[str, str, str],
-    advance_to: AdvanceTo,
+    quorum_merge: int,
 ) -> None:
     first, second, _ = three_evaluators
-    architecture(market, accounts[2], quorum_task)
-    advance_to(market.task(quorum_task).round_end(0))
-    merge_id = merge(market, first, quorum_task, 0, [1], digest("p"))
     # The poster's own confirmation is counted when it posts.
     with pytest.raises(errors.AlreadyConfirmed) as exc:
-        market.confirm_merge(first, quorum_task, merge_id, digest("p"))
-    assert exc.value.values == {"taskId": quorum_task, "nodeId": merge_id, "evaluator": first}
-    market.confirm_merge(second, quorum_task, merge_id, digest("p"))
+        market.confirm_merge(first, quorum_task, quorum_merge, digest("p"))
+    assert exc.value.values == {"taskId": quorum_task, "nodeId": quorum_merge, "evaluator": first}
+    market.confirm_merge(second, quorum_task, quorum_merge, digest("p"))
     with pytest.raises(errors.AlreadyConfirmed) as exc:
-        market.confirm_merge(second, quorum_task, merge_id, digest("p"))
-    assert exc.value.values == {"taskId": quorum_task, "nodeId": merge_id, "evaluator": second}
-    assert market.node(quorum_task, merge_id).confirmations == 0b011
+        market.confirm_merge(second, quorum_task, quorum_merge, digest("p"))
+    assert exc.value.values == {"taskId": quorum_task, "nodeId": quorum_merge, "evaluator": second}
+    assert market.node(quorum_task, quorum_merge).confirmations == 0b011
 
 
 def test_cancel_after_a_submission_reverts_has_submissions(
@@ -911,9 +860,9 @@ def test_reveal_with_another_salt_reverts_commitment_mismatch(
 
 
 def test_second_root_from_same_evaluator_reverts_already_posted(
-    market: ChainClient, sponsor: str, evaluator: str, task_id: int, advance_to: AdvanceTo
+    w3: Web3, market: ChainClient, sponsor: str, evaluator: str, task_id: int
 ) -> None:
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     market.post_payout_root(evaluator, task_id, digest("root"), ETHER)
     with pytest.raises(errors.AlreadyPosted) as exc:
         market.post_payout_root(evaluator, task_id, digest("other root"), 2 * ETHER)
@@ -923,14 +872,14 @@ def test_second_root_from_same_evaluator_reverts_already_posted(
 
 
 def test_same_root_twice_before_quorum_reverts_already_posted(
+    w3: Web3,
     market: ChainClient,
     sponsor: str,
     quorum_task: int,
     three_evaluators: tuple[str, str, str],
-    advance_to: AdvanceTo,
 ) -> None:
     first = three_evaluators[0]
-    reveal(market, sponsor, quorum_task, advance_to)
+    reveal(w3, market, quorum_task, sponsor)
     market.post_payout_root(first, quorum_task, digest("root"), ETHER)
     with pytest.raises(errors.AlreadyPosted) as exc:
         market.post_payout_root(first, quorum_task, digest("root"), ETHER)
@@ -939,16 +888,16 @@ def test_same_root_twice_before_quorum_reverts_already_posted(
 
 
 def test_payout_total_above_escrow_reverts_total_exceeds_escrow(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     evaluator: str,
     task_id: int,
-    advance_to: AdvanceTo,
 ) -> None:
     architecture(market, accounts[2], task_id)
     submit(market, accounts[3], task_id, 1, "u")
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     escrow = BOUNTY + 2 * DEPOSIT
     assert market.task(task_id).escrow == escrow
     with pytest.raises(errors.TotalExceedsEscrow) as exc:
@@ -959,9 +908,9 @@ def test_payout_total_above_escrow_reverts_total_exceeds_escrow(
 
 
 def test_finalize_within_challenge_window_reverts_challenge_window_open(
-    market: ChainClient, sponsor: str, evaluator: str, task_id: int, advance_to: AdvanceTo
+    w3: Web3, market: ChainClient, sponsor: str, evaluator: str, task_id: int, advance_to: AdvanceTo
 ) -> None:
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     market.post_payout_root(evaluator, task_id, digest("root"), ETHER)
     ends_at = market.task(task_id).challenge_end
     advance_to(ends_at - 2)  # the finalize transaction runs at ends_at - 1
@@ -985,15 +934,15 @@ def leaves(accounts: list[str]) -> list[PayoutLeaf]:
 
 @pytest.fixture
 def claims_task(
+    w3: Web3,
     market: ChainClient,
     sponsor: str,
     evaluator: str,
     task_id: int,
     leaves: list[PayoutLeaf],
-    advance_to: AdvanceTo,
 ) -> int:
     """The default task, finalized on the root of `leaves` (6 ETH): claims are open."""
-    settle(market, sponsor, evaluator, task_id, leaves, 6 * ETHER, advance_to)
+    settle(w3, market, task_id, sponsor, evaluator, payout_tree(leaves).root, 6 * ETHER)
     return task_id
 
 
@@ -1033,22 +982,19 @@ def test_claim_with_forged_leaf_or_proof_reverts_invalid_proof(
 
 
 def test_claim_with_leaf_of_another_tasks_tree_reverts_invalid_proof(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     evaluator: str,
     task_params: MakeParams,
     leaves: list[PayoutLeaf],
-    advance_to: AdvanceTo,
 ) -> None:
-    first = create(market, sponsor, task_params())
-    second = create(market, sponsor, task_params())
+    first = create_task(market, sponsor, task_params())
+    second = create_task(market, sponsor, task_params())
     other_leaves = [PayoutLeaf(0, accounts[5], 4 * ETHER, 40), PayoutLeaf(1, accounts[6], ETHER, 0)]
-    settle(market, sponsor, evaluator, first, leaves, 6 * ETHER, advance_to)
-    market.reveal_validation(sponsor, second, sha256(VALIDATION_FILE), SALT, "cid")
-    market.post_payout_root(evaluator, second, payout_tree(other_leaves).root, 5 * ETHER)
-    advance_to(market.task(second).challenge_end)
-    market.finalize(sponsor, second)
+    settle(w3, market, first, sponsor, evaluator, payout_tree(leaves).root, 6 * ETHER)
+    settle(w3, market, second, sponsor, evaluator, payout_tree(other_leaves).root, 5 * ETHER)
     with pytest.raises(errors.InvalidProof) as exc:
         market.claim(accounts[5], first, other_leaves[0], payout_tree(other_leaves).proof(0))
     assert exc.value.values == {"taskId": first, "index": 0}
@@ -1057,16 +1003,16 @@ def test_claim_with_leaf_of_another_tasks_tree_reverts_invalid_proof(
 
 
 def test_claims_beyond_the_posted_total_revert_claim_exceeds_total(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     evaluator: str,
     task_id: int,
     leaves: list[PayoutLeaf],
-    advance_to: AdvanceTo,
 ) -> None:
     # The leaves sum to 6 ETH but the root was posted with a total of 4 ETH.
-    settle(market, sponsor, evaluator, task_id, leaves, 4 * ETHER, advance_to)
+    settle(w3, market, task_id, sponsor, evaluator, payout_tree(leaves).root, 4 * ETHER)
     tree = payout_tree(leaves)
     market.claim(accounts[8], task_id, leaves[0], tree.proof(0))  # 2 of 4 ETH
     with pytest.raises(errors.ClaimExceedsTotal) as exc:
@@ -1081,17 +1027,17 @@ def test_claims_beyond_the_posted_total_revert_claim_exceeds_total(
 
 
 def test_claim_to_account_refusing_eth_reverts_payment_failed(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     evaluator: str,
     task_id: int,
     deploy: Deploy,
-    advance_to: AdvanceTo,
 ) -> None:
     receiver = deploy("RejectingReceiver", market.address)
     leaves = [PayoutLeaf(0, receiver.address, 2 * ETHER, 20), PayoutLeaf(1, accounts[3], ETHER, 0)]
-    settle(market, sponsor, evaluator, task_id, leaves, 3 * ETHER, advance_to)
+    settle(w3, market, task_id, sponsor, evaluator, payout_tree(leaves).root, 3 * ETHER)
     with pytest.raises(errors.PaymentFailed) as exc:
         market.claim(accounts[8], task_id, leaves[0], payout_tree(leaves).proof(0))
     assert exc.value.values == {"to": receiver.address, "amount": 2 * ETHER}
@@ -1121,10 +1067,15 @@ def test_refund_to_author_refusing_eth_reverts_payment_failed(
 
 
 def test_second_refund_of_a_node_reverts_already_refunded(
-    market: ChainClient, accounts: list[str], sponsor: str, task_id: int, advance_to: AdvanceTo
+    w3: Web3,
+    market: ChainClient,
+    accounts: list[str],
+    sponsor: str,
+    task_id: int,
+    advance_to: AdvanceTo,
 ) -> None:
     node_id = architecture(market, accounts[2], task_id)
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     advance_to(market.task(task_id).evaluation_deadline)  # no root: Unsettled
     market.refund(accounts[8], task_id, node_id)
     with pytest.raises(errors.AlreadyRefunded) as exc:
@@ -1153,31 +1104,24 @@ def test_refund_of_a_merge_when_unrevealed_reverts_not_refundable(
 
 
 def test_reclaim_when_root_allocates_the_whole_escrow_reverts_nothing_to_reclaim(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     evaluator: str,
     task_id: int,
-    advance_to: AdvanceTo,
 ) -> None:
-    settle(
-        market,
-        sponsor,
-        evaluator,
-        task_id,
-        [PayoutLeaf(0, accounts[2], BOUNTY, 1)],
-        BOUNTY,
-        advance_to,
-    )
+    leaf = PayoutLeaf(0, accounts[2], BOUNTY, 1)
+    settle(w3, market, task_id, sponsor, evaluator, payout_tree([leaf]).root, BOUNTY)
     with pytest.raises(errors.NothingToReclaim) as exc:
         market.reclaim(sponsor, task_id)
     assert exc.value.values == {"taskId": task_id}
 
 
 def test_second_reclaim_when_unsettled_reverts_nothing_to_reclaim(
-    market: ChainClient, sponsor: str, task_id: int, advance_to: AdvanceTo
+    w3: Web3, market: ChainClient, sponsor: str, task_id: int, advance_to: AdvanceTo
 ) -> None:
-    reveal(market, sponsor, task_id, advance_to)
+    reveal(w3, market, task_id, sponsor)
     advance_to(market.task(task_id).evaluation_deadline)
     market.reclaim(sponsor, task_id)
     assert market.task(task_id).reclaimed == BOUNTY

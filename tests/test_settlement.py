@@ -12,15 +12,20 @@ from web3 import Web3
 
 from marketplace import errors
 from marketplace.chain import ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree, sha256
+from marketplace.crypto import PayoutLeaf, payout_tree
 from marketplace.messages import NodeKind, Phase, TaskParams, TxResult
-from tests.helpers import ETHER, SALT, VALIDATION_FILE, digest, spent
+from tests.helpers import (
+    ETHER,
+    architecture,
+    create_task,
+    digest,
+    reveal,
+    send_reveal,
+    spent,
+    submit,
+)
 
 DEPOSIT = ETHER // 100
-
-
-def _reveal(market: ChainClient, sponsor: str, task_id: int) -> TxResult:
-    return market.reveal_validation(sponsor, task_id, sha256(VALIDATION_FILE), SALT, "bafkreival")
 
 
 def _round_zero(
@@ -72,12 +77,12 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
     advance_to(task.reveal_deadline - 1)
     assert market.phase(task_id) == Phase.REVEAL
     with pytest.raises(errors.WrongPhase) as refused:
-        _reveal(market, sponsor, task_id)
+        send_reveal(market, task_id, sponsor)
     assert refused.value.values == {"taskId": task_id, "current": Phase.UNREVEALED}
     advance_to(task.reveal_deadline)
     assert market.phase(task_id) == Phase.UNREVEALED
     with pytest.raises(errors.WrongPhase):
-        _reveal(market, sponsor, task_id)
+        send_reveal(market, task_id, sponsor)
     assert not market.task(task_id).revealed
     with pytest.raises(errors.WrongPhase) as refused:
         market.reclaim(sponsor, task_id)
@@ -150,8 +155,7 @@ def test_unsettled_deposits_refunded_and_bounty_reclaimed_once(
     task_id = created.value
     submissions = _round_zero(market, task_id, scientist, miner_a, miner_b)
     task = market.task(task_id)
-    advance_to(task.rounds_end)
-    revealed = _reveal(market, sponsor, task_id)
+    revealed = reveal(w3, market, task_id, sponsor)
 
     # Two evaluators post different roots: one vote each, no agreement.
     root_0 = payout_tree([PayoutLeaf(0, scientist, ETHER, 0)]).root
@@ -235,13 +239,13 @@ def test_cancel_without_submissions_returns_the_whole_bounty(
     phase: Phase,
 ) -> None:
     scientist, miner = accounts[2], accounts[3]
-    other = market.create_task(accounts[7], task_params(bounty=3 * ETHER)).value  # not touched
-    task_id = market.create_task(sponsor, task_params()).value
+    other = create_task(market, accounts[7], task_params(bounty=3 * ETHER))  # not touched
+    task_id = create_task(market, sponsor, task_params())
     task = market.task(task_id)
     if phase != Phase.ROUNDS:
         advance_to(task.rounds_end)
     if phase in (Phase.EVALUATION, Phase.UNSETTLED):
-        _reveal(market, sponsor, task_id)
+        send_reveal(market, task_id, sponsor)
     if phase == Phase.UNREVEALED:
         advance_to(task.reveal_deadline)
     if phase == Phase.UNSETTLED:
@@ -263,9 +267,9 @@ def test_cancel_without_submissions_returns_the_whole_bounty(
 
     # No submission, no second cancel, nothing to reclaim.
     with pytest.raises(errors.RoundNotOpen):
-        market.propose_architecture(scientist, task_id, digest("arch"), "bafkreiarch")
+        architecture(market, scientist, task_id)
     with pytest.raises(errors.RoundNotOpen):
-        market.submit_update(miner, task_id, 1, 100, digest("u"), "bafkreiu")
+        submit(market, miner, task_id, 1, "u")
     with pytest.raises(errors.WrongPhase) as refused:
         market.cancel_task(sponsor, task_id)
     assert refused.value.values == {"taskId": task_id, "current": Phase.CANCELLED}
@@ -280,8 +284,8 @@ def test_a_task_with_one_submission_cannot_be_cancelled(
     sponsor: str,
     task_params: Callable[..., TaskParams],
 ) -> None:
-    task_id = market.create_task(sponsor, task_params()).value
-    market.propose_architecture(accounts[2], task_id, digest("arch"), "bafkreiarch")
+    task_id = create_task(market, sponsor, task_params())
+    architecture(market, accounts[2], task_id)
     with pytest.raises(errors.HasSubmissions) as refused:
         market.cancel_task(sponsor, task_id)
     assert refused.value.values == {"taskId": task_id, "submissions": 1}
@@ -289,7 +293,7 @@ def test_a_task_with_one_submission_cannot_be_cancelled(
     assert market.balance(market.address) == 10 * ETHER + DEPOSIT
     assert market.events("TaskCancelled") == []
     # Submissions still go on.
-    assert market.submit_update(accounts[3], task_id, 1, 100, digest("u"), "bafkreiu").value == 2
+    assert submit(market, accounts[3], task_id, 1, "u") == 2
 
 
 # ---------------------------------------------------------------- three evaluators, quorum 2
@@ -354,8 +358,7 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     assert late.event("MergeConfirmed").args["confirmations"] == 3
     assert market.node(task_id, 4).confirmations == 0b111
 
-    advance_to(task.rounds_end)
-    _reveal(market, sponsor, task_id)
+    reveal(w3, market, task_id, sponsor)
     task = market.task(task_id)
     assert (task.submission_count, task.escrow) == (4, 10 * ETHER + 4 * DEPOSIT)
 
@@ -444,6 +447,7 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     ids=["same-root", "same-root-other-total", "other-root"],
 )
 def test_a_root_posted_after_the_agreement(
+    w3: Web3,
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
@@ -456,10 +460,9 @@ def test_a_root_posted_after_the_agreement(
 ) -> None:
     scientist, outsider = accounts[2], accounts[8]
     ev0, ev1, ev2 = accounts[1], accounts[5], accounts[6]
-    task_id = market.create_task(sponsor, task_params(evaluators=(ev0, ev1, ev2), quorum=2)).value
-    market.propose_architecture(scientist, task_id, digest("arch"), "bafkreiarch")
-    advance_to(market.task(task_id).rounds_end)
-    _reveal(market, sponsor, task_id)
+    task_id = create_task(market, sponsor, task_params(evaluators=(ev0, ev1, ev2), quorum=2))
+    architecture(market, scientist, task_id)
+    reveal(w3, market, task_id, sponsor)
     agreed_root = payout_tree([PayoutLeaf(0, scientist, 5 * ETHER, 10)]).root
     other_root = payout_tree([PayoutLeaf(0, scientist, 6 * ETHER, 10)]).root
     market.post_payout_root(ev0, task_id, agreed_root, 5 * ETHER)
@@ -500,7 +503,7 @@ def test_phase_of_one_task_at_every_boundary(
     scientist, miner, outsider = accounts[2], accounts[3], accounts[8]
     assert market.phase(1) == Phase.NONE
     start = int(w3.eth.get_block("latest")["timestamp"]) + 1000
-    task_id = market.create_task(sponsor, task_params(start=start)).value
+    task_id = create_task(market, sponsor, task_params(start=start))
     task = market.task(task_id)
     assert task.start == start
     assert (task.round_end(0), task.round_end(1)) == (start + 3600, start + 7200)
@@ -529,7 +532,7 @@ def test_phase_of_one_task_at_every_boundary(
     advance_to(task.rounds_end)
     assert (market.phase(task_id), market.current_round(task_id)) == (Phase.REVEAL, 2)
 
-    _reveal(market, sponsor, task_id)
+    send_reveal(market, task_id, sponsor)
     assert market.phase(task_id) == Phase.EVALUATION
     advance_to(task.reveal_deadline)  # revealed: the reveal deadline no longer matters
     assert market.phase(task_id) == Phase.EVALUATION
