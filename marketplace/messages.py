@@ -1,11 +1,12 @@
-"""What crosses a boundary, as frozen, validated models (the chain's views and inputs so far)."""
+"""What crosses a boundary, as frozen, validated models: the chain's views and inputs, the
+task spec, scores and payouts."""
 
 from __future__ import annotations
 
-from enum import IntEnum
-from typing import Any
+from enum import IntEnum, StrEnum
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 MAX_EVALUATORS = 8
@@ -179,3 +180,75 @@ class TxResult(Frozen):
             if event.name == name:
                 return event
         raise KeyError(name)
+
+
+# ------------------------------------------------------------------ task spec (JSON on IPFS)
+
+MIB = 1024 * 1024
+
+
+class Metric(StrEnum):
+    """How a node is scored, always as an integer so every evaluator agrees bit for bit."""
+
+    ACCURACY = "accuracy"  # validation rows predicted right
+    NEGATED_SSE = "negated_sse"  # -(sum of squared errors) in fixed point (see evaluation.py)
+
+
+class DataSchema(Frozen):
+    """The shape of the task's data files (CSV or .npz): numeric features plus one label."""
+
+    input: Literal["features", "tokens"] = "features"
+    num_features: int = Field(gt=0, le=65_536)  # feature columns, or token positions
+    label_column: str = Field(default="label", min_length=1, max_length=64)
+    num_classes: int | None = Field(default=None, ge=2, le=100_000)  # None: regression
+    vocab_size: int | None = Field(default=None, ge=2, le=1_000_000)  # tokens only
+
+
+class RewardSplit(Frozen):
+    """The sponsor's split of the bounty in basis points; what is not split stays theirs."""
+
+    expertise_bps: int = Field(ge=0, le=10_000)
+    data_bps: int = Field(ge=0, le=10_000)
+    compute_bps: int = Field(ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _at_most_the_bounty(self) -> RewardSplit:
+        if self.expertise_bps + self.data_bps + self.compute_bps > 10_000:
+            raise ValueError("expertise + data + compute must not exceed 10,000 basis points")
+        return self
+
+
+class TaskSpec(Frozen):
+    """The task's public description, stored as JSON on IPFS; its sha256 is on-chain."""
+
+    version: Literal[1] = 1
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    metric: Metric
+    data: DataSchema
+    split: RewardSplit
+    evaluator_keys: tuple[str, ...] = Field(default=(), max_length=MAX_EVALUATORS)  # X25519, hex
+    max_samples_credited: int = Field(default=1_000_000, gt=0)  # cap on declared samples (compute)
+    no_update_tolerance: float = Field(default=1e-6, ge=0)  # max |w - parent| that is "no update"
+    max_blob_bytes: int = Field(default=64 * MIB, gt=0, le=1024 * MIB)
+
+
+class Score(Frozen):
+    """An evaluator's verdict on one node: valid or not (with why), and its integer score."""
+
+    node_id: int
+    valid: bool
+    value: int = 0  # meaningful only when valid
+    reason: str = ""  # why a node is invalid ("undecryptable", "non-finite", ...)
+
+
+class Payout(Frozen):
+    """What one account is owed by a task, with the parts it is made of."""
+
+    account: str
+    amount: int  # expertise + data + compute + deposits, in wei or token units
+    points: int  # reputation: the gains credited to the account
+    expertise: int = 0
+    data: int = 0
+    compute: int = 0
+    deposits: int = 0
