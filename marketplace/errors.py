@@ -17,6 +17,46 @@ class ConfigError(MarketplaceError):
     """A setting or an argument is missing or malformed."""
 
 
+class StorageError(MarketplaceError):
+    """A blob could not be stored or fetched."""
+
+
+class BlobNotFound(StorageError):
+    """No blob is stored under this CID (or the node did not find it in time)."""
+
+
+class BlobTooLarge(StorageError):
+    """A blob is larger than the cap the reader set; it was not read into memory."""
+
+
+class IntegrityError(StorageError):
+    """The bytes read do not hash to the CID they were asked for."""
+
+
+class StoreUnavailable(StorageError):
+    """The IPFS node could not be reached, even after retries."""
+
+
+class SpecError(MarketplaceError):
+    """A model spec or task spec is refused (unknown layer, too large, malformed)."""
+
+
+class WeightsError(MarketplaceError):
+    """Weights bytes are refused: not safetensors, wrong names, shapes or dtypes, non-finite."""
+
+
+class EnvelopeError(MarketplaceError):
+    """An envelope cannot be opened: not a recipient, tampered, or not bound to its author."""
+
+
+class DataFormatError(MarketplaceError):
+    """A data file is malformed; the message names the row and column."""
+
+
+class DagError(MarketplaceError):
+    """The model tree handed to the reward rule is inconsistent (unknown parent, cycle...)."""
+
+
 class ChainError(MarketplaceError):
     """Talking to the chain failed."""
 
