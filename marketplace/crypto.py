@@ -1,6 +1,6 @@
 """Commitments and the payout Merkle tree, hashed exactly as the contract hashes them.
 
-(Envelopes, signatures and Paillier packing join this module with the off-chain core.)
+Envelopes (X25519 + AES-256-GCM, author-bound) are in `marketplace.envelope`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eth_abi.abi import encode
-from eth_utils.address import to_checksum_address
+from eth_utils.address import (
+    to_checksum_address,
+)
 from eth_utils.crypto import keccak
 
 
