@@ -1,0 +1,390 @@
+"""Data files and deterministic scoring: every evaluator gets the same integer, bit for bit.
+
+Data files are CSV (a header row; the schema's label column plus numeric feature columns, in
+any order) or `.npz` (arrays `x` and `y`, read with `allow_pickle=False`). Problems are
+`DataFormatError`s that name the row and column; CSV rows are numbered as the lines of the
+file (the header is row 1), `.npz` rows from 1.
+
+Scores are integers:
+- `accuracy`: the number of rows whose argmax equals the label. Ties go to the lowest class
+  index; a row whose outputs hold a NaN is never right.
+- `negated_sse`: -(sum over rows of min(round((p - y)^2 * 10^6), 10^18)): squared errors in
+  units of 10^-6, each rounded to the nearest unit and summed exactly as Python ints. p is the
+  float32 prediction and y the float64 target, both taken as exact binary numbers (so the
+  rounding never meets a tie). A row counts at most 10^18 units (a squared error of 10^12);
+  a non-finite prediction counts exactly that.
+
+The model runs on the CPU, in eval mode, without autograd, on one thread, with torch's
+deterministic algorithms, in batches of `EVAL_BATCH_SIZE` rows in file order. The settings are
+process-wide: scoring restores them afterwards but is not meant to run on several threads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from marketplace.errors import DataFormatError, SpecError
+from marketplace.layers import EmbeddingMean
+from marketplace.messages import DataSchema, Metric
+from marketplace.models import ModelSpec, build_model, output_shape
+
+if TYPE_CHECKING:
+    import torch
+
+EVAL_BATCH_SIZE = 64  # x MAX_ACTIVATION_VALUES float32 = at most 256 MiB per layer output
+SSE_SCALE = 10**6  # squared errors are counted in units of 10^-6
+SSE_ROW_CAP = 10**18  # the most one row can count (also what a non-finite prediction counts)
+FLOAT32_OVERFLOW = (2 - 2**-24) * 2**127  # from here up, a float64 rounds to float32 inf
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+Features = npt.NDArray[np.float32] | npt.NDArray[np.int64]
+Labels = npt.NDArray[np.int64] | npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Rows of a data file, read-only.
+
+    `features`: (rows, num_features), float32 features or int64 tokens. `labels`: (rows,),
+    int64 class indices when `num_classes` is set, else float64 regression targets.
+    """
+
+    features: Features
+    labels: Labels
+    num_classes: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def load_dataset(
+    source: str | os.PathLike[str] | bytes, schema: DataSchema, max_size: int
+) -> Dataset:
+    """Read a CSV or `.npz` file (a path, or its bytes), refusing anything malformed.
+
+    The size cap is checked before reading; for `.npz` it also caps the arrays' uncompressed
+    size. The format comes from the suffix of a path, else from the bytes (zip: `.npz`).
+    """
+    if isinstance(source, bytes | bytearray):
+        data, suffix = bytes(source), ""
+        if len(data) > max_size:
+            raise DataFormatError(f"the file is {len(data):,} bytes, over the cap of {max_size:,}")
+    else:
+        path = Path(source)
+        suffix = path.suffix.lower()
+        try:
+            with path.open("rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                if size > max_size:
+                    raise DataFormatError(
+                        f"{path.name} is {size:,} bytes, over the cap of {max_size:,}"
+                    )
+                data = file.read(max_size + 1)
+        except OSError as exc:
+            raise DataFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if len(data) > max_size:
+            raise DataFormatError(f"{path.name} is over the cap of {max_size:,} bytes")
+    if not data:
+        raise DataFormatError("the file is empty")
+    if suffix == ".npz" or (suffix != ".csv" and data.startswith(_ZIP_MAGIC)):
+        return _read_npz(data, schema, max_size)
+    return _read_csv(data, schema)
+
+
+def _read_csv(data: bytes, schema: DataSchema) -> Dataset:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"the file is not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise DataFormatError("the file is empty")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        names = [name.strip() for name in next(reader)]
+        columns = _csv_columns(names, schema)
+        label_at = names.index(schema.label_column)
+        feature_rows: list[list[Any]] = []
+        labels: list[int | float] = []
+        for row in reader:
+            if not row or row == [""]:
+                continue  # blank line
+            line = reader.line_num
+            if len(row) != len(names):
+                raise DataFormatError(
+                    f"row {line}: expected {len(names)} columns, found {len(row)}"
+                )
+            feature_rows.append([_cell(row[i], line, names[i], schema) for i in columns])
+            labels.append(_label(row[label_at], line, schema))
+    except csv.Error as exc:
+        raise DataFormatError(f"row {reader.line_num}: {exc}") from None
+    if not labels:
+        raise DataFormatError("the file has a header but no data rows")
+    features: Features = (
+        np.array(feature_rows, dtype=np.int64)
+        if schema.input == "tokens"
+        else np.array(feature_rows, dtype=np.float32)
+    )
+    targets: Labels = (
+        np.array(labels, dtype=np.float64)
+        if schema.num_classes is None
+        else np.array(labels, dtype=np.int64)
+    )
+    return _dataset(features, targets, schema)
+
+
+def _csv_columns(names: list[str], schema: DataSchema) -> list[int]:
+    """The feature columns' positions (every column but the label), checked against the schema."""
+    for position, name in enumerate(names):
+        if not name:
+            raise DataFormatError(f"row 1, column {position + 1}: the column has no name")
+        if names.index(name) != position:
+            raise DataFormatError(f"row 1: column {name!r} appears twice")
+    if schema.label_column not in names:
+        raise DataFormatError(f"row 1: no label column {schema.label_column!r} in the header")
+    columns = [i for i, name in enumerate(names) if name != schema.label_column]
+    if len(columns) != schema.num_features:
+        raise DataFormatError(
+            f"row 1: expected {schema.num_features} feature columns besides "
+            f"{schema.label_column!r}, the header has {len(columns)}"
+        )
+    return columns
+
+
+def _cell(text: str, line: int, column: str, schema: DataSchema) -> Any:
+    """One feature: a finite float32 number, or a token id in range."""
+    text = text.strip()
+    if schema.input == "tokens":
+        if not _INTEGER.fullmatch(text):
+            raise DataFormatError(f"row {line}, column {column!r}: {text!r} is not a token id")
+        token = int(text)
+        if not 0 <= token < (schema.vocab_size or 2**63):
+            raise DataFormatError(
+                f"row {line}, column {column!r}: token {token} is out of range "
+                f"(vocab_size {schema.vocab_size})"
+            )
+        return token
+    if not _NUMBER.fullmatch(text):
+        raise DataFormatError(f"row {line}, column {column!r}: {text!r} is not a number")
+    value = float(text)
+    if abs(value) >= FLOAT32_OVERFLOW:
+        raise DataFormatError(f"row {line}, column {column!r}: {text!r} is too large for float32")
+    return value
+
+
+def _label(text: str, line: int, schema: DataSchema) -> int | float:
+    text, column, classes = text.strip(), schema.label_column, schema.num_classes
+    if classes is None:
+        if not _NUMBER.fullmatch(text) or not math.isfinite(value := float(text)):
+            raise DataFormatError(f"row {line}, column {column!r}: {text!r} is not a finite number")
+        return value
+    if not _INTEGER.fullmatch(text):
+        raise DataFormatError(f"row {line}, column {column!r}: {text!r} is not a class index")
+    label = int(text)
+    if not 0 <= label < classes:
+        raise DataFormatError(
+            f"row {line}, column {column!r}: label {label} is out of range "
+            f"for {classes} classes (0 to {classes - 1})"
+        )
+    return label
+
+
+def _read_npz(data: bytes, schema: DataSchema, max_size: int) -> Dataset:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > max_size:
+            raise DataFormatError(
+                f"the .npz arrays unpack to {unpacked:,} bytes, over the cap of {max_size:,}"
+            )
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            names = sorted(npz.files)
+            if names != ["x", "y"]:
+                raise DataFormatError(
+                    f"a .npz data file holds exactly arrays 'x' and 'y', not {names}"
+                )
+            x, y = npz["x"], npz["y"]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise DataFormatError(f"not a valid .npz data file: {exc}") from None
+    rows = x.shape[0] if x.ndim else 0
+    if x.ndim < 2 or math.prod(x.shape[1:]) != schema.num_features:
+        raise DataFormatError(
+            f"array 'x' has shape {x.shape}, expected (rows, {schema.num_features})"
+        )
+    if rows == 0:
+        raise DataFormatError("the file has no data rows")
+    if y.shape != (rows,):
+        raise DataFormatError(f"array 'y' has shape {y.shape}, expected ({rows},)")
+    x = x.reshape(rows, schema.num_features)
+    if schema.input == "tokens":
+        if x.dtype.kind not in "iu":
+            raise DataFormatError(f"array 'x' must hold integer token ids, not {x.dtype}")
+        upper = schema.vocab_size or np.iinfo(np.int64).max
+        _first_bad(x, (x < 0) | (x >= upper), f"is out of range (vocab_size {schema.vocab_size})")
+        features: Features = x.astype(np.int64)
+    else:
+        if x.dtype.kind not in "iuf":
+            raise DataFormatError(f"array 'x' must hold numbers, not {x.dtype}")
+        with np.errstate(over="ignore"):  # overflow to inf is refused just below
+            features = x.astype(np.float32)
+        _first_bad(x, ~np.isfinite(features), "is not a finite float32 number")
+    if schema.num_classes is None:
+        if y.dtype.kind not in "iuf":
+            raise DataFormatError(f"array 'y' must hold numbers, not {y.dtype}")
+        _first_bad(y, ~np.isfinite(y), "is not a finite number")
+        return _dataset(features, y.astype(np.float64), schema)
+    if y.dtype.kind not in "iu":
+        raise DataFormatError(f"array 'y' must hold integer class indices, not {y.dtype}")
+    out_of_range = (y < 0) | (y >= schema.num_classes)
+    _first_bad(y, out_of_range, f"is out of range for {schema.num_classes} classes")
+    return _dataset(features, y.astype(np.int64), schema)
+
+
+def _first_bad(array: npt.NDArray[Any], bad: npt.NDArray[np.bool_], why: str) -> None:
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        name = "x" if array.ndim == 2 else "y"
+        where = f", column {index[1] + 1}" if len(index) == 2 else ""
+        raise DataFormatError(
+            f"row {index[0] + 1}{where} of {name!r} ({name}{list(index)}): {array[index]} {why}"
+        )
+
+
+def _dataset(features: Features, labels: Labels, schema: DataSchema) -> Dataset:
+    features.setflags(write=False)
+    labels.setflags(write=False)
+    return Dataset(features, labels, schema.num_classes)
+
+
+# ---------------------------------------------------------------------------------- scoring
+
+
+@contextmanager
+def deterministic() -> Iterator[None]:
+    """torch on one thread, deterministic algorithms, no autograd; restored on exit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.set_num_threads(threads)
+
+
+def predict(
+    spec: ModelSpec, weights: Mapping[str, torch.Tensor], features: Features
+) -> npt.NDArray[np.float32]:
+    """The model's float32 outputs (rows, *output_shape) for (rows, num_features) features.
+
+    Each row is reshaped to the spec's `input_shape`; rows run in order, `EVAL_BATCH_SIZE`
+    at a time, under `deterministic()`.
+    """
+    import torch
+
+    rows = features.shape[0]
+    if features.ndim != 2 or features.shape[1] != math.prod(spec.input_shape):
+        raise SpecError(
+            f"features of shape {features.shape} do not fit input_shape {spec.input_shape}"
+        )
+    model = build_model(spec, weights)  # WeightsError if the weights do not fit the spec
+    model.eval()
+    outputs: list[npt.NDArray[np.float32]] = []
+    with deterministic():
+        dtype = np.int64 if spec.input_dtype == "int64" else np.float32
+        inputs = torch.from_numpy(np.array(features, dtype=dtype))  # a writable copy
+        inputs = inputs.reshape(rows, *spec.input_shape)
+        for start in range(0, rows, EVAL_BATCH_SIZE):
+            outputs.append(model(inputs[start : start + EVAL_BATCH_SIZE]).numpy())
+    if not outputs:
+        return np.empty((0, *output_shape(spec)), dtype=np.float32)
+    return np.concatenate(outputs)
+
+
+def score(
+    spec: ModelSpec, weights: Mapping[str, torch.Tensor], dataset: Dataset, metric: Metric
+) -> int:
+    """The integer score of `weights` on `dataset` (see the module docstring for the rules).
+
+    Raises:
+        SpecError: the spec does not fit the data or the metric (input or output shape, dtype).
+        WeightsError: the weights do not fit the spec.
+    """
+    metric = Metric(metric)
+    check_fits(spec, dataset, metric)
+    outputs = predict(spec, weights, dataset.features)
+    if metric is Metric.ACCURACY:
+        return count_correct(outputs, dataset.labels.astype(np.int64))
+    return negated_sse(outputs[:, 0], dataset.labels.astype(np.float64))
+
+
+def check_fits(spec: ModelSpec, dataset: Dataset, metric: Metric) -> None:
+    """Raise SpecError unless the spec takes the dataset's rows and outputs what `metric` needs."""
+    tokens = dataset.features.dtype == np.int64
+    if (spec.input_dtype == "int64") != tokens:
+        held = "int64 tokens" if tokens else "float32 features"
+        raise SpecError(f"the spec takes {spec.input_dtype} input, the data holds {held}")
+    width = dataset.features.shape[1]
+    if math.prod(spec.input_shape) != width:
+        raise SpecError(
+            f"input_shape {spec.input_shape} holds {math.prod(spec.input_shape)} values, "
+            f"the data has {width} per row"
+        )
+    if metric is Metric.ACCURACY:
+        if dataset.num_classes is None:
+            raise SpecError("the accuracy metric needs class labels (a schema with num_classes)")
+        needed: tuple[int, ...] = (dataset.num_classes,)
+    else:
+        if dataset.num_classes is not None:
+            raise SpecError("the negated_sse metric needs regression targets (no num_classes)")
+        needed = (1,)
+    if output_shape(spec) != needed:
+        raise SpecError(f"the spec outputs shape {output_shape(spec)}, the task needs {needed}")
+    first = spec.layers[0]
+    if tokens and isinstance(first, EmbeddingMean) and len(dataset):
+        largest = int(dataset.features.max())
+        if largest >= first.num_embeddings:
+            raise SpecError(
+                f"layers[0] (embedding_mean) has {first.num_embeddings} embeddings, "
+                f"the data has token {largest}"
+            )
+
+
+def count_correct(outputs: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> int:
+    """Rows whose first (lowest-index) maximum is the label; rows holding a NaN never count."""
+    predicted = np.argmax(outputs, axis=1)
+    right = (predicted == labels) & ~np.isnan(outputs).any(axis=1)
+    return int(np.count_nonzero(right))
+
+
+def negated_sse(predictions: npt.NDArray[np.float32], targets: npt.NDArray[np.float64]) -> int:
+    """-(sum of squared errors) in exact fixed point (units of 10^-6, see the module docstring)."""
+    total = 0
+    for prediction, target in zip(predictions.tolist(), targets.tolist(), strict=True):
+        if not math.isfinite(prediction):
+            total += SSE_ROW_CAP
+            continue
+        error = Fraction(prediction) - Fraction(target)
+        total += min(round(error * error * SSE_SCALE), SSE_ROW_CAP)
+    return -total
