@@ -1,7 +1,7 @@
 # Every target sets up what it needs first (scripts/setup.sh is idempotent and quick when current).
 PY := .venv/bin/python
 
-.PHONY: setup test demo gas build lint clean
+.PHONY: setup test demo gas bench build lint clean
 
 setup:
 	@scripts/setup.sh
@@ -19,6 +19,10 @@ demo: setup
 ## The gas of every operation as JSON (exact, on eth-tester); non-zero exit if one is over target.
 gas: setup
 	$(PY) scripts/gas.py
+
+## Throughput of storage, envelopes and scoring next to same-run baselines.
+bench: setup
+	$(PY) scripts/bench_core.py
 
 ## Recompile contracts/ into the committed artifacts (marketplace/artifacts/).
 build: setup
