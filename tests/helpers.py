@@ -156,3 +156,14 @@ def settle(
     reveal(w3, market, task_id, sponsor)
     post_and_finalize(w3, market, task_id, evaluator, root, total)
     assert market.phase(task_id) == Phase.CLAIMS
+
+
+MLP_SPEC: dict[str, Any] = {
+    "input_shape": [64],
+    "layers": [
+        {"type": "linear", "in_features": 64, "out_features": 32},
+        {"type": "relu"},
+        {"type": "linear", "in_features": 32, "out_features": 10},
+    ],
+}
+"""A 64-32-10 MLP spec for scikit-learn's digits (2,410 parameters)."""

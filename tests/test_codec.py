@@ -18,20 +18,10 @@ from marketplace import codec
 from marketplace.codec import decode_weights, encode_weights, weights_digest
 from marketplace.errors import WeightsError
 from marketplace.models import ModelSpec, init_weights
+from tests.helpers import MLP_SPEC
 
 MAX = 1 << 20
-SPEC = ModelSpec.from_json(
-    json.dumps(
-        {
-            "input_shape": [64],
-            "layers": [
-                {"type": "linear", "in_features": 64, "out_features": 32},
-                {"type": "relu"},
-                {"type": "linear", "in_features": 32, "out_features": 10},
-            ],
-        }
-    )
-)
+SPEC = ModelSpec.from_json(json.dumps(MLP_SPEC))
 OTHER = ModelSpec.from_json(
     '{"input_shape": [4], "layers": [{"type": "linear", "in_features": 4, "out_features": 2}]}'
 )

@@ -29,21 +29,11 @@ from marketplace.evaluation import (
 )
 from marketplace.messages import DataSchema, Metric
 from marketplace.models import ModelSpec, build_model, init_weights, parameter_shapes
+from tests.helpers import MLP_SPEC
 
 DIGITS = DataSchema(num_features=64, num_classes=10)
 MAX = 8 << 20
-MLP = ModelSpec.from_json(
-    json.dumps(
-        {
-            "input_shape": [64],
-            "layers": [
-                {"type": "linear", "in_features": 64, "out_features": 32},
-                {"type": "relu"},
-                {"type": "linear", "in_features": 32, "out_features": 10},
-            ],
-        }
-    )
-)
+MLP = ModelSpec.from_json(json.dumps(MLP_SPEC))
 CONV2D = ModelSpec.from_json(
     json.dumps(
         {

@@ -21,15 +21,9 @@ from marketplace.models import (
     parameter_count,
     parameter_shapes,
 )
+from tests.helpers import MLP_SPEC
 
-MLP: dict[str, Any] = {
-    "input_shape": [64],
-    "layers": [
-        {"type": "linear", "in_features": 64, "out_features": 32},
-        {"type": "relu"},
-        {"type": "linear", "in_features": 32, "out_features": 10},
-    ],
-}
+MLP: dict[str, Any] = MLP_SPEC
 CONV2D: dict[str, Any] = {
     "input_shape": [1, 8, 8],
     "layers": [
