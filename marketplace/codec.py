@@ -76,8 +76,8 @@ def decode_weights(
         WeightsError: over `max_size`, not safetensors, names or shapes other than the
             spec's, a dtype other than float32, or a non-finite value.
     """
-    import safetensors.torch
     import torch
+    from safetensors.torch import load as parse_safetensors  # safetensors: data only, no code
 
     if not isinstance(data, bytes | bytearray | memoryview):
         raise WeightsError(f"weights must be bytes, not {type(data).__name__}")
@@ -88,7 +88,7 @@ def decode_weights(
     header, data_start = _read_header(blob)
     expected = parameter_shapes(spec)
     _check_header(header, expected, size - data_start)
-    loaded = safetensors.torch.load(blob)
+    loaded = parse_safetensors(blob)
     weights = {name: loaded[name] for name in expected}
     for name, tensor in weights.items():
         if not bool(torch.isfinite(tensor).all()):

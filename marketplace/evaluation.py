@@ -309,7 +309,7 @@ def predict(
             f"features of shape {features.shape} do not fit input_shape {spec.input_shape}"
         )
     model = build_model(spec, weights)  # WeightsError if the weights do not fit the spec
-    model.eval()
+    model.train(False)  # inference mode: dropout off
     outputs: list[npt.NDArray[np.float32]] = []
     with deterministic():
         dtype = np.int64 if spec.input_dtype == "int64" else np.float32

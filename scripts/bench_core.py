@@ -125,7 +125,7 @@ def bench_score() -> None:
         b'"out_features": 10}]}'
     )
     weights = init_weights(spec, seed=0)
-    model = build_model(spec, weights).eval()
+    model = build_model(spec, weights).train(False)
     inputs = torch.from_numpy(features)
 
     def bare_forward() -> None:
