@@ -223,7 +223,9 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IGradientMarketplace
-    function postPayoutRoot(uint256 taskId, bytes32 root, uint128 total) external {
+    function postPayoutRoot(uint256 taskId, bytes32 root, uint128 total, string calldata reportCid)
+        external
+    {
         Task storage t = _existing(taskId);
         Phase current = _phase(t);
         if (current != Phase.Evaluation && current != Phase.Challenge) revert WrongPhase(taskId, current);
@@ -239,7 +241,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
             _votes[key] = voters;
             votes = _popcount(voters);
         }
-        emit PayoutRootPosted(taskId, msg.sender, root, total, votes);
+        emit PayoutRootPosted(taskId, msg.sender, root, total, votes, reportCid);
         // A quorum is a strict majority and each evaluator votes once, so at most one root gets here.
         if (t.settledAt == 0 && votes >= t.quorum) {
             t.settledAt = uint40(block.timestamp);

@@ -192,8 +192,12 @@ class ChainClient:
     ) -> TxResult:
         return self._transact(sender, "revealValidation", [task_id, file_digest, salt, cid])
 
-    def post_payout_root(self, sender: str, task_id: int, root: bytes, total: int) -> TxResult:
-        return self._transact(sender, "postPayoutRoot", [task_id, root, total])
+    def post_payout_root(
+        self, sender: str, task_id: int, root: bytes, total: int, report_cid: str = ""
+    ) -> TxResult:
+        """Post `root` and `total`, and where the report with every leaf's proof is."""
+        gas = GAS_LIMITS["postPayoutRoot"] + 16 * len(report_cid.encode())
+        return self._transact(sender, "postPayoutRoot", [task_id, root, total, report_cid], gas=gas)
 
     def finalize(self, sender: str, task_id: int) -> TxResult:
         gas = GAS_LIMITS["finalize"] + GAS_PER_EVALUATOR * 8

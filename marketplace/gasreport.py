@@ -106,7 +106,7 @@ class _Scenario:
         )
         tree = payout_tree(leaves)
         total = sum(leaf.amount for leaf in leaves)
-        posted = self.market.post_payout_root(self.evaluator, task_id, tree.root, total)
+        posted = self.market.post_payout_root(self.evaluator, task_id, tree.root, total, CID)
         advance_to(self.w3, self.market.task(task_id).challenge_end)
         self.record("finalize", self.market.finalize(self.sponsor, task_id))
         return tree, posted
@@ -212,9 +212,11 @@ def measure(progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     advance_to(s.w3, m.task(task5).rounds_end)
     m.reveal_validation(sponsor, task5, sha256(VALIDATION), SALT, CID)
     root = payout_tree([PayoutLeaf(0, s.accounts[3], ETHER, 1)]).root
-    s.record("postPayoutRoot (2-of-3, first vote)", m.post_payout_root(trio[0], task5, root, ETHER))
     s.record(
-        "postPayoutRoot (2-of-3, quorum vote)", m.post_payout_root(trio[1], task5, root, ETHER)
+        "postPayoutRoot (2-of-3, first vote)", m.post_payout_root(trio[0], task5, root, ETHER, CID)
+    )
+    s.record(
+        "postPayoutRoot (2-of-3, quorum vote)", m.post_payout_root(trio[1], task5, root, ETHER, CID)
     )
 
     # Fallbacks: a task the sponsor never reveals, and one cancelled before any submission.

@@ -161,7 +161,8 @@ def test_unsettled_deposits_refunded_and_bounty_reclaimed_once(
     root_0 = payout_tree([PayoutLeaf(0, scientist, ETHER, 0)]).root
     root_1 = payout_tree([PayoutLeaf(0, miner_a, ETHER, 0)]).root
     for evaluator, root in ((ev0, root_0), (ev1, root_1)):
-        posted = market.post_payout_root(evaluator, task_id, root, ETHER)
+        report_cid = f"bafkreireportof{evaluator[2:10].lower()}"
+        posted = market.post_payout_root(evaluator, task_id, root, ETHER, report_cid)
         assert [e.name for e in posted.events] == ["PayoutRootPosted"]
         assert posted.event("PayoutRootPosted").args == {
             "taskId": task_id,
@@ -169,6 +170,7 @@ def test_unsettled_deposits_refunded_and_bounty_reclaimed_once(
             "root": root,
             "total": ETHER,
             "votes": 1,
+            "reportCid": report_cid,
         }
     assert market.task(task_id).posted == 0b011
     with pytest.raises(errors.WrongPhase) as refused:
@@ -385,6 +387,7 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
         "root": tree.root,
         "total": total,
         "votes": 2,
+        "reportCid": "",
     }
     assert agreed.event("PayoutRootAgreed").args == {
         "taskId": task_id,

@@ -200,7 +200,12 @@ interface IGradientMarketplace {
     event ValidationRevealed(uint256 indexed taskId, bytes32 fileDigest, bytes32 salt, string cid);
     /// @notice Emitted when an evaluator posted a payout root and its total.
     event PayoutRootPosted(
-        uint256 indexed taskId, address indexed evaluator, bytes32 root, uint256 total, uint256 votes
+        uint256 indexed taskId,
+        address indexed evaluator,
+        bytes32 root,
+        uint256 total,
+        uint256 votes,
+        string reportCid
     );
     /// @notice Emitted when a payout root reached the quorum.
     event PayoutRootAgreed(uint256 indexed taskId, bytes32 root, uint256 total);
@@ -260,7 +265,11 @@ interface IGradientMarketplace {
     function revealValidation(uint256 taskId, bytes32 fileDigest, bytes32 salt, string calldata cid) external;
 
     /// @notice Posts a payout root: a Merkle root of (index, account, amount, points) leaves.
-    function postPayoutRoot(uint256 taskId, bytes32 root, uint128 total) external;
+    /// @param reportCid IPFS CID of the evaluator's payout report JSON (every leaf with its
+    /// proof, every node's score): recorded in the event only, so claimants and verifiers
+    /// need nothing but the chain and IPFS.
+    function postPayoutRoot(uint256 taskId, bytes32 root, uint128 total, string calldata reportCid)
+        external;
 
     /// @notice Makes the agreed root final once the challenge window passed; records the
     /// evaluators whose roots lost.
