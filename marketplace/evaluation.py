@@ -108,6 +108,18 @@ def load_dataset(
     return _read_csv(data, schema)
 
 
+def to_csv(dataset: Dataset, label_column: str = "label") -> bytes:
+    """The rows as the CSV `load_dataset` reads: a header (`label_column`, x0, x1, ...) and
+    one line per row, numbers written exactly (shortest round-trip form)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    width = dataset.features.shape[1]
+    writer.writerow([label_column, *(f"x{i}" for i in range(width))])
+    for label, row in zip(dataset.labels.tolist(), dataset.features.tolist(), strict=True):
+        writer.writerow([repr(label), *(repr(value) for value in row)])
+    return out.getvalue().encode()
+
+
 def _read_csv(data: bytes, schema: DataSchema) -> Dataset:
     try:
         text = data.decode("utf-8-sig")

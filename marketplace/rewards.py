@@ -84,7 +84,7 @@ def compute_payouts(
 
     best = find_winner(nodes, scores)
     if best is not None:
-        architecture = _architecture_of(by_id, best)
+        architecture = architecture_of(by_id, best)
         if scores[architecture].valid:
             expertise = {by_id[architecture].author: bounty * split.expertise_bps // BPS}
         points = _credited(by_id, scores, loo_scores, gains, _ancestors(by_id, best))
@@ -209,7 +209,7 @@ def _training_flops(
             continue
         if gains[node_id] == 0 and node_id not in kept:
             continue
-        architecture = _architecture_of(by_id, node_id)
+        architecture = architecture_of(by_id, node_id)
         per_sample = flops_per_sample.get(architecture)
         if per_sample is None or per_sample < 0:
             raise DagError(f"no valid FLOPs per sample for architecture {architecture}")
@@ -364,7 +364,7 @@ def _ancestors(by_id: Mapping[int, NodeRecord], node_id: int) -> set[int]:
     return seen
 
 
-def _architecture_of(by_id: Mapping[int, NodeRecord], node_id: int) -> int:
+def architecture_of(by_id: Mapping[int, NodeRecord], node_id: int) -> int:
     """The architecture under `node_id`, following each node's first (lowest) parent, as the
     contract records a merge's parent."""
     node = by_id[node_id]

@@ -1,249 +1,462 @@
-"""`make demo`: one task's whole lifecycle on the embedded chain, printed as it happens.
+"""`make demo`: the whole market on embedded defaults, with real training and real evaluation.
 
-A sponsor escrows 10 ETH behind a committed validation set; two data scientists propose
-architectures; four data owners submit updates over two rounds with an evaluator's merge
-between them; the sponsor reveals; the evaluator posts one Merkle root of the payouts; after
-the challenge window everyone claims with a proof and the sponsor takes back the rest.
+A sponsor posts a task on scikit-learn's bundled digits (10 ETH; the validation file sealed to
+the evaluator; a test split nobody in the market ever sees); two data scientists propose
+different architectures (a 38 KB MLP and a 1 MB one); four data owners hold label-skewed
+shards (Dirichlet alpha, fixed seed). Every round the miners train on the best merge they can
+read (round 0: two on each architecture), the evaluator posts the round's merge; then the
+sponsor reveals, the evaluator scores every node and posts the payout root, the sponsor
+finalizes, everyone claims, the sponsor reclaims the rest.
 
-Blobs are stood in for by their digests and the payout split is computed from declared sample
-counts, not from scores: training, encrypted blobs and scored evaluation join with the
-end-to-end issue. Every transaction is real and every figure is read back from the chain.
+Every role is the library the CLIs run (`Miner`, `Evaluator`, `marketplace.sponsor`), on one
+in-process eth-tester chain and one local blob store; the clock is moved instead of waited on.
+The last line is machine-readable:
+
+    DEMO OK accuracy_ratio=<winner/centralized> overhead_per_update_s=<s> wall_s=<s>
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
 
-from rich.console import Console
-from rich.table import Table
-from rich.tree import Tree
+STARTED = time.perf_counter()
 
-from marketplace.chain import ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree, sha256, validation_commitment
-from marketplace.devchain import advance_to, local_web3
-from marketplace.messages import NodeKind, TaskParams, TxResult
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, cast  # noqa: E402
 
+import numpy as np  # noqa: E402
+from eth_account import Account  # noqa: E402
+from eth_account.signers.local import LocalAccount  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from rich.tree import Tree  # noqa: E402
+
+from marketplace.chain import ChainClient  # noqa: E402
+from marketplace.devchain import advance_to, local_web3  # noqa: E402
+from marketplace.evaluation import Dataset, score, to_csv  # noqa: E402
+from marketplace.evaluator import Evaluator  # noqa: E402
+from marketplace.messages import (  # noqa: E402
+    DataSchema,
+    Metric,
+    NodeKind,
+    Phase,
+    RewardSplit,
+    TaskParams,
+    TaskSpec,
+)
+from marketplace.models import ModelSpec, init_weights  # noqa: E402
+from marketplace.report import PayoutReport, claim_payout  # noqa: E402
+from marketplace.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
+from marketplace.sponsor import create_task, propose_architecture, reveal  # noqa: E402
+from marketplace.state import StateFile  # noqa: E402
+from marketplace.storage import BlobStore, LocalStore  # noqa: E402
+from marketplace.tasks import account_key  # noqa: E402
+from marketplace.timing import Stopwatch, Timed  # noqa: E402
+from miner.trainer import TrainConfig, Trainer  # noqa: E402
+from miner.worker import Miner, MinerConfig, Submission  # noqa: E402
+
+IMPORTED = time.perf_counter()
 ETHER = 10**18
+ROUND_SECONDS = 3600
 console = Console()
 
 
-def eth(wei: int) -> str:
-    return f"{wei / ETHER:,.4f} ETH"
+def mlp(*widths: int) -> ModelSpec:
+    layers: list[dict[str, Any]] = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
+        layers.append({"type": "linear", "in_features": a, "out_features": b})
+        if i < len(widths) - 2:
+            layers.append({"type": "relu"})
+    return ModelSpec(input_shape=[widths[0]], layers=layers)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=5, help="local epochs per round")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=5e-4, help="local learning rate (Adam)")
+    parser.add_argument(
+        "--start-on",
+        choices=("both", "small", "large"),
+        default="both",
+        help="round 0: two miners per architecture, or all on one",
+    )
+    parser.add_argument("--quick", action="store_true", help="2 rounds, a small second model")
+    parser.add_argument("--out", type=Path, default=Path(".market/demo"), help="plot folder")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds = min(args.rounds, 2)
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    watch = Stopwatch()
     w3 = local_web3()
-    accounts = list(w3.eth.accounts)
-    names = {
-        accounts[0]: "sponsor",
-        accounts[1]: "evaluator",
-        accounts[2]: "scientist-1",
-        accounts[3]: "scientist-2",
-        **{accounts[4 + i]: f"miner-{i + 1}" for i in range(4)},
-    }
-    sponsor, evaluator = accounts[0], accounts[1]
-    scientists, miners = accounts[2:4], accounts[4:8]
-    gas_by_role: dict[str, int] = defaultdict(int)
+    keys: list[LocalAccount] = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, 11)]
+    sponsor, evaluator_account = keys[0], keys[1]
+    scientists, miners_accounts = keys[2:4], keys[4:8]
+    names = {sponsor.address: "sponsor", evaluator_account.address: "evaluator"}
+    names.update({a.address: f"scientist-{i + 1}" for i, a in enumerate(scientists)})
+    names.update({a.address: f"miner-{i + 1}" for i, a in enumerate(miners_accounts)})
+    gas: dict[str, int] = defaultdict(int)
 
-    def done(who: str, what: str, result: TxResult) -> TxResult:
-        role = names[who].split("-")[0]
-        gas_by_role[role] += result.gas_used
-        console.print(f"  [cyan]{names[who]:>11}[/] {what}  [dim]({result.gas_used:,} gas)[/]")
-        return result
+    raw_chain = ChainClient.deploy(w3, keys[9].address)
+    chain = cast(ChainClient, Timed(raw_chain, watch, "chain"))
+    folder = Path(tempfile.mkdtemp(prefix="gm-demo-"))
+    store = cast(BlobStore, Timed(LocalStore(folder / "blobs"), watch, "storage"))
+    chain_id = int(w3.eth.chain_id)
 
-    console.rule("[bold]Gradient marketplace: one task, start to finish (eth-tester)")
-    market = ChainClient.deploy(w3, accounts[9])
-    console.print(f"contract deployed at {market.address}")
+    # ------------------------------------------------------------- data (never leaves)
+    train, validation, test = digits_splits(seed=args.seed)
+    shard_rows = dirichlet_shards(train.labels, 4, args.alpha, seed=args.seed + 1, min_size=20)
+    shards = [subset(train, rows) for rows in shard_rows]
+    private = folder / "private"
+    private.mkdir()
+    for i, shard in enumerate(shards):
+        (private / f"miner-{i + 1}.csv").write_bytes(to_csv(shard))
 
-    validation = b"label,pixels...\n" + bytes(range(256))  # the sponsor's private validation set
-    salt = sha256(b"sponsor's secret salt")
+    console.rule("[bold]Gradient marketplace: digits, four data owners, one evaluator")
+    console.print(
+        f"shards (alpha {args.alpha}): "
+        + ", ".join(f"miner-{i + 1} {len(s)} rows {_classes(s)}" for i, s in enumerate(shards))
+    )
+
+    # ------------------------------------------------------------- the task
+    spec = TaskSpec(
+        name="digits",
+        description="8x8 handwritten digits, 64 pixel columns and a label",
+        metric=Metric.ACCURACY,
+        data=DataSchema(num_features=64, num_classes=10),
+        split=RewardSplit(expertise_bps=2000, data_bps=5000, compute_bps=2000),
+        max_blob_bytes=8 * 1024 * 1024,
+    )
     params = TaskParams(
         bounty=10 * ETHER,
         deposit=ETHER // 100,
-        validation_commit=validation_commitment(sha256(validation), salt),
-        spec_digest=sha256(b'{"metric": "accuracy", "dataset": "digits"}'),
-        spec_cid="bafkreidemospec",
-        round_duration=3600,
-        rounds=2,
-        reveal_window=3600,
-        evaluation_window=3600,
+        validation_commit=bytes(32),
+        round_duration=ROUND_SECONDS,
+        rounds=args.rounds,
+        reveal_window=ROUND_SECONDS,
+        evaluation_window=ROUND_SECONDS,
         challenge_window=600,
         claim_window=7 * 86_400,
-        evaluators=(evaluator,),
+        evaluators=(evaluator_account.address,),
     )
-    task_id = done(
+    created = create_task(
+        chain,
+        store,
         sponsor,
-        "created task #1: 10 ETH bounty, 2 rounds, deposit 0.01 ETH",
-        market.create_task(sponsor, params),
-    ).value
-    assert task_id is not None
-
-    console.rule("round 0")
-    for i, scientist in enumerate(scientists):
-        node = done(
-            scientist,
-            f"proposed architecture mlp-{i + 1}",
-            market.propose_architecture(
-                scientist, task_id, sha256(b"arch%d" % i), f"bafkreiarch{i}"
-            ),
-        )
-    samples = [300, 500, 200, 437]
-    round0 = []
-    for i, miner in enumerate(miners):
-        arch = 1 + i % 2
-        node = done(
-            miner,
-            f"submitted an update of node {arch} ({samples[i]} samples)",
-            market.submit_update(
-                miner,
-                task_id,
-                arch,
-                samples[i],
-                sha256(b"r0%d" % i),
-                f"bafkreiupd0{i}",
-                encryption_key=sha256(miner.encode()),
-            ),
-        )
-        round0.append(node.value)
-    task = market.task(task_id)
-    advance_to(w3, task.round_end(0))
-    kept = [n for n in round0 if market.node(task_id, n).parent == 1]  # arch 1's line is merged
-    merge0 = done(
-        evaluator,
-        f"merged round 0: parents {kept}",
-        market.post_merge(
-            evaluator,
-            task_id,
-            0,
-            kept,
-            sum(samples[0::2]),
-            sha256(b"m0"),
-            sha256(b"p0"),
-            "bafkreimerge0",
-        ),
-    ).value
-    assert merge0 is not None
-
-    console.rule("round 1")
-    round1 = []
-    for i, miner in enumerate(miners):
-        node = done(
-            miner,
-            f"submitted an update of merge {merge0}",
-            market.submit_update(
-                miner, task_id, merge0, samples[i], sha256(b"r1%d" % i), f"bafkreiupd1{i}"
-            ),
-        )
-        round1.append(node.value)
-    advance_to(w3, task.rounds_end)
-    final_merge = done(
-        evaluator,
-        f"merged round 1: parents {round1}",
-        market.post_merge(
-            evaluator,
-            task_id,
-            1,
-            round1,
-            sum(samples),
-            sha256(b"m1"),
-            sha256(b"p1"),
-            "bafkreimerge1",
-        ),
-    ).value
-
-    console.rule("reveal, payouts, claims")
-    done(
-        sponsor,
-        "revealed the validation set (matches the commitment)",
-        market.reveal_validation(sponsor, task_id, sha256(validation), salt, "bafkreivalidation"),
+        chain_id,
+        to_csv(validation),
+        spec,
+        params,
+        [account_key(evaluator_account).public_hex],
+    )
+    task_id = created.task_id
+    console.print(
+        f"task #{task_id}: 10 ETH, {args.rounds} rounds, validation set of {len(validation)} "
+        f"rows committed and sealed to the evaluator; {len(test)} test rows kept out"
     )
 
-    # Illustrative split: 20% expertise to the winner's architecture author, 50% data by declared
-    # samples over the winner's ancestors, every deposit refunded; the sponsor keeps the rest.
-    task = market.task(task_id)
-    records = {r.node_id: r for r in market.nodes(task_id)}
-    owed: dict[str, int] = defaultdict(int)
-    points: dict[str, int] = defaultdict(int)
-    owed[scientists[0]] += task.bounty * 20 // 100
-    ancestors, frontier = set(), [final_merge]
-    while frontier:  # walk the DAG up from the winner
-        node_id = frontier.pop()
-        if node_id and node_id not in ancestors:
-            ancestors.add(node_id)
-            frontier.extend(records[node_id].parents)
-    updates = [records[n] for n in ancestors if records[n].kind == NodeKind.UPDATE]
-    total_samples = sum(r.samples for r in updates)
-    for r in updates:
-        share = task.bounty * 50 // 100 * r.samples // total_samples
-        owed[r.author] += share
-        points[r.author] += r.samples
-    for r in records.values():
-        if r.kind != NodeKind.MERGE:
-            owed[r.author] += task.deposit
-    leaves = [
-        PayoutLeaf(i, account, owed[account], points[account])
-        for i, account in enumerate(sorted(owed, key=names.__getitem__))
+    small = mlp(64, 128, 10)
+    large = mlp(64, 64, 10) if args.quick else mlp(64, 2048, 64, 10)
+    arch_ids = []
+    for scientist, model, seed in ((scientists[0], small, 1), (scientists[1], large, 2)):
+        result = propose_architecture(
+            chain, store, scientist, task_id, model, init_weights(model, seed)
+        )
+        arch_ids.append(result.value)
+    console.print(f"architectures: {arch_ids[0]} = 64-128-10, {arch_ids[1]} = {_widths(large)}")
+
+    # ------------------------------------------------------------- the rounds
+    trainer = Trainer()
+    miners = [
+        Miner(
+            chain,
+            store,
+            account,
+            trainer,
+            private / f"miner-{i + 1}.csv",
+            StateFile(folder / "state" / f"miner-{i + 1}.json"),
+            chain_id,
+            MinerConfig(
+                epochs=args.epochs,
+                learning_rate=args.lr,
+                seed=args.seed + 10 * i,
+                architecture=_first_architecture(args.start_on, arch_ids, i),
+            ),
+            watch=watch,
+        )
+        for i, account in enumerate(miners_accounts)
     ]
-    tree = payout_tree(leaves)
-    total = sum(leaf.amount for leaf in leaves)
-    done(
-        evaluator,
-        f"posted the payout root of {len(leaves)} leaves, total {eth(total)}",
-        market.post_payout_root(evaluator, task_id, tree.root, total),
+    evaluator = Evaluator(
+        chain,
+        store,
+        evaluator_account,
+        StateFile(folder / "state" / "evaluator.json"),
+        chain_id,
+        watch,
     )
-    advance_to(w3, market.task(task_id).challenge_end)
-    done(sponsor, "finalized after the challenge window", market.finalize(sponsor, task_id))
-    for leaf in leaves:
-        done(
-            leaf.account,
-            f"claimed {eth(leaf.amount)} with a {len(tree.proof(leaf.index))}-hash proof",
-            market.claim(leaf.account, task_id, leaf, tree.proof(leaf.index)),
+    submissions: list[Submission] = []
+    task = chain.task(task_id)
+    for round_index in range(args.rounds):
+        for miner in miners:
+            submission = miner.submit_round(task_id)
+            assert submission is not None
+            submissions.append(submission)
+        advance_to(w3, task.round_end(round_index))
+        for line in evaluator.step(task_id):
+            console.print(f"  [cyan]evaluator[/] {line}")
+        kept = [s for s in submissions if s.round == round_index]
+        console.print(
+            f"round {round_index}: "
+            + ", ".join(
+                f"miner-{i + 1} -> node {s.node_id} on {s.parent}" for i, s in enumerate(kept)
+            )
         )
-    reclaim = market.reclaim(sponsor, task_id)
-    done(
-        sponsor,
-        f"reclaimed what was not earned: {eth(reclaim.event('Reclaimed').args['amount'])}",
-        reclaim,
+
+    # ------------------------------------------------------------- reveal, settle, claim
+    assert chain.phase(task_id) is Phase.REVEAL
+    reveal(chain, store, sponsor, chain_id, task_id)
+    lines = evaluator.step(task_id)
+    for line in lines:
+        console.print(f"  [cyan]evaluator[/] {line}")
+    report = _agreed(chain, store, task_id)
+    advance_to(w3, chain.task(task_id).settled_at + params.challenge_window)
+    chain.finalize(sponsor.address, task_id)
+    for account in [*scientists, *miners_accounts]:
+        entry, claimed = claim_payout(chain, store, account.address, task_id)
+        assert entry is None or claimed
+    reclaimed = chain.reclaim(sponsor.address, task_id)
+    assert chain.phase(task_id) is Phase.CLAIMS
+
+    # ------------------------------------------------------------- gas from the chain
+    for block in range(1, int(w3.eth.block_number) + 1):
+        for tx in w3.eth.get_block(block, full_transactions=True)["transactions"]:
+            sender = cast(dict[str, Any], tx)["from"]
+            if sender in names:
+                receipt = w3.eth.get_transaction_receipt(cast(dict[str, Any], tx)["hash"])
+                gas[names[sender].split("-")[0]] += int(receipt["gasUsed"])
+
+    # ------------------------------------------------------------- the untouched test split
+    winner = report.winner
+    assert winner is not None
+    view = evaluator._views[task_id]
+    arch_of_winner = _arch_of(report, winner)
+    winner_weights = view.verdicts[winner].weights
+    assert winner_weights is not None
+    winner_model = view.architectures[arch_of_winner]
+    winner_correct = score(winner_model, winner_weights, test, Metric.ACCURACY)
+    union = Dataset(
+        np.concatenate([s.features for s in shards]),
+        np.concatenate([s.labels for s in shards]),
+        10,
+    )
+    started = time.perf_counter()
+    seed = 1 if arch_of_winner == arch_ids[0] else 2
+    central = trainer.train(
+        winner_model,
+        init_weights(winner_model, seed),
+        union,
+        TrainConfig(
+            epochs=args.epochs * args.rounds,
+            batch_size=32,
+            learning_rate=args.lr,
+            optimizer="adam",
+            seed=args.seed,
+        ),
+    )
+    central_seconds = time.perf_counter() - started
+    central_correct = score(winner_model, central.weights, test, Metric.ACCURACY)
+    ratio = winner_correct / central_correct
+
+    # ------------------------------------------------------------- the report
+    _print_tree(report, names, arch_ids)
+    _print_payouts(report, names, chain, reclaimed.events)
+    gas_table = Table(title="gas spent per role")
+    gas_table.add_column("role")
+    gas_table.add_column("gas", justify="right")
+    for role, used in sorted(gas.items()):
+        gas_table.add_row(role, f"{used:,}")
+    console.print(gas_table)
+
+    overheads = [
+        sum(v for k, v in s.seconds.items() if k != "train")
+        + evaluator.check_seconds.get(s.node_id, 0.0)
+        for s in submissions
+    ]
+    big = [
+        o
+        for o, s in zip(overheads, submissions, strict=True)
+        if _arch_of(report, s.node_id) == arch_ids[1]
+    ]
+    big_train = [
+        s.seconds["train"] for s in submissions if _arch_of(report, s.node_id) == arch_ids[1]
+    ]
+    overhead = statistics.median(big) if big else statistics.median(overheads)
+    training = sum(s.seconds.get("train", 0.0) for s in submissions) + central_seconds
+    wall = time.perf_counter() - STARTED
+    console.print(
+        f"winner: node {winner} ({_kind(report, winner)}), test accuracy "
+        f"{winner_correct / len(test):.4f}; centralized on the union "
+        f"({args.epochs * args.rounds} epochs): {central_correct / len(test):.4f}; "
+        f"ratio {ratio:.4f}"
+    )
+    console.print(
+        f"market overhead per update ({_widths(large)}, "
+        f"{_param_bytes(large) / 1e6:.2f} MB): median {overhead:.3f} s next to "
+        f"{statistics.median(big_train) if big_train else 0:.3f} s of training"
+    )
+    parts = {
+        "process start-up (imports)": IMPORTED - STARTED,
+        "training (miners + centralized baseline)": training,
+        "scoring": watch.total("scoring"),
+        "chain (transactions, receipts, reads)": watch.total("chain"),
+        "storage (put/get)": watch.total("storage"),
+    }
+    parts["other (envelopes, checks, data, report)"] = wall - sum(parts.values())
+    split = Table(title=f"wall time {wall:.1f} s")
+    split.add_column("part")
+    split.add_column("seconds", justify="right")
+    for part, seconds in parts.items():
+        split.add_row(part, f"{seconds:.2f}")
+    console.print(split)
+    plot = _plot(report, args.out)
+    console.print(f"score progression plotted to {plot}")
+    print(
+        f"DEMO OK accuracy_ratio={ratio:.4f} overhead_per_update_s={overhead:.3f} wall_s={wall:.1f}"
     )
 
-    console.rule("the model tree")
-    tree_view = Tree(f"task {task_id} (root)")
-    branches = {0: tree_view}
-    for node_id in sorted(records):
-        r = records[node_id]
-        label = f"#{node_id} {r.kind.name.lower()} by {names[r.author]}"
-        if r.kind == NodeKind.MERGE:
-            label += f" of {list(r.parents)}"
-        elif r.kind == NodeKind.UPDATE:
-            label += f", {r.samples} samples"
-        branches[node_id] = branches[r.parents[-1]].add(label)
-    console.print(tree_view)
-    console.print(f"winner (latest merge): node {final_merge}")
 
-    table = Table(title="who earned what", show_lines=False)
-    for column in ("account", "payout", "reputation", "claimed"):
-        table.add_column(column, justify="right" if column != "account" else "left")
-    for leaf in leaves:
+# ------------------------------------------------------------------ helpers
+
+
+def _first_architecture(start_on: str, arch_ids: list[int], miner: int) -> int:
+    if start_on == "both":
+        return arch_ids[miner // 2]
+    return arch_ids[0] if start_on == "small" else arch_ids[1]
+
+
+def _agreed(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport:
+    from marketplace.report import agreed_report
+
+    return agreed_report(chain, store, task_id)
+
+
+def _classes(shard: Dataset) -> str:
+    counts = np.bincount(shard.labels.astype(np.int64), minlength=10)
+    return "[" + " ".join(str(int(c)) for c in counts) + "]"
+
+
+def _widths(model: ModelSpec) -> str:
+    linear = [layer for layer in model.layers if layer.type == "linear"]
+    return "-".join([str(linear[0].in_features), *(str(layer.out_features) for layer in linear)])  # type: ignore[union-attr]
+
+
+def _param_bytes(model: ModelSpec) -> int:
+    from marketplace.models import parameter_count
+
+    return 4 * parameter_count(model)
+
+
+def _arch_of(report: PayoutReport, node_id: int) -> int:
+    nodes = {n.node_id: n for n in report.nodes}
+    node = nodes[node_id]
+    while node.kind is not NodeKind.ARCHITECTURE:
+        node = nodes[min(node.parents)]
+    return node.node_id
+
+
+def _kind(report: PayoutReport, node_id: int) -> str:
+    return next(n.kind.name.lower() for n in report.nodes if n.node_id == node_id)
+
+
+def _print_tree(report: PayoutReport, names: dict[str, str], arch_ids: list[int]) -> None:
+    nodes = {n.node_id: n for n in report.nodes}
+    children: dict[int, list[int]] = defaultdict(list)
+    for node in report.nodes:
+        for parent in node.parents:
+            children[parent].append(node.node_id)
+    tree = Tree(f"task {report.task_id} (validation: {report.validation_digest[:12]}...)")
+
+    def label(node_id: int) -> str:
+        n = nodes[node_id]
+        who = names.get(n.author, n.author[:10])
+        mark = " [bold green]<- winner[/]" if node_id == report.winner else ""
+        if n.kind is NodeKind.MERGE:
+            who += f" of {list(n.parents)}"
+        status = f"score {n.score}, gain {n.gain}" if n.valid else f"[red]invalid: {n.reason}[/]"
+        return f"{node_id} {n.kind.name.lower()} by {who}: {status}{mark}"
+
+    shown: set[int] = set()
+
+    def add(branch: Tree, node_id: int) -> None:
+        if node_id in shown:
+            branch.add(f"{node_id} (above)")
+            return
+        shown.add(node_id)
+        sub = branch.add(label(node_id))
+        for child in sorted(children.get(node_id, [])):
+            if nodes[child].kind is NodeKind.MERGE and min(nodes[child].parents) != node_id:
+                continue  # a merge hangs under its first parent; the others are listed on it
+            add(sub, child)
+
+    for arch in arch_ids:
+        add(tree, arch)
+    console.print(tree)
+
+
+def _print_payouts(
+    report: PayoutReport, names: dict[str, str], chain: ChainClient, reclaim_events: Any
+) -> None:
+    table = Table(title="who earned what (ETH) and why")
+    for column in ("account", "expertise", "data", "compute", "deposits", "total", "reputation"):
+        table.add_column(column, justify="left" if column == "account" else "right")
+    for entry in report.payouts:
         table.add_row(
-            names[leaf.account],
-            eth(leaf.amount),
-            str(market.reputation(leaf.account)),
-            "yes" if market.is_claimed(task_id, leaf.index) else "no",
+            names.get(entry.account, entry.account),
+            *(f"{value / ETHER:.4f}" for value in (entry.expertise, entry.data, entry.compute)),
+            f"{entry.deposits / ETHER:.2f}",
+            f"{entry.amount / ETHER:.4f}",
+            f"{chain.reputation(entry.account):,}",
         )
     console.print(table)
+    back = sum(int(e.args["amount"]) for e in reclaim_events if e.name == "Reclaimed")
+    console.print(f"the sponsor reclaimed {back / ETHER:.4f} ETH that nobody earned")
 
-    gas = Table(title="gas spent per role")
-    gas.add_column("role")
-    gas.add_column("gas", justify="right")
-    for role, used in sorted(gas_by_role.items()):
-        gas.add_row(role, f"{used:,}")
-    console.print(gas)
-    final = market.task(task_id)
-    console.print(
-        f"escrowed {eth(final.escrow)}, claimed {eth(final.claimed)}, "
-        f"returned to the sponsor {eth(final.reclaimed)}, left in the contract "
-        f"{eth(market.balance(market.address))}"
-    )
+
+def _plot(report: PayoutReport, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "scores.png"
+    figure, axes = plt.subplots(figsize=(7, 4))
+    by_kind: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    for node in report.nodes:
+        if node.valid:
+            xs, ys = by_kind[node.kind.name.lower()]
+            xs.append(node.node_id)
+            ys.append(node.score)
+    for kind, marker in (("architecture", "s"), ("update", "o"), ("merge", "*")):
+        if kind in by_kind:
+            axes.scatter(*by_kind[kind], label=kind, marker=marker, s=80 if kind == "merge" else 30)
+    axes.set_xlabel("node id (submission order)")
+    axes.set_ylabel("validation rows right")
+    axes.set_title("scores of the model tree")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 if __name__ == "__main__":

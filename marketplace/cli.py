@@ -1,0 +1,189 @@
+"""`marketplace`: the evaluator's and the operator's command line.
+
+marketplace devnet                          # a local chain for several processes
+marketplace key --account 1                 # the X25519 key sponsors seal to
+marketplace evaluate --task 1 --account 1   # merges every round, then the payouts
+marketplace verify --task 1                 # anyone: does the posted root hold?
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+from rich.table import Table
+
+from marketplace.cli_common import (
+    AccountIndex,
+    Contract,
+    DataDir,
+    Ipfs,
+    Keystore,
+    Rpc,
+    console,
+    options,
+    readable_errors,
+    signer,
+)
+from marketplace.config import Settings
+from marketplace.devnet import DevnetInfo, run_devnet
+from marketplace.errors import ConfigError
+from marketplace.state import StateFile
+from marketplace.tasks import account_key, miner_key
+
+app = typer.Typer(
+    help="Evaluate and verify tasks of the gradient marketplace; run a local chain.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+TaskId = Annotated[int, typer.Option("--task", help="The task id.", min=1)]
+
+
+@app.command()
+@readable_errors
+def devnet(
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (loopback by default).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Port of the JSON-RPC server (0: any free one).")
+    ] = 8545,
+    engine: Annotated[
+        str, typer.Option(help="tester (embedded eth-tester) or anvil (npm's, if installed).")
+    ] = "tester",
+    data_dir: DataDir = None,
+) -> None:
+    """Start a local chain with ten funded dev accounts and the marketplace deployed, and write
+    its address to DATA_DIR/devnet.json, where every other program finds it. Ctrl-C stops it."""
+    if engine not in ("tester", "anvil"):
+        raise ConfigError(f"--engine is tester or anvil, not {engine!r}")
+    settings = options(data_dir, None, None, None)
+
+    def announce(info: DevnetInfo) -> None:
+        console.print(f"devnet ({info.engine}) at {info.rpc_url}, chain id {info.chain_id}")
+        console.print(f"marketplace at {info.contract}; written to {settings.devnet_file}")
+        console.print("dev accounts (keys are public, for this chain only):")
+        for index, account in enumerate(info.accounts):
+            console.print(f"  {index}: {account.address}")
+
+    chosen: Literal["tester", "anvil"] = "anvil" if engine == "anvil" else "tester"
+    run_devnet(settings.data_dir, host=host, port=port, engine=chosen, announce=announce)
+
+
+@app.command()
+@readable_errors
+def key(
+    task: Annotated[
+        int | None, typer.Option("--task", help="Show the per-task key a miner registers.")
+    ] = None,
+    data_dir: DataDir = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Print this account's X25519 public key: evaluators give it to sponsors, who seal the
+    validation set and the updates to it (`sponsor task create --evaluator ADDR=KEY`)."""
+    from marketplace.cli_common import errors
+    from marketplace.connect import load_account
+
+    settings = options(data_dir, None, None, None, account, keystore)
+    signer_account = load_account(settings, lambda: typer.prompt("password", hide_input=True))
+    pair = account_key(signer_account) if task is None else miner_key(signer_account, task)
+    errors.print(f"account {signer_account.address}")
+    console.print(f"{signer_account.address}={pair.public_hex}")
+
+
+@app.command()
+@readable_errors
+def evaluate(
+    task: TaskId,
+    once: Annotated[bool, typer.Option(help="Do what is due now, then stop.")] = False,
+    poll: Annotated[float | None, typer.Option(help="Seconds between looks at the chain.")] = None,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Evaluate task TASK: post each round's merge when the round closes; after the reveal,
+    check and score every node, compute the payouts, upload the report (every leaf with its
+    proof) and post its root. Safe to stop and start again at any moment."""
+    import time
+
+    from marketplace.evaluator import Evaluator
+
+    settings = options(data_dir, rpc, contract, ipfs, account, keystore)
+    connection = signer(settings)
+    if connection.address not in connection.chain.evaluators(task):
+        raise ConfigError(f"{connection.address} is not an evaluator of task {task}")
+    evaluator = Evaluator(
+        connection.chain,
+        connection.store,
+        connection.account,
+        _state(settings, connection.address),
+        connection.chain_id,
+    )
+    console.print(f"evaluator {connection.address} on task {task}")
+    while True:
+        for line in evaluator.step(task):
+            console.print(line)
+        if once or evaluator.finished(task):
+            break
+        time.sleep(poll or settings.poll_seconds)
+    console.print(f"task {task}: {connection.chain.phase(task).name.lower()}")
+
+
+@app.command()
+@readable_errors
+def verify(
+    task: TaskId,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Recompute task TASK's settlement from public data and say whether the posted root holds.
+
+    With --account/--keystore, also re-score what that account can read: a sponsor or miner
+    the merges, an evaluator every node. Exit code 0 when everything matches, 2 when not."""
+    from marketplace.connect import connect, load_account
+    from marketplace.verify import verify_task
+
+    settings = options(data_dir, rpc, contract, ipfs, account, keystore)
+    verifier = None
+    if account is not None or keystore is not None:
+        verifier = load_account(settings, lambda: typer.prompt("password", hide_input=True))
+    connection = connect(settings, verifier)
+    pair = None
+    if verifier is not None:
+        is_evaluator = connection.address in connection.chain.evaluators(task)
+        is_sponsor = connection.chain.task(task).sponsor == connection.address
+        pair = account_key(verifier) if is_evaluator or is_sponsor else miner_key(verifier, task)
+    result = verify_task(
+        connection.chain, connection.store, task, connection.chain_id, verifier, pair
+    )
+    table = Table(title=f"task {task}: verification")
+    table.add_column("check")
+    table.add_column("holds")
+    table.add_column("detail")
+    for check in result.checks:
+        table.add_row(check.name, "[green]yes[/]" if check.ok else "[red]NO[/]", check.detail)
+    console.print(table)
+    if not result.ok:
+        console.print("[red]the posted settlement does not match[/]")
+        raise typer.Exit(2)
+    console.print("[green]the posted root matches the recomputed payouts[/]")
+
+
+def _state(settings: Settings, address: str) -> StateFile:
+    return StateFile(settings.state_dir / f"evaluator-{address}.json")
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

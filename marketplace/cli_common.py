@@ -1,0 +1,151 @@
+"""What every command line shares: the connection options, readable errors, amounts.
+
+Every program takes `--data-dir`, `--rpc`, `--contract`, `--ipfs` (each also a `GM_*`
+environment variable) and, to sign, `--account N` (a devnet account) or `--keystore FILE`
+(password from GM_PASSWORD or a prompt). A `MarketplaceError` becomes one red line on stderr
+and exit code 1; a traceback is only ever a bug.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from marketplace.config import Settings, settings_with
+from marketplace.connect import Connection, connect, load_account
+from marketplace.errors import ConfigError, ContractRevert, MarketplaceError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console()
+errors = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where devnet.json, blobs/ and state/ live [env GM_DATA_DIR]."),
+]
+Rpc = Annotated[
+    str | None,
+    typer.Option("--rpc", help="A JSON-RPC URL (default: the devnet's) [env GM_RPC_URL]."),
+]
+Contract = Annotated[
+    str | None,
+    typer.Option(
+        "--contract", help="The marketplace address (default: the devnet's) [env GM_CONTRACT]."
+    ),
+]
+Ipfs = Annotated[
+    str | None,
+    typer.Option(
+        "--ipfs", help="An IPFS RPC API URL (default: the local store) [env GM_IPFS_URL]."
+    ),
+]
+AccountIndex = Annotated[
+    int | None,
+    typer.Option("--account", help="Sign as this devnet account (0-9) [env GM_ACCOUNT]."),
+]
+Keystore = Annotated[
+    Path | None,
+    typer.Option(
+        "--keystore", help="Sign with this keystore file; password from GM_PASSWORD or a prompt."
+    ),
+]
+
+
+def options(
+    data_dir: Path | None,
+    rpc: str | None,
+    contract: str | None,
+    ipfs: str | None,
+    account: int | None = None,
+    keystore: Path | None = None,
+) -> Settings:
+    return settings_with(
+        data_dir=data_dir,
+        rpc_url=rpc,
+        contract=contract,
+        ipfs_url=ipfs,
+        account=account,
+        keystore=keystore,
+    )
+
+
+def signer(settings: Settings) -> Connection:
+    """A connection that signs as the settings' account (asking for a password if needed)."""
+    account = load_account(settings, lambda: typer.prompt("keystore password", hide_input=True))
+    return connect(settings, account)
+
+
+def reader(settings: Settings) -> Connection:
+    """A read-only connection."""
+    return connect(settings, None)
+
+
+def readable_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn every MarketplaceError of `command` into one line on stderr and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ContractRevert as exc:
+            errors.print(f"[red]error:[/] the contract refused: {type(exc).__name__} {exc}")
+        except MarketplaceError as exc:
+            errors.print(f"[red]error:[/] {exc}")
+        except KeyboardInterrupt:
+            errors.print("interrupted")
+            raise typer.Exit(130) from None
+        raise typer.Exit(1)
+
+    return wrapper
+
+
+def parse_amount(text: str, decimals: int = 18) -> int:
+    """'10', '0.5' or '1.5eth' -> base units; '123wei' as is."""
+    value = text.strip().lower()
+    if value.endswith("wei"):
+        digits = value[:-3].strip()
+        if not digits.isdigit():
+            raise ConfigError(f"not an amount in wei: {text!r}")
+        return int(digits)
+    value = value.removesuffix("eth").strip()
+    try:
+        amount = Decimal(value) * (Decimal(10) ** decimals)
+    except InvalidOperation:
+        raise ConfigError(f"not an amount: {text!r} (try 10, 0.5 or 1000wei)") from None
+    if amount < 0 or amount != amount.to_integral_value():
+        raise ConfigError(f"not a whole number of base units: {text!r}")
+    return int(amount)
+
+
+def show_amount(units: int, decimals: int = 18, symbol: str = "ETH") -> str:
+    return f"{Decimal(units) / (Decimal(10) ** decimals):,.6f} {symbol}".replace(".000000 ", " ")
+
+
+def parse_duration(text: str) -> int:
+    """'90', '90s', '15m', '2h' or '7d' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    value = text.strip().lower()
+    scale = units.get(value[-1:], 0)
+    number = value[:-1] if scale else value
+    if not number.isdigit():
+        raise ConfigError(f"not a duration: {text!r} (try 90, 15m, 2h or 7d)")
+    return int(number) * (scale or 1)
+
+
+def quiet_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+
+
+def noop(*_: Any) -> None:
+    return None

@@ -1,0 +1,499 @@
+"""The evaluator process: each round's merge while the task runs, then the payouts.
+
+`Evaluator.step(task_id)` does whatever the task's phase calls for and is safe to repeat:
+
+- rounds closed and not merged: for each architecture the round's updates built on, check
+  every update, `merge_round` them on the sealed validation set, seal the merge to the
+  evaluators, the sponsor and the registered miners, upload and post it (another evaluator's
+  identical merge is confirmed instead);
+- after the reveal: decide and score every node on the revealed file, the leave-one-out score
+  of every merge, the payouts by the reward rule, upload the report, post its root.
+
+The chain says which merges and roots are posted; the state file keeps the posted report's
+CID between scoring and posting, so a restart posts the same report instead of scoring again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+from eth_account.signers.local import LocalAccount
+
+from marketplace.chain import ChainClient
+from marketplace.checks import Refusal, Verdict, check_architecture, check_update
+from marketplace.codec import weights_digest
+from marketplace.crypto import sha256
+from marketplace.envelope import X25519KeyPair
+from marketplace.errors import EnvelopeError, MarketplaceError, StorageError, WeightsError
+from marketplace.evaluation import Dataset, load_dataset, score
+from marketplace.faults import crash_point
+from marketplace.merge import Candidate, MergeResult, merge_round, weighted_average
+from marketplace.messages import NodeKind, NodeRecord, Phase, Score, TaskSpec
+from marketplace.models import ModelSpec, flops_per_sample
+from marketplace.report import (
+    MAX_REPORT_BYTES,
+    NodeVerdict,
+    PayoutReport,
+    payout_entries,
+    posted_reports,
+)
+from marketplace.rewards import architecture_of, compute_payouts, find_winner, node_gains
+from marketplace.state import StateFile
+from marketplace.storage import BlobStore
+from marketplace.tasks import (
+    account_key,
+    architecture_spec,
+    encode_merge,
+    merge_readers,
+    nodes_by_id,
+    of_kind,
+    open_merge,
+    open_validation,
+    read_spec,
+    revealed_validation,
+    seal_merge,
+)
+from marketplace.timing import Stopwatch
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _TaskView:
+    """What the evaluator knows of one task while it works on it (rebuilt after a restart)."""
+
+    spec: TaskSpec
+    records: dict[int, NodeRecord]
+    architectures: dict[int, ModelSpec] = field(default_factory=dict)
+    verdicts: dict[int, Verdict] = field(default_factory=dict)
+
+
+class Evaluator:
+    """One of a task's evaluators.
+
+    Args:
+        chain, store: the market.
+        account: signs transactions and merges; its `account_key` reads sealed blobs.
+        state: this evaluator's state file (None: score and check, never post).
+        chain_id: envelopes are bound to it.
+        key: the X25519 key that reads sealed blobs (default: the account's `account_key`).
+    """
+
+    def __init__(
+        self,
+        chain: ChainClient,
+        store: BlobStore,
+        account: LocalAccount,
+        state: StateFile | None,
+        chain_id: int,
+        watch: Stopwatch | None = None,
+        key: X25519KeyPair | None = None,
+    ) -> None:
+        self.chain = chain
+        self.store = store
+        self.account = account
+        self.address = str(account.address)
+        self.key = key or account_key(account)
+        self.state = state
+        self.chain_id = chain_id
+        self.watch = watch or Stopwatch()
+        self._validation: dict[int, Dataset] = {}
+        self._no_merge: set[tuple[int, int, int]] = set()  # (task, round, architecture)
+        self._views: dict[int, _TaskView] = {}
+        self.check_seconds: dict[int, float] = {}  # node id -> time to fetch, open and check it
+
+    # ------------------------------------------------------------------ the loop
+
+    def step(self, task_id: int) -> list[str]:
+        """Do what the task's phase calls for; returns what was done, as lines."""
+        phase = self.chain.phase(task_id)
+        if phase in (Phase.ROUNDS, Phase.REVEAL):
+            return self.post_merges(task_id)
+        if phase is Phase.EVALUATION and not self.has_posted_root(task_id):
+            report, cid = self.settle(task_id)
+            return [f"posted the payout root {report.root} ({len(report.payouts)} leaves, {cid})"]
+        return []
+
+    def finished(self, task_id: int) -> bool:
+        phase = self.chain.phase(task_id)
+        if phase in (Phase.ROUNDS, Phase.REVEAL):
+            return False
+        return phase is not Phase.EVALUATION or self.has_posted_root(task_id)
+
+    def has_posted_root(self, task_id: int) -> bool:
+        return self.address in posted_reports(self.chain, task_id)
+
+    # ------------------------------------------------------------------ round merges
+
+    def post_merges(self, task_id: int) -> list[str]:
+        """Post (or confirm) the merge of every closed round not merged yet."""
+        task = self.chain.task(task_id)
+        now = int(self.chain.w3.eth.get_block("latest")["timestamp"])
+        closed = [r for r in range(task.rounds) if task.round_end(r) <= now]
+        if not closed:
+            return []
+        view = self._view(task_id)
+        done: list[str] = []
+        for round_index in closed:
+            groups: dict[int, list[NodeRecord]] = defaultdict(list)
+            for record in of_kind(view.records, NodeKind.UPDATE):
+                if record.round == round_index:
+                    groups[architecture_of(view.records, record.node_id)].append(record)
+            for arch_id, updates in sorted(groups.items()):
+                line = self._merge_group(task_id, view, round_index, arch_id, updates)
+                if line:
+                    done.append(line)
+        return done
+
+    def _merge_group(
+        self,
+        task_id: int,
+        view: _TaskView,
+        round_index: int,
+        arch_id: int,
+        updates: list[NodeRecord],
+    ) -> str | None:
+        marker = (task_id, round_index, arch_id)
+        if marker in self._no_merge or self._merged(task_id, view, round_index, arch_id):
+            return None
+        result = self.merge_of(task_id, view, round_index, arch_id, updates)
+        if not result.kept:
+            self._no_merge.add(marker)
+            log.info("task %d round %d: no update kept for architecture %d", *marker)
+            return None
+        tensors = _tensors(result.weights)
+        plain_digest = weights_digest(tensors)
+        for record in of_kind(view.records, NodeKind.MERGE):
+            same = record.round == round_index and record.parents == result.kept
+            if same and record.plaintext_digest == plain_digest:
+                with self.watch.measure("chain"):
+                    self.chain.confirm_merge(self.address, task_id, record.node_id, plain_digest)
+                return f"round {round_index}: confirmed merge {record.node_id}"
+        readers = merge_readers(self.chain, view.spec, task_id)
+        blob = seal_merge(
+            encode_merge(tensors, round_index, result.score),
+            readers,
+            self.account,
+            task_id,
+            result.kept,
+            self.chain_id,
+        )
+        with self.watch.measure("storage"):
+            cid = self.store.put(blob)
+        with self.watch.measure("chain"):
+            posted = self.chain.post_merge(
+                self.address,
+                task_id,
+                round_index,
+                result.kept,
+                result.samples,
+                sha256(blob),
+                plain_digest,
+                cid,
+            )
+        view.records = nodes_by_id(self.chain, task_id)
+        return (
+            f"round {round_index}: posted merge {posted.value} of {list(result.kept)} "
+            f"(score {result.score}, left out {list(result.left_out)})"
+        )
+
+    def merge_of(
+        self,
+        task_id: int,
+        view: _TaskView,
+        round_index: int,
+        arch_id: int,
+        updates: list[NodeRecord],
+    ) -> MergeResult:
+        """The round's merge of `updates` (one architecture), on the sealed validation set."""
+        validation = self._sealed_validation(task_id, view.spec)
+        model = self._architecture(view, arch_id)
+        candidates = []
+        parents: set[int] = set()
+        for record in updates:
+            verdict = self.verdict(view, record.node_id)
+            parent_verdict = self.verdict(view, record.parents[0])
+            if not verdict.valid or parent_verdict.weights is None or verdict.weights is None:
+                continue
+            parents.add(record.parents[0])
+            candidates.append(
+                Candidate(
+                    record.node_id,
+                    _arrays(verdict.weights),
+                    self._credited_samples(view.spec, record),
+                    _arrays(parent_verdict.weights),
+                )
+            )
+        if not candidates:
+            return MergeResult((), {}, 0, {}, 0, (), ())
+        base = max(
+            self._score(model, self.verdict(view, p), validation, view.spec) for p in parents
+        )
+        return merge_round(
+            candidates,
+            lambda weights: self._score_arrays(model, weights, validation, view.spec),
+            view.spec.no_update_tolerance,
+            base_score=base,
+        )
+
+    def _merged(self, task_id: int, view: _TaskView, round_index: int, arch_id: int) -> bool:
+        """Whether this evaluator posted or confirmed a merge of the round and architecture."""
+        merges = [
+            record
+            for record in of_kind(view.records, NodeKind.MERGE)
+            if record.round == round_index
+            and architecture_of(view.records, record.node_id) == arch_id
+        ]
+        if not merges:
+            return False
+        mine = 1 << self.chain.evaluators(task_id).index(self.address)
+        return any(self.chain.node(task_id, m.node_id).confirmations & mine for m in merges)
+
+    # ------------------------------------------------------------------ settlement
+
+    def settle(self, task_id: int) -> tuple[PayoutReport, str]:
+        """Score every node on the revealed set, post the payout root; (report, its CID).
+
+        A report uploaded before a restart is posted as it is, without scoring again.
+        """
+        if self.state is None:
+            raise MarketplaceError("this evaluator has no state file: it cannot post")
+        saved = self.state.section("tasks", task_id)
+        if saved.get("report_cid"):
+            report = PayoutReport.from_bytes(self.store.get(saved["report_cid"], MAX_REPORT_BYTES))
+            cid = str(saved["report_cid"])
+        else:
+            report = self.evaluate(task_id)
+            with self.watch.measure("storage"):
+                cid = self.store.put(report.to_bytes())
+            saved["report_cid"] = cid
+            self.state.save()
+        crash_point("evaluator:scored")
+        root = bytes.fromhex(report.root.removeprefix("0x"))
+        with self.watch.measure("chain"):
+            self.chain.post_payout_root(self.address, task_id, root, report.total, cid)
+        saved["posted"] = True
+        self.state.save()
+        return report, cid
+
+    def evaluate(self, task_id: int) -> PayoutReport:
+        """Every node decided and scored on the revealed validation file, and the payouts."""
+        file = revealed_validation(self.chain, self.store, task_id)
+        if file is None:
+            raise MarketplaceError(f"task {task_id}'s validation set is not revealed yet")
+        view = self._view(task_id)
+        spec = view.spec
+        dataset = load_dataset(file, spec.data, spec.max_blob_bytes)
+        scores: dict[int, Score] = {}
+        for node_id in sorted(view.records):
+            verdict = self.verdict(view, node_id)
+            if verdict.valid:
+                value = self.node_score(view, node_id, dataset)
+                scores[node_id] = Score(node_id=node_id, valid=True, value=value)
+            else:
+                scores[node_id] = Score(node_id=node_id, valid=False, reason=verdict.reason)
+        loo = self.leave_one_out(view, scores, dataset)
+        flops = {
+            arch_id: flops_per_sample(model)
+            for arch_id, model in view.architectures.items()
+            if scores[arch_id].valid
+        }
+        task = self.chain.task(task_id)
+        records = list(view.records.values())
+        payouts = compute_payouts(records, scores, loo, flops, spec, task.bounty, task.deposit)
+        entries, root, total = payout_entries(payouts)
+        gains = node_gains(records, scores)
+        nodes = tuple(
+            NodeVerdict(
+                node_id=r.node_id,
+                kind=r.kind,
+                author=r.author,
+                parents=r.parents,
+                valid=scores[r.node_id].valid,
+                reason=scores[r.node_id].reason,
+                score=scores[r.node_id].value,
+                gain=gains[r.node_id],
+            )
+            for r in records
+        )
+        return PayoutReport(
+            task_id=task_id,
+            chain_id=self.chain_id,
+            contract=self.chain.address,
+            evaluator=self.address,
+            validation_digest=sha256(file).hex(),
+            winner=find_winner(records, scores),
+            nodes=nodes,
+            loo_scores=loo,
+            flops_per_sample=flops,
+            payouts=entries,
+            root="0x" + root.hex(),
+            total=total,
+        )
+
+    def node_score(self, view: _TaskView, node_id: int, dataset: Dataset) -> int:
+        """The score of a valid node on `dataset`."""
+        model = self._architecture(view, architecture_of(view.records, node_id))
+        return self._score(model, self.verdict(view, node_id), dataset, view.spec)
+
+    def leave_one_out(
+        self, view: _TaskView, scores: Mapping[int, Score], dataset: Dataset
+    ) -> dict[int, dict[int, int]]:
+        """Merge id -> parent id -> score of the merge's average without that parent."""
+        loo: dict[int, dict[int, int]] = {}
+        for merge in of_kind(view.records, NodeKind.MERGE):
+            if not scores[merge.node_id].valid:
+                continue
+            model = self._architecture(view, architecture_of(view.records, merge.node_id))
+            parts = {}
+            for parent in merge.parents:
+                verdict = self.verdict(view, parent)
+                if verdict.weights is not None:
+                    samples = self._credited_samples(view.spec, view.records[parent])
+                    parts[parent] = (_arrays(verdict.weights), samples)
+            grandparents = {
+                g for p in merge.parents for g in view.records[p].parents if g in view.records
+            }
+            base = max((scores[g].value for g in grandparents if scores[g].valid), default=0)
+            loo[merge.node_id] = {}
+            for parent in merge.parents:
+                rest = [parts[p] for p in sorted(parts) if p != parent]
+                loo[merge.node_id][parent] = (
+                    self._score_arrays(model, weighted_average(rest), dataset, view.spec)
+                    if rest
+                    else base
+                )
+        return loo
+
+    # ------------------------------------------------------------------ verdicts
+
+    def verdict(self, view: _TaskView, node_id: int) -> Verdict:
+        """The node's verdict (cached): architecture, update or merge."""
+        if node_id in view.verdicts:
+            return view.verdicts[node_id]
+        record = view.records[node_id]
+        cap = view.spec.max_blob_bytes
+        started = time.perf_counter()
+        with self.watch.measure("checks"):
+            if record.kind is NodeKind.ARCHITECTURE:
+                verdict, model = check_architecture(record, self.store, cap)
+                if model is not None:
+                    view.architectures[node_id] = model
+            else:
+                arch_id = architecture_of(view.records, node_id)
+                arch = self.verdict(view, arch_id)
+                if not arch.valid:
+                    verdict = Verdict.refused(
+                        node_id, Refusal.SPEC, f"architecture {arch_id} is invalid"
+                    )
+                elif record.kind is NodeKind.UPDATE:
+                    verdict = self._check_update(view, record, view.architectures[arch_id])
+                else:
+                    verdict = self._check_merge(view, record, view.architectures[arch_id])
+        view.verdicts[node_id] = verdict
+        self.check_seconds[node_id] = time.perf_counter() - started
+        return verdict
+
+    def _check_update(self, view: _TaskView, record: NodeRecord, model: ModelSpec) -> Verdict:
+        parent = self.verdict(view, record.parents[0])
+        if parent.weights is None:
+            return Verdict.refused(
+                record.node_id, Refusal.BINDING, f"built on invalid node {record.parents[0]}"
+            )
+        return check_update(
+            record,
+            self.store,
+            self.key,
+            model,
+            parent.weights,
+            record.task_id,
+            view.spec.no_update_tolerance,
+            view.spec.max_blob_bytes,
+            chain_id=self.chain_id,
+        )
+
+    def _check_merge(self, view: _TaskView, record: NodeRecord, model: ModelSpec) -> Verdict:
+        cap = view.spec.max_blob_bytes
+        try:
+            blob = self.store.get(record.cid, cap)
+        except StorageError as exc:
+            return Verdict.refused(record.node_id, Refusal.BLOB_MISSING, str(exc))
+        if sha256(blob) != record.digest:
+            return Verdict.refused(record.node_id, Refusal.DIGEST_MISMATCH, "blob digest")
+        try:
+            bundle = open_merge(record, blob, self.key, model, cap, self.chain_id)
+        except EnvelopeError as exc:
+            return Verdict.refused(record.node_id, Refusal.UNDECRYPTABLE, str(exc))
+        except WeightsError as exc:
+            return Verdict.refused(record.node_id, Refusal.WEIGHTS, str(exc))
+        if weights_digest(bundle.weights) != record.plaintext_digest:
+            return Verdict.refused(record.node_id, Refusal.DIGEST_MISMATCH, "plaintext digest")
+        return Verdict.accepted(record.node_id, bundle.weights)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _view(self, task_id: int) -> _TaskView:
+        with self.watch.measure("chain"):
+            records = nodes_by_id(self.chain, task_id)
+        view = self._views.get(task_id)
+        if view is None:
+            view = self._views[task_id] = _TaskView(read_spec(self.chain, self.store, task_id), {})
+        view.records = records
+        return view
+
+    def _architecture(self, view: _TaskView, arch_id: int) -> ModelSpec:
+        if arch_id not in view.architectures:
+            self.verdict(view, arch_id)
+        if arch_id not in view.architectures:
+            _, model, _ = architecture_spec(
+                view.records, arch_id, self.store, view.spec.max_blob_bytes
+            )
+            view.architectures[arch_id] = model
+        return view.architectures[arch_id]
+
+    def _sealed_validation(self, task_id: int, spec: TaskSpec) -> Dataset:
+        if task_id not in self._validation:
+            file, _ = open_validation(
+                self.chain, self.store, spec, task_id, self.key, self.chain_id
+            )
+            self._validation[task_id] = load_dataset(file, spec.data, spec.max_blob_bytes)
+        return self._validation[task_id]
+
+    @staticmethod
+    def _credited_samples(spec: TaskSpec, record: NodeRecord) -> int:
+        return min(record.samples, spec.max_samples_credited)
+
+    def _score(self, model: ModelSpec, verdict: Verdict, dataset: Dataset, spec: TaskSpec) -> int:
+        assert verdict.weights is not None
+        with self.watch.measure("scoring"):
+            return score(model, verdict.weights, dataset, spec.metric)
+
+    def _score_arrays(
+        self,
+        model: ModelSpec,
+        weights: Mapping[str, npt.NDArray[np.float32]],
+        dataset: Dataset,
+        spec: TaskSpec,
+    ) -> int:
+        with self.watch.measure("scoring"):
+            return score(model, _tensors(weights), dataset, spec.metric)
+
+
+def _arrays(weights: Mapping[str, torch.Tensor]) -> dict[str, npt.NDArray[np.float32]]:
+    return {name: tensor.detach().cpu().numpy() for name, tensor in weights.items()}
+
+
+def _tensors(weights: Mapping[str, npt.NDArray[np.float32]]) -> dict[str, torch.Tensor]:
+    import torch
+
+    return {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in weights.items()}

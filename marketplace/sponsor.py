@@ -1,0 +1,133 @@
+"""What sponsors and data scientists do, as functions the CLIs and the demo share.
+
+- `create_task`: seal the validation set to the evaluators (and the sponsor, so the sponsor
+  can always recover the file and salt for the reveal from the store alone), publish the spec,
+  commit, escrow.
+- `reveal`: recover the sealed set, publish it in the clear, reveal the salt.
+- `propose_architecture`: a public bundle of a `ModelSpec` and its initial weights.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from eth_account.signers.local import LocalAccount
+
+from marketplace.chain import ChainClient
+from marketplace.checks import encode_architecture
+from marketplace.crypto import sha256, validation_commitment
+from marketplace.envelope import public_key_from_hex
+from marketplace.errors import ConfigError
+from marketplace.evaluation import load_dataset
+from marketplace.messages import ZERO_ADDRESS, TaskParams, TaskSpec, TxResult
+from marketplace.models import ModelSpec
+from marketplace.storage import BlobStore
+from marketplace.tasks import (
+    SALT_BYTES,
+    account_key,
+    open_validation,
+    publish_json,
+    read_spec,
+    seal_validation,
+    spec_bytes,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class CreatedTask:
+    task_id: int
+    spec_cid: str
+    validation_cid: str
+    result: TxResult
+
+
+def create_task(
+    chain: ChainClient,
+    store: BlobStore,
+    sponsor: LocalAccount,
+    chain_id: int,
+    validation: bytes,
+    spec: TaskSpec,
+    params: TaskParams,
+    evaluator_keys: Sequence[str],
+) -> CreatedTask:
+    """Create a task whose validation set is `validation` (CSV or .npz bytes).
+
+    `spec` and `params` are completed here: the evaluator keys, the sponsor's key and the
+    sealed validation set go in the spec; its digest and CID, and the commitment, in params.
+
+    Raises:
+        ConfigError: the validation file does not fit the spec's data schema, or the
+            evaluator keys do not match the evaluators one for one.
+        DataFormatError: the validation file is malformed.
+    """
+    if len(evaluator_keys) != len(params.evaluators):
+        raise ConfigError(
+            f"{len(params.evaluators)} evaluators but {len(evaluator_keys)} evaluator keys"
+        )
+    readers = [public_key_from_hex(key) for key in evaluator_keys]
+    rows = load_dataset(validation, spec.data, spec.max_blob_bytes)  # refuse a bad file now
+    if len(rows) == 0:
+        raise ConfigError("the validation file has no rows")
+    sponsor_key = account_key(sponsor)
+    salt = secrets.token_bytes(SALT_BYTES)
+    sealed = seal_validation(
+        validation, salt, [*readers, sponsor_key.public_bytes], sponsor, chain_id
+    )
+    validation_cid = store.put(sealed)
+    full_spec = spec.model_copy(
+        update={
+            "evaluator_keys": tuple(key.hex() for key in readers),
+            "sponsor_key": sponsor_key.public_hex,
+            "validation_cid": validation_cid,
+        }
+    )
+    TaskSpec.model_validate(full_spec.model_dump())  # the completed spec is still valid
+    spec_cid, spec_digest = publish_json(store, spec_bytes(full_spec))
+    full_params = params.model_copy(
+        update={
+            "validation_commit": validation_commitment(sha256(validation), salt),
+            "spec_digest": spec_digest,
+            "spec_cid": spec_cid,
+        }
+    )
+    if full_params.token != ZERO_ADDRESS:
+        chain.approve_token(sponsor.address, full_params.token, full_params.bounty)
+    result = chain.create_task(sponsor.address, full_params)
+    assert result.value is not None
+    return CreatedTask(result.value, spec_cid, validation_cid, result)
+
+
+def reveal(
+    chain: ChainClient, store: BlobStore, sponsor: LocalAccount, chain_id: int, task_id: int
+) -> TxResult:
+    """Publish the task's validation file and reveal its salt (from the sealed copy)."""
+    spec = read_spec(chain, store, task_id)
+    file, salt = open_validation(chain, store, spec, task_id, account_key(sponsor), chain_id)
+    cid = store.put(file)
+    return chain.reveal_validation(sponsor.address, task_id, sha256(file), salt, cid)
+
+
+def propose_architecture(
+    chain: ChainClient,
+    store: BlobStore,
+    scientist: LocalAccount,
+    task_id: int,
+    model: ModelSpec,
+    weights: Mapping[str, torch.Tensor],
+) -> TxResult:
+    """Publish the architecture's bundle and propose it (paying the deposit)."""
+    bundle = encode_architecture(model, weights)
+    spec = read_spec(chain, store, task_id)
+    if len(bundle) > spec.max_blob_bytes:
+        raise ConfigError(
+            f"the bundle is {len(bundle):,} bytes, over the task's cap of {spec.max_blob_bytes:,}"
+        )
+    cid = store.put(bundle)
+    return chain.propose_architecture(scientist.address, task_id, sha256(bundle), cid)

@@ -1,0 +1,297 @@
+"""A task's off-chain protocol, shared by every role: the spec on IPFS, the sealed validation
+set, the readers a merge is sealed to, and reading any node's weights.
+
+Keys. Every account has an account-wide X25519 key, `account_key` (HKDF of its Ethereum key,
+task 0): evaluators publish it, and the sponsor's goes in the task spec, because neither knows
+the task id before the task exists. Miners register a per-task key (`miner_key`) with their
+first submission. Nothing here holds a secret the account's Ethereum key cannot rebuild.
+
+The validation set is sealed to the evaluators and the sponsor as `salt || file` (kind
+"validation", task 0: the task id is unknown when it is sealed); a reader checks it against
+the task's on-chain commitment, which binds it to the task.
+
+A merge's plaintext is the canonical safetensors of its weights with metadata `round` and
+`round_score` (the evaluator's validation score, so miners can pick the best merge of a
+round); its plaintext digest, which evaluators confirm, is `weights_digest` of the weights
+alone. It is sealed (kind "merge", parent = its last parent) to the evaluators, the sponsor
+and every miner registered when it is posted.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from eth_account.signers.local import LocalAccount
+from pydantic import ValidationError
+
+from marketplace.chain import ChainClient
+from marketplace.checks import decode_architecture
+from marketplace.codec import decode_weights, encode_weights
+from marketplace.crypto import sha256, validation_commitment
+from marketplace.envelope import (
+    X25519KeyPair,
+    envelope_recipients,
+    open_envelope,
+    public_key_from_hex,
+    seal,
+)
+from marketplace.errors import EnvelopeError, IntegrityError, SpecError
+from marketplace.messages import NodeKind, NodeRecord, TaskSpec
+from marketplace.models import ModelSpec
+from marketplace.rewards import architecture_of
+from marketplace.storage import BlobStore
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_TASK_SPEC_BYTES = 64 * 1024
+SALT_BYTES = 32
+ROUND_KEY = "round"
+ROUND_SCORE_KEY = "round_score"
+
+
+def account_key(account: LocalAccount) -> X25519KeyPair:
+    """The account-wide X25519 key of an evaluator or a sponsor."""
+    return X25519KeyPair.derive(bytes(account.key), 0)
+
+
+def miner_key(account: LocalAccount, task_id: int) -> X25519KeyPair:
+    """The X25519 key a miner registers for `task_id` with its first submission."""
+    return X25519KeyPair.derive(bytes(account.key), task_id)
+
+
+# ------------------------------------------------------------------------------- the spec
+
+
+def publish_json(store: BlobStore, data: bytes) -> tuple[str, bytes]:
+    """Store public bytes; (CID, sha256)."""
+    return store.put(data), sha256(data)
+
+
+def spec_bytes(spec: TaskSpec) -> bytes:
+    return spec.model_dump_json().encode()
+
+
+def read_spec(chain: ChainClient, store: BlobStore, task_id: int) -> TaskSpec:
+    """The task spec the chain points at, checked against its on-chain digest.
+
+    Raises:
+        SpecError: the blob is not the digest the chain recorded, or not a valid spec.
+        StorageError: the blob cannot be fetched.
+    """
+    created = task_created(chain, task_id)
+    cid, digest = str(created["specCid"]), bytes(created["specDigest"])
+    data = store.get(cid, MAX_TASK_SPEC_BYTES)
+    if sha256(data) != digest:
+        raise SpecError(f"task {task_id}'s spec {cid} does not match its on-chain digest")
+    try:
+        return TaskSpec.model_validate_json(data)
+    except ValidationError as exc:
+        raise SpecError(f"task {task_id}'s spec is not a valid task spec: {exc}") from None
+
+
+_CREATED: weakref.WeakKeyDictionary[ChainClient, dict[int, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def task_created(chain: ChainClient, task_id: int) -> dict[str, Any]:
+    """The arguments of the task's TaskCreated event (immutable, so cached per client)."""
+    cache = _CREATED.setdefault(chain, {})
+    if task_id not in cache:
+        events = chain.events("TaskCreated", taskId=task_id)
+        if not events:
+            raise SpecError(f"there is no task {task_id}")
+        cache[task_id] = dict(events[0].args)
+    return cache[task_id]
+
+
+def evaluator_keys(spec: TaskSpec) -> list[bytes]:
+    if not spec.evaluator_keys:
+        raise SpecError("the task spec lists no evaluator keys: updates cannot be sealed")
+    return [public_key_from_hex(key) for key in spec.evaluator_keys]
+
+
+# ------------------------------------------------------------------------- the validation set
+
+
+def seal_validation(
+    file: bytes, salt: bytes, readers: Sequence[bytes], sponsor: LocalAccount, chain_id: int
+) -> bytes:
+    """The validation set sealed to `readers` (the evaluators and the sponsor)."""
+    if len(salt) != SALT_BYTES:
+        raise ValueError(f"the salt is {SALT_BYTES} bytes, not {len(salt)}")
+    return seal(
+        salt + file, readers, sponsor, task_id=0, parent=0, kind="validation", chain_id=chain_id
+    )
+
+
+def open_validation(
+    chain: ChainClient,
+    store: BlobStore,
+    spec: TaskSpec,
+    task_id: int,
+    key: X25519KeyPair,
+    chain_id: int,
+) -> tuple[bytes, bytes]:
+    """(file, salt) of the sealed validation set, checked against the on-chain commitment.
+
+    Raises:
+        EnvelopeError: not sealed to `key`, or not by the sponsor.
+        IntegrityError: the file and salt do not match the commitment.
+    """
+    task = chain.task(task_id)
+    blob = store.get(spec.validation_cid, spec.max_blob_bytes)
+    plain = open_envelope(
+        blob,
+        key,
+        expected_author=task.sponsor,
+        task_id=0,
+        parent=0,
+        kind="validation",
+        max_size=spec.max_blob_bytes,
+        chain_id=chain_id,
+    )
+    salt, file = plain[:SALT_BYTES], plain[SALT_BYTES:]
+    if validation_commitment(sha256(file), salt) != task.validation_commit:
+        raise IntegrityError(f"task {task_id}'s sealed validation set is not the committed one")
+    return file, salt
+
+
+def revealed_validation(chain: ChainClient, store: BlobStore, task_id: int) -> bytes | None:
+    """The revealed validation file (checked against its revealed digest), None if unrevealed."""
+    events = chain.events("ValidationRevealed", taskId=task_id)
+    if not events:
+        return None
+    args = events[0].args
+    file = store.get(str(args["cid"]), 1024 * 1024 * 1024)
+    if sha256(file) != bytes(args["fileDigest"]):
+        raise IntegrityError(
+            f"task {task_id}'s revealed validation file is not the revealed digest"
+        )
+    return file
+
+
+# ------------------------------------------------------------------------------ the tree
+
+
+def registered_keys(chain: ChainClient, task_id: int) -> dict[str, bytes]:
+    """Account -> the X25519 key it registered for the task (the latest registration)."""
+    keys: dict[str, bytes] = {}
+    for event in chain.events("EncryptionKeyRegistered", taskId=task_id):
+        keys[str(event.args["account"])] = bytes(event.args["publicKey"])
+    return keys
+
+
+def merge_readers(chain: ChainClient, spec: TaskSpec, task_id: int) -> list[bytes]:
+    """Who a merge is sealed to: the evaluators, the sponsor and every registered miner."""
+    readers = list(evaluator_keys(spec))
+    if spec.sponsor_key:
+        readers.append(public_key_from_hex(spec.sponsor_key))
+    readers.extend(registered_keys(chain, task_id).values())
+    unique: list[bytes] = []
+    for key in readers:
+        if key not in unique:
+            unique.append(key)
+    return unique
+
+
+@dataclass(frozen=True)
+class MergeBundle:
+    """A merge's plaintext: weights, and the round and validation score it was posted with."""
+
+    weights: dict[str, torch.Tensor]
+    round: int
+    round_score: int
+
+
+def encode_merge(weights: Mapping[str, torch.Tensor], round_index: int, round_score: int) -> bytes:
+    return encode_weights(weights, {ROUND_KEY: str(round_index), ROUND_SCORE_KEY: str(round_score)})
+
+
+def seal_merge(
+    plaintext: bytes,
+    readers: Sequence[bytes],
+    evaluator: LocalAccount,
+    task_id: int,
+    parents: Sequence[int],
+    chain_id: int,
+) -> bytes:
+    return seal(
+        plaintext,
+        readers,
+        evaluator,
+        task_id=task_id,
+        parent=max(parents),
+        kind="merge",
+        chain_id=chain_id,
+    )
+
+
+def can_read(blob: bytes, key: X25519KeyPair) -> bool:
+    """Whether an envelope is sealed to `key` (EnvelopeError-free: False for a bad envelope)."""
+    try:
+        return key.public_bytes in envelope_recipients(blob)
+    except EnvelopeError:
+        return False
+
+
+def open_merge(
+    record: NodeRecord,
+    blob: bytes,
+    key: X25519KeyPair,
+    spec: ModelSpec,
+    max_size: int,
+    chain_id: int,
+) -> MergeBundle:
+    """A merge's weights and metadata (EnvelopeError, WeightsError if it does not open)."""
+    plain = open_envelope(
+        blob,
+        key,
+        expected_author=record.author,
+        task_id=record.task_id,
+        parent=max(record.parents),
+        kind="merge",
+        max_size=max_size,
+        chain_id=chain_id,
+    )
+    weights = decode_weights(plain, spec, max_size)
+    metadata = _metadata(plain)
+    return MergeBundle(
+        weights,
+        int(metadata.get(ROUND_KEY, record.round)),
+        int(metadata.get(ROUND_SCORE_KEY, 0)),
+    )
+
+
+def _metadata(safetensors: bytes) -> dict[str, str]:
+    """The `__metadata__` of canonical safetensors bytes that `decode_weights` accepted."""
+    length = int.from_bytes(safetensors[:8], "little")
+    header = json.loads(safetensors[8 : 8 + length])
+    metadata = header.get("__metadata__", {})
+    return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+
+
+def architecture_spec(
+    records: Mapping[int, NodeRecord], node_id: int, store: BlobStore, max_size: int
+) -> tuple[int, ModelSpec, dict[str, torch.Tensor]]:
+    """(architecture id, its spec, its initial weights) under `node_id` (public bundles)."""
+    arch_id = architecture_of(records, node_id)
+    record = records[arch_id]
+    blob = store.get(record.cid, max_size)
+    if sha256(blob) != record.digest:
+        raise IntegrityError(f"architecture {arch_id}'s bundle does not match its digest")
+    spec, weights = decode_architecture(blob, max_size)
+    return arch_id, spec, weights
+
+
+def nodes_by_id(chain: ChainClient, task_id: int) -> dict[int, NodeRecord]:
+    return {record.node_id: record for record in chain.nodes(task_id)}
+
+
+def of_kind(records: Mapping[int, NodeRecord], kind: NodeKind) -> list[NodeRecord]:
+    return [records[node_id] for node_id in sorted(records) if records[node_id].kind == kind]

@@ -1,0 +1,156 @@
+"""`verify`: anyone recomputes a task's settlement from public data and says whether it holds.
+
+What anyone can check, with no key: the revealed validation file against the commitment; each
+posted report against its root and total, and its node list against the chain's tree; the
+payouts recomputed by the reward rule from the report's scores and the chain's tree (bounty,
+deposit, split), hashed into the Merkle root; and every architecture (public) scored again on
+the revealed file, with its FLOPs. With a key, more: a sponsor or a registered miner also
+re-scores every merge (sealed to them); an evaluator's key re-scores every node and every
+leave-one-out, that is the whole evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from eth_account.signers.local import LocalAccount
+
+from marketplace.chain import ChainClient
+from marketplace.crypto import sha256, validation_commitment
+from marketplace.envelope import X25519KeyPair
+from marketplace.evaluator import Evaluator
+from marketplace.messages import NodeKind
+from marketplace.report import MAX_REPORT_BYTES, PayoutReport, payout_entries, posted_reports
+from marketplace.rewards import compute_payouts
+from marketplace.storage import BlobStore
+from marketplace.tasks import can_read, nodes_by_id, read_spec, revealed_validation
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Verification:
+    """Every check made, in order; `ok` when all of them hold."""
+
+    task_id: int
+    checks: list[Check] = field(default_factory=list)
+    rescored: list[int] = field(default_factory=list)
+    unreadable: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(check.ok for check in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(name, ok, detail))
+
+
+def verify_task(
+    chain: ChainClient,
+    store: BlobStore,
+    task_id: int,
+    chain_id: int,
+    account: LocalAccount | None = None,
+    key: X25519KeyPair | None = None,
+) -> Verification:
+    """Recompute the settlement of `task_id`; re-score what `key` can read (None: public only)."""
+    result = Verification(task_id)
+    task = chain.task(task_id)
+    spec = read_spec(chain, store, task_id)
+    events = chain.events("ValidationRevealed", taskId=task_id)
+    file = revealed_validation(chain, store, task_id)
+    if file is None or not events:
+        result.add("validation", False, "the validation set is not revealed")
+        return result
+    salt = bytes(events[0].args["salt"])
+    commit_ok = validation_commitment(sha256(file), salt) == task.validation_commit
+    result.add("validation", commit_ok, f"sha256 {sha256(file).hex()[:16]}... vs the commitment")
+
+    posted = posted_reports(chain, task_id)
+    if not posted:
+        result.add("reports", False, "no payout root posted")
+        return result
+    records = nodes_by_id(chain, task_id)
+    for evaluator, (root, total, cid) in posted.items():
+        who = f"{evaluator[:10]}..."
+        report = PayoutReport.from_bytes(store.get(cid, MAX_REPORT_BYTES))
+        tree = {(r.node_id, r.kind, r.author.lower(), r.parents) for r in records.values()}
+        claimed = {(n.node_id, n.kind, n.author.lower(), n.parents) for n in report.nodes}
+        result.add(f"{who} tree", tree == claimed, f"{len(claimed)} nodes vs {len(tree)} on-chain")
+        payouts = compute_payouts(
+            list(records.values()),
+            report.scores(),
+            report.loo_scores,
+            report.flops_per_sample,
+            spec,
+            task.bounty,
+            task.deposit,
+        )
+        _, recomputed_root, recomputed_total = payout_entries(payouts)
+        result.add(
+            f"{who} root",
+            recomputed_root == root and recomputed_total == total,
+            f"recomputed {recomputed_root.hex()[:16]}... ({recomputed_total}) vs posted "
+            f"{root.hex()[:16]}... ({total})",
+        )
+        result.add(
+            f"{who} validation file",
+            report.validation_digest == sha256(file).hex(),
+            "the report scored the revealed file",
+        )
+        _rescore(chain, store, task_id, chain_id, report, file, account, key, result)
+    return result
+
+
+def _rescore(
+    chain: ChainClient,
+    store: BlobStore,
+    task_id: int,
+    chain_id: int,
+    report: PayoutReport,
+    file: bytes,
+    account: LocalAccount | None,
+    key: X25519KeyPair | None,
+    result: Verification,
+) -> None:
+    """Score again every node this verifier can read, and compare with the report."""
+    from eth_account import Account
+
+    from marketplace.evaluation import load_dataset
+
+    scorer = Evaluator(
+        chain,
+        store,
+        account or Account.from_key(b"\x01" * 32),
+        None,
+        chain_id,
+        key=key,
+    )
+    view = scorer._view(task_id)
+    dataset = load_dataset(file, view.spec.data, view.spec.max_blob_bytes)
+    reported = {n.node_id: n for n in report.nodes}
+    mismatches = []
+    for node_id, record in sorted(view.records.items()):
+        if record.kind is not NodeKind.ARCHITECTURE:
+            blob = store.get(record.cid, view.spec.max_blob_bytes) if store.has(record.cid) else b""
+            if not can_read(blob, scorer.key):
+                result.unreadable.append(node_id)
+                continue
+        verdict = scorer.verdict(view, node_id)
+        value = scorer.node_score(view, node_id, dataset) if verdict.valid else 0
+        mine = (verdict.valid, value)
+        theirs = (reported[node_id].valid, reported[node_id].score) if node_id in reported else None
+        result.rescored.append(node_id)
+        if mine != theirs:
+            mismatches.append(f"node {node_id}: {mine} vs reported {theirs}")
+    result.add(
+        "scores",
+        not mismatches,
+        f"{len(result.rescored)} nodes re-scored, {len(result.unreadable)} sealed from this key"
+        + (": " + "; ".join(mismatches) if mismatches else ""),
+    )

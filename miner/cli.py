@@ -1,0 +1,266 @@
+"""`miner`: the data owner's command line. Your data stays on this machine: only weights sealed
+to the task's evaluators, and a row count, ever leave it.
+
+    miner run --task 1 --data shard.csv --account 4     # every round, then claim
+    miner run --task 1 --data ./my-data/ --once          # submit to the open round and stop
+    miner claim --task 1 --account 4
+    miner watch --data shard.csv --account 4             # every task whose data schema fits
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from marketplace.cli_common import (
+    AccountIndex,
+    Contract,
+    DataDir,
+    Ipfs,
+    Keystore,
+    Rpc,
+    console,
+    options,
+    readable_errors,
+    signer,
+)
+from marketplace.config import Settings
+from marketplace.connect import Connection
+from marketplace.errors import ConfigError, MarketplaceError
+from marketplace.messages import Phase
+from marketplace.state import StateFile
+from marketplace.tasks import read_spec
+from miner.trainer import Trainer
+from miner.worker import Miner, MinerConfig, load_private_data
+
+app = typer.Typer(
+    help="Train tasks' models on your private data and get paid for what they gain.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+TaskId = Annotated[int, typer.Option("--task", help="The task id.", min=1)]
+DataPath = Annotated[
+    Path,
+    typer.Option(
+        "--data", help="Your private data: a CSV/.npz file or a folder of them.", exists=True
+    ),
+]
+
+
+def _miner(
+    connection: Connection,
+    settings: Settings,
+    data: Path,
+    config: MinerConfig,
+    progress: Progress | None,
+) -> Miner:
+    state = StateFile(settings.state_dir / f"miner-{connection.address}.json")
+    bar: dict[str, TaskID] = {}
+
+    def on_step(done: int, total: int) -> None:
+        if progress is None:
+            return
+        if done == 1 or "id" not in bar:
+            bar["id"] = progress.add_task("training", total=total)
+        progress.update(bar["id"], completed=done)
+
+    return Miner(
+        connection.chain,
+        connection.store,
+        connection.account,
+        Trainer(),
+        data,
+        state,
+        connection.chain_id,
+        config,
+        progress=on_step,
+    )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@app.command()
+@readable_errors
+def run(
+    task: TaskId,
+    data: DataPath,
+    epochs: Annotated[int, typer.Option(help="Local epochs per round.", min=1)] = 5,
+    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = 32,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 1e-3,
+    optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
+    seed: Annotated[int, typer.Option(help="Training seed (round r trains with seed + r).")] = 0,
+    dp_epsilon: Annotated[
+        float | None, typer.Option(help="Train with DP-SGD (Opacus), spending this epsilon.")
+    ] = None,
+    dp_delta: Annotated[float, typer.Option(help="DP delta (below 1 / your rows).")] = 1e-5,
+    max_grad_norm: Annotated[float, typer.Option(help="DP per-sample clipping norm.")] = 1.0,
+    arch: Annotated[
+        int | None,
+        typer.Option("--arch", help="The architecture to train when no merge is readable."),
+    ] = None,
+    parent: Annotated[int | None, typer.Option(help="Always build on this node.")] = None,
+    once: Annotated[bool, typer.Option(help="Submit to the open round, then stop.")] = False,
+    poll: Annotated[float | None, typer.Option(help="Seconds between looks at the chain.")] = None,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Take part in task TASK: every round, train on the best merge you can read (else an
+    architecture), seal the new weights to the evaluators, upload, submit; then claim.
+
+    Safe to stop and start again at any moment: it resumes from the chain and its state file
+    and never submits twice in a round.
+    """
+    settings = options(data_dir, rpc, contract, ipfs, account, keystore)
+    connection = signer(settings)
+    config = MinerConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        seed=seed,
+        dp_epsilon=dp_epsilon,
+        dp_delta=dp_delta,
+        max_grad_norm=max_grad_norm,
+        architecture=arch,
+        parent=parent,
+    )
+    with _progress() as progress:
+        miner = _miner(connection, settings, data, config, progress)
+        if once:
+            submission = miner.submit_round(task)
+            if submission is None:
+                raise ConfigError(
+                    f"task {task} has no open round ({connection.chain.phase(task).name})"
+                )
+            verb = "already submitted" if submission.resumed else "submitted"
+            console.print(
+                f"round {submission.round}: {verb} node {submission.node_id} "
+                f"(parent {submission.parent}, {submission.samples} rows, {submission.cid})"
+            )
+            return
+        console.print(f"miner {connection.address} on task {task}")
+        miner.run(task, poll or settings.poll_seconds, on_event=console.print)
+    console.print(f"task {task}: done ({connection.chain.phase(task).name.lower()})")
+
+
+@app.command()
+@readable_errors
+def claim(
+    task: TaskId,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Claim what task TASK owes you (or your refunds, if the sponsor never revealed)."""
+    from marketplace.report import claim_payout
+
+    settings = options(data_dir, rpc, contract, ipfs, account, keystore)
+    connection = signer(settings)
+    phase = connection.chain.phase(task)
+    if phase in (Phase.UNREVEALED, Phase.UNSETTLED):
+        state = StateFile(settings.state_dir / f"miner-{connection.address}.json")
+        miner = Miner(
+            connection.chain,
+            connection.store,
+            connection.account,
+            Trainer(),
+            Path("."),
+            state,
+            connection.chain_id,
+        )
+        for line in miner.collect(task) or ["nothing to refund"]:
+            console.print(line)
+        return
+    if phase is not Phase.CLAIMS:
+        raise ConfigError(f"task {task} is in phase {phase.name}: claims open after finalize")
+    entry, claimed = claim_payout(connection.chain, connection.store, connection.address, task)
+    if entry is None:
+        console.print(f"task {task} owes {connection.address} nothing")
+    elif claimed:
+        console.print(f"claimed {entry.amount} wei and {entry.points} reputation points")
+    else:
+        console.print(f"leaf {entry.index} ({entry.amount} wei) was already claimed")
+
+
+@app.command()
+@readable_errors
+def watch(
+    data: DataPath,
+    epochs: Annotated[int, typer.Option(help="Local epochs per round.", min=1)] = 5,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    poll: Annotated[float | None, typer.Option(help="Seconds between looks at the chain.")] = None,
+    iterations: Annotated[
+        int | None, typer.Option(help="Stop after this many passes (default: never).")
+    ] = None,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Keep going over every task: submit to each open round your data fits, claim what is
+    owed. Stops with Ctrl-C (safe at any moment)."""
+    settings = options(data_dir, rpc, contract, ipfs, account, keystore)
+    connection = signer(settings)
+    miner = _miner(connection, settings, data, MinerConfig(epochs=epochs, seed=seed), None)
+    fits: dict[int, bool] = {}
+    passes = 0
+    while iterations is None or passes < iterations:
+        passes += 1
+        for task_id in range(1, connection.chain.task_count() + 1):
+            if miner.finished(task_id):
+                continue
+            if task_id not in fits:
+                try:
+                    load_private_data(data, read_spec(connection.chain, connection.store, task_id))
+                    fits[task_id] = True
+                except MarketplaceError as exc:
+                    console.print(f"task {task_id}: skipped, your data does not fit ({exc})")
+                    fits[task_id] = False
+            if not fits[task_id]:
+                continue
+            try:
+                submission = miner.submit_round(task_id)
+                if submission is not None and not submission.resumed:
+                    console.print(
+                        f"task {task_id} round {submission.round}: node {submission.node_id}"
+                    )
+                for line in miner.collect(task_id):
+                    console.print(f"task {task_id}: {line}")
+            except MarketplaceError as exc:
+                console.print(f"[yellow]task {task_id}: {exc}[/]")
+        if iterations is None or passes < iterations:
+            time.sleep(poll or settings.poll_seconds)
+
+
+def main() -> None:
+    app()

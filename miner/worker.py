@@ -1,0 +1,397 @@
+"""The data owner's process: find the parent, train on private data, seal, upload, submit, claim.
+
+`Miner` is Flower's client turned market participant. Each step is restartable: the chain says
+what was submitted, claimed or refunded, and the state file remembers the one thing the chain
+cannot, a sealed blob uploaded but not yet submitted (so a restart submits that blob instead of
+training again). The private data only ever reaches `Trainer.train`: no blob, file or
+transaction carries it, only weights sealed to the evaluators and a row count.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from eth_account.signers.local import LocalAccount
+
+from marketplace.chain import ChainClient
+from marketplace.codec import encode_weights
+from marketplace.crypto import sha256
+from marketplace.envelope import seal
+from marketplace.errors import ConfigError, DataFormatError, MarketplaceError
+from marketplace.evaluation import Dataset, load_dataset
+from marketplace.faults import crash_point
+from marketplace.messages import NodeKind, NodeRecord, Phase, TaskSpec
+from marketplace.models import ModelSpec
+from marketplace.report import claim_payout
+from marketplace.state import StateFile
+from marketplace.storage import BlobStore
+from marketplace.tasks import (
+    architecture_spec,
+    can_read,
+    evaluator_keys,
+    miner_key,
+    nodes_by_id,
+    of_kind,
+    open_merge,
+    read_spec,
+    registered_keys,
+)
+from marketplace.timing import Stopwatch
+from miner.trainer import DPConfig, Progress, TrainConfig, Trainer
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+MAX_DATA_BYTES = 1024 * 1024 * 1024
+DATA_SUFFIXES = (".csv", ".npz")
+
+
+@dataclass(frozen=True)
+class MinerConfig:
+    """How this data owner trains and what it builds on.
+
+    Attributes:
+        epochs, batch_size, learning_rate, optimizer: local training (miner.trainer).
+        seed: training seed; each round trains with seed + round. With DP a fresh secret seed
+            is drawn every round instead (the noise must not be reproducible by others).
+        dp_epsilon, dp_delta, max_grad_norm: DP-SGD with Opacus when `dp_epsilon` is set.
+        architecture: the architecture to train when no merge is readable (None: the first).
+        parent: always build on this node (None: the latest readable merge, else the
+            architecture).
+    """
+
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 0
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    architecture: int | None = None
+    parent: int | None = None
+
+    def train_config(self, round_index: int) -> TrainConfig:
+        dp = None
+        seed = self.seed + round_index
+        if self.dp_epsilon is not None:
+            dp = DPConfig(
+                epsilon=self.dp_epsilon, delta=self.dp_delta, max_grad_norm=self.max_grad_norm
+            )
+            seed = secrets.randbits(62)
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            optimizer=self.optimizer,  # type: ignore[arg-type]  # checked by TrainConfig
+            seed=seed,
+            dp=dp,
+        )
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One update this miner submitted (or found already submitted after a restart)."""
+
+    task_id: int
+    round: int
+    node_id: int
+    parent: int
+    samples: int
+    cid: str
+    resumed: bool = False  # submitted a blob uploaded before a restart, without training again
+    loss: float | None = None
+    epsilon: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # step -> wall time
+
+
+class Miner:
+    """One data owner taking part in tasks.
+
+    Args:
+        chain, store: the market.
+        account: signs transactions and envelopes; derives the per-task encryption key.
+        trainer: local training.
+        data: the private data: a CSV or .npz file, a folder of them, or rows in memory.
+        state: this miner's state file.
+        chain_id: envelopes are bound to it.
+        progress: called with (steps done, steps) while training.
+    """
+
+    def __init__(
+        self,
+        chain: ChainClient,
+        store: BlobStore,
+        account: LocalAccount,
+        trainer: Trainer,
+        data: Path | Dataset,
+        state: StateFile,
+        chain_id: int,
+        config: MinerConfig | None = None,
+        progress: Progress | None = None,
+        watch: Stopwatch | None = None,
+    ) -> None:
+        self.chain = chain
+        self.store = store
+        self.account = account
+        self.address = str(account.address)
+        self.trainer = trainer
+        self.data = data
+        self.state = state
+        self.chain_id = chain_id
+        self.config = config or MinerConfig()
+        self.progress = progress
+        self.watch = watch or Stopwatch()
+
+    # ------------------------------------------------------------------ one round
+
+    def submit_round(self, task_id: int) -> Submission | None:
+        """Train and submit for the task's open round, once; None if no round is open.
+
+        Returns the submission already on-chain if this miner submitted in this round before.
+        """
+        task = self.chain.task(task_id)
+        now = int(self.chain.w3.eth.get_block("latest")["timestamp"])
+        if self.chain.phase(task_id) is not Phase.ROUNDS or now < task.start:
+            return None
+        round_index = self.chain.current_round(task_id)
+        records = nodes_by_id(self.chain, task_id)
+        done = self._submitted(records, round_index)
+        saved = self.state.section("tasks", task_id, "rounds", round_index)
+        if done is not None:
+            saved.update(status="submitted", node_id=done.node_id)
+            self.state.save()
+            return Submission(
+                task_id, round_index, done.node_id, done.parents[0], done.samples, done.cid, True
+            )
+        spec = read_spec(self.chain, self.store, task_id)
+        if saved.get("status") == "uploaded" and self.store.has(saved["cid"]):
+            log.info("task %d round %d: submitting the blob uploaded before", task_id, round_index)
+            return self._submit(task_id, round_index, saved, resumed=True)
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        parent, model_spec, weights = self.choose_parent(task_id, records, spec)
+        seconds["download"] = time.perf_counter() - started
+        dataset = self._dataset(spec)
+        result = self.trainer.train(
+            model_spec, weights, dataset, self.config.train_config(round_index), self.progress
+        )
+        seconds["train"] = result.seconds
+        started = time.perf_counter()
+        blob = seal(
+            encode_weights(result.weights),
+            evaluator_keys(spec),
+            self.account,
+            task_id=task_id,
+            parent=parent,
+            kind="update",
+            chain_id=self.chain_id,
+        )
+        seconds["seal"] = time.perf_counter() - started
+        started = time.perf_counter()
+        with self.watch.measure("storage"):
+            cid = self.store.put(blob)
+        seconds["upload"] = time.perf_counter() - started
+        saved.update(
+            status="uploaded",
+            cid=cid,
+            digest=sha256(blob).hex(),
+            parent=parent,
+            samples=result.samples,
+            loss=result.loss,
+            epsilon=result.epsilon,
+        )
+        self.state.save()
+        crash_point("miner:uploaded")
+        submission = self._submit(task_id, round_index, saved, resumed=False)
+        seconds["submit"] = submission.seconds["submit"]
+        return replace(submission, loss=result.loss, epsilon=result.epsilon, seconds=seconds)
+
+    def _submit(
+        self, task_id: int, round_index: int, saved: dict[str, object], resumed: bool
+    ) -> Submission:
+        started = time.perf_counter()
+        key = miner_key(self.account, task_id)
+        registered = registered_keys(self.chain, task_id).get(self.address)
+        result = self.chain.submit_update(
+            self.address,
+            task_id,
+            parent=int(str(saved["parent"])),
+            samples=int(str(saved["samples"])),
+            digest=bytes.fromhex(str(saved["digest"])),
+            cid=str(saved["cid"]),
+            encryption_key=bytes(32) if registered == key.public_bytes else key.public_bytes,
+        )
+        assert result.value is not None
+        saved.update(status="submitted", node_id=result.value)
+        self.state.save()
+        crash_point("miner:submitted")
+        log.info("task %d round %d: submitted node %d", task_id, round_index, result.value)
+        return Submission(
+            task_id,
+            round_index,
+            result.value,
+            int(str(saved["parent"])),
+            int(str(saved["samples"])),
+            str(saved["cid"]),
+            resumed,
+            seconds={"submit": time.perf_counter() - started},
+        )
+
+    def _submitted(self, records: Mapping[int, NodeRecord], round_index: int) -> NodeRecord | None:
+        for record in records.values():
+            if (
+                record.kind is NodeKind.UPDATE
+                and record.round == round_index
+                and record.author.lower() == self.address.lower()
+            ):
+                return record
+        return None
+
+    # ------------------------------------------------------------------ the parent
+
+    def choose_parent(
+        self, task_id: int, records: Mapping[int, NodeRecord], spec: TaskSpec
+    ) -> tuple[int, ModelSpec, dict[str, torch.Tensor]]:
+        """(parent id, its architecture's spec, its weights).
+
+        The configured parent, else the best-scoring merge of the latest round this miner can
+        read (the evaluator's round score, sealed inside the merge), else an architecture.
+        """
+        cap = spec.max_blob_bytes
+        if self.config.parent is not None:
+            return self._weights_of(task_id, records, self.config.parent, spec)
+        key = miner_key(self.account, task_id)
+        task = self.chain.task(task_id)
+        best: tuple[int, int, int] | None = None  # (round, score, -id)
+        for merge in of_kind(records, NodeKind.MERGE):
+            if self._confirmations(task_id, merge.node_id) < task.quorum:
+                continue
+            blob = self.store.get(merge.cid, cap)
+            if sha256(blob) != merge.digest or not can_read(blob, key):
+                continue
+            _, arch_spec, _ = architecture_spec(records, merge.node_id, self.store, cap)
+            try:
+                bundle = open_merge(merge, blob, key, arch_spec, cap, self.chain_id)
+            except MarketplaceError as exc:
+                log.warning("merge %d does not open: %s", merge.node_id, exc)
+                continue
+            rank = (merge.round, bundle.round_score, -merge.node_id)
+            if best is None or rank > best:
+                best = rank
+        if best is not None:
+            return self._weights_of(task_id, records, -best[2], spec)
+        architectures = of_kind(records, NodeKind.ARCHITECTURE)
+        if not architectures:
+            raise ConfigError(f"task {task_id} has no architecture to train yet")
+        wanted = self.config.architecture or architectures[0].node_id
+        if wanted not in records or records[wanted].kind is not NodeKind.ARCHITECTURE:
+            raise ConfigError(f"node {wanted} of task {task_id} is not an architecture")
+        return self._weights_of(task_id, records, wanted, spec)
+
+    def _weights_of(
+        self, task_id: int, records: Mapping[int, NodeRecord], node_id: int, spec: TaskSpec
+    ) -> tuple[int, ModelSpec, dict[str, torch.Tensor]]:
+        if node_id not in records:
+            raise ConfigError(f"task {task_id} has no node {node_id}")
+        cap = spec.max_blob_bytes
+        record = records[node_id]
+        with self.watch.measure("storage"):
+            _, arch_spec, initial = architecture_spec(records, node_id, self.store, cap)
+        if record.kind is NodeKind.ARCHITECTURE:
+            return node_id, arch_spec, initial
+        if record.kind is not NodeKind.MERGE:
+            raise ConfigError(f"node {node_id} is an update: only evaluators can read it")
+        with self.watch.measure("storage"):
+            blob = self.store.get(record.cid, cap)
+        bundle = open_merge(
+            record, blob, miner_key(self.account, task_id), arch_spec, cap, self.chain_id
+        )
+        return node_id, arch_spec, bundle.weights
+
+    def _confirmations(self, task_id: int, node_id: int) -> int:
+        return bin(self.chain.node(task_id, node_id).confirmations).count("1")
+
+    def _dataset(self, spec: TaskSpec) -> Dataset:
+        if isinstance(self.data, Dataset):
+            return self.data
+        return load_private_data(self.data, spec)
+
+    # ------------------------------------------------------------------ getting paid
+
+    def collect(self, task_id: int) -> list[str]:
+        """Claim this miner's payout, or its refunds; what it did, as lines. Idempotent."""
+        phase = self.chain.phase(task_id)
+        done: list[str] = []
+        saved = self.state.section("tasks", task_id)
+        if phase is Phase.CLAIMS:
+            entry, claimed = claim_payout(self.chain, self.store, self.address, task_id)
+            saved["claimed"] = "nothing owed" if entry is None else entry.amount
+            self.state.save()
+            if entry is not None and claimed:
+                done.append(f"claimed {entry.amount} (leaf {entry.index}, {entry.points} points)")
+        elif phase in (Phase.UNREVEALED, Phase.UNSETTLED):
+            for record in nodes_by_id(self.chain, task_id).values():
+                mine = record.author.lower() == self.address.lower()
+                refundable = mine and record.kind is not NodeKind.MERGE
+                if refundable and not self.chain.is_refunded(task_id, record.node_id):
+                    self.chain.refund(self.address, task_id, record.node_id)
+                    done.append(f"refunded node {record.node_id}")
+            saved["claimed"] = "refunded"
+            self.state.save()
+        return done
+
+    def finished(self, task_id: int) -> bool:
+        """Whether there is nothing left to do for the task."""
+        phase = self.chain.phase(task_id)
+        if phase in (Phase.CLOSED, Phase.CANCELLED):
+            return True
+        return "claimed" in self.state.section("tasks", task_id)
+
+    def run(
+        self,
+        task_id: int,
+        poll_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+        on_event: Callable[[str], None] = log.info,
+    ) -> None:
+        """Take part in every round of the task, then collect; returns when nothing is left."""
+        while not self.finished(task_id):
+            submission = self.submit_round(task_id)
+            if submission is not None and not submission.resumed:
+                on_event(
+                    f"round {submission.round}: submitted node {submission.node_id} "
+                    f"(parent {submission.parent}, {submission.samples} rows)"
+                )
+            for line in self.collect(task_id):
+                on_event(line)
+            if not self.finished(task_id):
+                sleep(poll_seconds)
+
+
+def load_private_data(path: Path, spec: TaskSpec) -> Dataset:
+    """The miner's rows: one CSV/.npz file, or every such file of a folder, in name order."""
+    import numpy as np
+
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
+        if not files:
+            raise DataFormatError(f"{path} holds no .csv or .npz file")
+    else:
+        files = [path]
+    parts = [load_dataset(file, spec.data, MAX_DATA_BYTES) for file in files]
+    if len(parts) == 1:
+        return parts[0]
+    features = np.concatenate([p.features for p in parts])
+    labels = np.concatenate([p.labels for p in parts])
+    features.setflags(write=False)
+    labels.setflags(write=False)
+    return Dataset(features, labels, spec.data.num_classes)

@@ -1,0 +1,69 @@
+"""`sponsor`: the command line of sponsors and data scientists.
+
+sponsor task create --validation val.csv --bounty 10 --evaluator dev:1 --account 0
+sponsor task show 1
+sponsor arch propose --task 1 --spec mlp.json --seed 1 --account 2
+sponsor task reveal 1 --account 0 ; sponsor task finalize 1 --account 0
+sponsor claim --task 1 --account 2
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from marketplace.cli_common import (
+    AccountIndex,
+    Contract,
+    DataDir,
+    Ipfs,
+    Keystore,
+    Rpc,
+    console,
+    options,
+    readable_errors,
+    show_amount,
+    signer,
+)
+from marketplace.report import claim_payout
+from sponsor_cli import arch, task
+
+app = typer.Typer(
+    help="Post bounties for models, propose architectures, claim payouts.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(task.app, name="task")
+app.add_typer(arch.app, name="arch")
+
+
+@app.command()
+@readable_errors
+def claim(
+    task_id: Annotated[int, typer.Option("--task", help="The task id.", min=1)],
+    for_account: Annotated[
+        str | None, typer.Option("--for", help="Claim this account's leaf (default: yours).")
+    ] = None,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Claim a payout of a finalized task with its Merkle proof (from the posted report).
+    Anyone may send it; the money always goes to the leaf's account."""
+    connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
+    who = for_account or connection.address
+    entry, claimed = claim_payout(connection.chain, connection.store, who, task_id)
+    if entry is None:
+        console.print(f"task {task_id} owes {who} nothing")
+    elif claimed:
+        console.print(
+            f"claimed {show_amount(entry.amount)} and {entry.points:,} reputation points for {who}"
+        )
+    else:
+        console.print(
+            f"leaf {entry.index} of {who} ({show_amount(entry.amount)}) was already claimed"
+        )

@@ -1,0 +1,81 @@
+"""`sponsor arch propose`: a data scientist proposes an architecture (a spec and its weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from marketplace.cli_common import (
+    AccountIndex,
+    Contract,
+    DataDir,
+    Ipfs,
+    Keystore,
+    Rpc,
+    console,
+    options,
+    readable_errors,
+    signer,
+)
+from marketplace.errors import ConfigError
+from marketplace.layers import MAX_SPEC_BYTES
+from marketplace.models import ModelSpec
+from marketplace.tasks import read_spec
+
+app = typer.Typer(help="Propose architectures (data scientists).", no_args_is_help=True)
+
+
+@app.command()
+@readable_errors
+def propose(
+    task: Annotated[int, typer.Option("--task", help="The task id.", min=1)],
+    spec: Annotated[Path, typer.Option(help="A ModelSpec JSON file (layers from the allow-list).")],
+    seed: Annotated[
+        int | None, typer.Option(help="Draw the initial weights from this seed.")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Initial weights as a .safetensors file (never pickle).")
+    ] = None,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Propose an architecture for task TASK: a declarative spec plus initial weights, public
+    to every miner. It earns the expertise share if the winning model descends from it.
+
+        sponsor arch propose --task 1 --spec mlp.json --seed 1 --account 2
+    """
+    from marketplace.codec import decode_weights
+    from marketplace.models import init_weights
+    from marketplace.sponsor import propose_architecture
+
+    if (seed is None) == (weights is None):
+        raise ConfigError("give exactly one of --seed N or --weights FILE.safetensors")
+    model = ModelSpec.from_json(_read(spec, MAX_SPEC_BYTES))
+    connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
+    cap = read_spec(connection.chain, connection.store, task).max_blob_bytes
+    if weights is not None:
+        initial = decode_weights(_read(weights, cap), model, cap)
+    else:
+        assert seed is not None
+        initial = init_weights(model, seed)
+    result = propose_architecture(
+        connection.chain, connection.store, connection.account, task, model, initial
+    )
+    console.print(f"proposed architecture node [bold]{result.value}[/] ({result.gas_used:,} gas)")
+
+
+def _read(path: Path, cap: int) -> bytes:
+    try:
+        with path.open("rb") as file:
+            data = file.read(cap + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > cap:
+        raise ConfigError(f"{path} is over the cap of {cap:,} bytes")
+    return data

@@ -1,0 +1,385 @@
+"""`sponsor task ...`: create, watch, reveal, finalize, cancel and reclaim a task."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+from rich.tree import Tree
+
+from marketplace.chain import ChainClient
+from marketplace.cli_common import (
+    AccountIndex,
+    Contract,
+    DataDir,
+    Ipfs,
+    Keystore,
+    Rpc,
+    console,
+    options,
+    parse_amount,
+    parse_duration,
+    readable_errors,
+    reader,
+    show_amount,
+    signer,
+)
+from marketplace.config import Settings
+from marketplace.connect import dev_account
+from marketplace.devnet import read_devnet_info
+from marketplace.errors import ConfigError, MarketplaceError
+from marketplace.messages import (
+    ZERO_ADDRESS,
+    DataSchema,
+    Metric,
+    NodeKind,
+    Phase,
+    RewardSplit,
+    TaskParams,
+    TaskSpec,
+    TaskState,
+)
+from marketplace.report import MAX_REPORT_BYTES, PayoutReport, posted_reports
+from marketplace.storage import BlobStore
+from marketplace.tasks import account_key, nodes_by_id
+
+app = typer.Typer(help="Create and run tasks: bounties for models.", no_args_is_help=True)
+
+MAX_FILE_BYTES = 1024 * 1024 * 1024
+
+
+@app.command()
+@readable_errors
+def create(
+    validation: Annotated[
+        Path, typer.Option(help="The validation set (CSV or .npz): sealed to the evaluators.")
+    ],
+    bounty: Annotated[str, typer.Option(help="The bounty: 10, 0.5 or 1000wei (18 decimals).")],
+    evaluator: Annotated[
+        list[str],
+        typer.Option(help="ADDRESS=X25519KEY (from `marketplace key`), or dev:N on a devnet."),
+    ],
+    token: Annotated[str, typer.Option(help="An ERC-20 address; default ETH.")] = ZERO_ADDRESS,
+    deposit: Annotated[str, typer.Option(help="Deposit per submission.")] = "0.01",
+    quorum: Annotated[int, typer.Option(help="Evaluators that must agree on a root.")] = 1,
+    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 4,
+    round_duration: Annotated[str, typer.Option(help="e.g. 1h.")] = "1h",
+    reveal_window: Annotated[str, typer.Option(help="Time to reveal after the rounds.")] = "1h",
+    evaluation_window: Annotated[str, typer.Option(help="Time to post roots.")] = "1h",
+    challenge_window: Annotated[str, typer.Option(help="Wait before finalizing.")] = "10m",
+    claim_window: Annotated[str, typer.Option(help="Time to claim.")] = "7d",
+    start: Annotated[int, typer.Option(help="Unix time the rounds start (0: now).")] = 0,
+    spec: Annotated[Path | None, typer.Option(help="A TaskSpec JSON file.")] = None,
+    name: Annotated[str, typer.Option(help="Task name (without --spec).")] = "task",
+    metric: Annotated[Metric, typer.Option(help="accuracy or negated_sse.")] = Metric.ACCURACY,
+    features: Annotated[int, typer.Option(help="Feature columns.")] = 64,
+    classes: Annotated[int | None, typer.Option(help="Classes (omit: regression).")] = 10,
+    label_column: Annotated[str, typer.Option(help="The label column.")] = "label",
+    expertise_bps: Annotated[int, typer.Option(help="Architecture share, basis points.")] = 2000,
+    data_bps: Annotated[int, typer.Option(help="Data share, basis points.")] = 5000,
+    compute_bps: Annotated[int, typer.Option(help="Compute share, basis points.")] = 2000,
+    max_blob_mb: Annotated[int, typer.Option(help="Cap on any blob, MiB.")] = 64,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Create a task and escrow its bounty.
+
+    The validation file is committed on-chain and sealed to the evaluators (and to you);
+    nobody else can read it until you reveal it after the last round. Example, on a devnet:
+
+        sponsor task create --validation val.csv --bounty 10 --evaluator dev:1 --account 0
+    """
+    from marketplace.sponsor import create_task
+
+    settings = options(data_dir, rpc, contract, ipfs, account, keystore)
+    connection = signer(settings)
+    evaluators = [_evaluator(settings, item) for item in evaluator]
+    task_spec = _spec(
+        spec,
+        name,
+        metric,
+        features,
+        classes,
+        label_column,
+        max_blob_mb,
+        (expertise_bps, data_bps, compute_bps),
+    )
+    file = _read(validation)
+    try:
+        params = TaskParams(
+            token=token,
+            bounty=parse_amount(bounty),
+            deposit=parse_amount(deposit),
+            validation_commit=bytes(32),
+            start=start,
+            round_duration=parse_duration(round_duration),
+            rounds=rounds,
+            reveal_window=parse_duration(reveal_window),
+            evaluation_window=parse_duration(evaluation_window),
+            challenge_window=parse_duration(challenge_window),
+            claim_window=parse_duration(claim_window),
+            evaluators=tuple(address for address, _ in evaluators),
+            quorum=quorum,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"bad task parameters: {_first(exc)}") from None
+    created = create_task(
+        connection.chain,
+        connection.store,
+        connection.account,
+        connection.chain_id,
+        file,
+        task_spec,
+        params,
+        [key for _, key in evaluators],
+    )
+    console.print(f"created task [bold]{created.task_id}[/] ({created.result.gas_used:,} gas)")
+    console.print(f"  bounty {show_amount(params.bounty)}, {rounds} rounds of {round_duration}")
+    console.print(f"  spec {created.spec_cid}; validation sealed as {created.validation_cid}")
+    console.print(f"  after the last round: sponsor task reveal {created.task_id}")
+
+
+@app.command("list")
+@readable_errors
+def list_tasks(
+    data_dir: DataDir = None, rpc: Rpc = None, contract: Contract = None, ipfs: Ipfs = None
+) -> None:
+    """List every task with its phase, bounty and the end of its current phase."""
+    connection = reader(options(data_dir, rpc, contract, ipfs))
+    chain = connection.chain
+    table = Table(title="tasks")
+    for column in ("id", "phase", "sponsor", "bounty", "rounds", "nodes", "phase ends"):
+        table.add_column(column)
+    for task_id in range(1, chain.task_count() + 1):
+        task, phase = chain.task(task_id), chain.phase(task_id)
+        table.add_row(
+            str(task_id),
+            phase.name.lower(),
+            task.sponsor[:10] + "...",
+            show_amount(task.bounty),
+            str(task.rounds),
+            str(task.node_count),
+            _when(_phase_end(task, phase)),
+        )
+    console.print(table)
+
+
+@app.command()
+@readable_errors
+def show(
+    task_id: Annotated[int, typer.Argument(help="The task id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+) -> None:
+    """Show a task: its phase and schedule, the model tree with scores, and the payouts."""
+    connection = reader(options(data_dir, rpc, contract, ipfs))
+    chain = connection.chain
+    task, phase = chain.task(task_id), chain.phase(task_id)
+    report = _report(chain, connection.store, task_id)
+    records = nodes_by_id(chain, task_id)
+    if as_json:
+        dump: dict[str, Any] = {
+            "task_id": task_id,
+            "phase": phase.name.lower(),
+            "task": task.model_dump(mode="json"),
+            "evaluators": chain.evaluators(task_id),
+            "nodes": [r.model_dump(mode="json") for r in records.values()],
+            "report": None if report is None else report.model_dump(mode="json"),
+        }
+        console.print_json(json.dumps(dump, default=str))
+        return
+    console.print(f"[bold]task {task_id}[/]: {phase.name.lower()}, sponsor {task.sponsor}")
+    console.print(f"  bounty {show_amount(task.bounty)}, escrow {show_amount(task.escrow)}")
+    for index in range(task.rounds):
+        console.print(f"  round {index} ends {_when(task.round_end(index))}")
+    for label, when in (
+        ("reveal by", task.reveal_deadline),
+        ("evaluation by", task.evaluation_deadline),
+        ("claims until", task.claim_deadline if task.finalized else 0),
+    ):
+        if when:
+            console.print(f"  {label} {_when(when)}")
+    console.print(f"  evaluators: {', '.join(chain.evaluators(task_id))}")
+    console.print(_tree(task_id, records, report))
+    if report is not None:
+        table = Table(title="payouts")
+        for column in ("leaf", "account", "amount", "points", "claimed"):
+            table.add_column(column)
+        for entry in report.payouts:
+            claimed = chain.is_claimed(task_id, entry.index) if task.finalized else False
+            table.add_row(
+                str(entry.index),
+                entry.account,
+                show_amount(entry.amount),
+                f"{entry.points:,}",
+                "yes" if claimed else "no",
+            )
+        console.print(table)
+
+
+def _one_transaction(name: str, help_text: str) -> None:
+    """Register `sponsor task NAME ID`: one transaction by the signer, its events printed."""
+
+    @readable_errors
+    def command(
+        task_id: Annotated[int, typer.Argument(help="The task id.")],
+        data_dir: DataDir = None,
+        rpc: Rpc = None,
+        contract: Contract = None,
+        ipfs: Ipfs = None,
+        account: AccountIndex = None,
+        keystore: Keystore = None,
+    ) -> None:
+        connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
+        chain = connection.chain
+        if name == "reveal":
+            from marketplace.sponsor import reveal
+
+            result = reveal(
+                chain, connection.store, connection.account, connection.chain_id, task_id
+            )
+        else:
+            action = {
+                "finalize": chain.finalize,
+                "cancel": chain.cancel_task,
+                "reclaim": chain.reclaim,
+            }[name]
+            result = action(connection.address, task_id)
+        console.print(f"task {task_id}: {name} done ({result.gas_used:,} gas)")
+        for event in result.events:
+            amount = event.args.get("amount", event.args.get("refunded"))
+            shown = f": {show_amount(int(amount))}" if amount is not None else ""
+            console.print(f"  {event.name}{shown}")
+        console.print(f"  phase now {chain.phase(task_id).name.lower()}")
+
+    command.__doc__ = help_text
+    app.command(name)(command)
+
+
+_one_transaction("reveal", "Reveal the validation set (publish it, reveal the salt).")
+_one_transaction("finalize", "Make the agreed payout root final once the challenge window ends.")
+_one_transaction("cancel", "Cancel a task nobody has submitted to; the bounty comes back.")
+_one_transaction("reclaim", "Take back what the payouts did not allocate (or was not claimed).")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _evaluator(settings: Settings, text: str) -> tuple[str, str]:
+    if text.startswith("dev:"):
+        index = text[4:]
+        if not index.isdigit():
+            raise ConfigError(f"--evaluator dev:N takes an account number, not {text!r}")
+        account = dev_account(read_devnet_info(settings.devnet_file), int(index))
+        return str(account.address), account_key(account).public_hex
+    address, sep, key = text.partition("=")
+    if not sep or not address.startswith("0x") or len(key.removeprefix("0x")) != 64:
+        raise ConfigError(f"--evaluator is ADDRESS=X25519KEY (64 hex digits) or dev:N: {text!r}")
+    return address, key.removeprefix("0x")
+
+
+def _spec(
+    path: Path | None,
+    name: str,
+    metric: Metric,
+    features: int,
+    classes: int | None,
+    label: str,
+    max_blob_mb: int,
+    bps: tuple[int, int, int],
+) -> TaskSpec:
+    try:
+        if path is not None:
+            return TaskSpec.model_validate_json(_read(path, 64 * 1024))
+        return TaskSpec(
+            name=name,
+            metric=metric,
+            data=DataSchema(num_features=features, num_classes=classes, label_column=label),
+            split=RewardSplit(expertise_bps=bps[0], data_bps=bps[1], compute_bps=bps[2]),
+            max_blob_bytes=max_blob_mb * 1024 * 1024,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"bad task spec: {_first(exc)}") from None
+
+
+def _read(path: Path, cap: int = MAX_FILE_BYTES) -> bytes:
+    try:
+        with path.open("rb") as file:
+            data = file.read(cap + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > cap:
+        raise ConfigError(f"{path} is over {cap:,} bytes")
+    return data
+
+
+def _first(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
+
+
+def _report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport | None:
+    """The agreed report, else the first posted one that can be fetched."""
+    task = chain.task(task_id)
+    posted = sorted(
+        posted_reports(chain, task_id).values(), key=lambda item: item[0] != task.payout_root
+    )
+    for _, _, cid in posted:
+        try:
+            return PayoutReport.from_bytes(store.get(cid, MAX_REPORT_BYTES))
+        except MarketplaceError:
+            continue
+    return None
+
+
+def _tree(task_id: int, records: dict[int, Any], report: PayoutReport | None) -> Tree:
+    verdicts = {n.node_id: n for n in report.nodes} if report is not None else {}
+    winner = report.winner if report is not None else None
+    tree = Tree(f"task {task_id}")
+    branches: dict[int, Tree] = {0: tree}
+    for node_id in sorted(records):
+        record = records[node_id]
+        verdict = verdicts.get(node_id)
+        text = f"{node_id} {record.kind.name.lower()} by {record.author[:10]}..."
+        if record.kind is NodeKind.MERGE and len(record.parents) > 1:
+            text += f" of {list(record.parents)}"
+        if verdict is not None:
+            text += (
+                f": score {verdict.score}, gain {verdict.gain}"
+                if verdict.valid
+                else f": [red]invalid ({verdict.reason.split(':')[0]})[/]"
+            )
+        if node_id == winner:
+            text += " [bold green]<- winner[/]"
+        parent = min(record.parents) if record.parents else 0
+        branches[node_id] = branches.get(parent, tree).add(text)
+    return tree
+
+
+def _phase_end(task: TaskState, phase: Phase) -> int:
+    return {
+        Phase.ROUNDS: task.rounds_end,
+        Phase.REVEAL: task.reveal_deadline,
+        Phase.EVALUATION: task.evaluation_deadline,
+        Phase.CHALLENGE: task.challenge_end,
+        Phase.CLAIMS: task.claim_deadline,
+    }.get(phase, 0)
+
+
+def _when(timestamp: int) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

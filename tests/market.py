@@ -1,0 +1,181 @@
+"""A small market the flow tests share: one in-process chain, a local store, digits shards, a
+tiny architecture, and the library's real roles (sponsor functions, `Miner`, `Evaluator`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from marketplace.chain import ChainClient
+from marketplace.devchain import advance_to, local_web3
+from marketplace.evaluation import Dataset, to_csv
+from marketplace.evaluator import Evaluator
+from marketplace.messages import DataSchema, Metric, RewardSplit, TaskParams, TaskSpec
+from marketplace.models import ModelSpec, init_weights
+from marketplace.shards import digits_splits, dirichlet_shards, subset
+from marketplace.sponsor import create_task, propose_architecture, reveal
+from marketplace.state import StateFile
+from marketplace.storage import LocalStore
+from marketplace.tasks import account_key
+from miner.trainer import Trainer
+from miner.worker import Miner, MinerConfig
+
+ETHER = 10**18
+ROUND = 3600
+DEPOSIT = ETHER // 100
+BOUNTY = 10 * ETHER
+TINY = ModelSpec(
+    input_shape=[64],
+    layers=[
+        {"type": "linear", "in_features": 64, "out_features": 16},
+        {"type": "relu"},
+        {"type": "linear", "in_features": 16, "out_features": 10},
+    ],
+)
+SPLIT = RewardSplit(expertise_bps=2000, data_bps=5000, compute_bps=2000)
+
+
+def dev_keys() -> list[LocalAccount]:
+    """eth-tester's ten funded accounts (keys 1 to 10)."""
+    return [Account.from_key(i.to_bytes(32, "big")) for i in range(1, 11)]
+
+
+@dataclass
+class Market:
+    w3: Web3
+    chain: ChainClient
+    store: LocalStore
+    folder: Path
+    keys: list[LocalAccount]
+    shards: list[Dataset]
+    validation: Dataset
+    test: Dataset
+    task_id: int = 0
+    miners: list[Miner] = field(default_factory=list)
+    evaluator: Evaluator | None = None
+
+    @property
+    def chain_id(self) -> int:
+        return int(self.w3.eth.chain_id)
+
+    @property
+    def sponsor(self) -> LocalAccount:
+        return self.keys[0]
+
+    @property
+    def evaluator_account(self) -> LocalAccount:
+        return self.keys[1]
+
+    @property
+    def scientist(self) -> LocalAccount:
+        return self.keys[2]
+
+    def create(self, rounds: int = 2, **params: Any) -> int:
+        spec = TaskSpec(
+            name="digits",
+            metric=Metric.ACCURACY,
+            data=DataSchema(num_features=64, num_classes=10),
+            split=SPLIT,
+        )
+        task_params = TaskParams(
+            bounty=BOUNTY,
+            deposit=DEPOSIT,
+            validation_commit=bytes(32),
+            round_duration=ROUND,
+            rounds=rounds,
+            reveal_window=ROUND,
+            evaluation_window=ROUND,
+            challenge_window=600,
+            claim_window=7 * 86_400,
+            evaluators=(self.evaluator_account.address,),
+            **params,
+        )
+        created = create_task(
+            self.chain,
+            self.store,
+            self.sponsor,
+            self.chain_id,
+            to_csv(self.validation),
+            spec,
+            task_params,
+            [account_key(self.evaluator_account).public_hex],
+        )
+        self.task_id = created.task_id
+        return created.task_id
+
+    def propose(self, model: ModelSpec = TINY, seed: int = 1) -> int:
+        result = propose_architecture(
+            self.chain, self.store, self.scientist, self.task_id, model, init_weights(model, seed)
+        )
+        assert result.value is not None
+        return result.value
+
+    def add_miners(self, count: int = 3, trainer: Trainer | None = None, epochs: int = 2) -> None:
+        for i in range(count):
+            path = self.folder / "private" / f"miner-{i}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(to_csv(self.shards[i]))
+            self.miners.append(
+                Miner(
+                    self.chain,
+                    self.store,
+                    self.keys[4 + i],
+                    trainer or Trainer(),
+                    path,
+                    StateFile(self.folder / "state" / f"miner-{i}.json"),
+                    self.chain_id,
+                    MinerConfig(epochs=epochs, seed=i),
+                )
+            )
+
+    def make_evaluator(self) -> Evaluator:
+        self.evaluator = Evaluator(
+            self.chain,
+            self.store,
+            self.evaluator_account,
+            StateFile(self.folder / "state" / "evaluator.json"),
+            self.chain_id,
+        )
+        return self.evaluator
+
+    def end_round(self, round_index: int) -> list[str]:
+        advance_to(self.w3, self.chain.task(self.task_id).round_end(round_index))
+        assert self.evaluator is not None
+        return self.evaluator.step(self.task_id)
+
+    def run_rounds(self, rounds: int) -> None:
+        for round_index in range(rounds):
+            for miner in self.miners:
+                miner.submit_round(self.task_id)
+            self.end_round(round_index)
+
+    def reveal(self) -> None:
+        reveal(self.chain, self.store, self.sponsor, self.chain_id, self.task_id)
+
+    def finalize(self) -> None:
+        task = self.chain.task(self.task_id)
+        advance_to(self.w3, task.settled_at + task.challenge_window)
+        self.chain.finalize(self.sponsor.address, self.task_id)
+
+
+def new_market(folder: Path, shards: int = 4, alpha: float = 0.5) -> Market:
+    w3 = local_web3()
+    keys = dev_keys()
+    chain = ChainClient.deploy(w3, keys[9].address)
+    train, validation, test = digits_splits(seed=0)
+    rows = dirichlet_shards(train.labels, shards, alpha, seed=1, min_size=20)
+    return Market(
+        w3,
+        chain,
+        LocalStore(folder / "blobs"),
+        folder,
+        keys,
+        [subset(train, r) for r in rows],
+        validation,
+        test,
+    )
