@@ -83,14 +83,12 @@ def key(
 ) -> None:
     """Print this account's X25519 public key: evaluators give it to sponsors, who seal the
     validation set and the updates to it (`sponsor task create --evaluator ADDR=KEY`)."""
-    from marketplace.cli_common import errors
     from marketplace.connect import load_account
 
     settings = options(data_dir, None, None, None, account, keystore)
     signer_account = load_account(settings, lambda: typer.prompt("password", hide_input=True))
     pair = account_key(signer_account) if task is None else miner_key(signer_account, task)
-    errors.print(f"account {signer_account.address}")
-    console.print(f"{signer_account.address}={pair.public_hex}")
+    print(f"{signer_account.address}={pair.public_hex}")  # plain: meant to be copied whole
 
 
 @app.command()

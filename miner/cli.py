@@ -33,6 +33,7 @@ from marketplace.cli_common import (
     console,
     options,
     readable_errors,
+    show_amount,
     signer,
 )
 from marketplace.config import Settings
@@ -157,7 +158,11 @@ def run(
                 raise ConfigError(
                     f"task {task} has no open round ({connection.chain.phase(task).name})"
                 )
-            verb = "already submitted" if submission.resumed else "submitted"
+            verb = "submitted"
+            if submission.found:
+                verb = "already submitted"
+            elif submission.resumed:
+                verb = "submitted the blob uploaded before a restart:"
             console.print(
                 f"round {submission.round}: {verb} node {submission.node_id} "
                 f"(parent {submission.parent}, {submission.samples} rows, {submission.cid})"
@@ -205,9 +210,9 @@ def claim(
     if entry is None:
         console.print(f"task {task} owes {connection.address} nothing")
     elif claimed:
-        console.print(f"claimed {entry.amount} wei and {entry.points} reputation points")
+        console.print(f"claimed {show_amount(entry.amount)} and {entry.points:,} reputation points")
     else:
-        console.print(f"leaf {entry.index} ({entry.amount} wei) was already claimed")
+        console.print(f"leaf {entry.index} ({show_amount(entry.amount)}) was already claimed")
 
 
 @app.command()

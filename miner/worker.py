@@ -107,7 +107,8 @@ class Submission:
     parent: int
     samples: int
     cid: str
-    resumed: bool = False  # submitted a blob uploaded before a restart, without training again
+    resumed: bool = False  # no training now: found on-chain, or a blob uploaded before a restart
+    found: bool = False  # it was already on-chain
     loss: float | None = None
     epsilon: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # step -> wall time
@@ -170,7 +171,14 @@ class Miner:
             saved.update(status="submitted", node_id=done.node_id)
             self.state.save()
             return Submission(
-                task_id, round_index, done.node_id, done.parents[0], done.samples, done.cid, True
+                task_id,
+                round_index,
+                done.node_id,
+                done.parents[0],
+                done.samples,
+                done.cid,
+                resumed=True,
+                found=True,
             )
         spec = read_spec(self.chain, self.store, task_id)
         if saved.get("status") == "uploaded" and self.store.has(saved["cid"]):
@@ -337,7 +345,8 @@ class Miner:
             saved["claimed"] = "nothing owed" if entry is None else entry.amount
             self.state.save()
             if entry is not None and claimed:
-                done.append(f"claimed {entry.amount} (leaf {entry.index}, {entry.points} points)")
+                ether = entry.amount / 10**18
+                done.append(f"claimed {ether:.6f} (leaf {entry.index}, {entry.points} points)")
         elif phase in (Phase.UNREVEALED, Phase.UNSETTLED):
             for record in nodes_by_id(self.chain, task_id).values():
                 mine = record.author.lower() == self.address.lower()

@@ -193,9 +193,9 @@ def show(
         dump: dict[str, Any] = {
             "task_id": task_id,
             "phase": phase.name.lower(),
-            "task": task.model_dump(mode="json"),
+            "task": _plain(task.model_dump()),
             "evaluators": chain.evaluators(task_id),
-            "nodes": [r.model_dump(mode="json") for r in records.values()],
+            "nodes": [_plain(r.model_dump()) for r in records.values()],
             "report": None if report is None else report.model_dump(mode="json"),
         }
         console.print_json(json.dumps(dump, default=str))
@@ -367,6 +367,11 @@ def _tree(task_id: int, records: dict[int, Any], report: PayoutReport | None) ->
         parent = min(record.parents) if record.parents else 0
         branches[node_id] = branches.get(parent, tree).add(text)
     return tree
+
+
+def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    """A model's fields as JSON values: bytes as 0x hex."""
+    return {k: "0x" + v.hex() if isinstance(v, bytes) else v for k, v in fields.items()}
 
 
 def _phase_end(task: TaskState, phase: Phase) -> int:

@@ -1,0 +1,213 @@
+"""The market as separate processes: `marketplace devnet`, then the `sponsor`, `miner` and
+`marketplace` programs against it, each killed at its crash points and restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from web3 import Web3
+
+from marketplace.chain import ChainClient
+from marketplace.devnet import advance_chain_to, read_devnet_info
+from marketplace.evaluation import to_csv
+from marketplace.faults import CRASH_ENV
+from marketplace.messages import NodeKind, Phase
+from marketplace.shards import digits_splits, dirichlet_shards, subset
+
+BIN = Path(sys.executable).parent
+MLP = {
+    "input_shape": [64],
+    "layers": [
+        {"type": "linear", "in_features": 64, "out_features": 32},
+        {"type": "relu"},
+        {"type": "linear", "in_features": 32, "out_features": 10},
+    ],
+}
+KILLED = -signal.SIGKILL
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[Path]:
+    train, validation, _ = digits_splits(seed=0)
+    for i, rows in enumerate(dirichlet_shards(train.labels, 2, 0.5, seed=1, min_size=20)):
+        (tmp_path / f"shard{i}.csv").write_bytes(to_csv(subset(train, rows)))
+    (tmp_path / "val.csv").write_bytes(to_csv(validation))
+    (tmp_path / "mlp.json").write_text(json.dumps(MLP))
+    devnet = subprocess.Popen(
+        [BIN / "marketplace", "devnet", "--port", "0", "--data-dir", tmp_path / "d"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "d" / "devnet.json").exists():
+        assert devnet.poll() is None and time.monotonic() < deadline, "devnet did not start"
+        time.sleep(0.1)
+    yield tmp_path
+    devnet.send_signal(signal.SIGTERM)
+    assert devnet.wait(timeout=20) == 0
+    assert not (tmp_path / "d" / "devnet.json").exists()
+
+
+def run(
+    folder: Path, program: str, *args: str, crash: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GM_")}
+    if crash:
+        env[CRASH_ENV] = crash
+    return subprocess.run(
+        [BIN / program, *args, "--data-dir", str(folder / "d")],
+        cwd=folder,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
+    info = read_devnet_info(folder / "d" / "devnet.json")
+    w3 = Web3(Web3.HTTPProvider(info.rpc_url))
+    chain = ChainClient(w3, info.contract)
+    miner = ["--task", "1", "--epochs", "2"]
+
+    ok(
+        run(
+            folder,
+            "sponsor",
+            "task",
+            "create",
+            "--validation",
+            "val.csv",
+            "--bounty",
+            "10",
+            "--evaluator",
+            "dev:1",
+            "--rounds",
+            "2",
+            "--account",
+            "0",
+        )
+    )
+    ok(
+        run(
+            folder,
+            "sponsor",
+            "arch",
+            "propose",
+            "--task",
+            "1",
+            "--spec",
+            "mlp.json",
+            "--seed",
+            "1",
+            "--account",
+            "2",
+        )
+    )
+
+    # Round 0: miner 5 is killed between upload and submit, then restarted.
+    ok(run(folder, "miner", "run", *miner, "--data", "shard0.csv", "--account", "4", "--once"))
+    killed = run(
+        folder,
+        "miner",
+        "run",
+        *miner,
+        "--data",
+        "shard1.csv",
+        "--account",
+        "5",
+        "--once",
+        crash="miner:uploaded",
+    )
+    assert killed.returncode == KILLED
+    assert [r.kind for r in chain.nodes(1)] == [NodeKind.ARCHITECTURE, NodeKind.UPDATE]
+    resumed = ok(
+        run(folder, "miner", "run", *miner, "--data", "shard1.csv", "--account", "5", "--once")
+    )
+    assert "uploaded before a restart" in resumed
+    advance_chain_to(w3, chain.task(1).round_end(0))
+    assert "posted merge" in ok(
+        run(folder, "marketplace", "evaluate", "--task", "1", "--account", "1", "--once")
+    )
+
+    # Round 1: miner 5 runs to the end, killed between submit and claim, then restarted.
+    ok(run(folder, "miner", "run", *miner, "--data", "shard0.csv", "--account", "4", "--once"))
+    killed = run(
+        folder,
+        "miner",
+        "run",
+        *miner,
+        "--data",
+        "shard1.csv",
+        "--account",
+        "5",
+        crash="miner:submitted",
+    )
+    assert killed.returncode == KILLED
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GM_")}
+    restarted = subprocess.Popen(
+        [
+            BIN / "miner",
+            "run",
+            *miner,
+            "--data",
+            "shard1.csv",
+            "--account",
+            "5",
+            "--poll",
+            "0.2",
+            "--data-dir",
+            str(folder / "d"),
+        ],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    advance_chain_to(w3, chain.task(1).round_end(1))
+    ok(run(folder, "marketplace", "evaluate", "--task", "1", "--account", "1", "--once"))
+    ok(run(folder, "sponsor", "task", "reveal", "1", "--account", "0"))
+
+    # The evaluator is killed between scoring and posting, then restarted.
+    killed = run(
+        folder, "marketplace", "evaluate", "--task", "1", "--account", "1", crash="evaluator:scored"
+    )
+    assert killed.returncode == KILLED
+    assert chain.events("PayoutRootPosted", taskId=1) == []
+    assert "posted the payout root" in ok(
+        run(folder, "marketplace", "evaluate", "--task", "1", "--account", "1")
+    )
+    advance_chain_to(w3, chain.task(1).challenge_end)
+    ok(run(folder, "sponsor", "task", "finalize", "1", "--account", "0"))
+
+    assert "claimed" in ok(run(folder, "miner", "claim", "--task", "1", "--account", "4"))
+    out, _ = restarted.communicate(timeout=120)
+    assert restarted.returncode == 0, out
+    ok(run(folder, "sponsor", "claim", "--task", "1", "--account", "2"))
+    assert "matches" in ok(run(folder, "marketplace", "verify", "--task", "1"))
+
+    updates = [r for r in chain.nodes(1) if r.kind is NodeKind.UPDATE]
+    assert sorted((u.round, u.author) for u in updates) == sorted(
+        (r, info.accounts[a].address) for r in (0, 1) for a in (4, 5)
+    )
+    assert len(chain.events("PayoutRootPosted", taskId=1)) == 1
+    claimed = {e.args["account"] for e in chain.events("Claimed", taskId=1)}
+    assert claimed == {info.accounts[a].address for a in (2, 4, 5)}
+    assert chain.phase(1) is Phase.CLAIMS
+    assert (
+        chain.reputation(info.accounts[4].address) + chain.reputation(info.accounts[5].address) > 0
+    )
