@@ -1,7 +1,7 @@
 # Every target sets up what it needs first (scripts/setup.sh is idempotent and quick when current).
 PY := .venv/bin/python
 
-.PHONY: setup test demo gas bench build lint clean
+.PHONY: setup test demo devnet gas bench build lint clean
 
 setup:
 	@scripts/setup.sh
@@ -12,9 +12,15 @@ test: setup
 	$(PY) -m mypy marketplace miner sponsor_cli
 	$(PY) -m pytest
 
-## A scripted task lifecycle on the embedded chain, printed as it happens.
+## The whole market on digits on embedded defaults (ALPHA=0.1 for harsher label skew).
+ALPHA ?= 0.5
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py --alpha $(ALPHA)
+
+## A local chain for programs in separate processes (ENGINE=anvil for npm's anvil).
+ENGINE ?= tester
+devnet: setup
+	.venv/bin/marketplace devnet --engine $(ENGINE)
 
 ## The gas of every operation as JSON (exact, on eth-tester); non-zero exit if one is over target.
 gas: setup

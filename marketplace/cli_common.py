@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -108,6 +108,18 @@ def readable_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def read_file(path: Path, cap: int) -> bytes:
+    """A file the user named, at most `cap` bytes; a ConfigError that names it otherwise."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(cap + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > cap:
+        raise ConfigError(f"{path} is over the cap of {cap:,} bytes")
+    return data
+
+
 def parse_amount(text: str, decimals: int = 18) -> int:
     """'10', '0.5' or '1.5eth' -> base units; '123wei' as is."""
     value = text.strip().lower()
@@ -145,7 +157,3 @@ def quiet_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
-
-
-def noop(*_: Any) -> None:
-    return None

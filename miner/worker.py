@@ -29,9 +29,11 @@ from marketplace.faults import crash_point
 from marketplace.messages import NodeKind, NodeRecord, Phase, TaskSpec
 from marketplace.models import ModelSpec
 from marketplace.report import claim_payout
+from marketplace.rewards import architecture_of
 from marketplace.state import StateFile
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
+    MergeBundle,
     architecture_spec,
     can_read,
     evaluator_keys,
@@ -151,6 +153,8 @@ class Miner:
         self.config = config or MinerConfig()
         self.progress = progress
         self.watch = watch or Stopwatch()
+        self._models: dict[tuple[int, int], ModelSpec] = {}  # (task, architecture) -> spec
+        self._initial: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ one round
 
@@ -273,30 +277,23 @@ class Miner:
 
         The configured parent, else the best-scoring merge of the latest round this miner can
         read (the evaluator's round score, sealed inside the merge), else an architecture.
+        Only the latest round with a readable merge is opened.
         """
-        cap = spec.max_blob_bytes
         if self.config.parent is not None:
             return self._weights_of(task_id, records, self.config.parent, spec)
-        key = miner_key(self.account, task_id)
-        task = self.chain.task(task_id)
-        best: tuple[int, int, int] | None = None  # (round, score, -id)
-        for merge in of_kind(records, NodeKind.MERGE):
-            if self._confirmations(task_id, merge.node_id) < task.quorum:
-                continue
-            blob = self.store.get(merge.cid, cap)
-            if sha256(blob) != merge.digest or not can_read(blob, key):
-                continue
-            _, arch_spec, _ = architecture_spec(records, merge.node_id, self.store, cap)
-            try:
-                bundle = open_merge(merge, blob, key, arch_spec, cap, self.chain_id)
-            except MarketplaceError as exc:
-                log.warning("merge %d does not open: %s", merge.node_id, exc)
-                continue
-            rank = (merge.round, bundle.round_score, -merge.node_id)
-            if best is None or rank > best:
-                best = rank
-        if best is not None:
-            return self._weights_of(task_id, records, -best[2], spec)
+        merges = of_kind(records, NodeKind.MERGE)
+        for round_index in sorted({m.round for m in merges}, reverse=True):
+            opened = [
+                (bundle.round_score, -merge.node_id, merge.node_id, bundle)
+                for merge in merges
+                if merge.round == round_index
+                for bundle in [self._open_merge(task_id, records, merge, spec)]
+                if bundle is not None
+            ]
+            if opened:
+                _, _, node_id, bundle = max(opened, key=lambda item: item[:2])
+                _, model = self._architecture(task_id, records, node_id, spec)
+                return node_id, model, bundle.weights
         architectures = of_kind(records, NodeKind.ARCHITECTURE)
         if not architectures:
             raise ConfigError(f"task {task_id} has no architecture to train yet")
@@ -305,25 +302,55 @@ class Miner:
             raise ConfigError(f"node {wanted} of task {task_id} is not an architecture")
         return self._weights_of(task_id, records, wanted, spec)
 
+    def _open_merge(
+        self, task_id: int, records: Mapping[int, NodeRecord], merge: NodeRecord, spec: TaskSpec
+    ) -> MergeBundle | None:
+        """The merge's plaintext if it is confirmed and sealed to this miner, else None."""
+        if self._confirmations(task_id, merge.node_id) < self.chain.task(task_id).quorum:
+            return None
+        cap = spec.max_blob_bytes
+        key = miner_key(self.account, task_id)
+        with self.watch.measure("storage"):
+            blob = self.store.get(merge.cid, cap)
+        if sha256(blob) != merge.digest or not can_read(blob, key):
+            return None
+        _, model = self._architecture(task_id, records, merge.node_id, spec)
+        try:
+            return open_merge(merge, blob, key, model, cap, self.chain_id)
+        except MarketplaceError as exc:
+            log.warning("merge %d does not open: %s", merge.node_id, exc)
+            return None
+
     def _weights_of(
         self, task_id: int, records: Mapping[int, NodeRecord], node_id: int, spec: TaskSpec
     ) -> tuple[int, ModelSpec, dict[str, torch.Tensor]]:
         if node_id not in records:
             raise ConfigError(f"task {task_id} has no node {node_id}")
-        cap = spec.max_blob_bytes
         record = records[node_id]
-        with self.watch.measure("storage"):
-            _, arch_spec, initial = architecture_spec(records, node_id, self.store, cap)
         if record.kind is NodeKind.ARCHITECTURE:
-            return node_id, arch_spec, initial
+            arch_id, model = self._architecture(task_id, records, node_id, spec)
+            return node_id, model, self._initial[(task_id, arch_id)]
         if record.kind is not NodeKind.MERGE:
             raise ConfigError(f"node {node_id} is an update: only evaluators can read it")
-        with self.watch.measure("storage"):
-            blob = self.store.get(record.cid, cap)
-        bundle = open_merge(
-            record, blob, miner_key(self.account, task_id), arch_spec, cap, self.chain_id
-        )
-        return node_id, arch_spec, bundle.weights
+        bundle = self._open_merge(task_id, records, record, spec)
+        if bundle is None:
+            raise ConfigError(f"merge {node_id} is not sealed to this miner (or not confirmed)")
+        _, model = self._architecture(task_id, records, node_id, spec)
+        return node_id, model, bundle.weights
+
+    def _architecture(
+        self, task_id: int, records: Mapping[int, NodeRecord], node_id: int, spec: TaskSpec
+    ) -> tuple[int, ModelSpec]:
+        """(id, spec) of the architecture under `node_id`; its bundle is read once per task."""
+        arch_id = architecture_of(records, node_id)
+        if (task_id, arch_id) not in self._initial:
+            with self.watch.measure("storage"):
+                _, model, initial = architecture_spec(
+                    records, node_id, self.store, spec.max_blob_bytes
+                )
+            self._models[(task_id, arch_id)] = model
+            self._initial[(task_id, arch_id)] = initial
+        return arch_id, self._models[(task_id, arch_id)]
 
     def _confirmations(self, task_id: int, node_id: int) -> int:
         return bin(self.chain.node(task_id, node_id).confirmations).count("1")

@@ -286,20 +286,25 @@ def run(args: argparse.Namespace) -> None:
         gas_table.add_row(role, f"{used:,}")
     console.print(gas_table)
 
-    overheads = [
+    # The market's overhead per update: everything but training and scoring, for the 1 MB model.
+    steps = ("download", "seal", "upload", "submit", "evaluator check")
+    large_updates = [s for s in submissions if _arch_of(report, s.node_id) == arch_ids[1]]
+    measured = large_updates or submissions
+    per_step = {
+        step: statistics.median(
+            evaluator.check_seconds.get(s.node_id, 0.0)
+            if step == "evaluator check"
+            else s.seconds.get(step, 0.0)
+            for s in measured
+        )
+        for step in steps
+    }
+    overhead = statistics.median(
         sum(v for k, v in s.seconds.items() if k != "train")
         + evaluator.check_seconds.get(s.node_id, 0.0)
-        for s in submissions
-    ]
-    big = [
-        o
-        for o, s in zip(overheads, submissions, strict=True)
-        if _arch_of(report, s.node_id) == arch_ids[1]
-    ]
-    big_train = [
-        s.seconds["train"] for s in submissions if _arch_of(report, s.node_id) == arch_ids[1]
-    ]
-    overhead = statistics.median(big) if big else statistics.median(overheads)
+        for s in measured
+    )
+    train_median = statistics.median(s.seconds["train"] for s in measured)
     training = sum(s.seconds.get("train", 0.0) for s in submissions) + central_seconds
     wall = time.perf_counter() - STARTED
     console.print(
@@ -309,9 +314,9 @@ def run(args: argparse.Namespace) -> None:
         f"ratio {ratio:.4f}"
     )
     console.print(
-        f"market overhead per update ({_widths(large)}, "
-        f"{_param_bytes(large) / 1e6:.2f} MB): median {overhead:.3f} s next to "
-        f"{statistics.median(big_train) if big_train else 0:.3f} s of training"
+        f"market overhead per update ({_widths(large)}, {_param_bytes(large) / 1e6:.2f} MB, "
+        f"median of {len(measured)}): {overhead:.3f} s next to {train_median:.3f} s of "
+        "training; " + ", ".join(f"{step} {seconds:.3f} s" for step, seconds in per_step.items())
     )
     parts = {
         "process start-up (imports)": IMPORTED - STARTED,

@@ -491,6 +491,50 @@ def test_a_root_posted_after_the_agreement(
     assert [market.strikes(e) for e in (ev0, ev1, ev2)] == [0, 0, int(overruled)]
 
 
+def test_payout_root_posted_events_carry_each_evaluators_report_cid(
+    w3: Web3,
+    market: ChainClient,
+    accounts: list[str],
+    sponsor: str,
+    task_params: Callable[..., TaskParams],
+) -> None:
+    scientist = accounts[2]
+    ev0, ev1, ev2 = accounts[1], accounts[5], accounts[6]
+    task_id = create_task(market, sponsor, task_params(evaluators=(ev0, ev1, ev2), quorum=2))
+    other_task = create_task(market, sponsor, task_params(evaluators=(ev0, ev1, ev2), quorum=2))
+    for task in (task_id, other_task):
+        architecture(market, scientist, task)
+    reveal(w3, market, task_id, sponsor)
+    send_reveal(market, other_task, sponsor)
+    root = payout_tree([PayoutLeaf(0, scientist, ETHER, 1)]).root
+    # Realistic CIDv1s (raw leaves, base32): 59 characters each.
+    cids = {
+        ev0: "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+        ev1: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy",
+        ev2: "",  # an evaluator may post without a report
+    }
+    for evaluator, cid in cids.items():
+        market.post_payout_root(evaluator, task_id, root, ETHER, cid)
+    market.post_payout_root(ev0, other_task, root, ETHER, "bafkreiothertask")
+
+    events = market.events("PayoutRootPosted", taskId=task_id)
+
+    assert [e.args for e in events] == [
+        {
+            "taskId": task_id,
+            "evaluator": evaluator,
+            "root": root,
+            "total": ETHER,
+            "votes": votes,
+            "reportCid": cid,
+        }
+        for (evaluator, cid), votes in zip(cids.items(), (1, 2, 3), strict=True)
+    ]
+    assert [e.args["reportCid"] for e in market.events("PayoutRootPosted", taskId=other_task)] == [
+        "bafkreiothertask"
+    ]
+
+
 # ---------------------------------------------------------------- phases at their boundaries
 
 
