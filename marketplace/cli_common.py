@@ -97,9 +97,9 @@ def readable_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except ContractRevert as exc:
-            errors.print(f"[red]error:[/] the contract refused: {type(exc).__name__} {exc}")
+            errors.print(f"[red]error:[/] the contract refused: {exc}", soft_wrap=True)
         except MarketplaceError as exc:
-            errors.print(f"[red]error:[/] {exc}")
+            errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
         except KeyboardInterrupt:
             errors.print("interrupted")
             raise typer.Exit(130) from None

@@ -234,6 +234,15 @@ class TaskSpec(Frozen):
     sponsor_key: str = Field(default="", max_length=66)  # X25519, hex: merges are sealed to it
     validation_cid: str = Field(default="", max_length=128)  # the validation set, sealed
 
+    @model_validator(mode="after")
+    def _metric_fits_labels(self) -> TaskSpec:
+        classes = self.data.num_classes
+        if self.metric is Metric.ACCURACY and classes is None:
+            raise ValueError("the accuracy metric needs data.num_classes")
+        if self.metric is Metric.NEGATED_SSE and classes is not None:
+            raise ValueError("negated_sse is for regression: data.num_classes must be null")
+        return self
+
 
 class Score(Frozen):
     """An evaluator's verdict on one node: valid or not (with why), and its integer score."""

@@ -71,7 +71,10 @@ def create_task(
         raise ConfigError(
             f"{len(params.evaluators)} evaluators but {len(evaluator_keys)} evaluator keys"
         )
-    readers = [public_key_from_hex(key) for key in evaluator_keys]
+    try:
+        readers = [public_key_from_hex(key) for key in evaluator_keys]
+    except ValueError as exc:
+        raise ConfigError(f"bad evaluator key: {exc}") from None
     rows = load_dataset(validation, spec.data, spec.max_blob_bytes)  # refuse a bad file now
     if len(rows) == 0:
         raise ConfigError("the validation file has no rows")

@@ -16,6 +16,7 @@ from marketplace.cli_common import (
     Rpc,
     console,
     options,
+    read_file,
     readable_errors,
     signer,
 )
@@ -56,26 +57,17 @@ def propose(
 
     if (seed is None) == (weights is None):
         raise ConfigError("give exactly one of --seed N or --weights FILE.safetensors")
-    model = ModelSpec.from_json(_read(spec, MAX_SPEC_BYTES))
+    model = ModelSpec.from_json(read_file(spec, MAX_SPEC_BYTES))
     connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
     cap = read_spec(connection.chain, connection.store, task).max_blob_bytes
     if weights is not None:
-        initial = decode_weights(_read(weights, cap), model, cap)
+        initial = decode_weights(read_file(weights, cap), model, cap)
     else:
         assert seed is not None
+        if not 0 <= seed < 2**63:
+            raise ConfigError(f"--seed must be in [0, 2**63), not {seed}")
         initial = init_weights(model, seed)
     result = propose_architecture(
         connection.chain, connection.store, connection.account, task, model, initial
     )
     console.print(f"proposed architecture node [bold]{result.value}[/] ({result.gas_used:,} gas)")
-
-
-def _read(path: Path, cap: int) -> bytes:
-    try:
-        with path.open("rb") as file:
-            data = file.read(cap + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > cap:
-        raise ConfigError(f"{path} is over the cap of {cap:,} bytes")
-    return data

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from eth_utils.address import is_address, to_checksum_address
 from pydantic import ValidationError
 from rich.table import Table
 from rich.tree import Tree
@@ -24,6 +25,7 @@ from marketplace.cli_common import (
     options,
     parse_amount,
     parse_duration,
+    read_file,
     readable_errors,
     reader,
     show_amount,
@@ -32,6 +34,7 @@ from marketplace.cli_common import (
 from marketplace.config import Settings
 from marketplace.connect import dev_account
 from marketplace.devnet import read_devnet_info
+from marketplace.envelope import public_key_from_hex
 from marketplace.errors import ConfigError, MarketplaceError
 from marketplace.messages import (
     ZERO_ADDRESS,
@@ -44,7 +47,7 @@ from marketplace.messages import (
     TaskSpec,
     TaskState,
 )
-from marketplace.report import MAX_REPORT_BYTES, PayoutReport, posted_reports
+from marketplace.report import MAX_REPORT_BYTES, PayoutReport, posted_reports, report_root
 from marketplace.storage import BlobStore
 from marketplace.tasks import account_key, nodes_by_id
 
@@ -78,7 +81,9 @@ def create(
     name: Annotated[str, typer.Option(help="Task name (without --spec).")] = "task",
     metric: Annotated[Metric, typer.Option(help="accuracy or negated_sse.")] = Metric.ACCURACY,
     features: Annotated[int, typer.Option(help="Feature columns.")] = 64,
-    classes: Annotated[int | None, typer.Option(help="Classes (omit: regression).")] = 10,
+    classes: Annotated[
+        int, typer.Option(help="Label classes (accuracy; negated_sse is regression).")
+    ] = 10,
     label_column: Annotated[str, typer.Option(help="The label column.")] = "label",
     expertise_bps: Annotated[int, typer.Option(help="Architecture share, basis points.")] = 2000,
     data_bps: Annotated[int, typer.Option(help="Data share, basis points.")] = 5000,
@@ -113,10 +118,10 @@ def create(
         max_blob_mb,
         (expertise_bps, data_bps, compute_bps),
     )
-    file = _read(validation)
+    file = read_file(validation, MAX_FILE_BYTES)
     try:
         params = TaskParams(
-            token=token,
+            token=_address(token, "--token"),
             bounty=parse_amount(bounty),
             deposit=parse_amount(deposit),
             validation_commit=bytes(32),
@@ -285,9 +290,19 @@ def _evaluator(settings: Settings, text: str) -> tuple[str, str]:
         account = dev_account(read_devnet_info(settings.devnet_file), int(index))
         return str(account.address), account_key(account).public_hex
     address, sep, key = text.partition("=")
-    if not sep or not address.startswith("0x") or len(key.removeprefix("0x")) != 64:
+    if not sep or not is_address(address):
         raise ConfigError(f"--evaluator is ADDRESS=X25519KEY (64 hex digits) or dev:N: {text!r}")
-    return address, key.removeprefix("0x")
+    try:
+        public_key_from_hex(key)
+    except ValueError as exc:
+        raise ConfigError(f"--evaluator {address}: {exc}") from None
+    return str(to_checksum_address(address)), key.removeprefix("0x")
+
+
+def _address(text: str, option: str) -> str:
+    if not is_address(text):
+        raise ConfigError(f"{option} {text!r} is not an Ethereum address")
+    return str(to_checksum_address(text))
 
 
 def _spec(
@@ -302,27 +317,20 @@ def _spec(
 ) -> TaskSpec:
     try:
         if path is not None:
-            return TaskSpec.model_validate_json(_read(path, 64 * 1024))
+            return TaskSpec.model_validate_json(read_file(path, 64 * 1024))
         return TaskSpec(
             name=name,
             metric=metric,
-            data=DataSchema(num_features=features, num_classes=classes, label_column=label),
+            data=DataSchema(
+                num_features=features,
+                num_classes=classes if metric is Metric.ACCURACY else None,
+                label_column=label,
+            ),
             split=RewardSplit(expertise_bps=bps[0], data_bps=bps[1], compute_bps=bps[2]),
             max_blob_bytes=max_blob_mb * 1024 * 1024,
         )
     except ValidationError as exc:
         raise ConfigError(f"bad task spec: {_first(exc)}") from None
-
-
-def _read(path: Path, cap: int = MAX_FILE_BYTES) -> bytes:
-    try:
-        with path.open("rb") as file:
-            data = file.read(cap + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > cap:
-        raise ConfigError(f"{path} is over {cap:,} bytes")
-    return data
 
 
 def _first(exc: ValidationError) -> str:
@@ -332,16 +340,18 @@ def _first(exc: ValidationError) -> str:
 
 
 def _report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport | None:
-    """The agreed report, else the first posted one that can be fetched."""
+    """The agreed report, else the first posted one whose leaves hash to its posted root."""
     task = chain.task(task_id)
     posted = sorted(
         posted_reports(chain, task_id).values(), key=lambda item: item[0] != task.payout_root
     )
-    for _, _, cid in posted:
+    for root, _, cid in posted:
         try:
-            return PayoutReport.from_bytes(store.get(cid, MAX_REPORT_BYTES))
+            report = PayoutReport.from_bytes(store.get(cid, MAX_REPORT_BYTES))
         except MarketplaceError:
             continue
+        if report_root(report) == root:
+            return report
     return None
 
 

@@ -256,3 +256,43 @@ def test_key_prints_the_account_key_sponsors_seal_to(devnet: Devnet) -> None:
     assert result.exit_code == 0, result.output
     account = dev_account(devnet.info, 1)
     assert f"{account.address}={account_key(account).public_hex}" in result.output
+
+
+def test_miner_watch_submits_to_every_open_task_its_data_fits(devnet: Devnet, files: Path) -> None:
+    chain = chain_of(devnet)
+    assert create(devnet, files).exit_code == 0
+    task_id = chain.task_count()
+    proposed = invoke(
+        sponsor_app,
+        devnet,
+        "arch",
+        "propose",
+        "--task",
+        str(task_id),
+        "--spec",
+        str(files / "mlp.json"),
+        "--seed",
+        "1",
+        "--account",
+        "2",
+    )
+    assert proposed.exit_code == 0, proposed.output
+    miner = devnet.info.accounts[6].address
+
+    watched = invoke(
+        miner_app,
+        devnet,
+        "watch",
+        "--data",
+        str(files / "val.csv"),
+        "--account",
+        "6",
+        "--iterations",
+        "1",
+        "--epochs",
+        "1",
+    )
+
+    assert watched.exit_code == 0, watched.output
+    mine = [r for r in chain.nodes(task_id) if r.author == miner]
+    assert [(r.round, r.parents) for r in mine] == [(0, (1,))]  # on the architecture

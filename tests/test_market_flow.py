@@ -268,3 +268,16 @@ def test_no_round_open_means_no_submission(market: Market) -> None:
     market.run_rounds(2)  # the miner submits in both rounds; the rounds are then over
 
     assert market.miners[0].submit_round(market.task_id) is None
+
+
+def test_a_private_miner_reports_the_epsilon_it_spent(market: Market) -> None:
+    market.add_miners(1)
+    miner = market.miners[0]
+    miner.config = replace(miner.config, dp_epsilon=4.0, dp_delta=1e-4, max_grad_norm=1.0)
+
+    submission = miner.submit_round(market.task_id)
+
+    assert submission is not None and submission.epsilon is not None
+    assert 0 < submission.epsilon <= 4.0
+    saved = miner.state.section("tasks", market.task_id, "rounds", 0)
+    assert saved["status"] == "submitted" and saved["epsilon"] == submission.epsilon

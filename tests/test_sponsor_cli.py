@@ -1,0 +1,261 @@
+"""`sponsor` through Typer's CliRunner against one devnet: task create / list / show / cancel,
+arch propose, claim, and user mistakes as one readable error with exit code 1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner, Result
+from web3 import Web3
+
+from marketplace.chain import ChainClient
+from marketplace.checks import decode_architecture
+from marketplace.connect import dev_account
+from marketplace.devnet import Devnet, start_devnet
+from marketplace.evaluation import Dataset, to_csv
+from marketplace.messages import Phase
+from marketplace.storage import LocalStore
+from marketplace.tasks import account_key, read_spec
+from sponsor_cli.app import app
+
+ETHER = 10**18
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    running = start_devnet(tmp_path_factory.mktemp("devnet"), port=0)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """val.csv (label, x0..x63; six rows) and mlp.json (a 64 -> 10 linear model)."""
+    folder = tmp_path_factory.mktemp("files")
+    rng = np.random.default_rng(0)
+    rows = Dataset(
+        features=rng.random((6, 64), dtype=np.float32),
+        labels=np.arange(6, dtype=np.int64) % 10,
+        num_classes=10,
+    )
+    (folder / "val.csv").write_bytes(to_csv(rows))
+    layer = {"type": "linear", "in_features": 64, "out_features": 10}
+    (folder / "mlp.json").write_text(json.dumps({"input_shape": [64], "layers": [layer]}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def chain(devnet: Devnet) -> ChainClient:
+    return ChainClient(Web3(Web3.HTTPProvider(devnet.info.rpc_url)), devnet.info.contract)
+
+
+def sponsor(devnet: Devnet, *args: str) -> Result:
+    return runner.invoke(app, [*args, "--data-dir", str(devnet.path.parent)])
+
+
+def create(devnet: Devnet, files: Path, *extra: str) -> Result:
+    return sponsor(
+        devnet,
+        "task",
+        "create",
+        "--validation",
+        str(files / "val.csv"),
+        "--bounty",
+        "10",
+        "--evaluator",
+        "dev:1",
+        "--account",
+        "0",
+        *extra,
+    )
+
+
+def readable_error(result: Result) -> str:
+    """The error message of a refused command (exit code 1, no exception escaped)."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = [line.strip() for line in result.output.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error:"), result.output
+    return " ".join(lines)  # one message, however rich wrapped it
+
+
+@pytest.fixture(scope="module")
+def task_one(devnet: Devnet, files: Path) -> Result:
+    return create(devnet, files)
+
+
+def test_create_escrows_the_bounty_and_seals_to_the_dev_evaluator(
+    task_one: Result, devnet: Devnet, chain: ChainClient
+) -> None:
+    assert task_one.exit_code == 0, task_one.output
+    assert "created task 1" in task_one.output
+    assert chain.task(1).bounty == 10 * ETHER
+    spec = read_spec(chain, LocalStore(devnet.path.parent / "blobs"), 1)
+    assert spec.evaluator_keys == (account_key(dev_account(devnet.info, 1)).public_hex,)
+    assert spec.validation_cid
+
+
+def test_list_shows_the_task(task_one: Result, devnet: Devnet) -> None:
+    result = sponsor(devnet, "task", "list")
+
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("│ 1 "))
+    assert "rounds" in row and "10 ETH" in row
+
+
+def test_show_json_has_the_phase(task_one: Result, devnet: Devnet) -> None:
+    result = sponsor(devnet, "task", "show", "1", "--json")
+
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert (shown["task_id"], shown["phase"]) == (1, Phase.ROUNDS.name.lower())
+    assert shown["task"]["bounty"] == 10 * ETHER
+
+
+def test_arch_propose_with_a_seed_creates_node_1_whose_bundle_round_trips(
+    task_one: Result, devnet: Devnet, files: Path, chain: ChainClient
+) -> None:
+    result = sponsor(
+        devnet, "arch", "propose", "--task", "1", "--spec", str(files / "mlp.json"), "--seed", "1"
+    )
+    assert readable_error(result).startswith("error: name an account")  # who proposes?
+
+    result = sponsor(
+        devnet,
+        "arch",
+        "propose",
+        "--task",
+        "1",
+        "--spec",
+        str(files / "mlp.json"),
+        "--seed",
+        "1",
+        "--account",
+        "2",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "node 1" in result.output
+    (record,) = chain.nodes(1)
+    assert (record.node_id, record.author) == (1, devnet.info.accounts[2].address)
+    store = LocalStore(devnet.path.parent / "blobs")
+    model, weights = decode_architecture(store.get(record.cid, 1 << 20), 1 << 20)
+    assert model.input_shape == (64,)
+    assert sorted(weights) == ["0.bias", "0.weight"]
+    tree = sponsor(devnet, "task", "show", "1")
+    assert tree.exit_code == 0, tree.output
+    assert "1 architecture" in tree.output
+
+
+def test_cancel_refunds_the_bounty_less_gas(
+    devnet: Devnet, files: Path, chain: ChainClient
+) -> None:
+    assert create(devnet, files).exit_code == 0
+    task_id = chain.task_count()
+    account = devnet.info.accounts[0].address
+    before = chain.balance(account)
+
+    result = sponsor(devnet, "task", "cancel", str(task_id), "--account", "0")
+
+    assert result.exit_code == 0, result.output
+    (tx_hash,) = chain.w3.eth.get_block("latest")["transactions"]  # the cancel, mined alone
+    receipt = chain.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+    gas = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+    assert chain.balance(account) == before + 10 * ETHER - gas
+    assert chain.phase(task_id) is Phase.CANCELLED
+    assert "TaskCancelled: 10 ETH" in result.output
+
+
+def test_a_negated_sse_task_has_regression_targets(
+    devnet: Devnet, files: Path, chain: ChainClient
+) -> None:
+    result = create(devnet, files, "--metric", "negated_sse")
+
+    assert result.exit_code == 0, result.output
+    spec = read_spec(chain, LocalStore(devnet.path.parent / "blobs"), chain.task_count())
+    assert spec.data.num_classes is None
+
+
+def test_claim_before_any_agreed_root_says_so(task_one: Result, devnet: Devnet) -> None:
+    result = sponsor(devnet, "claim", "--task", "1", "--account", "2")
+
+    assert "no agreed payout root" in readable_error(result)
+
+
+def test_user_mistakes_are_one_readable_error(
+    task_one: Result, devnet: Devnet, files: Path
+) -> None:
+    missing = sponsor(
+        devnet,
+        "task",
+        "create",
+        "--validation",
+        str(files / "nope.csv"),
+        "--bounty",
+        "1",
+        "--evaluator",
+        "dev:1",
+        "--account",
+        "0",
+    )
+    assert "cannot read" in readable_error(missing)
+    assert "not an amount: 'abc'" in readable_error(create(devnet, files, "--bounty", "abc"))
+    assert "NotSponsor" in readable_error(sponsor(devnet, "task", "cancel", "1", "--account", "3"))
+    assert "UnknownTask" in readable_error(sponsor(devnet, "task", "show", "99"))
+    (files / "bad.json").write_text('{"name": "x", "metric": ')
+    assert "bad task spec" in readable_error(
+        create(devnet, files, "--spec", str(files / "bad.json"))
+    )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("--evaluator", "0x" + "12" * 20 + "=" + "zz" * 32),  # not hex
+        ("--evaluator", "0x1234=" + "ab" * 32),  # not an address
+        ("--token", "nonsense"),
+    ],
+)
+def test_malformed_addresses_and_keys_are_readable_errors(
+    task_one: Result, devnet: Devnet, files: Path, extra: tuple[str, str]
+) -> None:
+    assert readable_error(create(devnet, files, *extra))
+
+
+def test_a_negative_seed_is_a_readable_error(task_one: Result, devnet: Devnet, files: Path) -> None:
+    result = sponsor(
+        devnet,
+        "arch",
+        "propose",
+        "--task",
+        "1",
+        "--spec",
+        str(files / "mlp.json"),
+        "--seed",
+        "-1",
+        "--account",
+        "2",
+    )
+
+    assert "--seed" in readable_error(result)
+
+
+def test_every_command_has_help() -> None:
+    group = get_command(app)
+    paths: list[list[str]] = [[]]
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        paths.append([name])
+        paths += [[name, child] for child in getattr(command, "commands", {})]
+    assert ["task", "create"] in paths and ["arch", "propose"] in paths and ["claim"] in paths
+
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output
