@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _TaskView:
+class TaskView:
     """What the evaluator knows of one task while it works on it (rebuilt after a restart)."""
 
     spec: TaskSpec
@@ -109,7 +109,7 @@ class Evaluator:
         self.watch = watch or Stopwatch()
         self._validation: dict[int, Dataset] = {}
         self._no_merge: set[tuple[int, int, int]] = set()  # (task, round, architecture)
-        self._views: dict[int, _TaskView] = {}
+        self._views: dict[int, TaskView] = {}
         self.check_seconds: dict[int, float] = {}  # node id -> time to fetch, open and check it
 
     # ------------------------------------------------------------------ the loop
@@ -142,7 +142,7 @@ class Evaluator:
         closed = [r for r in range(task.rounds) if task.round_end(r) <= now]
         if not closed:
             return []
-        view = self._view(task_id)
+        view = self.view(task_id)
         done: list[str] = []
         for round_index in closed:
             groups: dict[int, list[NodeRecord]] = defaultdict(list)
@@ -158,7 +158,7 @@ class Evaluator:
     def _merge_group(
         self,
         task_id: int,
-        view: _TaskView,
+        view: TaskView,
         round_index: int,
         arch_id: int,
         updates: list[NodeRecord],
@@ -210,7 +210,7 @@ class Evaluator:
     def merge_of(
         self,
         task_id: int,
-        view: _TaskView,
+        view: TaskView,
         round_index: int,
         arch_id: int,
         updates: list[NodeRecord],
@@ -246,7 +246,7 @@ class Evaluator:
             base_score=base,
         )
 
-    def _merged(self, task_id: int, view: _TaskView, round_index: int, arch_id: int) -> bool:
+    def _merged(self, task_id: int, view: TaskView, round_index: int, arch_id: int) -> bool:
         """Whether this evaluator posted or confirmed a merge of the round and architecture."""
         merges = [
             record
@@ -288,10 +288,10 @@ class Evaluator:
 
     def evaluate(self, task_id: int) -> PayoutReport:
         """Every node decided and scored on the revealed validation file, and the payouts."""
-        file = revealed_validation(self.chain, self.store, task_id)
+        view = self.view(task_id)
+        file = revealed_validation(self.chain, self.store, task_id, view.spec.max_blob_bytes)
         if file is None:
             raise MarketplaceError(f"task {task_id}'s validation set is not revealed yet")
-        view = self._view(task_id)
         spec = view.spec
         dataset = load_dataset(file, spec.data, spec.max_blob_bytes)
         scores: dict[int, Score] = {}
@@ -341,13 +341,13 @@ class Evaluator:
             total=total,
         )
 
-    def node_score(self, view: _TaskView, node_id: int, dataset: Dataset) -> int:
+    def node_score(self, view: TaskView, node_id: int, dataset: Dataset) -> int:
         """The score of a valid node on `dataset`."""
         model = self._architecture(view, architecture_of(view.records, node_id))
         return self._score(model, self.verdict(view, node_id), dataset, view.spec)
 
     def leave_one_out(
-        self, view: _TaskView, scores: Mapping[int, Score], dataset: Dataset
+        self, view: TaskView, scores: Mapping[int, Score], dataset: Dataset
     ) -> dict[int, dict[int, int]]:
         """Merge id -> parent id -> score of the merge's average without that parent."""
         loo: dict[int, dict[int, int]] = {}
@@ -377,7 +377,7 @@ class Evaluator:
 
     # ------------------------------------------------------------------ verdicts
 
-    def verdict(self, view: _TaskView, node_id: int) -> Verdict:
+    def verdict(self, view: TaskView, node_id: int) -> Verdict:
         """The node's verdict (cached): architecture, update or merge."""
         if node_id in view.verdicts:
             return view.verdicts[node_id]
@@ -404,7 +404,7 @@ class Evaluator:
         self.check_seconds[node_id] = time.perf_counter() - started
         return verdict
 
-    def _check_update(self, view: _TaskView, record: NodeRecord, model: ModelSpec) -> Verdict:
+    def _check_update(self, view: TaskView, record: NodeRecord, model: ModelSpec) -> Verdict:
         parent = self.verdict(view, record.parents[0])
         if parent.weights is None:
             return Verdict.refused(
@@ -422,7 +422,7 @@ class Evaluator:
             chain_id=self.chain_id,
         )
 
-    def _check_merge(self, view: _TaskView, record: NodeRecord, model: ModelSpec) -> Verdict:
+    def _check_merge(self, view: TaskView, record: NodeRecord, model: ModelSpec) -> Verdict:
         cap = view.spec.max_blob_bytes
         try:
             blob = self.store.get(record.cid, cap)
@@ -442,16 +442,17 @@ class Evaluator:
 
     # ------------------------------------------------------------------ helpers
 
-    def _view(self, task_id: int) -> _TaskView:
+    def view(self, task_id: int) -> TaskView:
+        """The task as this evaluator knows it, its node list read again from the chain."""
         with self.watch.measure("chain"):
             records = nodes_by_id(self.chain, task_id)
         view = self._views.get(task_id)
         if view is None:
-            view = self._views[task_id] = _TaskView(read_spec(self.chain, self.store, task_id), {})
+            view = self._views[task_id] = TaskView(read_spec(self.chain, self.store, task_id), {})
         view.records = records
         return view
 
-    def _architecture(self, view: _TaskView, arch_id: int) -> ModelSpec:
+    def _architecture(self, view: TaskView, arch_id: int) -> ModelSpec:
         if arch_id not in view.architectures:
             self.verdict(view, arch_id)
         if arch_id not in view.architectures:

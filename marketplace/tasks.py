@@ -162,13 +162,15 @@ def open_validation(
     return file, salt
 
 
-def revealed_validation(chain: ChainClient, store: BlobStore, task_id: int) -> bytes | None:
+def revealed_validation(
+    chain: ChainClient, store: BlobStore, task_id: int, max_size: int
+) -> bytes | None:
     """The revealed validation file (checked against its revealed digest), None if unrevealed."""
     events = chain.events("ValidationRevealed", taskId=task_id)
     if not events:
         return None
     args = events[0].args
-    file = store.get(str(args["cid"]), 1024 * 1024 * 1024)
+    file = store.get(str(args["cid"]), max_size)
     if sha256(file) != bytes(args["fileDigest"]):
         raise IntegrityError(
             f"task {task_id}'s revealed validation file is not the revealed digest"

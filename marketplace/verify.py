@@ -63,7 +63,7 @@ def verify_task(
     task = chain.task(task_id)
     spec = read_spec(chain, store, task_id)
     events = chain.events("ValidationRevealed", taskId=task_id)
-    file = revealed_validation(chain, store, task_id)
+    file = revealed_validation(chain, store, task_id, spec.max_blob_bytes)
     if file is None or not events:
         result.add("validation", False, "the validation set is not revealed")
         return result
@@ -131,7 +131,7 @@ def _rescore(
         chain_id,
         key=key,
     )
-    view = scorer._view(task_id)
+    view = scorer.view(task_id)
     dataset = load_dataset(file, view.spec.data, view.spec.max_blob_bytes)
     reported = {n.node_id: n for n in report.nodes}
     mismatches = []

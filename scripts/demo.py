@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> None:
     # ------------------------------------------------------------- the untouched test split
     winner = report.winner
     assert winner is not None
-    view = evaluator._views[task_id]
+    view = evaluator.view(task_id)
     arch_of_winner = _arch_of(report, winner)
     winner_weights = view.verdicts[winner].weights
     assert winner_weights is not None
