@@ -75,7 +75,10 @@ class Market:
     def scientist(self) -> LocalAccount:
         return self.keys[2]
 
-    def create(self, rounds: int = 2, **params: Any) -> int:
+    def create(
+        self, rounds: int = 2, evaluators: list[LocalAccount] | None = None, **params: Any
+    ) -> int:
+        evaluators = evaluators or [self.evaluator_account]
         spec = TaskSpec(
             name="digits",
             metric=Metric.ACCURACY,
@@ -92,7 +95,7 @@ class Market:
             evaluation_window=ROUND,
             challenge_window=600,
             claim_window=7 * 86_400,
-            evaluators=(self.evaluator_account.address,),
+            evaluators=tuple(e.address for e in evaluators),
             **params,
         )
         created = create_task(
@@ -103,7 +106,7 @@ class Market:
             to_csv(self.validation),
             spec,
             task_params,
-            [account_key(self.evaluator_account).public_hex],
+            [account_key(e).public_hex for e in evaluators],
         )
         self.task_id = created.task_id
         return created.task_id
@@ -133,15 +136,18 @@ class Market:
                 )
             )
 
-    def make_evaluator(self) -> Evaluator:
-        self.evaluator = Evaluator(
+    def make_evaluator(self, account: LocalAccount | None = None) -> Evaluator:
+        account = account or self.evaluator_account
+        evaluator = Evaluator(
             self.chain,
             self.store,
-            self.evaluator_account,
-            StateFile(self.folder / "state" / "evaluator.json"),
+            account,
+            StateFile(self.folder / "state" / f"evaluator-{account.address}.json"),
             self.chain_id,
         )
-        return self.evaluator
+        if account == self.evaluator_account:
+            self.evaluator = evaluator
+        return evaluator
 
     def end_round(self, round_index: int) -> list[str]:
         advance_to(self.w3, self.chain.task(self.task_id).round_end(round_index))

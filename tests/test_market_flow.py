@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from marketplace import evaluator as evaluator_module
+from marketplace.devchain import advance_to
 from marketplace.envelope import envelope_recipients
 from marketplace.evaluation import to_csv
 from marketplace.messages import NodeKind, Payout, Phase
@@ -281,3 +282,34 @@ def test_a_private_miner_reports_the_epsilon_it_spent(market: Market) -> None:
     assert 0 < submission.epsilon <= 4.0
     saved = miner.state.section("tasks", market.task_id, "rounds", 0)
     assert saved["status"] == "submitted" and saved["epsilon"] == submission.epsilon
+
+
+def test_two_evaluators_confirm_each_others_merges_and_agree_on_the_root(tmp_path: Path) -> None:
+    market = new_market(tmp_path)
+    first, second = market.evaluator_account, market.keys[3]
+    market.create(rounds=2, evaluators=[first, second], quorum=2)
+    market.propose()
+    evaluators = [market.make_evaluator(first), market.make_evaluator(second)]
+    market.add_miners(2)
+
+    for round_index in range(2):
+        for miner in market.miners:
+            miner.submit_round(market.task_id)
+        advance_to(market.w3, market.chain.task(market.task_id).round_end(round_index))
+        posted, confirmed = (e.step(market.task_id) for e in evaluators)
+        assert posted[0].startswith(f"round {round_index}: posted merge")
+        assert confirmed == [f"round {round_index}: confirmed merge {posted[0].split()[4]}"]
+    records = nodes_by_id(market.chain, market.task_id)
+    merges = [r for r in records.values() if r.kind is NodeKind.MERGE]
+    assert len(merges) == 2  # one per round: the second evaluator confirmed, it did not post
+    assert {records[u].parents for u in merges[1].parents} == {(merges[0].node_id,)}
+    for merge in merges:
+        assert market.chain.node(market.task_id, merge.node_id).confirmations == 0b11
+
+    market.reveal()
+    for evaluator in evaluators:
+        evaluator.step(market.task_id)
+    posted_roots = posted_reports(market.chain, market.task_id)
+    assert posted_roots[first.address][:2] == posted_roots[second.address][:2]
+    task = market.chain.task(market.task_id)
+    assert task.settled_at > 0 and task.payout_root == posted_roots[first.address][0]
