@@ -20,7 +20,9 @@ from marketplace.devnet import advance_chain_to, read_devnet_info
 from marketplace.evaluation import to_csv
 from marketplace.faults import CRASH_ENV
 from marketplace.messages import NodeKind, Phase
+from marketplace.report import agreed_report
 from marketplace.shards import digits_splits, dirichlet_shards, subset
+from marketplace.storage import LocalStore
 
 BIN = Path(sys.executable).parent
 MLP = {
@@ -32,17 +34,27 @@ MLP = {
     ],
 }
 KILLED = -signal.SIGKILL
+OUTCOMES: dict[str, object] = {}  # engine -> (scores, payouts by dev account index)
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(params=["tester", "anvil"])
+def folder(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
     train, validation, _ = digits_splits(seed=0)
     for i, rows in enumerate(dirichlet_shards(train.labels, 2, 0.5, seed=1, min_size=20)):
         (tmp_path / f"shard{i}.csv").write_bytes(to_csv(subset(train, rows)))
     (tmp_path / "val.csv").write_bytes(to_csv(validation))
     (tmp_path / "mlp.json").write_text(json.dumps(MLP))
     devnet = subprocess.Popen(
-        [BIN / "marketplace", "devnet", "--port", "0", "--data-dir", tmp_path / "d"],
+        [
+            BIN / "marketplace",
+            "devnet",
+            "--port",
+            "0",
+            "--engine",
+            request.param,
+            "--data-dir",
+            tmp_path / "d",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -211,3 +223,14 @@ def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
     assert (
         chain.reputation(info.accounts[4].address) + chain.reputation(info.accounts[5].address) > 0
     )
+
+    # The same market on the other engine gives the same scores and payouts, account for account.
+    index = {account.address: i for i, account in enumerate(info.accounts)}
+    report = agreed_report(chain, LocalStore(folder / "d" / "blobs"), 1)
+    outcome = (
+        [(n.node_id, n.kind, n.valid, n.score, n.gain) for n in report.nodes],
+        sorted((index[p.account], p.amount, p.points) for p in report.payouts),
+    )
+    OUTCOMES[info.engine] = outcome
+    for engine, other in OUTCOMES.items():
+        assert other == outcome, f"{engine} and {info.engine} disagree"
