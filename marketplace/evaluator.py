@@ -166,7 +166,7 @@ class Evaluator:
         marker = (task_id, round_index, arch_id)
         if marker in self._no_merge or self._merged(task_id, view, round_index, arch_id):
             return None
-        result = self.merge_of(task_id, view, round_index, arch_id, updates)
+        result = self.merge_of(task_id, view, arch_id, updates)
         if not result.kept:
             self._no_merge.add(marker)
             log.info("task %d round %d: no update kept for architecture %d", *marker)
@@ -208,12 +208,7 @@ class Evaluator:
         )
 
     def merge_of(
-        self,
-        task_id: int,
-        view: TaskView,
-        round_index: int,
-        arch_id: int,
-        updates: list[NodeRecord],
+        self, task_id: int, view: TaskView, arch_id: int, updates: list[NodeRecord]
     ) -> MergeResult:
         """The round's merge of `updates` (one architecture), on the sealed validation set."""
         validation = self._sealed_validation(task_id, view.spec)

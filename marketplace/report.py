@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError
 
 from marketplace.chain import ChainClient
 from marketplace.crypto import PayoutLeaf, payout_tree
-from marketplace.errors import IntegrityError, SpecError
+from marketplace.errors import IntegrityError, MarketplaceError, SpecError
 from marketplace.messages import Frozen, NodeKind, Payout, Score
 from marketplace.rewards import payout_leaves
 from marketplace.storage import BlobStore
@@ -129,11 +129,22 @@ def agreed_report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutR
     if task.settled_at == 0:
         raise IntegrityError(f"task {task_id} has no agreed payout root yet")
     for root, total, cid in posted_reports(chain, task_id).values():
-        if root == task.payout_root and total == task.payout_total and cid:
-            report = PayoutReport.from_bytes(store.get(cid, MAX_REPORT_BYTES))
-            if report_root(report) == root:
+        if root == task.payout_root and total == task.payout_total:
+            report = fetch_report(store, cid, root)
+            if report is not None:
                 return report
     raise IntegrityError(f"no report of task {task_id} matches its agreed root")
+
+
+def fetch_report(store: BlobStore, cid: str, root: bytes) -> PayoutReport | None:
+    """The report under `cid` if it can be fetched, parses, and its leaves hash to `root`."""
+    if not cid:
+        return None
+    try:
+        report = PayoutReport.from_bytes(store.get(cid, MAX_REPORT_BYTES))
+    except MarketplaceError:
+        return None
+    return report if report_root(report) == root else None
 
 
 def report_root(report: PayoutReport) -> bytes:

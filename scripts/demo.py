@@ -49,7 +49,7 @@ from marketplace.messages import (  # noqa: E402
     TaskSpec,
 )
 from marketplace.models import ModelSpec, init_weights  # noqa: E402
-from marketplace.report import PayoutReport, claim_payout  # noqa: E402
+from marketplace.report import PayoutReport, agreed_report, claim_payout  # noqa: E402
 from marketplace.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
 from marketplace.sponsor import create_task, propose_architecture, reveal  # noqa: E402
 from marketplace.state import StateFile  # noqa: E402
@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> None:
     lines = evaluator.step(task_id)
     for line in lines:
         console.print(f"  [cyan]evaluator[/] {line}")
-    report = _agreed(chain, store, task_id)
+    report = agreed_report(chain, store, task_id)
     advance_to(w3, chain.task(task_id).settled_at + params.challenge_window)
     chain.finalize(sponsor.address, task_id)
     for account in [*scientists, *miners_accounts]:
@@ -346,12 +346,6 @@ def _first_architecture(start_on: str, arch_ids: list[int], miner: int) -> int:
     if start_on == "both":
         return arch_ids[miner // 2]
     return arch_ids[0] if start_on == "small" else arch_ids[1]
-
-
-def _agreed(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport:
-    from marketplace.report import agreed_report
-
-    return agreed_report(chain, store, task_id)
 
 
 def _classes(shard: Dataset) -> str:

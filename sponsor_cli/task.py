@@ -35,7 +35,7 @@ from marketplace.config import Settings
 from marketplace.connect import dev_account
 from marketplace.devnet import read_devnet_info
 from marketplace.envelope import public_key_from_hex
-from marketplace.errors import ConfigError, MarketplaceError
+from marketplace.errors import ConfigError
 from marketplace.messages import (
     ZERO_ADDRESS,
     DataSchema,
@@ -47,7 +47,7 @@ from marketplace.messages import (
     TaskSpec,
     TaskState,
 )
-from marketplace.report import MAX_REPORT_BYTES, PayoutReport, posted_reports, report_root
+from marketplace.report import PayoutReport, fetch_report, posted_reports
 from marketplace.storage import BlobStore
 from marketplace.tasks import account_key, nodes_by_id
 
@@ -345,14 +345,9 @@ def _report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport 
     posted = sorted(
         posted_reports(chain, task_id).values(), key=lambda item: item[0] != task.payout_root
     )
-    for root, _, cid in posted:
-        try:
-            report = PayoutReport.from_bytes(store.get(cid, MAX_REPORT_BYTES))
-        except MarketplaceError:
-            continue
-        if report_root(report) == root:
-            return report
-    return None
+    return next(
+        (r for root, _, cid in posted if (r := fetch_report(store, cid, root)) is not None), None
+    )
 
 
 def _tree(task_id: int, records: dict[int, Any], report: PayoutReport | None) -> Tree:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from marketplace.chain import ChainClient
 from marketplace.devchain import advance_time as _advance_time
 from marketplace.devchain import advance_to as _advance_to
 from marketplace.devchain import local_web3
+from marketplace.devnet import Devnet, start_devnet
 from marketplace.messages import TaskParams
 from tests.helpers import eth_task
 
@@ -108,3 +109,11 @@ def task_params(evaluator: str) -> Callable[..., TaskParams]:
         return eth_task(evaluator, **overrides)
 
     return _params
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    """A devnet (eth-tester over JSON-RPC on a free port) shared by a module's CLI tests."""
+    running = start_devnet(tmp_path_factory.mktemp("devnet"), port=0)
+    yield running
+    running.stop()

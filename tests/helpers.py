@@ -167,3 +167,14 @@ MLP_SPEC: dict[str, Any] = {
     ],
 }
 """A 64-32-10 MLP spec for scikit-learn's digits (2,410 parameters)."""
+
+
+def readable_error(result: Any) -> str:
+    """The error of a refused CliRunner run: exit code 1, no exception escaped, no traceback,
+    output starting with "error:"; its lines joined, however rich wrapped them."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = [line.strip() for line in result.output.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error:"), result.output
+    return " ".join(lines)

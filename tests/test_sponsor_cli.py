@@ -4,34 +4,26 @@ arch propose, claim, and user mistakes as one readable error with exit code 1.""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.main import get_command
 from typer.testing import CliRunner, Result
 from web3 import Web3
 
 from marketplace.chain import ChainClient
 from marketplace.checks import decode_architecture
 from marketplace.connect import dev_account
-from marketplace.devnet import Devnet, start_devnet
+from marketplace.devnet import Devnet
 from marketplace.evaluation import Dataset, to_csv
 from marketplace.messages import Phase
 from marketplace.storage import LocalStore
 from marketplace.tasks import account_key, read_spec
 from sponsor_cli.app import app
+from tests.helpers import readable_error
 
 ETHER = 10**18
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    running = start_devnet(tmp_path_factory.mktemp("devnet"), port=0)
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +66,6 @@ def create(devnet: Devnet, files: Path, *extra: str) -> Result:
         "0",
         *extra,
     )
-
-
-def readable_error(result: Result) -> str:
-    """The error message of a refused command (exit code 1, no exception escaped)."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = [line.strip() for line in result.output.splitlines() if line.strip()]
-    assert lines and lines[0].startswith("error:"), result.output
-    return " ".join(lines)  # one message, however rich wrapped it
 
 
 @pytest.fixture(scope="module")
@@ -245,17 +227,3 @@ def test_a_negative_seed_is_a_readable_error(task_one: Result, devnet: Devnet, f
     )
 
     assert "--seed" in readable_error(result)
-
-
-def test_every_command_has_help() -> None:
-    group = get_command(app)
-    paths: list[list[str]] = [[]]
-    for name, command in group.commands.items():  # type: ignore[attr-defined]
-        paths.append([name])
-        paths += [[name, child] for child in getattr(command, "commands", {})]
-    assert ["task", "create"] in paths and ["arch", "propose"] in paths and ["claim"] in paths
-
-    for path in paths:
-        result = runner.invoke(app, [*path, "--help"])
-        assert result.exit_code == 0, (path, result.output)
-        assert "Usage" in result.output
