@@ -1,7 +1,7 @@
 # Every target sets up what it needs first (scripts/setup.sh is idempotent and quick when current).
 PY := .venv/bin/python
 
-.PHONY: setup test demo devnet gas bench build lint clean
+.PHONY: setup test demo devnet engines engines-stop engines-status gas bench build lint clean
 
 setup:
 	@scripts/setup.sh
@@ -22,6 +22,14 @@ ENGINE ?= tester
 devnet: setup
 	.venv/bin/marketplace devnet --engine $(ENGINE)
 
+## anvil and an IPFS node in the background (.engines/), the marketplace deployed on them.
+engines: setup
+	scripts/engines.sh start
+engines-stop:
+	scripts/engines.sh stop
+engines-status:
+	scripts/engines.sh status
+
 ## The gas of every operation as JSON (exact, on eth-tester); non-zero exit if one is over target.
 gas: setup
 	$(PY) scripts/gas.py
@@ -40,4 +48,4 @@ lint: setup
 	$(PY) -m mypy marketplace miner sponsor_cli
 
 clean:
-	rm -rf .venv node_modules .stamps .build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .venv node_modules .engines .stamps .build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,6 +1,9 @@
 """`marketplace`: the evaluator's and the operator's command line.
 
 marketplace devnet                          # a local chain for several processes
+marketplace engines start                   # anvil + an IPFS node in the background
+marketplace deploy --rpc URL --keystore K   # the marketplace on any other chain
+marketplace blobs push                      # the local store's blobs into IPFS
 marketplace key --account 1                 # the X25519 key sponsors seal to
 marketplace evaluate --task 1 --account 1   # merges every round, then the payouts
 marketplace verify --task 1                 # anyone: does the posted root hold?
@@ -8,6 +11,7 @@ marketplace verify --task 1                 # anyone: does the posted root hold?
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
@@ -27,6 +31,7 @@ from marketplace.cli_common import (
 )
 from marketplace.config import Settings
 from marketplace.devnet import DevnetInfo, run_devnet
+from marketplace.engines import ANVIL_PORT, ENGINES_DIR, IPFS_PORT, Engines
 from marketplace.errors import ConfigError
 from marketplace.state import StateFile
 from marketplace.tasks import account_key, miner_key
@@ -52,23 +57,147 @@ def devnet(
     engine: Annotated[
         str, typer.Option(help="tester (embedded eth-tester) or anvil (npm's, if installed).")
     ] = "tester",
+    state: Annotated[
+        Path | None,
+        typer.Option(help="anvil only: keep the chain in this file and resume from it."),
+    ] = None,
     data_dir: DataDir = None,
+    ipfs: Ipfs = None,
 ) -> None:
     """Start a local chain with ten funded dev accounts and the marketplace deployed, and write
-    its address to DATA_DIR/devnet.json, where every other program finds it. Ctrl-C stops it."""
+    its address to DATA_DIR/devnet.json, where every other program finds it (and the IPFS node
+    --ipfs names, if any). Ctrl-C stops it."""
     if engine not in ("tester", "anvil"):
         raise ConfigError(f"--engine is tester or anvil, not {engine!r}")
-    settings = options(data_dir, None, None, None)
+    settings = options(data_dir, None, None, ipfs)
 
     def announce(info: DevnetInfo) -> None:
         console.print(f"devnet ({info.engine}) at {info.rpc_url}, chain id {info.chain_id}")
         console.print(f"marketplace at {info.contract}; written to {settings.devnet_file}")
+        console.print(f"blobs: {info.ipfs_url or settings.blob_dir}")
         console.print("dev accounts (keys are public, for this chain only):")
         for index, account in enumerate(info.accounts):
             console.print(f"  {index}: {account.address}")
 
     chosen: Literal["tester", "anvil"] = "anvil" if engine == "anvil" else "tester"
-    run_devnet(settings.data_dir, host=host, port=port, engine=chosen, announce=announce)
+    run_devnet(
+        settings.data_dir,
+        host=host,
+        port=port,
+        engine=chosen,
+        announce=announce,
+        ipfs_url=settings.ipfs_url,
+        state=state,
+    )
+
+
+engines_app = typer.Typer(
+    help="anvil and an IPFS node in the background, bound to 127.0.0.1, their data in a folder.",
+    no_args_is_help=True,
+)
+app.add_typer(engines_app, name="engines")
+EnginesFolder = Annotated[
+    Path | None,
+    typer.Option("--folder", help="Their data, logs and PID files (default: .engines/)."),
+]
+
+
+@engines_app.command("start")
+@readable_errors
+def engines_start(
+    folder: EnginesFolder = None,
+    anvil_port: Annotated[int, typer.Option(help="anvil's JSON-RPC port.")] = ANVIL_PORT,
+    ipfs_port: Annotated[int, typer.Option(help="The IPFS RPC API's port.")] = IPFS_PORT,
+    data_dir: DataDir = None,
+) -> None:
+    """Start anvil and the IPFS node (those not running), deploy the marketplace unless
+    anvil's saved chain holds it, and write DATA_DIR/devnet.json: every program then uses them."""
+    settings = options(data_dir, None, None, None)
+    engines = Engines(folder or ENGINES_DIR, anvil_port, ipfs_port)
+    info = engines.start(settings.data_dir)
+    for status in engines.status():
+        console.print(status.describe())
+    console.print(f"marketplace at {info.contract}; written to {settings.devnet_file}")
+
+
+@engines_app.command("stop")
+@readable_errors
+def engines_stop(folder: EnginesFolder = None) -> None:
+    """Stop exactly the processes `engines start` began (anvil saves its chain first)."""
+    for name, was_running in Engines(folder or ENGINES_DIR).stop():
+        console.print(f"{name}: {'stopped' if was_running else 'was not running'}")
+
+
+@engines_app.command("status")
+@readable_errors
+def engines_status(folder: EnginesFolder = None) -> None:
+    """Whether each engine runs and answers; exit code 3 unless both do."""
+    statuses = Engines(folder or ENGINES_DIR).status()
+    for status in statuses:
+        console.print(status.describe())
+    if not all(status.answering for status in statuses):
+        raise typer.Exit(3)
+
+
+@app.command()
+@readable_errors
+def deploy(
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Deploy a fresh marketplace from this account on the chain --rpc names (any JSON-RPC
+    node); prints its address, for --contract or GM_CONTRACT."""
+    from marketplace.chain import ChainClient
+    from marketplace.connect import load_account, signing_web3
+    from marketplace.devnet import read_devnet_info
+
+    settings = options(data_dir, rpc, None, None, account, keystore)
+    deployer = load_account(settings, lambda: typer.prompt("password", hide_input=True))
+    rpc_url = settings.rpc_url or read_devnet_info(settings.devnet_file).rpc_url
+    market = ChainClient.deploy(signing_web3(rpc_url, deployer), deployer.address)
+    console.print(f"marketplace deployed at {market.address} on {rpc_url}")
+    print(f"GM_CONTRACT={market.address}")  # plain: meant to be copied whole
+
+
+blobs_app = typer.Typer(help="Blobs between the local store and an IPFS node.")
+app.add_typer(blobs_app, name="blobs")
+
+
+@blobs_app.command("push")
+@readable_errors
+def blobs_push(
+    task: Annotated[
+        int | None, typer.Option("--task", help="Only the blobs this task points at.", min=1)
+    ] = None,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+) -> None:
+    """Copy the blobs of DATA_DIR/blobs (all, or those task TASK points at) into the IPFS
+    node, which must give each the CID it has here; the chain's CIDs then resolve on IPFS."""
+    from rich.progress import Progress
+
+    from marketplace.blobs import push, task_cids
+    from marketplace.connect import connect, ipfs_url
+    from marketplace.storage import IpfsStore, LocalStore
+
+    settings = options(data_dir, rpc, contract, ipfs)
+    url = ipfs_url(settings)
+    if not url:
+        raise ConfigError("name the IPFS node to push to: --ipfs URL (or GM_IPFS_URL)")
+    local = LocalStore(settings.blob_dir)
+    if task is None:
+        cids = local.cids()
+    else:
+        chain = connect(settings, None).chain
+        cids = task_cids(chain, local, task)
+    with IpfsStore(url) as node, Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("pushing", total=len(cids))
+        pushed = push(local, node, cids, lambda cid, size: progress.advance(bar))
+    console.print(f"pushed {pushed.blobs} blobs ({pushed.bytes:,} bytes) to {url}")
 
 
 @app.command()
@@ -110,6 +239,7 @@ def evaluate(
     import time
 
     from marketplace.evaluator import Evaluator
+    from marketplace.outage import OutageGuard
 
     settings = options(data_dir, rpc, contract, ipfs, account, keystore)
     connection = signer(settings)
@@ -123,11 +253,14 @@ def evaluate(
         connection.chain_id,
     )
     console.print(f"evaluator {connection.address} on task {task}")
-    while True:
+    guard = OutageGuard(settings.outage_seconds, console.print)
+
+    def one_pass() -> bool:
         for line in evaluator.step(task):
             console.print(line)
-        if once or evaluator.finished(task):
-            break
+        return evaluator.finished(task)
+
+    while not (guard.attempt(one_pass) or once):
         time.sleep(poll or settings.poll_seconds)
     console.print(f"task {task}: {connection.chain.phase(task).name.lower()}")
 

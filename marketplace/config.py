@@ -25,6 +25,8 @@ class Settings(BaseSettings):
         keystore: an encrypted keystore file (eth-account) to sign with.
         account: a dev account by index (the devnet's funded keys); used when no keystore.
         poll_seconds: how often a long-running program looks at the chain again.
+        outage_seconds: how long a long-running program waits out an unreachable Ethereum
+            node or IPFS node (a restart, say) before it gives up.
     """
 
     model_config = SettingsConfigDict(env_prefix="GM_", frozen=True, extra="ignore")
@@ -36,6 +38,7 @@ class Settings(BaseSettings):
     keystore: Path | None = None
     account: int | None = Field(default=None, ge=0, lt=100)
     poll_seconds: float = Field(default=2.0, gt=0, le=3600)
+    outage_seconds: float = Field(default=300.0, ge=0, le=86_400)
 
     @property
     def devnet_file(self) -> Path:

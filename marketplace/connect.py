@@ -82,11 +82,20 @@ def load_account(settings: Settings, ask_password: Callable[[], str] | None = No
     return dev_account(read_devnet_info(settings.devnet_file), settings.account)
 
 
-def open_store(settings: Settings) -> BlobStore:
-    """The IPFS node the settings name, else the local store in the data folder."""
+def ipfs_url(settings: Settings) -> str | None:
+    """The IPFS node the settings name, else the one the devnet file names (when the chain
+    comes from it too), else None: the local store."""
     if settings.ipfs_url:
-        return IpfsStore(settings.ipfs_url)
-    return LocalStore(settings.blob_dir)
+        return settings.ipfs_url
+    if (settings.rpc_url and settings.contract) or not settings.devnet_file.exists():
+        return None
+    return read_devnet_info(settings.devnet_file).ipfs_url
+
+
+def open_store(settings: Settings) -> BlobStore:
+    """The IPFS node `ipfs_url` finds, else the local store in the data folder."""
+    url = ipfs_url(settings)
+    return IpfsStore(url) if url else LocalStore(settings.blob_dir)
 
 
 def signing_web3(rpc_url: str, account: LocalAccount | None) -> Web3:

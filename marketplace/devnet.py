@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -34,11 +33,16 @@ from marketplace.compiler import PROJECT_ROOT
 from marketplace.devchain import DevProvider
 from marketplace.errors import ChainError, ConfigError
 from marketplace.messages import Frozen
+from marketplace.state import write_atomically
 
 log = logging.getLogger(__name__)
 
 DEVNET_FILE = "devnet.json"
 ANVIL = PROJECT_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+# eth-tester's py-evm runs Prague; anvil 1.7.1 defaults to its latest fork ("Bpo1": Osaka and
+# its first blob-parameter fork). Every gas figure is the same on Bpo1, Prague and Cancun, but
+# anvil is pinned to eth-tester's fork so that an anvil upgrade cannot move one.
+HARDFORK = "prague"
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 START_TIMEOUT = 15.0
 MAX_BODY = 32 * 1024 * 1024
@@ -62,19 +66,11 @@ class DevnetInfo(Frozen):
     deploy_block: int
     accounts: tuple[DevAccount, ...]
     pid: int  # the process serving the RPC
+    ipfs_url: str | None = None  # the IPFS node the programs use; None: the local store
 
 
 def write_devnet_info(path: Path, info: DevnetInfo) -> None:
-    """Write `info` atomically: readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(info.model_dump_json(indent=2))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, info.model_dump_json(indent=2))
 
 
 def read_devnet_info(path: Path) -> DevnetInfo:
@@ -385,16 +381,28 @@ class Devnet:
         if self.server is not None:
             self.server.stop()
         if self.process is not None:
-            _terminate(self.process)
+            terminate(self.process)
         with contextlib.suppress(ConfigError, FileNotFoundError):
             if read_devnet_info(self.path) == self.info:  # not a newer devnet's file
                 self.path.unlink()
 
 
 def start_devnet(
-    data_dir: Path, host: str = "127.0.0.1", port: int = 8545, engine: Engine = "tester"
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8545,
+    engine: Engine = "tester",
+    *,
+    ipfs_url: str | None = None,
+    state: Path | None = None,
 ) -> Devnet:
-    """Start a chain, deploy the marketplace on it from account 9, write `devnet.json`."""
+    """Start a chain, deploy the marketplace on it from account 9, write `devnet.json`.
+
+    `state` (anvil only): load the chain from this file if it exists and keep it there, so a
+    restarted devnet carries on with the marketplace and every task it had.
+    """
+    if state is not None and engine != "anvil":
+        raise ConfigError("only anvil keeps its chain in a state file (--engine anvil)")
     server, process = None, None
     if engine == "tester":
         server = RpcServer(host=host, port=port)
@@ -402,41 +410,107 @@ def start_devnet(
         url, pid = server.url, os.getpid()
         keys = [key.to_hex() for key in get_default_account_keys()]
     else:
-        process, url = _start_anvil(host, port)
+        process, url = start_anvil(host, port, state)
         pid = process.pid
-        Account.enable_unaudited_hdwallet_features()
-        keys = [
-            Account.from_mnemonic(
-                ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}"
-            ).key.to_0x_hex()
-            for i in range(10)
-        ]
+        keys = anvil_keys()
     try:
         w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
-        _wait_until_answering(w3, process)
-        accounts = tuple(
-            DevAccount(address=Account.from_key(key).address, private_key=key) for key in keys
-        )
-        market = ChainClient.deploy(w3, accounts[9].address)
-        info = DevnetInfo(
-            engine=engine,
-            rpc_url=url,
-            chain_id=w3.eth.chain_id,
-            contract=market.address,
-            deploy_block=w3.eth.block_number,
-            accounts=accounts,
-            pid=pid,
-        )
+        wait_until_answering(w3, process)
+        record = None if state is None else deployment_record(state)
+        info = deploy_market(w3, url, engine, keys, pid=pid, ipfs_url=ipfs_url, record=record)
         path = data_dir / DEVNET_FILE
         write_devnet_info(path, info)
     except BaseException:
         if server is not None:
             server.stop()
         if process is not None:
-            _terminate(process)
+            terminate(process)
         raise
     log.info("devnet (%s) at %s, marketplace at %s", engine, url, info.contract)
     return Devnet(info, path, server=server, process=process)
+
+
+def anvil_keys(count: int = 10) -> list[str]:
+    """The private keys of anvil's funded dev accounts (its default mnemonic)."""
+    Account.enable_unaudited_hdwallet_features()
+    return [
+        Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key.to_0x_hex()
+        for i in range(count)
+    ]
+
+
+class Deployment(Frozen):
+    """Where the marketplace was deployed on a chain that outlives its process."""
+
+    chain_id: int
+    contract: str
+    deploy_block: int
+
+
+def deployment_record(state: Path) -> Path:
+    """The file beside an anvil state file that remembers the marketplace deployed in it."""
+    return state.with_name(state.name + ".deployment.json")
+
+
+def deploy_market(
+    w3: Web3,
+    rpc_url: str,
+    engine: Engine,
+    keys: list[str],
+    *,
+    pid: int,
+    ipfs_url: str | None = None,
+    record: Path | None = None,
+) -> DevnetInfo:
+    """Deploy the marketplace from dev account 9, or reuse the one `record` names if the chain
+    still holds it (a chain restarted from its state); its clock resumes where it stopped."""
+    accounts = tuple(
+        DevAccount(address=Account.from_key(key).address, private_key=key) for key in keys
+    )
+    chain_id = int(w3.eth.chain_id)
+    deployment = _recorded_deployment(w3, chain_id, record)
+    if deployment is not None:
+        resume_clock(w3)
+    else:
+        market = ChainClient.deploy(w3, accounts[9].address)
+        deployment = Deployment(
+            chain_id=chain_id, contract=market.address, deploy_block=w3.eth.block_number
+        )
+        if record is not None:
+            write_atomically(record, deployment.model_dump_json())
+    return DevnetInfo(
+        engine=engine,
+        rpc_url=rpc_url,
+        chain_id=chain_id,
+        contract=deployment.contract,
+        deploy_block=deployment.deploy_block,
+        accounts=accounts,
+        pid=pid,
+        ipfs_url=ipfs_url,
+    )
+
+
+def _recorded_deployment(w3: Web3, chain_id: int, record: Path | None) -> Deployment | None:
+    if record is None or not record.exists():
+        return None
+    try:
+        deployment = Deployment.model_validate_json(record.read_bytes())
+    except (OSError, ValidationError):
+        log.warning("ignoring the unreadable deployment record %s", record)
+        return None
+    address = Web3.to_checksum_address(deployment.contract)
+    if deployment.chain_id != chain_id or not w3.eth.get_code(address):
+        return None  # the state was lost: deploy afresh
+    return deployment
+
+
+def resume_clock(w3: Web3) -> None:
+    """Anvil restarted from a state file forgets how far its clock was moved and would stamp
+    the next block with the wall time, before the latest one: move it back to the chain's time."""
+    latest = devchain.now(w3)
+    ahead = latest - int(time.time())
+    if ahead > 0:
+        _rpc(w3, "evm_increaseTime", [ahead])
 
 
 def run_devnet(
@@ -446,13 +520,15 @@ def run_devnet(
     engine: Engine = "tester",
     *,
     announce: Callable[[DevnetInfo], None],
+    ipfs_url: str | None = None,
+    state: Path | None = None,
 ) -> None:
     """Serve a devnet until SIGINT or SIGTERM, then stop it cleanly (main thread only)."""
     stopping = threading.Event()
     handled = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in handled}
     try:
-        devnet = start_devnet(data_dir, host, port, engine)
+        devnet = start_devnet(data_dir, host, port, engine, ipfs_url=ipfs_url, state=state)
         try:
             announce(devnet.info)
             while not stopping.wait(0.5):
@@ -464,19 +540,36 @@ def run_devnet(
             signal.signal(sig, handler)
 
 
-def _start_anvil(host: str, port: int) -> tuple[subprocess.Popen[bytes], str]:
+def anvil_command(host: str, port: int, state: Path | None = None) -> list[str]:
+    """anvil bound to `host`, quiet; with `state`, loaded from and saved to that file (every
+    second, and on exit), so even a killed anvil loses at most a second of blocks."""
     if not ANVIL.exists():
         raise ConfigError(f"anvil is not installed at {ANVIL}: run `make setup`")
+    command = [str(ANVIL), "--host", host, "--port", str(port), "--silent", "--hardfork", HARDFORK]
+    if state is not None:
+        command += ["--state", str(state), "--state-interval", "1"]
+    return command
+
+
+def start_anvil(
+    host: str, port: int, state: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """anvil on `host:port` (0: a free port) as a child process; (process, its URL)."""
     if port == 0:
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-    command = [str(ANVIL), "--host", host, "--port", str(port), "--silent"]
+        port = free_port(host)
+    command = anvil_command(host, port, state)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process, f"http://{host}:{port}"
 
 
-def _wait_until_answering(w3: Web3, process: subprocess.Popen[bytes] | None) -> None:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (another process may still take it first)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_answering(w3: Web3, process: subprocess.Popen[bytes] | None) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while not w3.is_connected():
         if process is not None and process.poll() is not None:
@@ -486,7 +579,7 @@ def _wait_until_answering(w3: Web3, process: subprocess.Popen[bytes] | None) -> 
         time.sleep(0.05)
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> None:
+def terminate(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
         process.wait(timeout=10)

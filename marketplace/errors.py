@@ -61,6 +61,10 @@ class ChainError(MarketplaceError):
     """Talking to the chain failed."""
 
 
+class ChainUnavailable(ChainError):
+    """An engine (the Ethereum node, or IPFS) stayed unreachable for longer than allowed."""
+
+
 class TransactionReverted(ChainError):
     """A mined transaction reverted without a decodable reason (state changed, or out of gas)."""
 

@@ -1,22 +1,31 @@
-"""Exact gas of every marketplace operation, measured on a fresh eth-tester chain.
+"""Exact gas of every marketplace operation, measured on a fresh chain: the in-process
+eth-tester (py-evm), or anvil over JSON-RPC, with the same scenario and the same accounts.
 
-`make gas` prints `measure()` as JSON; a test holds every figure to its target and the
-README's gas table to the figures.
+`make gas` prints `measure()` as JSON; a test holds every figure to its target, anvil's to
+eth-tester's exactly, and the README's gas table to the figures of both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from eth_utils.address import to_checksum_address
+from eth_tester.backends.pyevm.main import get_default_account_keys
 from web3 import Web3
-from web3.types import Wei
+from web3.types import RPCEndpoint
 
 from marketplace.chain import ChainClient
 from marketplace.compiler import load_artifact
 from marketplace.crypto import PayoutLeaf, payout_tree, sha256, validation_commitment
-from marketplace.devchain import advance_to, local_web3
+from marketplace.devchain import local_web3
+from marketplace.devnet import (
+    Engine,
+    advance_chain_to,
+    start_anvil,
+    terminate,
+    wait_until_answering,
+)
 from marketplace.messages import TaskParams, TxResult
 
 ETHER = 10**18
@@ -52,12 +61,17 @@ TARGETS: dict[str, int | None] = {
 }
 
 
+ENGINES: tuple[Engine, ...] = ("tester", "anvil")
+COLUMNS: dict[Engine, str] = {"tester": "eth-tester", "anvil": "anvil"}  # the README's headers
+DEV_BALANCE = 1_000_000 * 10**18  # what eth-tester gives each of its dev accounts
+
+
 class _Scenario:
     """One chain, one market, and a recorder of gas per named operation."""
 
-    def __init__(self) -> None:
-        self.w3: Web3 = local_web3()
-        self.accounts = list(self.w3.eth.accounts)
+    def __init__(self, w3: Web3, accounts: list[str]) -> None:
+        self.w3 = w3
+        self.accounts = accounts
         self.sponsor, self.evaluator = self.accounts[0], self.accounts[1]
         self.market = ChainClient.deploy(self.w3, self.accounts[9])
         self.gas: dict[str, int] = {}
@@ -84,22 +98,10 @@ class _Scenario:
         values.update(overrides)
         return TaskParams(**values)
 
-    def miner(self, i: int) -> str:
-        """Dev account i (0-9), or a fresh funded account beyond them."""
-        if i < len(self.accounts):
-            return self.accounts[i]
-        account = to_checksum_address(
-            self.w3.provider.ethereum_tester.add_account(  # type: ignore[attr-defined]
-                "0x" + sha256(i.to_bytes(8, "big")).hex()
-            )
-        )
-        self.w3.eth.send_transaction({"from": self.accounts[9], "to": account, "value": Wei(ETHER)})
-        return account
-
     def settle(self, task_id: int, leaves: list[PayoutLeaf]) -> Any:
         """Reveal, post the root of `leaves`, wait out the challenge window, finalize."""
         task = self.market.task(task_id)
-        advance_to(self.w3, task.rounds_end)
+        advance_chain_to(self.w3, task.rounds_end)
         self.record(
             "revealValidation",
             self.market.reveal_validation(self.sponsor, task_id, sha256(VALIDATION), SALT, CID),
@@ -107,14 +109,27 @@ class _Scenario:
         tree = payout_tree(leaves)
         total = sum(leaf.amount for leaf in leaves)
         posted = self.market.post_payout_root(self.evaluator, task_id, tree.root, total, CID)
-        advance_to(self.w3, self.market.task(task_id).challenge_end)
+        advance_chain_to(self.w3, self.market.task(task_id).challenge_end)
         self.record("finalize", self.market.finalize(self.sponsor, task_id))
         return tree, posted
 
 
-def measure(progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
-    """Run every operation once in a realistic state and return {operation: gas used}."""
-    s = _Scenario()
+def measure(
+    progress: Callable[[str], None] = lambda _: None,
+    w3: Web3 | None = None,
+    accounts: list[str] | None = None,
+) -> dict[str, int]:
+    """Run every operation once in a realistic state and return {operation: gas used}.
+
+    On `w3` (default: a fresh in-process eth-tester chain), any JSON-RPC node whose clock moves
+    with `evm_setNextBlockTimestamp` + `evm_mine`, from `accounts` (default: the node's own):
+    ten funded accounts the node sends from (`eth_sendTransaction`). The marketplace is
+    deployed from the tenth. The gas of a transaction depends on its calldata bytes (zero or
+    not) and on the order of the hashes in each Merkle proof, so figures from two chains are
+    comparable only from the same accounts: `measure_on` uses eth-tester's on every engine.
+    """
+    w3 = w3 or local_web3()
+    s = _Scenario(w3, accounts or list(w3.eth.accounts))
     m, sponsor, evaluator = s.market, s.sponsor, s.evaluator
 
     # A small task: 1 architecture, 10 updates, merges of 2 and 10 of them, 1 update on a merge.
@@ -129,7 +144,7 @@ def measure(progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     s.record("submitUpdate", m.submit_update(s.accounts[4], task, 1, 500, sha256(b"u2"), CID))
     for i in range(8):  # nodes 4..11
         m.submit_update(s.accounts[3 + i % 6], task, 1, 500, sha256(bytes([i])), CID)
-    advance_to(s.w3, m.task(task).round_end(0))
+    advance_chain_to(s.w3, m.task(task).round_end(0))
     s.record(
         "postMerge (2 parents)",
         m.post_merge(evaluator, task, 0, [2, 3], 1000, sha256(b"m"), sha256(b"p"), CID),
@@ -168,10 +183,14 @@ def measure(progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     task3 = m.create_task(sponsor, s.params(deposit=0)).value
     assert task3 is not None
     m.propose_architecture(s.accounts[2], task3, sha256(b"a"), CID)
+    last_sent = {}  # sender -> its last filler: mined, so are its earlier ones (nonce order)
     for i in range(999):  # fillers, not measured: sent straight, without the client's simulation
-        m.contract.functions.submitUpdate(
+        sender = s.accounts[i % 8 + 2]
+        last_sent[sender] = m.contract.functions.submitUpdate(
             task3, 1, 1, sha256(i.to_bytes(4, "big")), bytes(32), CID
-        ).transact({"from": s.accounts[i % 8 + 2], "gas": 200_000})
+        ).transact({"from": sender, "gas": 200_000})
+    for tx_hash in last_sent.values():  # a node may answer before it mines (anvil does)
+        s.w3.eth.wait_for_transaction_receipt(tx_hash)
     assert m.task(task3).node_count == 1000
     leaves3 = [PayoutLeaf(i, s.accounts[i % 8 + 2], 1000, 1) for i in range(1000)]
     tree3, posted3 = s.settle(task3, leaves3)
@@ -184,8 +203,10 @@ def measure(progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     # ERC-20 bounty and deposit; three evaluators with a 2-of-3 quorum.
     progress("ERC-20 and quorum")
     token = _deploy_token(s)
-    token.functions.mint(sponsor, 100 * ETHER).transact({"from": sponsor})
-    token.functions.mint(s.accounts[3], ETHER).transact({"from": sponsor})
+    for holder, amount in ((sponsor, 100 * ETHER), (s.accounts[3], ETHER)):
+        s.w3.eth.wait_for_transaction_receipt(
+            token.functions.mint(holder, amount).transact({"from": sponsor})
+        )
     m.approve_token(sponsor, token.address, 100 * ETHER)
     m.approve_token(s.accounts[3], token.address, ETHER)
     task4 = s.record(
@@ -206,10 +227,10 @@ def measure(progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     assert task5 is not None
     m.propose_architecture(s.accounts[2], task5, sha256(b"a"), CID)
     m.submit_update(s.accounts[3], task5, 1, 1, sha256(b"q"), CID)
-    advance_to(s.w3, m.task(task5).round_end(0))
+    advance_chain_to(s.w3, m.task(task5).round_end(0))
     m.post_merge(trio[0], task5, 0, [2], 1, sha256(b"m"), sha256(b"p"), CID)
     s.record("confirmMerge", m.confirm_merge(trio[1], task5, 3, sha256(b"p")))
-    advance_to(s.w3, m.task(task5).rounds_end)
+    advance_chain_to(s.w3, m.task(task5).rounds_end)
     m.reveal_validation(sponsor, task5, sha256(VALIDATION), SALT, CID)
     root = payout_tree([PayoutLeaf(0, s.accounts[3], ETHER, 1)]).root
     s.record(
@@ -224,13 +245,47 @@ def measure(progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     task6 = m.create_task(sponsor, s.params()).value
     assert task6 is not None
     m.propose_architecture(s.accounts[2], task6, sha256(b"a"), CID)
-    advance_to(s.w3, m.task(task6).reveal_deadline)
+    advance_chain_to(s.w3, m.task(task6).reveal_deadline)
     s.record("refund (sponsor never revealed)", m.refund(s.accounts[2], task6, 1))
     task7 = m.create_task(sponsor, s.params()).value
     assert task7 is not None
     s.record("cancelTask", m.cancel_task(sponsor, task7))
 
     return {name: s.gas[name] for name in TARGETS}
+
+
+def measure_on(engine: Engine, progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
+    """`measure()` on a fresh chain of `engine`, from eth-tester's ten dev accounts."""
+    if engine == "tester":
+        return measure(progress)
+    with anvil_web3() as w3:
+        accounts = tester_accounts()
+        for account in accounts:  # the same senders as on eth-tester, so the same calldata
+            _rpc(w3, "anvil_setBalance", [account, hex(DEV_BALANCE)])
+            _rpc(w3, "anvil_impersonateAccount", [account])
+        return measure(progress, w3, accounts)
+
+
+def tester_accounts() -> list[str]:
+    """eth-tester's ten dev accounts (private keys 1 to 10), checksummed."""
+    return [key.public_key.to_checksum_address() for key in get_default_account_keys()]
+
+
+@contextlib.contextmanager
+def anvil_web3() -> Iterator[Web3]:
+    """A fresh anvil (the devnet's command: eth-tester's hardfork) on a free port, stopped on
+    exit."""
+    process, url = start_anvil("127.0.0.1", 0)
+    try:
+        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
+        wait_until_answering(w3, process)
+        yield w3
+    finally:
+        terminate(process)
+
+
+def _rpc(w3: Web3, method: str, params: list[Any]) -> Any:
+    return w3.manager.request_blocking(RPCEndpoint(method), params)
 
 
 def _deploy_token(s: _Scenario) -> Any:
@@ -250,20 +305,39 @@ def over_target(gas: dict[str, int]) -> dict[str, tuple[int, int]]:
     }
 
 
-def markdown_table(gas: dict[str, int]) -> str:
-    """The README's gas table: operation, exact gas, target."""
-    rows = ["| operation | gas | target |", "|---|---:|---:|"]
-    for name, used in gas.items():
-        target = TARGETS.get(name)
-        rows.append(f"| {name} | {used:,} | {f'{target:,}' if target else '-'} |")
+def engines_differ(figures: dict[Engine, dict[str, int]]) -> dict[str, dict[Engine, int]]:
+    """{operation: {engine: gas}} for every operation whose gas is not the same on all."""
+    return {
+        name: {engine: gas[name] for engine, gas in figures.items()}
+        for name in TARGETS
+        if len({gas.get(name) for gas in figures.values()}) > 1
+    }
+
+
+def markdown_table(figures: dict[Engine, dict[str, int]]) -> str:
+    """The README's gas table: operation, exact gas on each engine measured, target."""
+    rows = [
+        "| operation | " + " | ".join(COLUMNS[engine] for engine in figures) + " | target |",
+        "|---|" + "---:|" * (len(figures) + 1),
+    ]
+    for name in TARGETS:
+        if not all(name in gas for gas in figures.values()):
+            continue
+        target = TARGETS[name]
+        used = " | ".join(f"{gas[name]:,}" for gas in figures.values())
+        rows.append(f"| {name} | {used} | {f'{target:,}' if target else '-'} |")
     return "\n".join(rows)
 
 
-def parse_markdown_table(text: str) -> dict[str, int]:
-    """{operation: gas} from a table `markdown_table` wrote (inside any surrounding text)."""
-    figures = {}
+def parse_markdown_table(text: str, engine: Engine = "tester") -> dict[str, int]:
+    """{operation: gas} of `engine`'s column in a table `markdown_table` wrote (inside any
+    surrounding text); empty if the table has no such column."""
+    figures: dict[str, int] = {}
+    column: int | None = None
     for line in text.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 3 and cells[0] in TARGETS:
-            figures[cells[0]] = int(cells[1].replace(",", ""))
+        if cells[0] == "operation":
+            column = cells.index(COLUMNS[engine]) if COLUMNS[engine] in cells else None
+        elif column is not None and cells[0] in TARGETS and len(cells) > column:
+            figures[cells[0]] = int(cells[column].replace(",", ""))
     return figures

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +21,7 @@ from marketplace.errors import (
     StorageError,
     StoreUnavailable,
 )
+from marketplace.state import write_bytes_atomically
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +54,12 @@ def _read_capped(path: Path, limit: int) -> bytes:
         return f.read(limit)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class LocalStore:
     """A content-addressed folder: the blob with CID `c` lives at `root/c[-3:-1]/c`.
 
-    A write goes to a `.tmp-*` file in the same folder, is fsynced, then renamed over the
-    final name, so a crash leaves either the whole blob or no file under its CID; a stray
-    temp file left by a crash is never read (no CID starts with a dot).
+    A write goes to a dot-file in the same folder, is fsynced, then renamed over the final
+    name (`write_bytes_atomically`), so a crash leaves either the whole blob or no file under
+    its CID; a stray temp file left by a crash is never read (no CID starts with a dot).
     """
 
     def __init__(self, root: Path) -> None:
@@ -93,19 +78,7 @@ class LocalStore:
                 return cid
         except FileNotFoundError:
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        write_bytes_atomically(path, data)
         log.debug("stored %s (%d bytes)", cid, len(data))
         return cid
 
@@ -134,6 +107,14 @@ class LocalStore:
     def pin(self, cid: str) -> None:
         if not self.has(cid):
             raise BlobNotFound(cid)
+
+    def cids(self) -> list[str]:
+        """Every CID stored here, sorted (a crash's stray temp files are not blobs)."""
+        return sorted(
+            path.name
+            for path in self.root.glob("*/*")
+            if not path.name.startswith(".") and path.is_file()
+        )
 
 
 # --- IpfsStore -------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from marketplace.config import Settings
 from marketplace.connect import Connection
 from marketplace.errors import ConfigError, MarketplaceError
 from marketplace.messages import Phase
+from marketplace.outage import OutageGuard
 from marketplace.state import StateFile
 from marketplace.tasks import read_spec
 from miner.trainer import Trainer
@@ -153,7 +154,9 @@ def run(
     with _progress() as progress:
         miner = _miner(connection, settings, data, config, progress)
         if once:
-            submission = miner.submit_round(task)
+            guard = OutageGuard(settings.outage_seconds, console.print)
+            pause = poll or settings.poll_seconds
+            submission = guard.retry(lambda: miner.submit_round(task), pause)
             if submission is None:
                 raise ConfigError(
                     f"task {task} has no open round ({connection.chain.phase(task).name})"
@@ -162,14 +165,19 @@ def run(
             if submission.found:
                 verb = "already submitted"
             elif submission.resumed:
-                verb = "submitted the blob uploaded before a restart:"
+                verb = "submitted the blob sealed earlier (no retraining):"
             console.print(
                 f"round {submission.round}: {verb} node {submission.node_id} "
                 f"(parent {submission.parent}, {submission.samples} rows, {submission.cid})"
             )
             return
         console.print(f"miner {connection.address} on task {task}")
-        miner.run(task, poll or settings.poll_seconds, on_event=console.print)
+        miner.run(
+            task,
+            poll or settings.poll_seconds,
+            on_event=console.print,
+            outage_seconds=settings.outage_seconds,
+        )
     console.print(f"task {task}: done ({connection.chain.phase(task).name.lower()})")
 
 

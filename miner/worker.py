@@ -25,12 +25,13 @@ from marketplace.crypto import sha256
 from marketplace.envelope import seal
 from marketplace.errors import ConfigError, DataFormatError, MarketplaceError
 from marketplace.evaluation import Dataset, load_dataset
-from marketplace.faults import crash_point
+from marketplace.faults import crash_point, pause_point
 from marketplace.messages import NodeKind, NodeRecord, Phase, TaskSpec
 from marketplace.models import ModelSpec
+from marketplace.outage import OutageGuard
 from marketplace.report import claim_payout
 from marketplace.rewards import architecture_of
-from marketplace.state import StateFile
+from marketplace.state import StateFile, write_bytes_atomically
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
     MergeBundle,
@@ -108,7 +109,7 @@ class Submission:
     parent: int
     samples: int
     cid: str
-    resumed: bool = False  # no training now: found on-chain, or a blob uploaded before a restart
+    resumed: bool = False  # no training now: found on-chain, or a blob sealed or uploaded earlier
     found: bool = False  # it was already on-chain
     loss: float | None = None
     epsilon: float | None = None
@@ -188,6 +189,11 @@ class Miner:
         if saved.get("status") == "uploaded" and self.store.has(saved["cid"]):
             log.info("task %d round %d: submitting the blob uploaded before", task_id, round_index)
             return self._submit(task_id, round_index, saved, resumed=True)
+        sealed = self._sealed_blob(saved)
+        if sealed is not None:
+            log.info("task %d round %d: uploading the blob sealed before", task_id, round_index)
+            self._upload(sealed, saved)
+            return self._submit(task_id, round_index, saved, resumed=True)
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         parent, model_spec, weights = self.choose_parent(task_id, records, spec)
@@ -207,25 +213,48 @@ class Miner:
             kind="update",
             chain_id=self.chain_id,
         )
-        seconds["seal"] = time.perf_counter() - started
-        started = time.perf_counter()
-        with self.watch.measure("storage"):
-            cid = self.store.put(blob)
-        seconds["upload"] = time.perf_counter() - started
+        digest = sha256(blob).hex()
+        # Kept on disk until it is uploaded, so an IPFS outage or a kill costs no retraining.
+        write_bytes_atomically(self._sealed_path(digest), blob)
         saved.update(
-            status="uploaded",
-            cid=cid,
-            digest=sha256(blob).hex(),
+            status="sealed",
+            digest=digest,
             parent=parent,
             samples=result.samples,
             loss=result.loss,
             epsilon=result.epsilon,
         )
         self.state.save()
-        crash_point("miner:uploaded")
+        seconds["seal"] = time.perf_counter() - started
+        started = time.perf_counter()
+        self._upload(blob, saved)
+        seconds["upload"] = time.perf_counter() - started
         submission = self._submit(task_id, round_index, saved, resumed=False)
         seconds["submit"] = submission.seconds["submit"]
         return replace(submission, loss=result.loss, epsilon=result.epsilon, seconds=seconds)
+
+    def _sealed_path(self, digest: str) -> Path:
+        return self.state.path.parent / "sealed" / f"{digest}.blob"
+
+    def _sealed_blob(self, saved: Mapping[str, object]) -> bytes | None:
+        """The sealed update kept for an upload that did not happen, if it is intact."""
+        if saved.get("status") != "sealed":
+            return None
+        path = self._sealed_path(str(saved["digest"]))
+        try:
+            blob = path.read_bytes()
+        except OSError:
+            return None
+        return blob if sha256(blob).hex() == saved["digest"] else None
+
+    def _upload(self, blob: bytes, saved: dict[str, object]) -> None:
+        pause_point("miner:uploading")
+        with self.watch.measure("storage"):
+            cid = self.store.put(blob)
+        saved.update(status="uploaded", cid=cid)
+        self.state.save()
+        self._sealed_path(str(saved["digest"])).unlink(missing_ok=True)
+        crash_point("miner:uploaded")
 
     def _submit(
         self, task_id: int, round_index: int, saved: dict[str, object], resumed: bool
@@ -404,19 +433,28 @@ class Miner:
         poll_seconds: float,
         sleep: Callable[[float], None] = time.sleep,
         on_event: Callable[[str], None] = log.info,
+        outage_seconds: float = 300.0,
     ) -> None:
-        """Take part in every round of the task, then collect; returns when nothing is left."""
-        while not self.finished(task_id):
-            submission = self.submit_round(task_id)
-            if submission is not None and not submission.resumed:
-                on_event(
-                    f"round {submission.round}: submitted node {submission.node_id} "
-                    f"(parent {submission.parent}, {submission.samples} rows)"
-                )
-            for line in self.collect(task_id):
-                on_event(line)
-            if not self.finished(task_id):
-                sleep(poll_seconds)
+        """Take part in every round of the task, then collect; returns when nothing is left.
+
+        An Ethereum or IPFS node that stops answering is waited for (`outage_seconds`)."""
+        guard = OutageGuard(outage_seconds, on_event)
+        while not guard.attempt(lambda: self._pass(task_id, on_event)):
+            sleep(poll_seconds)
+
+    def _pass(self, task_id: int, on_event: Callable[[str], None]) -> bool:
+        """One look at the task: submit if a round is open, collect if owed; whether done."""
+        if self.finished(task_id):
+            return True
+        submission = self.submit_round(task_id)
+        if submission is not None and not submission.found:
+            on_event(
+                f"round {submission.round}: submitted node {submission.node_id} "
+                f"(parent {submission.parent}, {submission.samples} rows)"
+            )
+        for line in self.collect(task_id):
+            on_event(line)
+        return self.finished(task_id)
 
 
 def load_private_data(path: Path, spec: TaskSpec) -> Dataset:

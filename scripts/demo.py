@@ -10,6 +10,8 @@ finalizes, everyone claims, the sponsor reclaims the rest.
 
 Every role is the library the CLIs run (`Miner`, `Evaluator`, `marketplace.sponsor`), on one
 in-process eth-tester chain and one local blob store; the clock is moved instead of waited on.
+`--engines`: the same market on anvil and an IPFS daemon, started for the run (in the run's
+folder, on free ports) and stopped after it, every transaction signed here.
 The last line is machine-readable:
 
     DEMO OK accuracy_ratio=<winner/centralized> overhead_per_update_s=<s> wall_s=<s>
@@ -22,6 +24,7 @@ import time
 STARTED = time.perf_counter()
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from collections import defaultdict  # noqa: E402
@@ -34,9 +37,13 @@ from eth_account.signers.local import LocalAccount  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from rich.tree import Tree  # noqa: E402
+from web3 import Web3  # noqa: E402
+from web3.middleware import SignAndSendRawMiddlewareBuilder  # noqa: E402
 
 from marketplace.chain import ChainClient  # noqa: E402
-from marketplace.devchain import advance_to, local_web3  # noqa: E402
+from marketplace.devchain import local_web3  # noqa: E402
+from marketplace.devnet import advance_chain_to, anvil_keys, free_port  # noqa: E402
+from marketplace.engines import Engines  # noqa: E402
 from marketplace.evaluation import Dataset, score, to_csv  # noqa: E402
 from marketplace.evaluator import Evaluator  # noqa: E402
 from marketplace.messages import (  # noqa: E402
@@ -53,7 +60,7 @@ from marketplace.report import PayoutReport, agreed_report, claim_payout  # noqa
 from marketplace.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
 from marketplace.sponsor import create_task, propose_architecture, reveal  # noqa: E402
 from marketplace.state import StateFile  # noqa: E402
-from marketplace.storage import BlobStore, LocalStore  # noqa: E402
+from marketplace.storage import BlobStore, IpfsStore, LocalStore  # noqa: E402
 from marketplace.tasks import account_key  # noqa: E402
 from marketplace.timing import Stopwatch, Timed  # noqa: E402
 from miner.trainer import TrainConfig, Trainer  # noqa: E402
@@ -88,17 +95,40 @@ def main() -> None:
         help="round 0: two miners per architecture, or all on one",
     )
     parser.add_argument("--quick", action="store_true", help="2 rounds, a small second model")
+    parser.add_argument(
+        "--engines", action="store_true", help="on anvil and an IPFS daemon started for the run"
+    )
     parser.add_argument("--out", type=Path, default=Path(".market/demo"), help="plot folder")
     args = parser.parse_args()
     if args.quick:
         args.rounds = min(args.rounds, 2)
-    run(args)
+    with contextlib.ExitStack() as stack:
+        run(args, stack)
 
 
-def run(args: argparse.Namespace) -> None:
+def _setup(
+    engines: bool, folder: Path, stack: contextlib.ExitStack, watch: Stopwatch
+) -> tuple[Web3, list[LocalAccount], BlobStore]:
+    """The chain, its ten funded accounts and the blob store: embedded, or the real engines."""
+    if not engines:
+        keys = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, 11)]
+        return local_web3(), keys, LocalStore(folder / "blobs")
+    with watch.measure("engines"):  # the start-up; stopping them comes after the figures
+        running = Engines(folder / "engines", free_port(), free_port())
+        stack.callback(running.stop)
+        info = running.start(folder / "devnet")
+    keys = [Account.from_key(key) for key in anvil_keys()]
+    w3 = Web3(Web3.HTTPProvider(info.rpc_url, request_kwargs={"timeout": 60}))
+    w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(keys), layer=0)
+    store = IpfsStore(running.ipfs.url)
+    stack.callback(store.close)
+    return w3, keys, store
+
+
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     watch = Stopwatch()
-    w3 = local_web3()
-    keys: list[LocalAccount] = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, 11)]
+    folder = Path(tempfile.mkdtemp(prefix="gm-demo-"))
+    w3, keys, blobs = _setup(args.engines, folder, stack, watch)
     sponsor, evaluator_account = keys[0], keys[1]
     scientists, miners_accounts = keys[2:4], keys[4:8]
     names = {sponsor.address: "sponsor", evaluator_account.address: "evaluator"}
@@ -108,8 +138,7 @@ def run(args: argparse.Namespace) -> None:
 
     raw_chain = ChainClient.deploy(w3, keys[9].address)
     chain = cast(ChainClient, Timed(raw_chain, watch, "chain"))
-    folder = Path(tempfile.mkdtemp(prefix="gm-demo-"))
-    store = cast(BlobStore, Timed(LocalStore(folder / "blobs"), watch, "storage"))
+    store = cast(BlobStore, Timed(blobs, watch, "storage"))
     chain_id = int(w3.eth.chain_id)
 
     # ------------------------------------------------------------- data (never leaves)
@@ -210,7 +239,7 @@ def run(args: argparse.Namespace) -> None:
             submission = miner.submit_round(task_id)
             assert submission is not None
             submissions.append(submission)
-        advance_to(w3, task.round_end(round_index))
+        advance_chain_to(w3, task.round_end(round_index))
         for line in evaluator.step(task_id):
             console.print(f"  [cyan]evaluator[/] {line}")
         kept = [s for s in submissions if s.round == round_index]
@@ -228,7 +257,7 @@ def run(args: argparse.Namespace) -> None:
     for line in lines:
         console.print(f"  [cyan]evaluator[/] {line}")
     report = agreed_report(chain, store, task_id)
-    advance_to(w3, chain.task(task_id).settled_at + params.challenge_window)
+    advance_chain_to(w3, chain.task(task_id).settled_at + params.challenge_window)
     chain.finalize(sponsor.address, task_id)
     for account in [*scientists, *miners_accounts]:
         entry, claimed = claim_payout(chain, store, account.address, task_id)
@@ -320,6 +349,7 @@ def run(args: argparse.Namespace) -> None:
     )
     parts = {
         "process start-up (imports)": IMPORTED - STARTED,
+        "starting anvil and the IPFS daemon": watch.total("engines"),
         "training (miners + centralized baseline)": training,
         "scoring": watch.total("scoring"),
         "chain (transactions, receipts, reads)": watch.total("chain"),
@@ -330,8 +360,11 @@ def run(args: argparse.Namespace) -> None:
     split.add_column("part")
     split.add_column("seconds", justify="right")
     for part, seconds in parts.items():
-        split.add_row(part, f"{seconds:.2f}")
+        if seconds or part != "starting anvil and the IPFS daemon":
+            split.add_row(part, f"{seconds:.2f}")
     console.print(split)
+    setup = "anvil + IPFS daemon" if args.engines else "eth-tester + local store"
+    console.print(f"setup: {setup}")
     plot = _plot(report, args.out)
     console.print(f"score progression plotted to {plot}")
     print(

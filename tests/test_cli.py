@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from typer.main import get_command
 from typer.testing import CliRunner
 from web3 import Web3
@@ -69,6 +70,19 @@ def create(devnet: Devnet, files: Path, *extra: str, account: str = "0"):  # typ
     )
 
 
+def funded_keystore(
+    devnet: Devnet, path: Path, password: str, ether: int
+) -> tuple[LocalAccount, Path]:
+    """A new account, `ether` ETH from dev account 8, in a keystore file under `password`."""
+    account: LocalAccount = Account.create()
+    path.write_text(json.dumps(Account.encrypt(account.key, password)))
+    funder = devnet.info.accounts[8].address
+    chain_of(devnet).w3.eth.send_transaction(
+        {"from": funder, "to": account.address, "value": ether * ETHER}
+    )
+    return account, path
+
+
 def test_every_command_has_help() -> None:
     for app in (sponsor_app, miner_app, marketplace_app):
         group = get_command(app)
@@ -85,12 +99,8 @@ def test_every_command_has_help() -> None:
 def test_a_keystore_signs_with_the_password_from_the_environment(
     devnet: Devnet, files: Path, tmp_path: Path
 ) -> None:
-    account = Account.create()
-    keystore = tmp_path / "key.json"
-    keystore.write_text(json.dumps(Account.encrypt(account.key, "correct horse")))
+    account, keystore = funded_keystore(devnet, tmp_path / "key.json", "correct horse", 20)
     chain = chain_of(devnet)
-    funder = devnet.info.accounts[8].address
-    chain.w3.eth.send_transaction({"from": funder, "to": account.address, "value": 20 * ETHER})
 
     bad = invoke(
         sponsor_app,
@@ -177,3 +187,41 @@ def test_miner_watch_submits_to_every_open_task_its_data_fits(devnet: Devnet, fi
     assert watched.exit_code == 0, watched.output
     mine = [r for r in chain.nodes(task_id) if r.author == miner]
     assert [(r.round, r.parents) for r in mine] == [(0, (1,))]  # on the architecture
+
+
+def test_deploy_puts_a_fresh_marketplace_on_the_chain_and_prints_its_address(
+    devnet: Devnet, tmp_path: Path
+) -> None:
+    account, keystore = funded_keystore(devnet, tmp_path / "owner.json", "pw", 1)
+    chain = chain_of(devnet)
+
+    result = runner.invoke(
+        marketplace_app,
+        ["deploy", "--rpc", devnet.info.rpc_url, "--keystore", str(keystore)],
+        env={"GM_PASSWORD": "pw", "GM_DATA_DIR": str(tmp_path / "nothing")},
+    )
+
+    assert result.exit_code == 0, result.output
+    address = result.output.strip().splitlines()[-1].removeprefix("GM_CONTRACT=")
+    assert address != devnet.info.contract
+    fresh = ChainClient(chain.w3, address)
+    assert fresh.task_count() == 0
+    assert chain.w3.eth.get_transaction_count(account.address) == 1
+
+
+def test_engines_status_of_a_folder_with_nothing_running_says_so_and_exits_3(
+    tmp_path: Path,
+) -> None:
+    result = runner.invoke(marketplace_app, ["engines", "status", "--folder", str(tmp_path)])
+    assert result.exit_code == 3
+    assert result.output.splitlines() == ["anvil: stopped", "ipfs: stopped"]
+    stopped = runner.invoke(marketplace_app, ["engines", "stop", "--folder", str(tmp_path)])
+    assert stopped.exit_code == 0
+    assert stopped.output.splitlines() == ["ipfs: was not running", "anvil: was not running"]
+
+
+def test_blobs_push_without_an_ipfs_node_is_told_to_name_one(devnet: Devnet) -> None:
+    result = invoke(marketplace_app, devnet, "blobs", "push")
+    assert readable_error(result) == (
+        "error: name the IPFS node to push to: --ipfs URL (or GM_IPFS_URL)"
+    )

@@ -1,4 +1,6 @@
-"""`make demo` as a test: its quick configuration runs the whole market and ends with DEMO OK."""
+"""`make demo` as a test: its quick configuration runs the whole market and ends with DEMO OK,
+on the embedded defaults and on the real engines (anvil and an IPFS daemon), with the same
+tree, payouts and accuracy on both."""
 
 from __future__ import annotations
 
@@ -7,12 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from marketplace.compiler import PROJECT_ROOT
 
+OUTCOMES: dict[str, tuple[list[str], float]] = {}  # setup -> (payout rows, accuracy ratio)
 
-def test_quick_demo_runs_the_market_and_reports_its_figures(tmp_path: Path) -> None:
+
+@pytest.mark.parametrize("setup", ["embedded", pytest.param("engines", marks=pytest.mark.engines)])
+def test_quick_demo_runs_the_market_and_reports_its_figures(tmp_path: Path, setup: str) -> None:
+    flags = ["--engines"] if setup == "engines" else []
     done = subprocess.run(
-        [sys.executable, "scripts/demo.py", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "scripts/demo.py", "--quick", "--out", str(tmp_path), *flags],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -32,3 +40,13 @@ def test_quick_demo_runs_the_market_and_reports_its_figures(tmp_path: Path) -> N
     assert (tmp_path / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for heading in ("who earned what", "gas spent per role", "winner: node"):
         assert heading in done.stdout
+    expected = "anvil + IPFS daemon" if setup == "engines" else "eth-tester + local store"
+    assert f"setup: {expected}" in done.stdout
+
+    # Every account earns the same on both setups (rows sorted: addresses, hence order, differ).
+    table = done.stdout.split("who earned what")[1].split("the sponsor reclaimed")[0]
+    rows = sorted(line for line in table.splitlines() if line.startswith("│"))
+    assert len(rows) == 6  # two scientists, four miners
+    OUTCOMES[setup] = (rows, ratio)
+    for other, outcome in OUTCOMES.items():
+        assert outcome == (rows, ratio), f"{other} and {setup} disagree"

@@ -33,6 +33,7 @@ from marketplace.devnet import (
     DevnetInfo,
     advance_chain_time,
     advance_chain_to,
+    deployment_record,
     read_devnet_info,
     run_devnet,
     start_devnet,
@@ -381,3 +382,70 @@ def test_an_anvil_devnet_deploys_the_market_and_its_clock_moves(tmp_path: Path) 
         running.stop()
     assert running.process is not None and running.process.poll() is not None
     assert not (tmp_path / DEVNET_FILE).exists()
+
+
+@pytest.mark.engines
+def test_an_anvil_devnet_restarted_from_its_state_file_keeps_its_market_tasks_and_clock(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "chain.json"
+    first = start_devnet(tmp_path, port=0, engine="anvil", state=state, ipfs_url="http://x:1")
+    try:
+        w3 = Web3(Web3.HTTPProvider(first.info.rpc_url))
+        tx = eth_task(first.info.accounts[1].address)
+        ChainClient(w3, first.info.contract).create_task(first.info.accounts[0].address, tx)
+        moved = advance_chain_time(w3, 30 * 86_400)  # far past the wall clock
+        height = w3.eth.block_number
+    finally:
+        first.stop()
+    assert state.exists() and deployment_record(state).exists()
+
+    second = start_devnet(tmp_path, port=0, engine="anvil", state=state)
+    try:
+        w3 = Web3(Web3.HTTPProvider(second.info.rpc_url))
+        chain = ChainClient(w3, second.info.contract)
+        assert (second.info.contract, second.info.deploy_block) == (
+            first.info.contract,
+            first.info.deploy_block,
+        )
+        assert (w3.eth.block_number, chain.task_count()) == (height, 1)
+        assert first.info.ipfs_url == "http://x:1" and second.info.ipfs_url is None
+        # The next block is stamped after the latest one, not at the (earlier) wall time.
+        assert moved <= advance_chain_time(w3, 1) <= moved + 5
+    finally:
+        second.stop()
+
+
+def test_only_anvil_keeps_a_state_file(tmp_path: Path) -> None:
+    with pytest.raises(errors.ConfigError, match="only anvil keeps its chain in a state file"):
+        start_devnet(tmp_path, port=0, state=tmp_path / "chain.json")
+
+
+def test_programs_use_the_ipfs_node_the_devnet_file_names_unless_told_otherwise(
+    tmp_path: Path,
+) -> None:
+    from marketplace.config import Settings
+    from marketplace.connect import open_store
+    from marketplace.storage import IpfsStore, LocalStore
+
+    info = DevnetInfo(
+        engine="anvil",
+        rpc_url="http://127.0.0.1:1",
+        chain_id=31337,
+        contract="0x" + "11" * 20,
+        deploy_block=1,
+        accounts=(),
+        pid=1,
+        ipfs_url="http://127.0.0.1:5002",
+    )
+    write_devnet_info(tmp_path / DEVNET_FILE, info)
+
+    from_file = open_store(Settings(data_dir=tmp_path))
+    flag = open_store(Settings(data_dir=tmp_path, ipfs_url="http://127.0.0.1:5009"))
+    other_chain = open_store(Settings(data_dir=tmp_path, rpc_url="http://a:1", contract="0x1"))
+    no_devnet = open_store(Settings(data_dir=tmp_path / "empty"))
+
+    assert isinstance(from_file, IpfsStore) and isinstance(flag, IpfsStore)
+    assert str(from_file._client.base_url) == "http://127.0.0.1:5002/api/v0/"
+    assert str(flag._client.base_url) == "http://127.0.0.1:5009/api/v0/"
+    assert isinstance(other_chain, LocalStore) and isinstance(no_devnet, LocalStore)

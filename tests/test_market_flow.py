@@ -12,6 +12,7 @@ import pytest
 from marketplace import evaluator as evaluator_module
 from marketplace.devchain import advance_to
 from marketplace.envelope import envelope_recipients
+from marketplace.errors import StoreUnavailable
 from marketplace.evaluation import to_csv
 from marketplace.messages import NodeKind, Payout, Phase
 from marketplace.report import PayoutReport, agreed_report, claim_payout, posted_reports
@@ -34,6 +35,19 @@ class CountingTrainer(Trainer):
     def train(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.calls += 1
         return super().train(*args, **kwargs)
+
+
+def restarted(market: Market, miner: Miner, trainer: Trainer) -> Miner:
+    """`miner` (the first of the market's) started again: a new process, its state re-read."""
+    return Miner(
+        market.chain,
+        market.store,
+        market.keys[4],
+        trainer,
+        miner.data,
+        type(miner.state)(miner.state.path),
+        market.chain_id,
+    )
 
 
 @pytest.fixture
@@ -171,16 +185,7 @@ def test_a_miner_killed_after_uploading_submits_that_blob_without_training_again
 
     monkeypatch.setattr(worker_module, "crash_point", lambda name: None)
     trainer = CountingTrainer()
-    restarted = Miner(
-        market.chain,
-        market.store,
-        market.keys[4],
-        trainer,
-        market.miners[0].data,
-        type(market.miners[0].state)(market.miners[0].state.path),
-        market.chain_id,
-    )
-    submission = restarted.submit_round(market.task_id)
+    submission = restarted(market, market.miners[0], trainer).submit_round(market.task_id)
 
     assert submission is not None and submission.resumed and submission.cid == uploaded
     assert trainer.calls == 0
@@ -313,3 +318,31 @@ def test_two_evaluators_confirm_each_others_merges_and_agree_on_the_root(tmp_pat
     assert posted_roots[first.address][:2] == posted_roots[second.address][:2]
     task = market.chain.task(market.task_id)
     assert task.settled_at > 0 and task.payout_root == posted_roots[first.address][0]
+
+
+def test_an_upload_that_fails_is_retried_with_the_same_sealed_blob_without_training(
+    market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market.add_miners(1)
+    miner = market.miners[0]
+    real_put = market.store.put
+
+    def unreachable(data: bytes) -> str:
+        raise StoreUnavailable("/add: ConnectError after 4 tries")
+
+    monkeypatch.setattr(market.store, "put", unreachable)
+    with pytest.raises(StoreUnavailable):
+        miner.submit_round(market.task_id)
+    saved = miner.state.section("tasks", market.task_id, "rounds", 0)
+    assert saved["status"] == "sealed"
+    (kept,) = (miner.state.path.parent / "sealed").iterdir()
+    assert kept.name == f"{saved['digest']}.blob"
+
+    monkeypatch.setattr(market.store, "put", real_put)
+    trainer = CountingTrainer()
+    submission = restarted(market, market.miners[0], trainer).submit_round(market.task_id)
+
+    assert submission is not None and submission.resumed and trainer.calls == 0
+    (update,) = [r for r in market.chain.nodes(market.task_id) if r.kind is NodeKind.UPDATE]
+    assert update.digest.hex() == saved["digest"] and update.cid == submission.cid
+    assert not kept.exists()  # uploaded: the kept copy is let go

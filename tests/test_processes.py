@@ -1,13 +1,11 @@
-"""The market as separate processes: `marketplace devnet`, then the `sponsor`, `miner` and
-`marketplace` programs against it, each killed at its crash points and restarted."""
+"""The market as separate processes: `marketplace devnet` (or the real engines: anvil and an
+IPFS daemon), then the `sponsor`, `miner` and `marketplace` programs against it, each killed at
+its crash points and restarted. Every setup must give the same scores and payouts."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,34 +14,27 @@ import pytest
 from web3 import Web3
 
 from marketplace.chain import ChainClient
-from marketplace.devnet import advance_chain_to, read_devnet_info
-from marketplace.evaluation import to_csv
-from marketplace.faults import CRASH_ENV
+from marketplace.config import Settings
+from marketplace.connect import open_store
+from marketplace.devnet import advance_chain_to, free_port, read_devnet_info
+from marketplace.engines import Engines
 from marketplace.messages import NodeKind, Phase
 from marketplace.report import agreed_report
-from marketplace.shards import digits_splits, dirichlet_shards, subset
-from marketplace.storage import LocalStore
+from tests.programs import BIN, create_task, ok, program_env, run, write_inputs
 
-BIN = Path(sys.executable).parent
-MLP = {
-    "input_shape": [64],
-    "layers": [
-        {"type": "linear", "in_features": 64, "out_features": 32},
-        {"type": "relu"},
-        {"type": "linear", "in_features": 32, "out_features": 10},
-    ],
-}
 KILLED = -signal.SIGKILL
-OUTCOMES: dict[str, object] = {}  # engine -> (scores, payouts by dev account index)
+OUTCOMES: dict[str, object] = {}  # setup -> (scores, payouts by dev account index)
 
 
-@pytest.fixture(params=["tester", "anvil"])
+@pytest.fixture(params=["tester", "anvil", pytest.param("anvil+ipfs", marks=pytest.mark.engines)])
 def folder(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
-    train, validation, _ = digits_splits(seed=0)
-    for i, rows in enumerate(dirichlet_shards(train.labels, 2, 0.5, seed=1, min_size=20)):
-        (tmp_path / f"shard{i}.csv").write_bytes(to_csv(subset(train, rows)))
-    (tmp_path / "val.csv").write_bytes(to_csv(validation))
-    (tmp_path / "mlp.json").write_text(json.dumps(MLP))
+    write_inputs(tmp_path)
+    if request.param == "anvil+ipfs":
+        engines = Engines(tmp_path / "engines", free_port(), free_port())
+        engines.start(tmp_path / "d")
+        yield tmp_path
+        engines.stop()
+        return
     devnet = subprocess.Popen(
         [
             BIN / "marketplace",
@@ -68,67 +59,13 @@ def folder(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
     assert not (tmp_path / "d" / "devnet.json").exists()
 
 
-def run(
-    folder: Path, program: str, *args: str, crash: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GM_")}
-    if crash:
-        env[CRASH_ENV] = crash
-    return subprocess.run(
-        [BIN / program, *args, "--data-dir", str(folder / "d")],
-        cwd=folder,
-        env={**env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
     info = read_devnet_info(folder / "d" / "devnet.json")
     w3 = Web3(Web3.HTTPProvider(info.rpc_url))
     chain = ChainClient(w3, info.contract)
     miner = ["--task", "1", "--epochs", "2"]
 
-    ok(
-        run(
-            folder,
-            "sponsor",
-            "task",
-            "create",
-            "--validation",
-            "val.csv",
-            "--bounty",
-            "10",
-            "--evaluator",
-            "dev:1",
-            "--rounds",
-            "2",
-            "--account",
-            "0",
-        )
-    )
-    ok(
-        run(
-            folder,
-            "sponsor",
-            "arch",
-            "propose",
-            "--task",
-            "1",
-            "--spec",
-            "mlp.json",
-            "--seed",
-            "1",
-            "--account",
-            "2",
-        )
-    )
+    create_task(folder)
 
     # Round 0: miner 5 is killed between upload and submit, then restarted.
     ok(run(folder, "miner", "run", *miner, "--data", "shard0.csv", "--account", "4", "--once"))
@@ -149,7 +86,7 @@ def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
     resumed = ok(
         run(folder, "miner", "run", *miner, "--data", "shard1.csv", "--account", "5", "--once")
     )
-    assert "uploaded before a restart" in resumed
+    assert "sealed earlier (no retraining)" in resumed
     advance_chain_to(w3, chain.task(1).round_end(0))
     assert "posted merge" in ok(
         run(folder, "marketplace", "evaluate", "--task", "1", "--account", "1", "--once")
@@ -169,7 +106,6 @@ def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
         crash="miner:submitted",
     )
     assert killed.returncode == KILLED
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GM_")}
     restarted = subprocess.Popen(
         [
             BIN / "miner",
@@ -185,7 +121,7 @@ def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
             str(folder / "d"),
         ],
         cwd=folder,
-        env=env,
+        env=program_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -226,11 +162,15 @@ def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
 
     # The same market on the other engine gives the same scores and payouts, account for account.
     index = {account.address: i for i, account in enumerate(info.accounts)}
-    report = agreed_report(chain, LocalStore(folder / "d" / "blobs"), 1)
+    store = open_store(Settings(data_dir=folder / "d"))
+    if info.ipfs_url:  # on the real engines every blob is on IPFS, none in the local folder
+        assert not (folder / "d" / "blobs").exists()
+    report = agreed_report(chain, store, 1)
     outcome = (
         [(n.node_id, n.kind, n.valid, n.score, n.gain) for n in report.nodes],
         sorted((index[p.account], p.amount, p.points) for p in report.payouts),
     )
-    OUTCOMES[info.engine] = outcome
-    for engine, other in OUTCOMES.items():
-        assert other == outcome, f"{engine} and {info.engine} disagree"
+    setup = info.engine + ("+ipfs" if info.ipfs_url else "")
+    OUTCOMES[setup] = outcome
+    for other_setup, other in OUTCOMES.items():
+        assert other == outcome, f"{other_setup} and {setup} disagree"

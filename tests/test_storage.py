@@ -508,3 +508,11 @@ def test_http_errors_other_than_not_found_raise_storage_error() -> None:
         store.put(b"data")
     assert type(raised.value) is StorageError
     assert "context canceled" in str(raised.value)
+
+
+def test_local_store_lists_its_blobs_but_not_a_crashs_temp_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    cids = sorted(store.put(data) for data in (b"a", b"b" * 300_000, b""))
+    any_folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    (any_folder / ".tmp-abc123").write_bytes(b"half a blob")
+    assert store.cids() == cids
