@@ -260,8 +260,12 @@ def evaluate(
             console.print(line)
         return evaluator.finished(task)
 
-    while not (guard.attempt(one_pass) or once):
-        time.sleep(poll or settings.poll_seconds)
+    pause = poll or settings.poll_seconds
+    if once:  # one pass, however long an outage makes it wait
+        guard.retry(one_pass, pause)
+    else:
+        while not guard.attempt(one_pass):
+            time.sleep(pause)
     console.print(f"task {task}: {connection.chain.phase(task).name.lower()}")
 
 

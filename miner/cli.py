@@ -246,9 +246,8 @@ def watch(
     connection = signer(settings)
     miner = _miner(connection, settings, data, MinerConfig(epochs=epochs, seed=seed), None)
     fits: dict[int, bool] = {}
-    passes = 0
-    while iterations is None or passes < iterations:
-        passes += 1
+
+    def one_pass() -> None:
         for task_id in range(1, connection.chain.task_count() + 1):
             if miner.finished(task_id):
                 continue
@@ -263,7 +262,7 @@ def watch(
                 continue
             try:
                 submission = miner.submit_round(task_id)
-                if submission is not None and not submission.resumed:
+                if submission is not None and not submission.found:
                     console.print(
                         f"task {task_id} round {submission.round}: node {submission.node_id}"
                     )
@@ -271,6 +270,12 @@ def watch(
                     console.print(f"task {task_id}: {line}")
             except MarketplaceError as exc:
                 console.print(f"[yellow]task {task_id}: {exc}[/]")
+
+    guard = OutageGuard(settings.outage_seconds, console.print)
+    passes = 0
+    while iterations is None or passes < iterations:
+        passes += 1
+        guard.attempt(one_pass)
         if iterations is None or passes < iterations:
             time.sleep(poll or settings.poll_seconds)
 
