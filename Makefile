@@ -1,7 +1,7 @@
 # Every target sets up what it needs first (scripts/setup.sh is idempotent and quick when current).
 PY := .venv/bin/python
 
-.PHONY: setup test demo devnet engines engines-stop engines-status gas bench build lint clean
+.PHONY: setup test demo devnet engines engines-stop engines-status gas bench bench-indexer build lint clean
 
 setup:
 	@scripts/setup.sh
@@ -37,6 +37,10 @@ gas: setup
 ## Throughput of storage, envelopes and scoring next to same-run baselines.
 bench: setup
 	$(PY) scripts/bench_core.py
+
+## The indexer's rate on 10,000 events from anvil, next to raw eth_getLogs in the same run.
+bench-indexer: setup
+	$(PY) scripts/bench_indexer.py
 
 ## Recompile contracts/ into the committed artifacts (marketplace/artifacts/).
 build: setup

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from eth_abi.abi import decode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
-from web3 import Web3
+from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
-from web3.types import TxParams, Wei
+from web3.types import RPCEndpoint, TxParams, Wei
 
 from marketplace import errors
 from marketplace.compiler import load_artifact
@@ -107,6 +107,7 @@ class ChainClient:
             for item in contract_artifact()["abi"]
             if item["type"] == "event"
         }
+        self._decoder = _LogDecoder(contract_artifact()["abi"])
         self._collateral: dict[int, tuple[str, int]] = {}  # task id -> (token, deposit): immutable
 
     # ------------------------------------------------------------------ deployment
@@ -288,6 +289,22 @@ class ChainClient:
         )
         return [_event(entry) for entry in logs]
 
+    def logs(self, from_block: int, to_block: int) -> list[ChainEvent]:
+        """Every event of this contract in blocks `from_block..to_block`, in chain order, each
+        with the hash of its block: one `eth_getLogs`, decoded here straight from the JSON
+        (web3's per-log formatters cost about 1 ms a log; this is what the indexer runs on)."""
+        query = {"address": self.address, "fromBlock": from_block, "toBlock": to_block}
+        raw: Any
+        if isinstance(self.w3.provider, EthereumTesterProvider):  # in-process: no JSON form
+            raw = self.w3.eth.get_logs(query)  # type: ignore[arg-type]
+        else:
+            query.update(fromBlock=hex(from_block), toBlock=hex(to_block))
+            response = self.w3.provider.make_request(RPCEndpoint("eth_getLogs"), [query])
+            if "error" in response:
+                raise errors.ChainError(f"eth_getLogs {from_block}-{to_block}: {response['error']}")
+            raw = response["result"]
+        return [event for entry in raw if (event := self._decoder.decode(entry)) is not None]
+
     def nodes(self, task_id: int, from_block: int = 0) -> list[NodeRecord]:
         """Every node of a task as its event recorded it (pointers, all parents), by id."""
         records = []
@@ -400,6 +417,74 @@ def _event(entry: Any) -> ChainEvent:
         tx_hash=HexBytes(entry["transactionHash"]).to_0x_hex(),
         log_index=entry["logIndex"],
     )
+
+
+class _LogDecoder:
+    """Decodes this contract's raw logs (JSON hex strings, or web3's formatted values) into
+    ChainEvents, as `_event(contract.events[...]().process_log(...))` does, at a tenth of
+    the cost: one ABI decode of the data per log, cached address checksums."""
+
+    def __init__(self, abi: list[dict[str, Any]]) -> None:
+        self._specs: dict[bytes, tuple[str, list[tuple[str, str]], list[str], list[str]]] = {}
+        for item in abi:
+            if item["type"] != "event":
+                continue
+            indexed = [(i["name"], _abi_type(i)) for i in item["inputs"] if i["indexed"]]
+            data = [i for i in item["inputs"] if not i["indexed"]]
+            topic = bytes(keccak(text=_signature(item)))
+            names, types = [i["name"] for i in data], [_abi_type(i) for i in data]
+            self._specs[topic] = (item["name"], indexed, names, types)
+
+    def decode(self, entry: Any) -> ChainEvent | None:
+        topics = [bytes(HexBytes(t)) for t in entry["topics"]]
+        spec = self._specs.get(topics[0]) if topics else None
+        if spec is None:
+            return None
+        name, indexed, names, types = spec
+        args = {
+            arg: _topic_value(topic, kind)
+            for (arg, kind), topic in zip(indexed, topics[1:], strict=True)
+        }
+        values = decode(types, bytes(HexBytes(entry["data"])))
+        for arg, kind, value in zip(names, types, values, strict=True):
+            args[arg] = _typed(value, kind)
+        return ChainEvent(
+            name=name,
+            args=args,
+            block_number=_quantity(entry["blockNumber"]),
+            tx_hash=HexBytes(entry["transactionHash"]).to_0x_hex(),
+            log_index=_quantity(entry["logIndex"]),
+            block_hash=HexBytes(entry["blockHash"]).to_0x_hex(),
+        )
+
+
+def _topic_value(topic: bytes, kind: str) -> Any:
+    """An indexed argument from its 32-byte topic (the common static types read directly)."""
+    if kind == "address":
+        return _checksum("0x" + topic[12:].hex())
+    if kind.startswith("uint"):
+        return int.from_bytes(topic, "big")
+    return _typed(decode([kind], topic)[0], kind)
+
+
+@lru_cache(maxsize=65_536)
+def _checksum(address: str) -> str:
+    return to_checksum_address(address)
+
+
+def _typed(value: Any, kind: str) -> Any:
+    """eth_abi's value of ABI type `kind` as `_plain` gives it: addresses checksummed (by
+    their type, never by their look), arrays as lists."""
+    if kind == "address":
+        return _checksum(value)
+    if kind.endswith("]"):
+        element = kind[: kind.rindex("[")]
+        return [_typed(v, element) for v in value]
+    return value
+
+
+def _quantity(value: Any) -> int:
+    return int(value, 16) if isinstance(value, str) else int(value)
 
 
 def _with_value(result: TxResult, event_name: str, arg: str) -> TxResult:

@@ -7,6 +7,7 @@ marketplace blobs push                      # the local store's blobs into IPFS
 marketplace key --account 1                 # the X25519 key sponsors seal to
 marketplace evaluate --task 1 --account 1   # merges every round, then the payouts
 marketplace verify --task 1                 # anyone: does the posted root hold?
+marketplace index                           # follow the chain's events into SQLite
 """
 
 from __future__ import annotations
@@ -311,6 +312,59 @@ def verify(
         console.print("[red]the posted settlement does not match[/]")
         raise typer.Exit(2)
     console.print("[green]the posted root matches the recomputed payouts[/]")
+
+
+@app.command()
+@readable_errors
+def index(
+    once: Annotated[bool, typer.Option(help="Index what is confirmed now, then stop.")] = False,
+    confirmations: Annotated[
+        int, typer.Option(help="Blocks behind the head a block must be to be indexed.", min=0)
+    ] = 2,
+    database: Annotated[
+        Path | None,
+        typer.Option("--index", help="The SQLite file (default DATA_DIR/index.sqlite)."),
+    ] = None,
+    start_block: Annotated[
+        int | None, typer.Option(help="The first block (default: the devnet's deploy block, or 0).")
+    ] = None,
+    poll: Annotated[float | None, typer.Option(help="Seconds between looks at the chain.")] = None,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+) -> None:
+    """Follow the marketplace's events into SQLite: resumes where it stopped, waits for
+    CONFIRMATIONS, undoes reorgs. Safe to stop at any moment (Ctrl-C)."""
+    import time
+
+    from marketplace.connect import connect
+    from marketplace.devnet import read_devnet_info
+    from marketplace.indexer import Indexer
+    from marketplace.outage import OutageGuard
+
+    settings = options(data_dir, rpc, contract, None)
+    chain = connect(settings, None).chain
+    if start_block is None:
+        local = settings.devnet_file.exists() and not (rpc and contract)
+        start_block = read_devnet_info(settings.devnet_file).deploy_block if local else 0
+    indexer = Indexer(
+        chain, database or settings.index_file, confirmations, start_block=start_block
+    )
+    guard = OutageGuard(settings.outage_seconds, console.print)
+    try:
+        while True:
+            result = guard.attempt(indexer.sync)
+            if result is not None and (result.events or result.unwound or once):
+                undone = f", {result.unwound} blocks undone by a reorg" if result.unwound else ""
+                console.print(
+                    f"indexed to block {result.cursor} (head {result.head}): "
+                    f"{result.events} events{undone}"
+                )
+            if once and result is not None:
+                break
+            time.sleep(poll or settings.poll_seconds)
+    finally:
+        indexer.close()
 
 
 def _state(settings: Settings, address: str) -> StateFile:

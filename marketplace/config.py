@@ -18,7 +18,8 @@ class Settings(BaseSettings):
 
     Attributes:
         data_dir: the embedded defaults live here: `devnet.json` (the local chain's address),
-            `blobs/` (the local content-addressed store) and `state/` (each program's file).
+            `blobs/` (the local content-addressed store), `state/` (each program's file) and
+            `index.sqlite` (the chain indexer's database).
         rpc_url: any Ethereum JSON-RPC node; None: the devnet written in `data_dir`.
         contract: the marketplace's address; None: the devnet's.
         ipfs_url: a Kubo/IPFS node's RPC API (`http://127.0.0.1:5001`); None: `data_dir/blobs`.
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def index_file(self) -> Path:
+        return self.data_dir / "index.sqlite"
 
     @property
     def state_dir(self) -> Path:

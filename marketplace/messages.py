@@ -163,6 +163,7 @@ class ChainEvent(Frozen):
     block_number: int
     tx_hash: str
     log_index: int
+    block_hash: str = ""  # set where the index needs it (`ChainClient.logs`)
 
 
 class TxResult(Frozen):

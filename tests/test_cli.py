@@ -5,6 +5,7 @@ test_sponsor_cli.py)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,23 @@ def test_blobs_push_without_an_ipfs_node_is_told_to_name_one(devnet: Devnet) -> 
     assert readable_error(result) == (
         "error: name the IPFS node to push to: --ipfs URL (or GM_IPFS_URL)"
     )
+
+
+def test_index_follows_the_devnets_market_into_sqlite_and_resumes(
+    devnet: Devnet, files: Path, tmp_path: Path
+) -> None:
+    assert create(devnet, files).exit_code == 0
+    database = tmp_path / "index.sqlite"
+    args = ["index", "--once", "--confirmations", "0", "--index", str(database)]
+    head = chain_of(devnet).w3.eth.block_number
+
+    first = invoke(marketplace_app, devnet, *args)
+    again = invoke(marketplace_app, devnet, *args)
+
+    assert first.exit_code == 0, first.output
+    tasks = chain_of(devnet).task_count()
+    events = len(chain_of(devnet).logs(devnet.info.deploy_block, head))  # earlier tests' too
+    assert f"indexed to block {head} (head {head}): {events} events" in first.output
+    assert f"indexed to block {head} (head {head}): 0 events" in again.output
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM tasks").fetchone() == (tasks,)

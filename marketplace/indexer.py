@@ -1,0 +1,354 @@
+"""The chain indexer: the marketplace's events, from any JSON-RPC node, into SQLite.
+
+`Indexer.sync()` indexes every block up to `head - confirmations` in batches (one
+`eth_getLogs` each, committed with the cursor in one transaction, so a kill loses at most the
+batch in flight and a restart resumes after the last committed block).
+
+Reorgs: the index keeps the hash of the cursor block and of the recent blocks it took events
+from. Each sync first checks the cursor's hash against the chain; if it changed, the index walks
+back to the newest kept block whose hash still matches (a block hash commits to all of its
+ancestors, so everything up to it is still valid), deletes every row above it, and indexes the
+new branch. A reorg older than every kept hash rebuilds from the start block.
+
+Every row records the block of the event that made it, which is all the rollback needs; no row
+is ever updated in place. Rebuilding from block 0 therefore gives the same rows as following
+the chain live, reorgs included (`tests/test_indexer.py` compares whole databases).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hexbytes import HexBytes
+from web3.exceptions import BlockNotFound
+
+from marketplace.chain import ChainClient
+from marketplace.errors import ConfigError
+from marketplace.messages import ChainEvent
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+KEEP_BLOCKS = 256
+"""Block hashes older than this many blocks behind the cursor are let go (a reorg deeper than
+this is handled by a full rebuild)."""
+KEEP_LOG_BLOCKS = 16
+"""...but the newest this many blocks with events are always kept, however old."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (number INTEGER PRIMARY KEY, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    block_number INTEGER NOT NULL, log_index INTEGER NOT NULL, tx_hash TEXT NOT NULL,
+    name TEXT NOT NULL, task_id INTEGER, args TEXT NOT NULL,
+    PRIMARY KEY (block_number, log_index));
+CREATE INDEX IF NOT EXISTS events_task ON events (task_id, name);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id INTEGER PRIMARY KEY, sponsor TEXT NOT NULL, token TEXT NOT NULL,
+    bounty TEXT NOT NULL, deposit TEXT NOT NULL, spec_cid TEXT NOT NULL,
+    spec_digest TEXT NOT NULL, validation_commit TEXT NOT NULL, evaluators TEXT NOT NULL,
+    quorum INTEGER NOT NULL, block_number INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_sponsor ON tasks (sponsor);
+CREATE TABLE IF NOT EXISTS nodes (
+    task_id INTEGER NOT NULL, node_id INTEGER NOT NULL, kind TEXT NOT NULL,
+    author TEXT NOT NULL, parent INTEGER NOT NULL, parents TEXT NOT NULL,
+    round INTEGER NOT NULL, samples INTEGER NOT NULL, digest TEXT NOT NULL, cid TEXT NOT NULL,
+    block_number INTEGER NOT NULL, PRIMARY KEY (task_id, node_id));
+CREATE INDEX IF NOT EXISTS nodes_author ON nodes (author);
+CREATE TABLE IF NOT EXISTS roots (
+    task_id INTEGER NOT NULL, evaluator TEXT NOT NULL, root TEXT NOT NULL, total TEXT NOT NULL,
+    votes INTEGER NOT NULL, report_cid TEXT NOT NULL, block_number INTEGER NOT NULL,
+    PRIMARY KEY (task_id, evaluator));
+CREATE TABLE IF NOT EXISTS claims (
+    task_id INTEGER NOT NULL, leaf INTEGER NOT NULL, account TEXT NOT NULL,
+    amount TEXT NOT NULL, points TEXT NOT NULL, block_number INTEGER NOT NULL,
+    PRIMARY KEY (task_id, leaf));
+CREATE INDEX IF NOT EXISTS claims_account ON claims (account);
+CREATE TABLE IF NOT EXISTS refunds (
+    task_id INTEGER NOT NULL, node_id INTEGER NOT NULL, author TEXT NOT NULL,
+    amount TEXT NOT NULL, block_number INTEGER NOT NULL, PRIMARY KEY (task_id, node_id));
+"""
+ROW_TABLES = ("events", "tasks", "nodes", "roots", "claims", "refunds")
+"""The tables of indexed rows, each with the `block_number` of the event that made the row."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one `sync` did."""
+
+    events: int  # indexed by this sync
+    cursor: int  # the last indexed block
+    head: int  # the chain's head when the sync began
+    unwound: int = 0  # blocks rolled back after a reorg
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+def _args(event: ChainEvent) -> str:
+    """The event's arguments as canonical JSON (bytes as 0x hex; integers exact)."""
+    return json.dumps(event.args, default=_json, sort_keys=True, separators=(",", ":"))
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def _row_of(event: ChainEvent) -> tuple[str, tuple[Any, ...]] | None:
+    """The derived row (table, values) an event makes, if any."""
+    a, block = event.args, event.block_number
+    if event.name == "TaskCreated":
+        return "tasks", (
+            a["taskId"],
+            a["sponsor"],
+            a["token"],
+            str(a["bounty"]),
+            str(a["deposit"]),
+            a["specCid"],
+            _hex(a["specDigest"]),
+            _hex(a["validationCommit"]),
+            json.dumps(a["evaluators"]),
+            a["quorum"],
+            block,
+        )
+    if event.name in ("ArchitectureProposed", "UpdateSubmitted", "MergePosted"):
+        kind = {"ArchitectureProposed": "architecture", "UpdateSubmitted": "update"}
+        if event.name == "MergePosted":
+            parents, author = [int(p) for p in a["parents"]], a["evaluator"]
+        elif event.name == "UpdateSubmitted":
+            parents, author = [int(a["parent"])], a["author"]
+        else:
+            parents, author = [0], a["author"]
+        return "nodes", (
+            a["taskId"],
+            a["nodeId"],
+            kind.get(event.name, "merge"),
+            author,
+            max(parents),
+            json.dumps(parents),
+            a["round"],
+            a.get("samples", 0),
+            _hex(a["digest"]),
+            a["cid"],
+            block,
+        )
+    if event.name == "PayoutRootPosted":
+        return "roots", (
+            a["taskId"],
+            a["evaluator"],
+            _hex(a["root"]),
+            str(a["total"]),
+            a["votes"],
+            a["reportCid"],
+            block,
+        )
+    if event.name == "Claimed":
+        return "claims", (
+            a["taskId"],
+            a["index"],
+            a["account"],
+            str(a["amount"]),
+            str(a["points"]),
+            block,
+        )
+    if event.name == "Refunded":
+        return "refunds", (a["taskId"], a["nodeId"], a["author"], str(a["amount"]), block)
+    return None
+
+
+def _placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+class Indexer:
+    """Follows one marketplace contract into one SQLite file.
+
+    Args:
+        chain: the contract and the node to read it from.
+        path: the SQLite file (created if missing); ":memory:" for a throw-away index.
+        confirmations: blocks behind the head a block must be before it is indexed.
+        batch_blocks: blocks per `eth_getLogs` (and per committed transaction).
+        start_block: the first block to index (the contract's deploy block, say).
+    """
+
+    def __init__(
+        self,
+        chain: ChainClient,
+        path: Path | str,
+        confirmations: int = 2,
+        batch_blocks: int = 2_000,
+        start_block: int = 0,
+    ) -> None:
+        if confirmations < 0 or batch_blocks < 1 or start_block < 0:
+            raise ConfigError("confirmations and start_block must be >= 0, batch_blocks >= 1")
+        self.chain = chain
+        self.confirmations = confirmations
+        self.batch_blocks = batch_blocks
+        self.start_block = start_block
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a process kill
+        self.db.executescript(SCHEMA)
+        self._check_meta()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _check_meta(self) -> None:
+        """Bind the file to this contract and chain; refuse a file made for another."""
+        wanted = {
+            "schema": str(SCHEMA_VERSION),
+            "contract": self.chain.address,
+            "chain_id": str(self.chain.w3.eth.chain_id),
+            "start_block": str(self.start_block),
+        }
+        stored = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        for key, value in wanted.items():
+            if key in stored and stored[key] != value:
+                raise ConfigError(
+                    f"the index was built with {key} {stored[key]}, not {value}: "
+                    "give another --index file"
+                )
+        with self._transaction():
+            self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", sorted(wanted.items()))
+            self.db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('cursor', ?)", (str(self.start_block - 1),)
+            )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @property
+    def cursor(self) -> int:
+        """The last indexed block (start_block - 1 before the first)."""
+        (value,) = self.db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()
+        return int(value)
+
+    def _chain_hash(self, number: int) -> str | None:
+        try:
+            return HexBytes(self.chain.w3.eth.get_block(number)["hash"]).to_0x_hex()
+        except BlockNotFound:
+            return None
+
+    # ------------------------------------------------------------------ following
+
+    def sync(
+        self, on_batch: Callable[[int, int], None] = lambda cursor, target: None
+    ) -> SyncResult:
+        """Index up to `head - confirmations` (after undoing a reorg, if one happened)."""
+        head = int(self.chain.w3.eth.block_number)
+        unwound = self._unwind_reorg()
+        target = head - self.confirmations
+        indexed = 0
+        while self.cursor < target:
+            first = self.cursor + 1
+            last = min(target, first + self.batch_blocks - 1)
+            count = self._index(first, last)
+            if count is None:
+                break  # the chain moved under the read: the next sync undoes the reorg
+            indexed += count
+            on_batch(last, target)
+        return SyncResult(indexed, self.cursor, head, unwound)
+
+    def _index(self, first: int, last: int) -> int | None:
+        """Index blocks first..last in one transaction; the number of events, or None if the
+        chain changed while they were read (nothing is written then)."""
+        before = self._chain_hash(last)
+        events = self.chain.logs(first, last)
+        if before is None or self._chain_hash(last) != before:
+            return None
+        rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in ROW_TABLES}
+        for event in events:
+            rows["events"].append(
+                (
+                    event.block_number,
+                    event.log_index,
+                    event.tx_hash,
+                    event.name,
+                    event.args.get("taskId"),
+                    _args(event),
+                )
+            )
+            derived = _row_of(event)
+            if derived is not None:
+                rows[derived[0]].append(derived[1])
+        hashes = {event.block_number: event.block_hash for event in events}
+        hashes[last] = before
+        with self._transaction():
+            for table, values in rows.items():
+                if values:
+                    marks = _placeholders(len(values[0]))
+                    self.db.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
+            # The previous cursor's hash was kept as the cursor; now only if it held events.
+            self.db.execute(
+                """DELETE FROM blocks WHERE number = ?
+                   AND NOT EXISTS (SELECT 1 FROM events WHERE block_number = ?)""",
+                (first - 1, first - 1),
+            )
+            self.db.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?)", hashes.items())
+            self._prune(last)
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'cursor'", (str(last),))
+        log.debug("indexed blocks %d-%d: %d events", first, last, len(events))
+        return len(events)
+
+    def _prune(self, cursor: int) -> None:
+        """Drop hashes older than KEEP_BLOCKS behind `cursor`, except the newest log blocks."""
+        self.db.execute(
+            """DELETE FROM blocks WHERE number < ? AND number != ? AND number NOT IN (
+                 SELECT DISTINCT block_number FROM events ORDER BY block_number DESC LIMIT ?)""",
+            (cursor - KEEP_BLOCKS, cursor, KEEP_LOG_BLOCKS),
+        )
+
+    def _unwind_reorg(self) -> int:
+        """Undo what a reorg replaced; the number of blocks rolled back."""
+        cursor = self.cursor
+        if cursor < self.start_block:
+            return 0
+        kept = self.db.execute("SELECT number, hash FROM blocks ORDER BY number DESC").fetchall()
+        ancestor = self.start_block - 1
+        for number, stored in kept:
+            if self._chain_hash(number) == stored:
+                ancestor = number
+                break
+        if ancestor == cursor:
+            return 0
+        log.warning("reorg: rolling the index back from block %d to %d", cursor, ancestor)
+        with self._transaction():
+            for table in ROW_TABLES:
+                self.db.execute(f"DELETE FROM {table} WHERE block_number > ?", (ancestor,))
+            self.db.execute("DELETE FROM blocks WHERE number > ?", (ancestor,))
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'cursor'", (str(ancestor),))
+        return cursor - ancestor
+
+    # ------------------------------------------------------------------ reading
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every table's rows, sorted: two indexes of the same chain dump equal."""
+        tables = ["meta", "blocks", *ROW_TABLES]
+        return {t: sorted(self.db.execute(f"SELECT * FROM {t}").fetchall()) for t in tables}
+
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        self.db.row_factory = sqlite3.Row
+        try:
+            return self.db.execute(sql, tuple(params)).fetchall()
+        finally:
+            self.db.row_factory = None

@@ -1,0 +1,264 @@
+"""The indexer: the contract's events into SQLite, exactly; confirmations; resuming after a kill;
+reorgs (eth-tester's snapshot and revert) leave the index equal to a rebuild from block 0."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from web3 import Web3
+
+from marketplace.chain import ChainClient
+from marketplace.compiler import PROJECT_ROOT
+from marketplace.crypto import sha256
+from marketplace.devchain import tester_of as chain_tester
+from marketplace.devnet import RpcServer
+from marketplace.errors import ConfigError
+from marketplace.indexer import Indexer
+from tests.helpers import eth_task
+from tests.market import new_market
+
+CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+
+
+def create(market: ChainClient, accounts: list[str], deposit: int = 0) -> int:
+    task_id = market.create_task(accounts[0], eth_task(accounts[1], deposit=deposit)).value
+    assert task_id is not None
+    return task_id
+
+
+def submit(market: ChainClient, sender: str, task_id: int, label: str) -> int:
+    node = market.submit_update(
+        sender, task_id, parent=1, samples=7, digest=sha256(label.encode()), cid=CID
+    ).value
+    assert node is not None
+    return node
+
+
+def fresh_dump(market: ChainClient, path: Path, **options: int) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    """The index a new indexer builds from block 0 at the chain's current head."""
+    rebuilt = Indexer(market, path, **options)
+    rebuilt.sync()
+    try:
+        return rebuilt.dump()
+    finally:
+        rebuilt.close()
+
+
+def test_events_become_rows_with_their_values(
+    market: ChainClient, accounts: list[str], tmp_path: Path
+) -> None:
+    task_id = create(market, accounts)
+    market.propose_architecture(accounts[2], task_id, sha256(b"arch"), CID)
+    node = submit(market, accounts[4], task_id, "u")
+    index = Indexer(market, tmp_path / "index.sqlite", confirmations=0)
+
+    result = index.sync()
+
+    assert (result.events, result.cursor, result.head) == (
+        3,
+        market.w3.eth.block_number,
+        result.head,
+    )
+    (task,) = index.rows("SELECT * FROM tasks")
+    assert dict(task) | {"block_number": 0} == {
+        "task_id": 1,
+        "sponsor": accounts[0],
+        "token": "0x" + "00" * 20,
+        "bounty": str(10**19),
+        "deposit": "0",
+        "spec_cid": eth_task(accounts[1]).spec_cid,
+        "spec_digest": "0x" + eth_task(accounts[1]).spec_digest.hex(),
+        "validation_commit": "0x" + eth_task(accounts[1]).validation_commit.hex(),
+        "evaluators": json.dumps([accounts[1]]),
+        "quorum": 1,
+        "block_number": 0,
+    }
+    nodes = [tuple(row)[:10] for row in index.rows("SELECT * FROM nodes ORDER BY node_id")]
+    assert nodes == [
+        (1, 1, "architecture", accounts[2], 0, "[0]", 0, 0, "0x" + sha256(b"arch").hex(), CID),
+        (1, node, "update", accounts[4], 1, "[1]", 0, 7, "0x" + sha256(b"u").hex(), CID),
+    ]
+    names = [row["name"] for row in index.rows("SELECT name FROM events ORDER BY 1")]
+    assert names == ["ArchitectureProposed", "TaskCreated", "UpdateSubmitted"]
+    assert index.sync().events == 0  # nothing new
+
+
+def test_a_block_is_indexed_only_once_it_has_its_confirmations(
+    market: ChainClient, accounts: list[str], w3: Web3, tmp_path: Path
+) -> None:
+    index = Indexer(market, tmp_path / "i.sqlite", confirmations=2)
+    create(market, accounts)
+    assert index.sync().events == 0
+    assert index.cursor == w3.eth.block_number - 2
+    chain_tester(w3).mine_blocks(2)
+    assert index.sync().events == 1
+    assert index.cursor == w3.eth.block_number - 2
+
+
+def test_a_restart_resumes_after_the_last_committed_batch(
+    market: ChainClient,
+    accounts: list[str],
+    w3: Web3,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    task_id = create(market, accounts)
+    market.propose_architecture(accounts[2], task_id, sha256(b"a"), CID)
+    for i in range(6):
+        submit(market, accounts[4 + i % 3], task_id, f"u{i}")
+    index = Indexer(market, tmp_path / "i.sqlite", confirmations=0, batch_blocks=3)
+    real_logs = market.logs
+    calls = []
+
+    def dies_on_the_third_batch(first: int, last: int):  # type: ignore[no-untyped-def]
+        calls.append(first)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real_logs(first, last)
+
+    monkeypatch.setattr(market, "logs", dies_on_the_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        index.sync()
+    assert index.cursor == calls[2] - 1  # two whole batches, nothing of the third
+    index.close()
+    monkeypatch.setattr(market, "logs", real_logs)
+
+    resumed = Indexer(market, tmp_path / "i.sqlite", confirmations=0, batch_blocks=3)
+    resumed.sync()
+    assert resumed.cursor == w3.eth.block_number
+    assert resumed.dump() == fresh_dump(
+        market, tmp_path / "r.sqlite", confirmations=0, batch_blocks=3
+    )
+    assert len(resumed.rows("SELECT * FROM nodes")) == 7
+
+
+@pytest.mark.parametrize("confirmations", [0, 2])
+def test_after_a_reorg_the_index_equals_a_rebuild_from_block_0(
+    market: ChainClient, accounts: list[str], w3: Web3, tmp_path: Path, confirmations: int
+) -> None:
+    task_id = create(market, accounts)
+    market.propose_architecture(accounts[2], task_id, sha256(b"a"), CID)
+    index = Indexer(market, tmp_path / "live.sqlite", confirmations=confirmations, batch_blocks=2)
+    index.sync()
+    tester = chain_tester(w3)
+    fork_point = tester.take_snapshot()
+    for i in range(4):  # the branch the chain will abandon: 4 updates, a new task
+        submit(market, accounts[4], task_id, f"old{i}")
+    create(market, accounts)
+    tester.mine_blocks(confirmations)
+    index.sync()
+    assert len(index.rows("SELECT * FROM tasks")) == 2
+
+    tester.revert_to_snapshot(fork_point)
+    for i in range(3):  # the branch that wins: other updates, by another miner, one block longer
+        submit(market, accounts[5], task_id, f"new{i}")
+    tester.mine_blocks(3 + confirmations)
+    result = index.sync()
+
+    assert result.unwound >= 5 - confirmations
+    assert index.dump() == fresh_dump(
+        market, tmp_path / "rebuilt.sqlite", confirmations=confirmations, batch_blocks=7
+    )
+    authors = {row["author"] for row in index.rows("SELECT author FROM nodes WHERE kind='update'")}
+    assert authors == {accounts[5]}
+    assert len(index.rows("SELECT * FROM tasks")) == 1
+
+
+def test_a_reorg_older_than_every_kept_hash_rebuilds_from_the_start(
+    market: ChainClient,
+    accounts: list[str],
+    w3: Web3,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from marketplace import indexer as indexer_module
+
+    monkeypatch.setattr(indexer_module, "KEEP_BLOCKS", 1)
+    monkeypatch.setattr(indexer_module, "KEEP_LOG_BLOCKS", 0)
+    tester = chain_tester(w3)
+    fork_point = tester.take_snapshot()
+    task_id = create(market, accounts)
+    market.propose_architecture(accounts[2], task_id, sha256(b"a"), CID)
+    tester.mine_blocks(5)
+    index = Indexer(market, tmp_path / "i.sqlite", confirmations=0)
+    index.sync()
+    assert len(index.rows("SELECT * FROM blocks")) == 1  # the cursor's hash alone
+
+    tester.revert_to_snapshot(fork_point)
+    create(market, accounts, deposit=5)
+    tester.mine_blocks(8)
+    index.sync()
+
+    assert index.dump() == fresh_dump(market, tmp_path / "r.sqlite", confirmations=0)
+    assert [row["deposit"] for row in index.rows("SELECT deposit FROM tasks")] == ["5"]
+
+
+def test_a_file_built_for_another_contract_is_refused(
+    market: ChainClient, w3: Web3, accounts: list[str], tmp_path: Path
+) -> None:
+    Indexer(market, tmp_path / "i.sqlite").close()
+    other = ChainClient.deploy(w3, accounts[9])
+    with pytest.raises(ConfigError, match="built with contract"):
+        Indexer(other, tmp_path / "i.sqlite")
+
+
+def test_logs_decoded_from_json_equal_web3s_events_for_a_whole_market(tmp_path: Path) -> None:
+    market = new_market(tmp_path)
+    market.create(rounds=2)
+    market.propose()
+    market.make_evaluator()
+    market.add_miners(2, epochs=1)
+    market.run_rounds(2)
+    market.reveal()
+    assert market.evaluator is not None
+    market.evaluator.step(market.task_id)
+    market.finalize()
+    for miner in market.miners:
+        miner.collect(market.task_id)
+    server = RpcServer(provider=market.w3.provider)  # type: ignore[arg-type]  # the same chain
+    server.start()
+    try:
+        over_http = ChainClient(Web3(Web3.HTTPProvider(server.url)), market.chain.address)
+        decoded = over_http.logs(0, market.w3.eth.block_number)
+    finally:
+        server.stop()
+
+    names = {item["name"] for item in market.chain.contract.abi if item["type"] == "event"}
+    expected = sorted(
+        (e for name in names for e in market.chain.events(name)),
+        key=lambda e: (e.block_number, e.log_index),
+    )
+    assert {e.name for e in expected} >= {
+        "TaskCreated",
+        "UpdateSubmitted",
+        "EncryptionKeyRegistered",
+        "MergePosted",
+        "PayoutRootPosted",
+        "Claimed",
+    }
+    assert [e.model_copy(update={"block_hash": ""}) for e in decoded] == expected
+    hashes = {e.block_number: market.w3.eth.get_block(e.block_number)["hash"] for e in decoded}
+    assert all(e.block_hash == hashes[e.block_number].to_0x_hex() for e in decoded)
+
+
+@pytest.mark.engines
+def test_the_indexer_benchmark_runs_on_anvil_and_reports_its_rate() -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_indexer.py", "--events", "300", "--batch", "2"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"INDEXER events=302 events_per_s=(\d+) baseline_events_per_s=(\d+) ratio=([0-9.]+)", last
+    )
+    assert match, last
+    assert int(match[1]) > 0 and 0 < float(match[3]) < 1.5
