@@ -19,7 +19,7 @@ from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
-from web3.types import RPCEndpoint, TxParams, Wei
+from web3.types import BlockIdentifier, RPCEndpoint, TxParams, Wei
 
 from marketplace import errors
 from marketplace.compiler import load_artifact
@@ -241,8 +241,9 @@ class ChainClient:
     def task_count(self) -> int:
         return int(self._call("taskCount"))
 
-    def task(self, task_id: int) -> TaskState:
-        raw = self._call("getTask", task_id)
+    def task(self, task_id: int, block: BlockIdentifier = "latest") -> TaskState:
+        """The task as stored at `block` (the latest by default)."""
+        raw = self._call("getTask", task_id, block=block)
         names = list(TaskState.model_fields)[1:]  # after task_id, in the struct's order
         return TaskState(task_id=task_id, **dict(zip(names, _plain(raw), strict=True)))
 
@@ -322,9 +323,9 @@ class ChainClient:
         token, deposit = self._collateral[task_id]
         return deposit if token == ZERO_ADDRESS else 0
 
-    def _call(self, fn_name: str, *args: Any) -> Any:
+    def _call(self, fn_name: str, *args: Any, block: BlockIdentifier = "latest") -> Any:
         try:
-            return self.contract.functions[fn_name](*args).call()
+            return self.contract.functions[fn_name](*args).call(block_identifier=block)
         except ContractLogicError as exc:
             raise self._decode_revert(exc) from None
 

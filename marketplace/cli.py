@@ -8,12 +8,13 @@ marketplace key --account 1                 # the X25519 key sponsors seal to
 marketplace evaluate --task 1 --account 1   # merges every round, then the payouts
 marketplace verify --task 1                 # anyone: does the posted root hold?
 marketplace index                           # follow the chain's events into SQLite
+marketplace serve                           # the REST API over that index
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -35,6 +36,9 @@ from marketplace.devnet import DevnetInfo, run_devnet
 from marketplace.engines import ANVIL_PORT, ENGINES_DIR, IPFS_PORT, Engines
 from marketplace.errors import ConfigError
 from marketplace.state import StateFile
+
+if TYPE_CHECKING:
+    from marketplace.indexer import Indexer
 from marketplace.tasks import account_key, miner_key
 
 app = typer.Typer(
@@ -314,42 +318,39 @@ def verify(
     console.print("[green]the posted root matches the recomputed payouts[/]")
 
 
+Confirmations = Annotated[
+    int, typer.Option(help="Blocks behind the head a block must be to be indexed.", min=0)
+]
+IndexFile = Annotated[
+    Path | None, typer.Option("--index", help="The SQLite file [default: DATA_DIR/index.sqlite].")
+]
+StartBlock = Annotated[
+    int | None, typer.Option(help="The first block (default: the devnet's deploy block, or 0).")
+]
+Poll = Annotated[float | None, typer.Option(help="Seconds between looks at the chain.")]
+
+
 @app.command()
 @readable_errors
 def index(
     once: Annotated[bool, typer.Option(help="Index what is confirmed now, then stop.")] = False,
-    confirmations: Annotated[
-        int, typer.Option(help="Blocks behind the head a block must be to be indexed.", min=0)
-    ] = 2,
-    database: Annotated[
-        Path | None,
-        typer.Option("--index", help="The SQLite file (default DATA_DIR/index.sqlite)."),
-    ] = None,
-    start_block: Annotated[
-        int | None, typer.Option(help="The first block (default: the devnet's deploy block, or 0).")
-    ] = None,
-    poll: Annotated[float | None, typer.Option(help="Seconds between looks at the chain.")] = None,
+    confirmations: Confirmations = 2,
+    database: IndexFile = None,
+    start_block: StartBlock = None,
+    poll: Poll = None,
     data_dir: DataDir = None,
     rpc: Rpc = None,
     contract: Contract = None,
+    ipfs: Ipfs = None,
 ) -> None:
-    """Follow the marketplace's events into SQLite: resumes where it stopped, waits for
-    CONFIRMATIONS, undoes reorgs. Safe to stop at any moment (Ctrl-C)."""
+    """Follow the marketplace's events into SQLite (and each payout report from IPFS): resumes
+    where it stopped, waits for CONFIRMATIONS, undoes reorgs. Safe to stop at any moment."""
     import time
 
-    from marketplace.connect import connect
-    from marketplace.devnet import read_devnet_info
-    from marketplace.indexer import Indexer
     from marketplace.outage import OutageGuard
 
-    settings = options(data_dir, rpc, contract, None)
-    chain = connect(settings, None).chain
-    if start_block is None:
-        local = settings.devnet_file.exists() and not (rpc and contract)
-        start_block = read_devnet_info(settings.devnet_file).deploy_block if local else 0
-    indexer = Indexer(
-        chain, database or settings.index_file, confirmations, start_block=start_block
-    )
+    settings = options(data_dir, rpc, contract, ipfs)
+    indexer = _indexer(settings, database, confirmations, start_block)
     guard = OutageGuard(settings.outage_seconds, console.print)
     try:
         while True:
@@ -365,6 +366,76 @@ def index(
             time.sleep(poll or settings.poll_seconds)
     finally:
         indexer.close()
+
+
+@app.command()
+@readable_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    confirmations: Confirmations = 2,
+    database: IndexFile = None,
+    start_block: StartBlock = None,
+    poll: Poll = None,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+) -> None:
+    """Serve the REST API (/api/v1, docs at /docs) while following the chain into the index."""
+    import threading
+
+    import uvicorn
+
+    from marketplace.api import create_app
+    from marketplace.devchain import now
+    from marketplace.outage import OutageGuard
+
+    settings = options(data_dir, rpc, contract, ipfs)
+    indexer = _indexer(settings, database, confirmations, start_block)
+    head: list[tuple[int, int] | None] = [None]  # (block, its time), as last seen by the follower
+    guard = OutageGuard(settings.outage_seconds, console.print)
+    stopping = threading.Event()
+
+    def follow() -> None:
+        w3 = indexer.chain.w3
+        while not stopping.is_set():
+            if guard.attempt(indexer.sync) is not None:
+                head[0] = guard.attempt(lambda: (int(w3.eth.block_number), now(w3)))
+            else:
+                head[0] = None
+            stopping.wait(poll or settings.poll_seconds)
+
+    indexer.sync()
+    follower = threading.Thread(target=follow, name="index follower", daemon=True)
+    follower.start()
+    path = database or settings.index_file
+    console.print(f"serving the API over {path} at http://{host}:{port}/api/v1 (docs: /docs)")
+    try:
+        uvicorn.run(create_app(path, lambda: head[0]), host=host, port=port, log_level="warning")
+    finally:
+        stopping.set()
+        follower.join(timeout=10)
+        indexer.close()
+
+
+def _indexer(
+    settings: Settings, database: Path | None, confirmations: int, start_block: int | None
+) -> Indexer:
+    """The indexer the settings name: its file, its first block (the devnet's deploy block by
+    default) and the store payout reports come from."""
+    from marketplace.connect import connect
+    from marketplace.devnet import read_devnet_info
+    from marketplace.indexer import Indexer
+
+    connection = connect(settings, None)
+    if start_block is None:
+        local = settings.devnet_file.exists() and not (settings.rpc_url and settings.contract)
+        start_block = read_devnet_info(settings.devnet_file).deploy_block if local else 0
+    path = database or settings.index_file
+    return Indexer(
+        connection.chain, path, confirmations, start_block=start_block, store=connection.store
+    )
 
 
 def _state(settings: Settings, address: str) -> StateFile:

@@ -30,8 +30,17 @@ from hexbytes import HexBytes
 from web3.exceptions import BlockNotFound
 
 from marketplace.chain import ChainClient
-from marketplace.errors import ConfigError
-from marketplace.messages import ChainEvent
+from marketplace.errors import (
+    BlobNotFound,
+    BlobTooLarge,
+    ConfigError,
+    SpecError,
+    StorageError,
+    StoreUnavailable,
+)
+from marketplace.messages import ChainEvent, TaskState
+from marketplace.report import MAX_REPORT_BYTES, PayoutReport, report_root
+from marketplace.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +63,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     task_id INTEGER PRIMARY KEY, sponsor TEXT NOT NULL, token TEXT NOT NULL,
     bounty TEXT NOT NULL, deposit TEXT NOT NULL, spec_cid TEXT NOT NULL,
     spec_digest TEXT NOT NULL, validation_commit TEXT NOT NULL, evaluators TEXT NOT NULL,
-    quorum INTEGER NOT NULL, block_number INTEGER NOT NULL);
+    quorum INTEGER NOT NULL, start INTEGER NOT NULL, round_duration INTEGER NOT NULL,
+    rounds INTEGER NOT NULL, reveal_window INTEGER NOT NULL,
+    evaluation_window INTEGER NOT NULL, challenge_window INTEGER NOT NULL,
+    claim_window INTEGER NOT NULL, block_number INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tasks_sponsor ON tasks (sponsor);
 CREATE TABLE IF NOT EXISTS nodes (
     task_id INTEGER NOT NULL, node_id INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -71,11 +83,42 @@ CREATE TABLE IF NOT EXISTS claims (
     amount TEXT NOT NULL, points TEXT NOT NULL, block_number INTEGER NOT NULL,
     PRIMARY KEY (task_id, leaf));
 CREATE INDEX IF NOT EXISTS claims_account ON claims (account);
+CREATE TABLE IF NOT EXISTS settlements (
+    task_id INTEGER PRIMARY KEY, root TEXT NOT NULL, total TEXT NOT NULL,
+    settled_at INTEGER NOT NULL, block_number INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS finalizations (
+    task_id INTEGER PRIMARY KEY, finalized_at INTEGER NOT NULL, block_number INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reports (
+    task_id INTEGER NOT NULL, evaluator TEXT NOT NULL, report_cid TEXT NOT NULL,
+    matches INTEGER NOT NULL, winner INTEGER, block_number INTEGER NOT NULL,
+    PRIMARY KEY (task_id, evaluator));
+CREATE TABLE IF NOT EXISTS report_nodes (
+    task_id INTEGER NOT NULL, evaluator TEXT NOT NULL, node_id INTEGER NOT NULL,
+    valid INTEGER NOT NULL, reason TEXT NOT NULL, score INTEGER NOT NULL, gain INTEGER NOT NULL,
+    block_number INTEGER NOT NULL, PRIMARY KEY (task_id, evaluator, node_id));
+CREATE TABLE IF NOT EXISTS report_payouts (
+    task_id INTEGER NOT NULL, evaluator TEXT NOT NULL, leaf INTEGER NOT NULL,
+    account TEXT NOT NULL, amount TEXT NOT NULL, points TEXT NOT NULL, expertise TEXT NOT NULL,
+    data TEXT NOT NULL, compute TEXT NOT NULL, deposits TEXT NOT NULL, proof TEXT NOT NULL,
+    block_number INTEGER NOT NULL, PRIMARY KEY (task_id, evaluator, leaf));
+CREATE INDEX IF NOT EXISTS report_payouts_account ON report_payouts (account);
 CREATE TABLE IF NOT EXISTS refunds (
     task_id INTEGER NOT NULL, node_id INTEGER NOT NULL, author TEXT NOT NULL,
     amount TEXT NOT NULL, block_number INTEGER NOT NULL, PRIMARY KEY (task_id, node_id));
 """
-ROW_TABLES = ("events", "tasks", "nodes", "roots", "claims", "refunds")
+ROW_TABLES = (
+    "events",
+    "tasks",
+    "nodes",
+    "roots",
+    "claims",
+    "refunds",
+    "settlements",
+    "finalizations",
+    "reports",
+    "report_nodes",
+    "report_payouts",
+)
 """The tables of indexed rows, each with the `block_number` of the event that made the row."""
 
 
@@ -104,10 +147,13 @@ def _hex(value: bytes) -> str:
     return "0x" + bytes(value).hex()
 
 
-def _row_of(event: ChainEvent) -> tuple[str, tuple[Any, ...]] | None:
-    """The derived row (table, values) an event makes, if any."""
+def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, ...]] | None:
+    """The derived row (table, values) an event makes, if any; `task` is the task as stored
+    at the event's block, for TaskCreated (its timing), PayoutRootAgreed and TaskFinalized
+    (`settled_at`: the agreement's time, then the finalize's, when the claim window opens)."""
     a, block = event.args, event.block_number
     if event.name == "TaskCreated":
+        assert task is not None
         return "tasks", (
             a["taskId"],
             a["sponsor"],
@@ -119,8 +165,27 @@ def _row_of(event: ChainEvent) -> tuple[str, tuple[Any, ...]] | None:
             _hex(a["validationCommit"]),
             json.dumps(a["evaluators"]),
             a["quorum"],
+            task.start,
+            task.round_duration,
+            task.rounds,
+            task.reveal_window,
+            task.evaluation_window,
+            task.challenge_window,
+            task.claim_window,
             block,
         )
+    if event.name == "PayoutRootAgreed":
+        assert task is not None
+        return "settlements", (
+            a["taskId"],
+            _hex(a["root"]),
+            str(a["total"]),
+            task.settled_at,
+            block,
+        )
+    if event.name == "TaskFinalized":
+        assert task is not None
+        return "finalizations", (a["taskId"], task.settled_at, block)
     if event.name in ("ArchitectureProposed", "UpdateSubmitted", "MergePosted"):
         kind = {"ArchitectureProposed": "architecture", "UpdateSubmitted": "update"}
         if event.name == "MergePosted":
@@ -166,6 +231,19 @@ def _row_of(event: ChainEvent) -> tuple[str, tuple[Any, ...]] | None:
     return None
 
 
+def _matching_report(data: bytes, task_id: int, root: str) -> PayoutReport | None:
+    """The report in `data` if it parses, is for this task, and its leaves hash to `root`."""
+    if not data:
+        return None
+    try:
+        report = PayoutReport.from_bytes(data)
+    except SpecError:
+        return None
+    if report.task_id != task_id or _hex(report_root(report)) != root:
+        return None
+    return report
+
+
 def _placeholders(count: int) -> str:
     return ",".join("?" * count)
 
@@ -179,6 +257,8 @@ class Indexer:
         confirmations: blocks behind the head a block must be before it is indexed.
         batch_blocks: blocks per `eth_getLogs` (and per committed transaction).
         start_block: the first block to index (the contract's deploy block, say).
+        store: where payout reports are fetched from (each posted root's report: its scores,
+            gains and payout leaves with proofs); None: roots are indexed without them.
     """
 
     def __init__(
@@ -188,6 +268,7 @@ class Indexer:
         confirmations: int = 2,
         batch_blocks: int = 2_000,
         start_block: int = 0,
+        store: BlobStore | None = None,
     ) -> None:
         if confirmations < 0 or batch_blocks < 1 or start_block < 0:
             raise ConfigError("confirmations and start_block must be >= 0, batch_blocks >= 1")
@@ -195,6 +276,7 @@ class Indexer:
         self.confirmations = confirmations
         self.batch_blocks = batch_blocks
         self.start_block = start_block
+        self.store = store
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a process kill
@@ -267,7 +349,66 @@ class Indexer:
                 break  # the chain moved under the read: the next sync undoes the reorg
             indexed += count
             on_batch(last, target)
+        if self.store is not None:
+            self._fetch_reports(self.store)
         return SyncResult(indexed, self.cursor, head, unwound)
+
+    def _fetch_reports(self, store: BlobStore) -> None:
+        """Each posted root's report, once: its rows if it parses and hashes to the root, else
+        a row saying it does not match. One the store cannot deliver now is tried next sync."""
+        pending = self.db.execute(
+            """SELECT r.task_id, r.evaluator, r.root, r.report_cid, r.block_number FROM roots r
+               LEFT JOIN reports p ON p.task_id = r.task_id AND p.evaluator = r.evaluator
+               WHERE p.task_id IS NULL ORDER BY r.block_number, r.task_id"""
+        ).fetchall()
+        for task_id, evaluator, root, cid, block in pending:
+            try:
+                data = store.get(cid, MAX_REPORT_BYTES) if cid else b""
+            except (BlobNotFound, StoreUnavailable, BlobTooLarge) as exc:
+                log.info("report %s of task %d not fetched yet: %s", cid, task_id, exc)
+                continue
+            except StorageError:
+                data = b""  # malformed CID, or bytes that are not the CID's: never a report
+            report = _matching_report(data, task_id, root)
+            with self._transaction():
+                winner = None if report is None else report.winner
+                self.db.execute(
+                    "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?)",
+                    (task_id, evaluator, cid, report is not None, winner, block),
+                )
+                if report is not None:
+                    self._insert_report(task_id, evaluator, report, block)
+
+    def _insert_report(
+        self, task_id: int, evaluator: str, report: PayoutReport, block: int
+    ) -> None:
+        self.db.executemany(
+            "INSERT INTO report_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (task_id, evaluator, n.node_id, n.valid, n.reason, n.score, n.gain, block)
+                for n in report.nodes
+            ],
+        )
+        self.db.executemany(
+            "INSERT INTO report_payouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    task_id,
+                    evaluator,
+                    p.index,
+                    p.account,
+                    str(p.amount),
+                    str(p.points),
+                    str(p.expertise),
+                    str(p.data),
+                    str(p.compute),
+                    str(p.deposits),
+                    json.dumps(list(p.proof)),
+                    block,
+                )
+                for p in report.payouts
+            ],
+        )
 
     def _index(self, first: int, last: int) -> int | None:
         """Index blocks first..last in one transaction; the number of events, or None if the
@@ -288,7 +429,10 @@ class Indexer:
                     _args(event),
                 )
             )
-            derived = _row_of(event)
+            stored = None
+            if event.name in ("TaskCreated", "PayoutRootAgreed", "TaskFinalized"):  # rare
+                stored = self.chain.task(int(event.args["taskId"]), block=event.block_number)
+            derived = _row_of(event, stored)
             if derived is not None:
                 rows[derived[0]].append(derived[1])
         hashes = {event.block_number: event.block_hash for event in events}

@@ -168,6 +168,20 @@ class Market:
         advance_to(self.w3, task.settled_at + task.challenge_window)
         self.chain.finalize(self.sponsor.address, self.task_id)
 
+    def run_to_claims(self, miners: int, claimants: int, rounds: int = 2) -> None:
+        """A whole task: created, proposed, `rounds` rounds of `miners` miners (1 epoch each),
+        revealed, settled, finalized, and claimed by the first `claimants` miners."""
+        self.create(rounds=rounds)
+        self.propose()
+        evaluator = self.make_evaluator()
+        self.add_miners(miners, epochs=1)
+        self.run_rounds(rounds)
+        self.reveal()
+        evaluator.step(self.task_id)
+        self.finalize()
+        for miner in self.miners[:claimants]:
+            miner.collect(self.task_id)
+
 
 def new_market(folder: Path, shards: int = 4, alpha: float = 0.5) -> Market:
     w3 = local_web3()

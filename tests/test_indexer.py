@@ -76,6 +76,13 @@ def test_events_become_rows_with_their_values(
         "validation_commit": "0x" + eth_task(accounts[1]).validation_commit.hex(),
         "evaluators": json.dumps([accounts[1]]),
         "quorum": 1,
+        "start": market.task(1).start,
+        "round_duration": 3600,
+        "rounds": 2,
+        "reveal_window": 3600,
+        "evaluation_window": 3600,
+        "challenge_window": 600,
+        "claim_window": 7 * 24 * 3600,
         "block_number": 0,
     }
     nodes = [tuple(row)[:10] for row in index.rows("SELECT * FROM nodes ORDER BY node_id")]
@@ -209,17 +216,7 @@ def test_a_file_built_for_another_contract_is_refused(
 
 def test_logs_decoded_from_json_equal_web3s_events_for_a_whole_market(tmp_path: Path) -> None:
     market = new_market(tmp_path)
-    market.create(rounds=2)
-    market.propose()
-    market.make_evaluator()
-    market.add_miners(2, epochs=1)
-    market.run_rounds(2)
-    market.reveal()
-    assert market.evaluator is not None
-    market.evaluator.step(market.task_id)
-    market.finalize()
-    for miner in market.miners:
-        miner.collect(market.task_id)
+    market.run_to_claims(miners=2, claimants=2)
     server = RpcServer(provider=market.w3.provider)  # type: ignore[arg-type]  # the same chain
     server.start()
     try:

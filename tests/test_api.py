@@ -1,0 +1,255 @@
+"""The REST API over the index of a settled market: every figure equals what the chain and the
+agreed payout report say; bad ids, addresses and parameters are 4xx, never 500."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from web3 import Web3
+
+from marketplace.api import PhaseName, create_app
+from marketplace.chain import ChainClient
+from marketplace.devchain import advance_to, now
+from marketplace.devnet import free_port, start_devnet
+from marketplace.indexer import Indexer
+from marketplace.messages import Phase
+from marketplace.report import PayoutReport, agreed_report
+from tests.helpers import eth_task
+from tests.market import Market, new_market
+from tests.programs import BIN
+
+
+class Served:
+    def __init__(self, market: Market, index: Indexer, client: TestClient) -> None:
+        self.market, self.index, self.client = market, index, client
+
+    def get(self, path: str, **params: object) -> typing.Any:
+        reply = self.client.get(path, params=params)  # type: ignore[arg-type]
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    @property
+    def report(self) -> PayoutReport:
+        return agreed_report(self.market.chain, self.market.store, self.market.task_id)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    folder = tmp_path_factory.mktemp("api")
+    market = new_market(folder)
+    market.run_to_claims(miners=3, claimants=2)  # the third never claims
+    index = Indexer(market.chain, folder / "index.sqlite", confirmations=0, store=market.store)
+    index.sync()
+    w3 = market.w3
+    app = create_app(folder / "index.sqlite", lambda: (int(w3.eth.block_number), now(w3)))
+    with TestClient(app) as client:
+        yield Served(market, index, client)
+    index.close()
+
+
+def test_health_shows_the_indexed_block_next_to_the_head(served: Served) -> None:
+    head = served.market.w3.eth.block_number
+    assert served.get("/api/v1/health") == {"indexed_block": head, "chain_head": head, "lag": 0}
+
+
+def test_tasks_lists_filters_and_pages(served: Served) -> None:
+    chain, sponsor = served.market.chain, served.market.sponsor.address
+    page = served.get("/api/v1/tasks")
+    assert (page["total"], page["offset"], page["limit"]) == (1, 0, 50)
+    (item,) = page["items"]
+    assert item == {
+        "task_id": 1,
+        "sponsor": sponsor,
+        "token": "0x" + "00" * 20,
+        "bounty": str(chain.task(1).bounty),
+        "deposit": str(chain.task(1).deposit),
+        "phase": chain.phase(1).name.lower(),
+        "start": chain.task(1).start,
+        "rounds": 2,
+        "rounds_end": chain.task(1).rounds_end,
+        "nodes": len(chain.nodes(1)),
+        "spec_cid": chain.events("TaskCreated", taskId=1)[0].args["specCid"],
+    }
+    assert served.get("/api/v1/tasks", sponsor=sponsor.lower())["total"] == 1
+    assert served.get("/api/v1/tasks", sponsor="0x" + "11" * 20)["total"] == 0
+    assert served.get("/api/v1/tasks", phase="claims")["total"] == 1
+    assert served.get("/api/v1/tasks", phase="rounds")["total"] == 0
+    assert served.get("/api/v1/tasks", offset=1)["items"] == []
+
+
+def test_one_task_has_its_phase_settlement_and_phase_spans(served: Served) -> None:
+    chain = served.market.chain
+    state = chain.task(1)
+    task = served.get("/api/v1/tasks/1")
+    assert task["phase"] == chain.phase(1).name.lower() == "claims"
+    (agreed,) = chain.events("PayoutRootAgreed", taskId=1)
+    assert task["settled_at"] == served.market.w3.eth.get_block(agreed.block_number)["timestamp"]
+    assert task["finalized_at"] == state.settled_at  # finalize restarts the clock for claims
+    assert task["payout_root"] == "0x" + state.payout_root.hex()
+    assert task["evaluators"] == [served.market.evaluator_account.address]
+    spans = {span["phase"]: (span["starts"], span["ends"]) for span in task["phases"]}
+    assert spans["rounds"] == (state.start, state.rounds_end)
+    assert spans["reveal"] == (state.rounds_end, state.reveal_deadline)
+    assert spans["evaluation"] == (state.reveal_deadline, state.evaluation_deadline)
+    challenge_end = task["settled_at"] + state.challenge_window
+    assert spans["challenge"] == (task["settled_at"], challenge_end)
+    assert spans["claims"] == (state.settled_at, state.claim_deadline)
+
+
+def test_the_tree_has_every_node_with_the_agreed_reports_scores(served: Served) -> None:
+    report = served.report
+    tree = served.get("/api/v1/tasks/1/tree")
+    records = {r.node_id: r for r in served.market.chain.nodes(1)}
+    assert [n["node_id"] for n in tree["nodes"]] == sorted(records)
+    assert (tree["winner"], tree["agreed"]) == (report.winner, True)
+    verdicts = {v.node_id: v for v in report.nodes}
+    for node in tree["nodes"]:
+        record, verdict = records[node["node_id"]], verdicts[node["node_id"]]
+        assert (node["kind"], node["author"], node["parents"]) == (
+            record.kind.name.lower(),
+            record.author,
+            list(record.parents),
+        )
+        assert (node["valid"], node["score"], node["gain"]) == (
+            verdict.valid,
+            verdict.score,
+            verdict.gain,
+        )
+
+
+def test_the_leaderboard_ranks_valid_nodes_and_leads_with_the_winner(served: Served) -> None:
+    report = served.report
+    board = served.get("/api/v1/tasks/1/leaderboard", limit=3)
+    scores = sorted(((v.score, v.gain, -v.node_id) for v in report.nodes if v.valid), reverse=True)
+    assert [(e["score"], e["gain"], -e["node_id"]) for e in board["entries"]] == scores[:3]
+    assert [e["rank"] for e in board["entries"]] == [1, 2, 3]
+    assert board["entries"][0]["node_id"] == report.winner
+
+
+def test_the_payout_table_is_enough_to_claim(served: Served) -> None:
+    chain, report = served.market.chain, served.report
+    table = served.get("/api/v1/tasks/1/payouts")
+    assert (table["root"], table["total"]) == (report.root, str(report.total))
+    assert len(table["payouts"]) == len(report.payouts)
+    for row, entry in zip(table["payouts"], report.payouts, strict=True):
+        assert (row["leaf"], row["account"], row["amount"], row["proof"]) == (
+            entry.index,
+            entry.account,
+            str(entry.amount),
+            list(entry.proof),
+        )
+        assert row["claimed"] == chain.is_claimed(1, entry.index)
+    assert any(not row["claimed"] for row in table["payouts"])  # the third miner's
+
+
+def test_an_account_shows_its_submissions_earnings_and_reputation(served: Served) -> None:
+    chain = served.market.chain
+    miner = served.market.miners[0].address
+    view = served.get(f"/api/v1/accounts/{miner.lower()}")
+    assert view["address"] == miner
+    mine = [r for r in chain.nodes(1) if r.author == miner]
+    assert [(s["node_id"], s["round"]) for s in view["submissions"]] == [
+        (r.node_id, r.round) for r in mine
+    ]
+    claimed = [e.args for e in chain.events("Claimed", taskId=1) if e.args["account"] == miner]
+    assert view["earned"] == str(sum(a["amount"] for a in claimed))
+    assert view["reputation"] == str(chain.reputation(miner))
+    assert [c["leaf"] for c in view["claims"]] == [a["index"] for a in claimed]
+    nobody = served.get(f"/api/v1/accounts/0x{'22' * 20}")
+    assert (nobody["submissions"], nobody["earned"], nobody["claims"]) == ([], "0", [])
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/api/v1/tasks/99", 404, "no task 99"),
+        ("/api/v1/tasks/99/tree", 404, "no task 99"),
+        ("/api/v1/tasks/0", 422, "greater than or equal to 1"),
+        ("/api/v1/tasks/abc", 422, "valid integer"),
+        ("/api/v1/tasks/99999999999999999999", 422, "less than or equal to"),
+        ("/api/v1/tasks?sponsor=0x123", 422, "should match pattern"),
+        ("/api/v1/tasks?phase=later", 422, "'rounds'"),
+        ("/api/v1/tasks?limit=0", 422, "greater than or equal to 1"),
+        ("/api/v1/accounts/alice", 422, "should match pattern"),
+    ],
+)
+def test_bad_requests_are_4xx_with_a_message(
+    served: Served, path: str, status: int, message: str
+) -> None:
+    reply = served.client.get(path)
+    assert reply.status_code == status
+    assert message in reply.text
+
+
+def test_phase_names_are_the_contracts_phases() -> None:
+    assert list(typing.get_args(PhaseName)) == [p.name.lower() for p in Phase if p.value]
+
+
+def test_the_api_phase_follows_the_contracts_through_a_task_life(tmp_path: Path) -> None:
+    market = new_market(tmp_path)
+    chain, w3 = market.chain, market.w3
+    evaluator = market.evaluator_account.address
+    chain.create_task(market.sponsor.address, eth_task(evaluator, deposit=0))
+    index = Indexer(chain, tmp_path / "i.sqlite", confirmations=0)
+    app = create_app(tmp_path / "i.sqlite", lambda: (int(w3.eth.block_number), now(w3)))
+    client = TestClient(app)
+    state = chain.task(1)
+    seen = []
+    for moment in (state.start, state.rounds_end, state.reveal_deadline):
+        advance_to(w3, moment)
+        index.sync()
+        seen.append((client.get("/api/v1/tasks/1").json()["phase"], chain.phase(1)))
+    assert [(api, contract.name.lower()) for api, contract in seen] == [
+        ("rounds", "rounds"),
+        ("reveal", "reveal"),
+        ("unrevealed", "unrevealed"),
+    ]
+    index.close()
+
+
+def test_serve_follows_the_chain_and_answers_over_http(tmp_path: Path) -> None:
+    devnet = start_devnet(tmp_path / "d", port=0)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            *(str(BIN / "marketplace"), "serve", "--port", str(port), "--confirmations", "0"),
+            *("--poll", "0.2", "--data-dir", str(tmp_path / "d")),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        chain = ChainClient(Web3(Web3.HTTPProvider(devnet.info.rpc_url)), devnet.info.contract)
+        sponsor, evaluator = (a.address for a in devnet.info.accounts[:2])
+        chain.create_task(sponsor, eth_task(evaluator))
+        url = f"http://127.0.0.1:{port}/api/v1"
+
+        def tasks() -> int:
+            try:
+                return int(httpx.get(f"{url}/tasks", timeout=2).json()["total"])
+            except httpx.HTTPError:
+                return -1
+
+        deadline = time.monotonic() + 30
+        while tasks() != 1:
+            assert server.poll() is None and time.monotonic() < deadline, server.stdout
+            time.sleep(0.2)
+        chain.create_task(sponsor, eth_task(evaluator))  # followed live
+        while tasks() != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        health = httpx.get(f"{url}/health").json()
+        assert health["indexed_block"] == health["chain_head"] == chain.w3.eth.block_number
+        assert httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        devnet.stop()
