@@ -160,6 +160,15 @@ class AccountView(BaseModel):
     claims: list[PayoutRow]
 
 
+class ErrorDetail(BaseModel):
+    """What a 4xx says (FastAPI's shape: `detail` holds the message)."""
+
+    detail: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorDetail}}
+
+
 class Health(BaseModel):
     indexed_block: int
     chain_head: int | None  # None: the node did not answer
@@ -327,7 +336,9 @@ def create_app(
             items=items[offset : offset + limit], total=len(items), offset=offset, limit=limit
         )
 
-    @app.get("/api/v1/tasks/{task_id}", response_model=TaskDetail, tags=["tasks"])
+    @app.get(
+        "/api/v1/tasks/{task_id}", response_model=TaskDetail, responses=NOT_FOUND, tags=["tasks"]
+    )
     def task(task_id: TaskIdParam) -> TaskDetail:
         """One task: its parameters, its phase and when each phase starts and ends."""
         row = task_row(task_id)
@@ -362,7 +373,9 @@ def create_app(
             phases=spans,
         )
 
-    @app.get("/api/v1/tasks/{task_id}/tree", response_model=Tree, tags=["tasks"])
+    @app.get(
+        "/api/v1/tasks/{task_id}/tree", response_model=Tree, responses=NOT_FOUND, tags=["tasks"]
+    )
     def tree(task_id: TaskIdParam) -> Tree:
         """Every node with its parents, author and kind, and its score and gain once a payout
         report covers it."""
@@ -404,7 +417,12 @@ def create_app(
             nodes=nodes,
         )
 
-    @app.get("/api/v1/tasks/{task_id}/leaderboard", response_model=Leaderboard, tags=["tasks"])
+    @app.get(
+        "/api/v1/tasks/{task_id}/leaderboard",
+        response_model=Leaderboard,
+        responses=NOT_FOUND,
+        tags=["tasks"],
+    )
     def leaderboard(
         task_id: TaskIdParam, limit: Annotated[int, Query(ge=1, le=1000)] = 20
     ) -> Leaderboard:
@@ -447,7 +465,12 @@ def create_app(
             for row in map(dict, reader.rows(sql, *params))
         ]
 
-    @app.get("/api/v1/tasks/{task_id}/payouts", response_model=PayoutTable, tags=["tasks"])
+    @app.get(
+        "/api/v1/tasks/{task_id}/payouts",
+        response_model=PayoutTable,
+        responses=NOT_FOUND,
+        tags=["tasks"],
+    )
     def payouts(task_id: TaskIdParam) -> PayoutTable:
         """The payout table of the (agreed) report: every leaf with its proof and whether it
         was claimed; enough to call `claim` with nothing else."""
