@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from eth_utils.address import to_checksum_address
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 
@@ -25,6 +25,7 @@ from marketplace.messages import Phase
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 MAX_ID = 2**63 - 1  # SQLite's integers
+TREE_CACHE_TASKS = 32
 TaskIdParam = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The task id.")]
 AddressParam = Annotated[str, PathParam(pattern=ADDRESS, description="A 0x address.")]
 PhaseName = Literal[
@@ -235,6 +236,8 @@ def create_app(
         openapi_url="/api/v1/openapi.json",
     )
     reader = IndexReader(index_path)
+    tree_cache: dict[int, tuple[str, bytes]] = {}  # task -> (index state, JSON body)
+    tree_lock = threading.Lock()
 
     def now() -> int:
         head = chain_head()
@@ -376,10 +379,30 @@ def create_app(
     @app.get(
         "/api/v1/tasks/{task_id}/tree", response_model=Tree, responses=NOT_FOUND, tags=["tasks"]
     )
-    def tree(task_id: TaskIdParam) -> Tree:
+    def tree(task_id: TaskIdParam) -> Response:
         """Every node with its parents, author and kind, and its score and gain once a payout
         report covers it."""
         task_row(task_id)
+        # The body is built once per state of the index (a 10,000-node tree is 2.4 MB of JSON):
+        # the index changes only when its cursor moves or a report arrives.
+        (version,) = reader.rows(
+            "SELECT (SELECT value FROM meta WHERE key = 'cursor') || '/' || "
+            "(SELECT count(*) FROM reports WHERE task_id = ?) AS v",
+            task_id,
+        )
+        with tree_lock:
+            cached = tree_cache.get(task_id)
+        if cached is None or cached[0] != version["v"]:
+            body = build_tree(task_id).model_dump_json().encode()
+            with tree_lock:
+                tree_cache[task_id] = (version["v"], body)
+                while len(tree_cache) > TREE_CACHE_TASKS:
+                    tree_cache.pop(next(iter(tree_cache)))
+        else:
+            body = cached[1]
+        return Response(content=body, media_type="application/json")
+
+    def build_tree(task_id: int) -> Tree:
         report, agreed = report_of(task_id)
         verdicts: dict[int, sqlite3.Row] = {}
         if report is not None:

@@ -16,6 +16,7 @@ from web3 import Web3
 
 from marketplace.api import PhaseName, create_app
 from marketplace.chain import ChainClient
+from marketplace.crypto import sha256
 from marketplace.devchain import advance_to, now
 from marketplace.devnet import free_port, start_devnet
 from marketplace.indexer import Indexer
@@ -253,3 +254,21 @@ def test_serve_follows_the_chain_and_answers_over_http(tmp_path: Path) -> None:
         server.terminate()
         server.wait(timeout=20)
         devnet.stop()
+
+
+def test_the_tree_body_is_rebuilt_when_the_index_moves(tmp_path: Path) -> None:
+    market = new_market(tmp_path)
+    chain, w3 = market.chain, market.w3
+    chain.create_task(market.sponsor.address, eth_task(market.evaluator_account.address))
+    index = Indexer(chain, tmp_path / "i.sqlite", confirmations=0)
+    index.sync()
+    client = TestClient(create_app(tmp_path / "i.sqlite", lambda: (0, now(w3))))
+    assert client.get("/api/v1/tasks/1/tree").json()["nodes"] == []
+    assert client.get("/api/v1/tasks/1/tree").json()["nodes"] == []  # from the cache
+    cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    chain.propose_architecture(market.scientist.address, 1, sha256(b"arch"), cid)
+    index.sync()
+    assert [n["kind"] for n in client.get("/api/v1/tasks/1/tree").json()["nodes"]] == [
+        "architecture"
+    ]
+    index.close()
