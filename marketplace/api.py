@@ -179,20 +179,32 @@ class Health(BaseModel):
 # ------------------------------------------------------------------ phases
 
 
-def phase_of(task: sqlite3.Row, flags: dict[str, Any], now: int) -> Phase:
-    """The task's phase at chain time `now`, as the contract's `_phase` computes it."""
-    if flags.get("TaskCancelled"):
+TASKS = """SELECT t.*,
+    (SELECT count(*) FROM nodes n WHERE n.task_id = t.task_id) AS node_count,
+    EXISTS (SELECT 1 FROM events e WHERE e.task_id = t.task_id AND e.name = 'TaskCancelled')
+        AS cancelled,
+    EXISTS (SELECT 1 FROM events e WHERE e.task_id = t.task_id AND e.name = 'ValidationRevealed')
+        AS revealed,
+    s.settled_at, s.root AS payout_root, f.finalized_at
+    FROM tasks t LEFT JOIN settlements s USING (task_id) LEFT JOIN finalizations f USING (task_id)
+"""
+"""Every task with what its phase depends on, in one query (filter with WHERE after it)."""
+
+
+def phase_of(task: sqlite3.Row, now: int) -> Phase:
+    """The phase at chain time `now` of a row of TASKS, as the contract's `_phase` computes it."""
+    if task["cancelled"]:
         return Phase.CANCELLED
-    finalized_at = flags.get("finalized_at")
-    if finalized_at is not None:
-        return Phase.CLAIMS if now < finalized_at + task["claim_window"] else Phase.CLOSED
-    if flags.get("settled_at") is not None:
+    if task["finalized_at"] is not None:
+        claims = now < task["finalized_at"] + task["claim_window"]
+        return Phase.CLAIMS if claims else Phase.CLOSED
+    if task["settled_at"] is not None:
         return Phase.CHALLENGE
     rounds_end = task["start"] + task["rounds"] * task["round_duration"]
     if now < rounds_end:
         return Phase.ROUNDS
     reveal_deadline = rounds_end + task["reveal_window"]
-    if not flags.get("ValidationRevealed"):
+    if not task["revealed"]:
         return Phase.REVEAL if now < reveal_deadline else Phase.UNREVEALED
     return (
         Phase.EVALUATION if now < reveal_deadline + task["evaluation_window"] else Phase.UNSETTLED
@@ -243,64 +255,39 @@ def create_app(
         head = chain_head()
         return head[1] if head is not None else 0
 
-    def flags(task_id: int) -> dict[str, Any]:
-        found: dict[str, Any] = {
-            row["name"]: True
-            for row in reader.rows(
-                "SELECT DISTINCT name FROM events WHERE task_id = ? AND name IN "
-                "('TaskCancelled', 'ValidationRevealed')",
-                task_id,
-            )
-        }
-        settled = reader.rows("SELECT * FROM settlements WHERE task_id = ?", task_id)
-        if settled:
-            found["settled_at"] = settled[0]["settled_at"]
-            found["root"] = settled[0]["root"]
-        finalized = reader.rows("SELECT * FROM finalizations WHERE task_id = ?", task_id)
-        if finalized:
-            found["finalized_at"] = finalized[0]["finalized_at"]
-        return found
-
     def summary(task: sqlite3.Row, at: int) -> TaskSummary:
-        (count,) = reader.rows("SELECT count(*) AS n FROM nodes WHERE task_id = ?", task["task_id"])
         return TaskSummary(
             task_id=task["task_id"],
             sponsor=task["sponsor"],
             token=task["token"],
             bounty=task["bounty"],
             deposit=task["deposit"],
-            phase=phase_of(task, flags(task["task_id"]), at).name.lower(),
+            phase=phase_of(task, at).name.lower(),
             start=task["start"],
             rounds=task["rounds"],
             rounds_end=task["start"] + task["rounds"] * task["round_duration"],
-            nodes=count["n"],
+            nodes=task["node_count"],
             spec_cid=task["spec_cid"],
         )
 
     def task_row(task_id: int) -> sqlite3.Row:
-        found = reader.rows("SELECT * FROM tasks WHERE task_id = ?", task_id)
+        found = reader.rows(f"{TASKS} WHERE task_id = ?", task_id)
         if not found:
             raise HTTPException(404, f"no task {task_id} (indexed to block {reader.cursor()})")
         return found[0]
 
     def report_of(task_id: int) -> tuple[sqlite3.Row | None, bool]:
-        """(the report to show, whether it is the agreed root's)."""
-        agreed = reader.rows(
-            """SELECT p.*, r.root, r.total FROM reports p JOIN roots r
-               ON r.task_id = p.task_id AND r.evaluator = p.evaluator
-               JOIN settlements s ON s.task_id = r.task_id AND s.root = r.root
-               WHERE p.task_id = ? AND p.matches = 1 LIMIT 1""",
+        """(the report to show, whether it is the agreed root's): the agreed root's if there is
+        one, else the first posted report that matches its own root."""
+        found = reader.rows(
+            """SELECT p.*, r.root, r.total, s.task_id IS NOT NULL AS agreed
+               FROM reports p JOIN roots r ON r.task_id = p.task_id AND r.evaluator = p.evaluator
+               LEFT JOIN settlements s ON s.task_id = r.task_id AND s.root = r.root
+               WHERE p.task_id = ? AND p.matches = 1
+               ORDER BY agreed DESC, p.block_number LIMIT 1""",
             task_id,
         )
-        if agreed:
-            return agreed[0], True
-        first = reader.rows(
-            """SELECT p.*, r.root, r.total FROM reports p JOIN roots r
-               ON r.task_id = p.task_id AND r.evaluator = p.evaluator
-               WHERE p.task_id = ? AND p.matches = 1 ORDER BY p.block_number LIMIT 1""",
-            task_id,
-        )
-        return (first[0], False) if first else (None, False)
+        return (found[0], bool(found[0]["agreed"])) if found else (None, False)
 
     @app.get("/api/v1/health", response_model=Health, tags=["service"])
     def health() -> Health:
@@ -331,7 +318,7 @@ def create_app(
             params.append(to_checksum_address(token))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         at = now()
-        rows = reader.rows(f"SELECT * FROM tasks {clause} ORDER BY task_id DESC", *params)
+        rows = reader.rows(f"{TASKS} {clause} ORDER BY task_id DESC", *params)
         items = [summary(row, at) for row in rows]
         if phase is not None:
             items = [item for item in items if item.phase == phase]
@@ -345,7 +332,6 @@ def create_app(
     def task(task_id: TaskIdParam) -> TaskDetail:
         """One task: its parameters, its phase and when each phase starts and ends."""
         row = task_row(task_id)
-        found = flags(task_id)
         base = summary(row, now())
         rounds_end = base.rounds_end
         reveal_end = rounds_end + row["reveal_window"]
@@ -356,7 +342,7 @@ def create_app(
                 phase="evaluation", starts=reveal_end, ends=reveal_end + row["evaluation_window"]
             ),
         ]
-        settled_at, finalized_at = found.get("settled_at"), found.get("finalized_at")
+        settled_at, finalized_at = row["settled_at"], row["finalized_at"]
         if settled_at is not None:
             challenge_end = settled_at + row["challenge_window"]
             spans.append(PhaseSpan(phase="challenge", starts=settled_at, ends=challenge_end))
@@ -372,7 +358,7 @@ def create_app(
             validation_commit=row["validation_commit"],
             settled_at=settled_at,
             finalized_at=finalized_at,
-            payout_root=found.get("root"),
+            payout_root=row["payout_root"],
             phases=spans,
         )
 
