@@ -9,23 +9,31 @@ Bad ids, addresses or parameters are 4xx with a message; the database is opened 
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import hashlib
 import json
+import os
 import sqlite3
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from eth_utils.address import to_checksum_address
-from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from marketplace.messages import Phase
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 MAX_ID = 2**63 - 1  # SQLite's integers
-TREE_CACHE_TASKS = 32
+BODY_CACHE_SIZE = 64  # task views kept (see BodyCache)
 TaskIdParam = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The task id.")]
 AddressParam = Annotated[str, PathParam(pattern=ADDRESS, description="A 0x address.")]
 PhaseName = Literal[
@@ -155,10 +163,14 @@ class Submission(BaseModel):
 
 class AccountView(BaseModel):
     address: str
-    submissions: list[Submission]
-    earned: str  # claimed, in base units, over every task and token
-    reputation: str  # points claimed
-    claims: list[PayoutRow]
+    submissions: list[Submission]  # a page: `offset`, `limit`
+    submission_count: int  # in all
+    claims: list[PayoutRow]  # a page: `offset`, `limit`
+    claim_count: int
+    offset: int
+    limit: int
+    earned: dict[str, str]  # claimed, in base units, by bounty token (its address)
+    reputation: str  # points claimed, over every task
 
 
 class ErrorDetail(BaseModel):
@@ -221,17 +233,142 @@ class IndexReader:
         self.path = path
         self._local = threading.local()
 
-    def rows(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+    def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "db", None)
         if connection is None:
             connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
             connection.row_factory = sqlite3.Row
             self._local.db = connection
-        return connection.execute(sql, params).fetchall()
+            self._local.states = (None, {})
+        return connection
+
+    def rows(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        return self._connection().execute(sql, params).fetchall()
 
     def cursor(self) -> int:
         (row,) = self.rows("SELECT value FROM meta WHERE key = 'cursor'")
         return int(row["value"])
+
+    def task_state(self, task_id: int) -> str | None:
+        """A string that changes whenever the task's indexed rows do (None: no such task).
+        Rows are only inserted, or deleted by a reorg's unwind, which the index counts; a
+        report can arrive after its root's event."""
+        connection = self._connection()
+        # data_version moves only when another connection commits: most calls cost no query.
+        (version,) = connection.execute("PRAGMA data_version").fetchone()
+        seen, states = self._local.states
+        if seen != version:
+            states = {}
+            self._local.states = (version, states)
+        if task_id not in states:
+            found = self.rows(
+                """SELECT (SELECT count(*) FROM events e WHERE e.task_id = t.task_id) || '/' ||
+                     (SELECT count(*) FROM reports r WHERE r.task_id = t.task_id) || '/' ||
+                     coalesce((SELECT value FROM meta WHERE key = 'unwinds'), '0') AS state
+                   FROM tasks t WHERE t.task_id = ?""",
+                task_id,
+            )
+            if not found:
+                return None
+            states[task_id] = found[0]["state"]
+        state: str = states[task_id]
+        return state
+
+
+@dataclass(frozen=True)
+class Body:
+    """A JSON response body, built once, with its gzip form and an entity tag."""
+
+    raw: bytes
+    gzipped: bytes
+    tag: str
+
+    @classmethod
+    def of(cls, model: BaseModel) -> Body:
+        raw = model.model_dump_json().encode()
+        return cls(
+            raw, gzip.compress(raw, 6), f'"{hashlib.blake2b(raw, digest_size=12).hexdigest()}"'
+        )
+
+    def response(self, request: Request) -> Response:
+        headers = {"etag": self.tag, "vary": "accept-encoding", "cache-control": "no-cache"}
+        if request.headers.get("if-none-match") == self.tag:
+            return Response(status_code=304, headers=headers)
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["content-encoding"] = "gzip"
+            return Response(self.gzipped, media_type="application/json", headers=headers)
+        return Response(self.raw, media_type="application/json", headers=headers)
+
+
+class BodyCache:
+    """Bodies of the task views that do not depend on the time (tree, leaderboard, payouts),
+    each kept with the task state it was built from: a 10,000-node tree is 2.4 MB of JSON and
+    a leaderboard sorts every scored node, so each is built once per change of its task, in a
+    worker thread, while the event loop goes on serving."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._bodies: OrderedDict[tuple[Any, ...], tuple[str, Body]] = OrderedDict()
+        self._building: dict[tuple[Any, ...], asyncio.Lock] = {}
+
+    async def get(self, key: tuple[Any, ...], state: str, build: Callable[[], BaseModel]) -> Body:
+        lock = self._building.setdefault(key, asyncio.Lock())
+        async with lock:  # concurrent requests for a stale body wait for one build
+            cached = self._bodies.get(key)
+            if cached is not None and cached[0] == state:
+                self._bodies.move_to_end(key)
+                return cached[1]
+            body = await run_in_threadpool(lambda: Body.of(build()))
+            self._bodies[key] = (state, body)
+            self._bodies.move_to_end(key)
+            while len(self._bodies) > self.size:
+                evicted, _ = self._bodies.popitem(last=False)
+                self._building.pop(evicted, None)
+            return body
+
+
+class HeadFile:
+    """The chain head (block, its time) the service's follower last saw, handed to the API's
+    worker processes through a small file next to the index; re-read when it changes."""
+
+    STALE_SECONDS = 60.0  # a follower this long silent is gone: no head rather than an old one
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[tuple[int, ...], tuple[int, int] | None] = ((), None)  # (stat, head)
+
+    def write(self, head: tuple[int, int] | None) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps(None if head is None else list(head)))
+        os.replace(tmp, self.path)  # readers see a whole file; losing it on a crash is harmless
+
+    def read(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        if time.time() - stat.st_mtime > self.STALE_SECONDS:
+            return None
+        # Each write is a new file: its inode, time or size differ even within a clock tick.
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if version != self._seen[0]:
+            try:
+                value = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                return self._seen[1]  # replaced while read: the next call sees the new one
+            head = (int(value[0]), int(value[1])) if isinstance(value, list) else None
+            self._seen = (version, head)
+        return self._seen[1]
+
+
+INDEX_VARIABLE, HEAD_VARIABLE = "GM_API_INDEX", "GM_API_HEAD"
+
+
+def app_from_environment() -> FastAPI:
+    """The app a `marketplace serve` worker process runs: the index and head file it names in
+    the environment."""
+    head = HeadFile(Path(os.environ[HEAD_VARIABLE]))
+    return create_app(Path(os.environ[INDEX_VARIABLE]), head.read)
 
 
 def create_app(
@@ -239,7 +376,10 @@ def create_app(
     chain_head: Callable[[], tuple[int, int] | None],
 ) -> FastAPI:
     """The API over the index at `index_path`; `chain_head()` gives the chain's (head block,
-    its timestamp), or None when the node does not answer (phases then use the index's time)."""
+    its timestamp), or None when the node does not answer (phases then use the index's time).
+
+    Handlers are coroutines: their queries take well under a millisecond (or come from
+    `BodyCache`), so running them on the event loop beats a hop through the thread pool."""
     app = FastAPI(
         title="Gradient marketplace",
         version="1",
@@ -248,8 +388,7 @@ def create_app(
         openapi_url="/api/v1/openapi.json",
     )
     reader = IndexReader(index_path)
-    tree_cache: dict[int, tuple[str, bytes]] = {}  # task -> (index state, JSON body)
-    tree_lock = threading.Lock()
+    bodies = BodyCache(BODY_CACHE_SIZE)
 
     def now() -> int:
         head = chain_head()
@@ -270,11 +409,23 @@ def create_app(
             spec_cid=task["spec_cid"],
         )
 
+    def no_task(task_id: int) -> HTTPException:
+        return HTTPException(404, f"no task {task_id} (indexed to block {reader.cursor()})")
+
     def task_row(task_id: int) -> sqlite3.Row:
         found = reader.rows(f"{TASKS} WHERE task_id = ?", task_id)
         if not found:
-            raise HTTPException(404, f"no task {task_id} (indexed to block {reader.cursor()})")
+            raise no_task(task_id)
         return found[0]
+
+    async def cached(
+        request: Request, key: tuple[Any, ...], build: Callable[[], BaseModel]
+    ) -> Response:
+        """The body of view `key` of task `key[1]` as of the index's current state."""
+        state = reader.task_state(key[1])
+        if state is None:
+            raise no_task(key[1])
+        return (await bodies.get(key, state, build)).response(request)
 
     def report_of(task_id: int) -> tuple[sqlite3.Row | None, bool]:
         """(the report to show, whether it is the agreed root's): the agreed root's if there is
@@ -290,7 +441,7 @@ def create_app(
         return (found[0], bool(found[0]["agreed"])) if found else (None, False)
 
     @app.get("/api/v1/health", response_model=Health, tags=["service"])
-    def health() -> Health:
+    async def health() -> Health:
         """The indexed block next to the chain's head."""
         head = chain_head()
         indexed = reader.cursor()
@@ -301,7 +452,7 @@ def create_app(
         )
 
     @app.get("/api/v1/tasks", response_model=TaskPage, tags=["tasks"])
-    def tasks(
+    async def tasks(
         sponsor: Annotated[str | None, Query(pattern=ADDRESS)] = None,
         token: Annotated[str | None, Query(pattern=ADDRESS)] = None,
         phase: PhaseName | None = None,
@@ -329,7 +480,7 @@ def create_app(
     @app.get(
         "/api/v1/tasks/{task_id}", response_model=TaskDetail, responses=NOT_FOUND, tags=["tasks"]
     )
-    def task(task_id: TaskIdParam) -> TaskDetail:
+    async def task(task_id: TaskIdParam) -> TaskDetail:
         """One task: its parameters, its phase and when each phase starts and ends."""
         row = task_row(task_id)
         base = summary(row, now())
@@ -365,28 +516,10 @@ def create_app(
     @app.get(
         "/api/v1/tasks/{task_id}/tree", response_model=Tree, responses=NOT_FOUND, tags=["tasks"]
     )
-    def tree(task_id: TaskIdParam) -> Response:
+    async def tree(task_id: TaskIdParam, request: Request) -> Response:
         """Every node with its parents, author and kind, and its score and gain once a payout
-        report covers it."""
-        task_row(task_id)
-        # The body is built once per state of the index (a 10,000-node tree is 2.4 MB of JSON):
-        # the index changes only when its cursor moves or a report arrives.
-        (version,) = reader.rows(
-            "SELECT (SELECT value FROM meta WHERE key = 'cursor') || '/' || "
-            "(SELECT count(*) FROM reports WHERE task_id = ?) AS v",
-            task_id,
-        )
-        with tree_lock:
-            cached = tree_cache.get(task_id)
-        if cached is None or cached[0] != version["v"]:
-            body = build_tree(task_id).model_dump_json().encode()
-            with tree_lock:
-                tree_cache[task_id] = (version["v"], body)
-                while len(tree_cache) > TREE_CACHE_TASKS:
-                    tree_cache.pop(next(iter(tree_cache)))
-        else:
-            body = cached[1]
-        return Response(content=body, media_type="application/json")
+        report covers it. Sent gzipped when asked (about 17x smaller), with an ETag."""
+        return await cached(request, ("tree", task_id), lambda: build_tree(task_id))
 
     def build_tree(task_id: int) -> Tree:
         report, agreed = report_of(task_id)
@@ -432,11 +565,17 @@ def create_app(
         responses=NOT_FOUND,
         tags=["tasks"],
     )
-    def leaderboard(
-        task_id: TaskIdParam, limit: Annotated[int, Query(ge=1, le=1000)] = 20
-    ) -> Leaderboard:
+    async def leaderboard(
+        task_id: TaskIdParam,
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    ) -> Response:
         """The valid nodes by score (then gain, then age), best first."""
-        task_row(task_id)
+        return await cached(
+            request, ("leaderboard", task_id, limit), lambda: build_leaderboard(task_id, limit)
+        )
+
+    def build_leaderboard(task_id: int, limit: int) -> Leaderboard:
         report, _ = report_of(task_id)
         if report is None:
             return Leaderboard(task_id=task_id, report_cid=None, entries=[])
@@ -480,10 +619,12 @@ def create_app(
         responses=NOT_FOUND,
         tags=["tasks"],
     )
-    def payouts(task_id: TaskIdParam) -> PayoutTable:
+    async def payouts(task_id: TaskIdParam, request: Request) -> Response:
         """The payout table of the (agreed) report: every leaf with its proof and whether it
         was claimed; enough to call `claim` with nothing else."""
-        task_row(task_id)
+        return await cached(request, ("payouts", task_id), lambda: build_payouts(task_id))
+
+    def build_payouts(task_id: int) -> PayoutTable:
         report, agreed = report_of(task_id)
         if report is None:
             raise HTTPException(404, f"task {task_id} has no payout report yet")
@@ -505,8 +646,13 @@ def create_app(
         )
 
     @app.get("/api/v1/accounts/{address}", response_model=AccountView, tags=["accounts"])
-    def account(address: AddressParam) -> AccountView:
-        """An account's submissions (with their scores), what it claimed, and its reputation."""
+    async def account(
+        address: AddressParam,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> AccountView:
+        """An account's submissions (with their scores) and claims, a page of each (oldest
+        first), and what it earned, per bounty token, and its reputation over all of them."""
         checksummed = to_checksum_address(address)
         submissions = [
             Submission.model_validate(dict(row))
@@ -514,23 +660,47 @@ def create_app(
                 """SELECT n.*, (SELECT v.score FROM report_nodes v
                      WHERE v.task_id = n.task_id AND v.node_id = n.node_id
                      ORDER BY v.block_number LIMIT 1) AS score
-                   FROM nodes n WHERE n.author = ? ORDER BY n.task_id, n.node_id""",
+                   FROM nodes n WHERE n.author = ? ORDER BY n.task_id, n.node_id
+                   LIMIT ? OFFSET ?""",
                 checksummed,
+                limit,
+                offset,
             )
         ]
         claims = payout_rows(
             """SELECT p.*, c.leaf AS claimed FROM claims c JOIN report_payouts p
                ON p.task_id = c.task_id AND p.leaf = c.leaf AND p.account = c.account
-               WHERE c.account = ? GROUP BY c.task_id, c.leaf ORDER BY c.task_id, c.leaf""",
+               WHERE c.account = ? GROUP BY c.task_id, c.leaf ORDER BY c.task_id, c.leaf
+               LIMIT ? OFFSET ?""",
+            checksummed,
+            limit,
+            offset,
+        )
+        (counts,) = reader.rows(
+            """SELECT (SELECT count(*) FROM nodes WHERE author = ?) AS submissions,
+                      (SELECT count(*) FROM claims WHERE account = ?) AS claims""",
+            checksummed,
             checksummed,
         )
-        totals = reader.rows("SELECT amount, points FROM claims WHERE account = ?", checksummed)
+        earned: dict[str, int] = {}
+        reputation = 0
+        for row in reader.rows(
+            """SELECT t.token, c.amount, c.points FROM claims c JOIN tasks t USING (task_id)
+               WHERE c.account = ?""",
+            checksummed,
+        ):
+            earned[row["token"]] = earned.get(row["token"], 0) + int(row["amount"])
+            reputation += int(row["points"])
         return AccountView(
             address=checksummed,
             submissions=submissions,
-            earned=str(sum(int(row["amount"]) for row in totals)),
-            reputation=str(sum(int(row["points"]) for row in totals)),
+            submission_count=counts["submissions"],
             claims=claims,
+            claim_count=counts["claims"],
+            offset=offset,
+            limit=limit,
+            earned={token: str(amount) for token, amount in sorted(earned.items())},
+            reputation=str(reputation),
         )
 
     return app

@@ -373,6 +373,7 @@ def index(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 1,
     confirmations: Confirmations = 2,
     database: IndexFile = None,
     start_block: StartBlock = None,
@@ -383,36 +384,54 @@ def serve(
     ipfs: Ipfs = None,
 ) -> None:
     """Serve the REST API (/api/v1, docs at /docs) while following the chain into the index."""
+    import multiprocessing
+    import os
     import threading
 
-    import uvicorn
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
 
-    from marketplace.api import create_app
+    from marketplace.api import HEAD_VARIABLE, INDEX_VARIABLE, HeadFile
     from marketplace.devchain import now
     from marketplace.outage import OutageGuard
 
     settings = options(data_dir, rpc, contract, ipfs)
     indexer = _indexer(settings, database, confirmations, start_block)
-    head: list[tuple[int, int] | None] = [None]  # (block, its time), as last seen by the follower
+    path = database or settings.index_file
+    head = HeadFile(path.with_name(f"{path.name}.head"))
     guard = OutageGuard(settings.outage_seconds, console.print)
     stopping = threading.Event()
 
     def follow() -> None:
         w3 = indexer.chain.w3
         while not stopping.is_set():
+            seen = None
             if guard.attempt(indexer.sync) is not None:
-                head[0] = guard.attempt(lambda: (int(w3.eth.block_number), now(w3)))
-            else:
-                head[0] = None
+                seen = guard.attempt(lambda: (int(w3.eth.block_number), now(w3)))
+            head.write(seen)
             stopping.wait(poll or settings.poll_seconds)
 
     indexer.sync()
     follower = threading.Thread(target=follow, name="index follower", daemon=True)
     follower.start()
-    path = database or settings.index_file
+    os.environ[INDEX_VARIABLE], os.environ[HEAD_VARIABLE] = str(path), str(head.path)
+    # Workers start fresh ("spawn"), not forked from a process whose follower thread is running.
+    multiprocessing.set_start_method("spawn", force=True)
+    server = Server(
+        "marketplace.api:app_from_environment",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        log_level=LogLevels.warning,
+    )
     console.print(f"serving the API over {path} at http://{host}:{port}/api/v1 (docs: /docs)")
     try:
-        uvicorn.run(create_app(path, lambda: head[0]), host=host, port=port, log_level="warning")
+        # Granian: HTTP in Rust threads, the app in `workers` processes. Its p99 under load is
+        # a few times lower than uvicorn's here (README, performance).
+        server.serve()
     finally:
         stopping.set()
         follower.join(timeout=10)

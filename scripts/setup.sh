@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One idempotent set-up for a fresh machine: a Python 3.11 venv with every dependency pinned
 # (requirements.lock, torch's CPU build included), the project installed editable, and the npm
-# tools (solcjs, OpenZeppelin, anvil, js-ipfs) from package-lock.json. Re-running skips what is
-# current.
+# tools (solcjs, OpenZeppelin, anvil, js-ipfs) from package-lock.json, and Chromium and wrk from
+# Debian. Re-running skips what is current.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -34,5 +34,22 @@ if [ ! -f "$stamps/npm" ] || [ package-lock.json -nt "$stamps/npm" ] || [ ! -d n
   # `npm install` follows the same lock and pins.
   npm install --no-audit --no-fund --loglevel=error
   touch "$stamps/npm"
+fi
+# Debian's Chromium and ChromeDriver for the dashboard's browser test (never a downloaded
+# browser), and wrk for the API load test. About 15 s when the package lists are current.
+debian_packages=(chromium chromium-driver wrk)
+missing=()
+for package in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root=()
+  [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+    || { "${as_root[@]}" apt-get update -q >/dev/null \
+         && "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; } \
+    || { echo "setup: could not install ${missing[*]} with apt-get" >&2; exit 1; }
 fi
 echo "setup: ready"

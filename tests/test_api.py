@@ -3,7 +3,10 @@ agreed payout report say; bad ids, addresses and parameters are 4xx, never 500."
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
+import sys
 import time
 import typing
 from collections.abc import Iterator
@@ -14,10 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 from web3 import Web3
 
+from marketplace import api
 from marketplace.api import PhaseName, create_app
 from marketplace.chain import ChainClient
+from marketplace.compiler import PROJECT_ROOT
 from marketplace.crypto import sha256
 from marketplace.devchain import advance_to, now
+from marketplace.devchain import tester_of as chain_tester
 from marketplace.devnet import free_port, start_devnet
 from marketplace.indexer import Indexer
 from marketplace.messages import Phase
@@ -160,11 +166,30 @@ def test_an_account_shows_its_submissions_earnings_and_reputation(served: Served
         (r.node_id, r.round) for r in mine
     ]
     claimed = [e.args for e in chain.events("Claimed", taskId=1) if e.args["account"] == miner]
-    assert view["earned"] == str(sum(a["amount"] for a in claimed))
+    eth = "0x" + "00" * 20
+    assert view["earned"] == {eth: str(sum(a["amount"] for a in claimed))}
     assert view["reputation"] == str(chain.reputation(miner))
     assert [c["leaf"] for c in view["claims"]] == [a["index"] for a in claimed]
+    assert (view["submission_count"], view["claim_count"]) == (len(mine), len(claimed))
     nobody = served.get(f"/api/v1/accounts/0x{'22' * 20}")
-    assert (nobody["submissions"], nobody["earned"], nobody["claims"]) == ([], "0", [])
+    assert (nobody["submissions"], nobody["earned"], nobody["claims"]) == ([], {}, [])
+    assert (nobody["submission_count"], nobody["claim_count"]) == (0, 0)
+
+
+def test_an_accounts_submissions_and_claims_come_in_pages(served: Served) -> None:
+    miner = served.market.miners[0].address
+    whole = served.get(f"/api/v1/accounts/{miner}")
+    assert whole["submission_count"] >= 2
+    pages = [
+        served.get(f"/api/v1/accounts/{miner}", offset=offset, limit=1)
+        for offset in range(whole["submission_count"] + 1)
+    ]
+    assert [s for page in pages for s in page["submissions"]] == whole["submissions"]
+    assert [c for page in pages for c in page["claims"]] == whole["claims"]
+    assert pages[-1]["submissions"] == []
+    assert {(p["submission_count"], p["claim_count"], p["limit"]) for p in pages} == {
+        (whole["submission_count"], whole["claim_count"], 1)
+    }
 
 
 @pytest.mark.parametrize(
@@ -179,6 +204,9 @@ def test_an_account_shows_its_submissions_earnings_and_reputation(served: Served
         ("/api/v1/tasks?phase=later", 422, "'rounds'"),
         ("/api/v1/tasks?limit=0", 422, "greater than or equal to 1"),
         ("/api/v1/accounts/alice", 422, "should match pattern"),
+        (f"/api/v1/accounts/0x{'22' * 20}?limit=1001", 422, "less than or equal to 1000"),
+        ("/api/v1/tasks/99/leaderboard", 404, "no task 99"),
+        ("/api/v1/tasks/99/payouts", 404, "no task 99"),
     ],
 )
 def test_bad_requests_are_4xx_with_a_message(
@@ -256,19 +284,98 @@ def test_serve_follows_the_chain_and_answers_over_http(tmp_path: Path) -> None:
         devnet.stop()
 
 
-def test_the_tree_body_is_rebuilt_when_the_index_moves(tmp_path: Path) -> None:
+def test_task_views_are_rebuilt_when_their_task_changes_and_only_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market = new_market(tmp_path)
+    chain, w3 = market.chain, market.w3
+    chain.create_task(market.sponsor.address, eth_task(market.evaluator_account.address))
+    index = Indexer(chain, tmp_path / "i.sqlite", confirmations=0)
+    index.sync()
+    built: list[str] = []
+    of = api.Body.of
+    monkeypatch.setattr(
+        api.Body, "of", lambda model: built.append(type(model).__name__) or of(model)
+    )
+    client = TestClient(create_app(tmp_path / "i.sqlite", lambda: (0, now(w3))))
+    first = client.get("/api/v1/tasks/1/tree")
+    assert (first.json()["nodes"], first.headers["content-encoding"]) == ([], "gzip")
+    tag = first.headers["etag"]
+    assert client.get("/api/v1/tasks/1/tree", headers={"if-none-match": tag}).status_code == 304
+    plain = client.get("/api/v1/tasks/1/tree", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == first.content
+    chain.create_task(market.sponsor.address, eth_task(market.evaluator_account.address))
+    index.sync()  # task 2's events: task 1's views stay
+    assert client.get("/api/v1/tasks/1/tree").headers["etag"] == tag
+    assert built == ["Tree"]
+
+    cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    chain.propose_architecture(market.scientist.address, 1, sha256(b"arch"), cid)
+    index.sync()
+    moved = client.get("/api/v1/tasks/1/tree", headers={"if-none-match": tag})
+    assert moved.status_code == 200 and moved.headers["etag"] != tag
+    assert [n["kind"] for n in moved.json()["nodes"]] == ["architecture"]
+    assert client.get("/api/v1/tasks/1/leaderboard").json()["entries"] == []
+    assert client.get("/api/v1/tasks/1/leaderboard", params={"limit": 5}).status_code == 200
+    assert built == ["Tree", "Tree", "Leaderboard", "Leaderboard"]
+    index.close()
+
+
+def test_a_reorg_that_keeps_the_row_counts_still_rebuilds_the_tree(tmp_path: Path) -> None:
     market = new_market(tmp_path)
     chain, w3 = market.chain, market.w3
     chain.create_task(market.sponsor.address, eth_task(market.evaluator_account.address))
     index = Indexer(chain, tmp_path / "i.sqlite", confirmations=0)
     index.sync()
     client = TestClient(create_app(tmp_path / "i.sqlite", lambda: (0, now(w3))))
-    assert client.get("/api/v1/tasks/1/tree").json()["nodes"] == []
-    assert client.get("/api/v1/tasks/1/tree").json()["nodes"] == []  # from the cache
-    cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
-    chain.propose_architecture(market.scientist.address, 1, sha256(b"arch"), cid)
+    tester = chain_tester(w3)
+    fork_point = tester.take_snapshot()
+    cids = [f"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyk{c}" for c in "ua"]
+    chain.propose_architecture(market.scientist.address, 1, sha256(b"old"), cids[0])
     index.sync()
-    assert [n["kind"] for n in client.get("/api/v1/tasks/1/tree").json()["nodes"]] == [
-        "architecture"
-    ]
+    assert [n["cid"] for n in client.get("/api/v1/tasks/1/tree").json()["nodes"]] == cids[:1]
+    tester.revert_to_snapshot(fork_point)  # the same count of events, in a new block
+    chain.propose_architecture(market.scientist.address, 1, sha256(b"new"), cids[1])
+    tester.mine_blocks(1)
+    assert index.sync().unwound == 1
+    assert [n["cid"] for n in client.get("/api/v1/tasks/1/tree").json()["nodes"]] == cids[1:]
     index.close()
+
+
+@pytest.mark.engines
+def test_the_load_script_serves_a_scored_task_to_wrk_and_reports_percentiles() -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/load_api.py", "--nodes", "60", "--clients", "10"]
+        + ["--seconds", "1", "--rounds", "1"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "60 nodes; the tree is" in done.stdout
+    last = done.stdout.strip().splitlines()[-1]
+    number = r"([0-9]+\.[0-9])"
+    match = re.fullmatch(
+        rf"LOAD nodes=60 clients=10 tree_p50_ms={number} tree_p99_ms={number} "
+        rf"leaderboard_p50_ms={number} leaderboard_p99_ms={number} "
+        rf"health_p50_ms={number} health_p99_ms={number}",
+        last,
+    )
+    assert match, last
+    p50s, p99s = [float(x) for x in match.groups()[::2]], [float(x) for x in match.groups()[1::2]]
+    assert all(0 < p50 <= p99 for p50, p99 in zip(p50s, p99s, strict=True))
+
+
+def test_the_head_file_hands_the_followers_head_to_the_workers(tmp_path: Path) -> None:
+    writer, reader = api.HeadFile(tmp_path / "i.head"), api.HeadFile(tmp_path / "i.head")
+    assert reader.read() is None  # no follower yet
+    writer.write((12, 1_700_000_000))
+    assert reader.read() == (12, 1_700_000_000)
+    writer.write(None)  # the node stopped answering
+    assert reader.read() is None
+    writer.write((13, 1_700_000_012))
+    assert reader.read() == (13, 1_700_000_012)
+    old = time.time() - api.HeadFile.STALE_SECONDS - 1
+    os.utime(writer.path, (old, old))  # the follower went silent
+    assert reader.read() is None
