@@ -28,11 +28,20 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import FileResponse
+from starlette.staticfiles import StaticFiles
 
 from marketplace.messages import Phase
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 MAX_ID = 2**63 - 1  # SQLite's integers
+DASHBOARD = Path(__file__).parent / "dashboard"  # the page and its script and style, no others
+PAGE_HEADERS = {
+    # Only the app's own files run or load: the page puts chain data in as text, never as HTML.
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-cache",
+}
 BODY_CACHE_SIZE = 64  # task views kept (see BodyCache)
 TaskIdParam = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The task id.")]
 AddressParam = Annotated[str, PathParam(pattern=ADDRESS, description="A 0x address.")]
@@ -185,6 +194,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorDetail}}
 class Health(BaseModel):
     indexed_block: int
     chain_head: int | None  # None: the node did not answer
+    chain_time: int | None  # the head's timestamp: what phases and deadlines are measured by
     lag: int | None
 
 
@@ -440,6 +450,13 @@ def create_app(
         )
         return (found[0], bool(found[0]["agreed"])) if found else (None, False)
 
+    app.mount("/static", StaticFiles(directory=DASHBOARD), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        """The dashboard: a page of this app's own static files that reads this API."""
+        return FileResponse(DASHBOARD / "index.html", headers=PAGE_HEADERS)
+
     @app.get("/api/v1/health", response_model=Health, tags=["service"])
     async def health() -> Health:
         """The indexed block next to the chain's head."""
@@ -448,6 +465,7 @@ def create_app(
         return Health(
             indexed_block=indexed,
             chain_head=None if head is None else head[0],
+            chain_time=None if head is None else head[1],
             lag=None if head is None else head[0] - indexed,
         )
 

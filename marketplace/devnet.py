@@ -12,7 +12,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -132,6 +132,13 @@ class RpcServer:
             target=self._httpd.serve_forever, args=(0.05,), name=f"rpc {self.url}", daemon=True
         )
         self._thread.start()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold off requests while this process uses `provider` directly (eth-tester is not
+        thread-safe): a test drives the chain in-process while programs follow it over HTTP."""
+        with self._lock:
+            yield
 
     def stop(self) -> None:
         """Stop serving and close every open connection (keep-alive ones included)."""

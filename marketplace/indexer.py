@@ -277,6 +277,7 @@ class Indexer:
         self.batch_blocks = batch_blocks
         self.start_block = start_block
         self.store = store
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # a new data dir, say
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a process kill

@@ -11,7 +11,9 @@ finalizes, everyone claims, the sponsor reclaims the rest.
 Every role is the library the CLIs run (`Miner`, `Evaluator`, `marketplace.sponsor`), on one
 in-process eth-tester chain and one local blob store; the clock is moved instead of waited on.
 `--engines`: the same market on anvil and an IPFS daemon, started for the run (in the run's
-folder, on free ports) and stopped after it, every transaction signed here.
+folder, on free ports) and stopped after it, every transaction signed here. `--serve PORT`
+(with `--engines`): `marketplace serve` follows the run, so the dashboard at
+http://127.0.0.1:PORT/ shows the market as it happens, and stays up after it until Ctrl-C.
 The last line is machine-readable:
 
     DEMO OK accuracy_ratio=<winner/centralized> overhead_per_update_s=<s> wall_s=<s>
@@ -26,11 +28,14 @@ STARTED = time.perf_counter()
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, cast  # noqa: E402
 
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from eth_account import Account  # noqa: E402
 from eth_account.signers.local import LocalAccount  # noqa: E402
@@ -98,8 +103,16 @@ def main() -> None:
     parser.add_argument(
         "--engines", action="store_true", help="on anvil and an IPFS daemon started for the run"
     )
+    parser.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        help="with --engines: the API and dashboard on PORT, live, kept up after the run",
+    )
     parser.add_argument("--out", type=Path, default=Path(".market/demo"), help="plot folder")
     args = parser.parse_args()
+    if args.serve is not None and not args.engines:
+        parser.error("--serve needs --engines: the service follows the chain over JSON-RPC")
     if args.quick:
         args.rounds = min(args.rounds, 2)
     with contextlib.ExitStack() as stack:
@@ -108,11 +121,12 @@ def main() -> None:
 
 def _setup(
     engines: bool, folder: Path, stack: contextlib.ExitStack, watch: Stopwatch
-) -> tuple[Web3, list[LocalAccount], BlobStore]:
-    """The chain, its ten funded accounts and the blob store: embedded, or the real engines."""
+) -> tuple[Web3, list[LocalAccount], BlobStore, tuple[str, str] | None]:
+    """The chain, its ten funded accounts, the blob store, and the engines' (JSON-RPC, IPFS)
+    URLs: embedded (no URLs), or the real engines."""
     if not engines:
         keys = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, 11)]
-        return local_web3(), keys, LocalStore(folder / "blobs")
+        return local_web3(), keys, LocalStore(folder / "blobs"), None
     with watch.measure("engines"):  # the start-up; stopping them comes after the figures
         running = Engines(folder / "engines", free_port(), free_port())
         stack.callback(running.stop)
@@ -122,13 +136,38 @@ def _setup(
     w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(keys), layer=0)
     store = IpfsStore(running.ipfs.url)
     stack.callback(store.close)
-    return w3, keys, store
+    return w3, keys, store, (info.rpc_url, running.ipfs.url)
+
+
+def _serve(
+    port: int, urls: tuple[str, str], contract: str, folder: Path, stack: contextlib.ExitStack
+) -> subprocess.Popen[bytes]:
+    """`marketplace serve` following the run's chain, answering before the market starts."""
+    rpc_url, ipfs_url = urls
+    service = subprocess.Popen(
+        [
+            *(str(Path(sys.executable).parent / "marketplace"), "serve", "--port", str(port)),
+            *("--rpc", rpc_url, "--contract", contract, "--ipfs", ipfs_url),
+            *("--confirmations", "0", "--poll", "0.5", "--data-dir", str(folder)),
+        ]
+    )
+    stack.callback(lambda: (service.terminate(), service.wait(timeout=20)))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).is_success:
+                return service
+        except httpx.HTTPError:
+            pass
+        if service.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"demo: marketplace serve did not start on port {port}")
+        time.sleep(0.2)
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     watch = Stopwatch()
     folder = Path(tempfile.mkdtemp(prefix="gm-demo-"))
-    w3, keys, blobs = _setup(args.engines, folder, stack, watch)
+    w3, keys, blobs, urls = _setup(args.engines, folder, stack, watch)
     sponsor, evaluator_account = keys[0], keys[1]
     scientists, miners_accounts = keys[2:4], keys[4:8]
     names = {sponsor.address: "sponsor", evaluator_account.address: "evaluator"}
@@ -137,6 +176,10 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     gas: dict[str, int] = defaultdict(int)
 
     raw_chain = ChainClient.deploy(w3, keys[9].address)
+    service = None
+    if args.serve is not None and urls is not None:
+        service = _serve(args.serve, urls, raw_chain.address, folder / "service", stack)
+        console.print(f"dashboard: http://127.0.0.1:{args.serve}/#/tasks/1 (follows the run live)")
     chain = cast(ChainClient, Timed(raw_chain, watch, "chain"))
     store = cast(BlobStore, Timed(blobs, watch, "storage"))
     chain_id = int(w3.eth.chain_id)
@@ -367,9 +410,12 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     console.print(f"setup: {setup}")
     plot = _plot(report, args.out)
     console.print(f"score progression plotted to {plot}")
-    print(
-        f"DEMO OK accuracy_ratio={ratio:.4f} overhead_per_update_s={overhead:.3f} wall_s={wall:.1f}"
-    )
+    figures = f"accuracy_ratio={ratio:.4f} overhead_per_update_s={overhead:.3f} wall_s={wall:.1f}"
+    print(f"DEMO OK {figures}", flush=True)
+    if service is not None:
+        console.print(f"the dashboard stays up at http://127.0.0.1:{args.serve}/: Ctrl-C stops it")
+        with contextlib.suppress(KeyboardInterrupt):
+            service.wait()
 
 
 # ------------------------------------------------------------------ helpers

@@ -63,7 +63,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 def test_health_shows_the_indexed_block_next_to_the_head(served: Served) -> None:
     head = served.market.w3.eth.block_number
-    assert served.get("/api/v1/health") == {"indexed_block": head, "chain_head": head, "lag": 0}
+    assert served.get("/api/v1/health") == {
+        "indexed_block": head,
+        "chain_head": head,
+        "chain_time": now(served.market.w3),
+        "lag": 0,
+    }
 
 
 def test_tasks_lists_filters_and_pages(served: Served) -> None:

@@ -5,13 +5,17 @@ tree, payouts and accuracy on both."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from marketplace.compiler import PROJECT_ROOT
+from marketplace.devnet import free_port
 
 OUTCOMES: dict[str, tuple[list[str], float]] = {}  # setup -> (payout rows, accuracy ratio)
 
@@ -50,3 +54,42 @@ def test_quick_demo_runs_the_market_and_reports_its_figures(tmp_path: Path, setu
     OUTCOMES[setup] = (rows, ratio)
     for other, outcome in OUTCOMES.items():
         assert outcome == (rows, ratio), f"{other} and {setup} disagree"
+
+
+@pytest.mark.engines
+def test_the_demo_serves_the_dashboard_live_and_keeps_it_up_until_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "scripts/demo.py", "--quick", "--engines", "--serve", str(port)]
+        + ["--out", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        lines = []
+        for line in demo.stdout:
+            lines.append(line)
+            if line.startswith("DEMO OK"):
+                break
+        printed = "".join(lines)
+        assert f"dashboard: http://127.0.0.1:{port}/#/tasks/1" in printed, printed[-3000:]
+        winner = int(re.findall(r"winner: node (\d+)", printed)[-1])
+        api = f"http://127.0.0.1:{port}/api/v1"
+        deadline = time.monotonic() + 30
+        while not (board := httpx.get(f"{api}/tasks/1/leaderboard").json())["entries"]:
+            assert time.monotonic() < deadline, "the service did not see the payout report"
+            time.sleep(0.3)
+        assert board["entries"][0]["node_id"] == winner
+        assert (
+            httpx.get(f"http://127.0.0.1:{port}/").headers["content-type"].startswith("text/html")
+        )
+        time.sleep(1)
+        assert demo.poll() is None  # still serving after the run
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=30) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()

@@ -205,6 +205,16 @@ def test_a_reorg_older_than_every_kept_hash_rebuilds_from_the_start(
     assert [row["deposit"] for row in index.rows("SELECT deposit FROM tasks")] == ["5"]
 
 
+def test_an_index_in_a_folder_not_made_yet_makes_it(
+    market: ChainClient, accounts: list[str], tmp_path: Path
+) -> None:
+    create(market, accounts)
+    index = Indexer(market, tmp_path / "new" / "data" / "i.sqlite", confirmations=0)
+    index.sync()
+    assert len(index.rows("SELECT * FROM tasks")) == 1
+    index.close()
+
+
 def test_a_file_built_for_another_contract_is_refused(
     market: ChainClient, w3: Web3, accounts: list[str], tmp_path: Path
 ) -> None:
