@@ -4,8 +4,9 @@ A task of `--nodes` nodes is put on anvil and indexed; every node then gets a sc
 seeded) in a report row written straight into the index, since evaluating 10,000 models is not
 what this measures. `marketplace serve` (its follower, Granian and one API worker) serves the
 index on core 1; wrk on core 0 keeps `--clients` connections busy on one endpoint at a time,
-asking for gzip as a browser does. The endpoints take turns for `--rounds` rounds of
-`--seconds` each, `/health` (no query, no body to speak of) being the baseline of the same run.
+asking for gzip as a browser does (`--identity`: uncompressed). The endpoints take turns for
+`--rounds` rounds of `--seconds` each, `/health` (no query, no body to speak of) being the
+baseline of the same run.
 
 The last line is machine-readable, with the median round's figures:
 
@@ -78,12 +79,14 @@ def score_every_node(index_file: Path, seed: int = 7) -> int:
     return winner
 
 
-def wrk(url: str, clients: int, seconds: int, script: Path, core: str) -> dict[str, int]:
+def wrk(
+    url: str, clients: int, seconds: int, script: Path, core: str, encoding: str
+) -> dict[str, int]:
     """One wrk run on `core` (a taskset list): its WRK line's figures."""
     reply = subprocess.run(
         [
             *("taskset", "-c", core, "wrk", "-t1", f"-c{clients}", f"-d{seconds}s"),
-            *("--timeout", "10s", "-H", "Accept-Encoding: gzip", "-s", str(script), url),
+            *("--timeout", "10s", "-H", f"Accept-Encoding: {encoding}", "-s", str(script), url),
         ],
         capture_output=True,
         text=True,
@@ -101,6 +104,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=5, help="per endpoint and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--identity", action="store_true", help="ask for bodies uncompressed, not gzipped"
+    )
     parser.add_argument(
         "--share-cores", action="store_true", help="let server and clients run on either core"
     )
@@ -162,6 +168,7 @@ def main() -> None:
                     args.seconds,
                     script,
                     "0,1" if args.share_cores else "0",
+                    "identity" if args.identity else "gzip",
                 )
                 assert run["errors"] == 0, run
                 runs[name].append(run)
