@@ -1,7 +1,7 @@
 # Every target sets up what it needs first (scripts/setup.sh is idempotent and quick when current).
 PY := .venv/bin/python
 
-.PHONY: setup test demo devnet engines engines-stop engines-status gas bench bench-indexer load-api build lint clean
+.PHONY: setup test demo devnet engines engines-stop engines-status gas bench bench-indexer bench-paillier load-api build lint clean
 
 setup:
 	@scripts/setup.sh
@@ -41,6 +41,10 @@ bench: setup
 ## The indexer's rate on 10,000 events from anvil, next to raw eth_getLogs in the same run.
 bench-indexer: setup
 	$(PY) scripts/bench_indexer.py
+
+## Packed Paillier vs one value per ciphertext (10,000 and 100,000 values, one core).
+bench-paillier: setup
+	$(PY) scripts/bench_paillier.py
 
 ## p50/p99 of the API's tree, leaderboard and /health: 10,000 nodes, 100 wrk clients, 2 cores.
 load-api: setup

@@ -5,6 +5,7 @@ to the task's evaluators, and a row count, ever leave it.
     miner run --task 1 --data ./my-data/ --once          # submit to the open round and stop
     miner claim --task 1 --account 4
     miner watch --data shard.csv --account 4             # every task whose data schema fits
+    miner privacy --data shard.csv                       # the DP budget this data has spent
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from marketplace.messages import Phase
 from marketplace.outage import OutageGuard
 from marketplace.state import StateFile
 from marketplace.tasks import read_spec
+from miner.ledger import DEFAULT_BUDGET, PrivacyLedger, fingerprint
 from miner.trainer import Trainer
 from miner.worker import Miner, MinerConfig, load_private_data
 
@@ -67,6 +69,7 @@ def _miner(
     data: Path,
     config: MinerConfig,
     progress: Progress | None,
+    budget: float = DEFAULT_BUDGET,
 ) -> Miner:
     state = StateFile(settings.state_dir / f"miner-{connection.address}.json")
     bar: dict[str, TaskID] = {}
@@ -88,7 +91,13 @@ def _miner(
         connection.chain_id,
         config,
         progress=on_step,
+        ledger=_ledger(settings, budget),
     )
+
+
+def _ledger(settings: Settings, budget: float = DEFAULT_BUDGET) -> PrivacyLedger:
+    """One ledger per machine's data dir: every account training a dataset shares its budget."""
+    return PrivacyLedger(settings.state_dir / "privacy-ledger.json", budget)
 
 
 def _progress() -> Progress:
@@ -117,6 +126,10 @@ def run(
     ] = None,
     dp_delta: Annotated[float, typer.Option(help="DP delta (below 1 / your rows).")] = 1e-5,
     max_grad_norm: Annotated[float, typer.Option(help="DP per-sample clipping norm.")] = 1.0,
+    dp_budget: Annotated[
+        float,
+        typer.Option(help="Total epsilon this data may spend, over every task and round."),
+    ] = DEFAULT_BUDGET,
     arch: Annotated[
         int | None,
         typer.Option("--arch", help="The architecture to train when no merge is readable."),
@@ -152,7 +165,7 @@ def run(
         parent=parent,
     )
     with _progress() as progress:
-        miner = _miner(connection, settings, data, config, progress)
+        miner = _miner(connection, settings, data, config, progress, dp_budget)
         if once:
             guard = OutageGuard(settings.outage_seconds, console.print)
             pause = poll or settings.poll_seconds
@@ -278,6 +291,29 @@ def watch(
         guard.attempt(one_pass)
         if iterations is None or passes < iterations:
             time.sleep(poll or settings.poll_seconds)
+
+
+@app.command()
+@readable_errors
+def privacy(
+    data: DataPath,
+    dp_budget: Annotated[float, typer.Option(help="The budget to compare with.")] = DEFAULT_BUDGET,
+    data_dir: DataDir = None,
+) -> None:
+    """How much differential-privacy budget this data has spent, submission by submission."""
+    settings = options(data_dir, None, None, None)
+    ledger = _ledger(settings, dp_budget)
+    spent = ledger.spent(fingerprint(data))
+    for key, spend in sorted(spent.spends.items()):
+        measured = "measured" if spend.measured else "reserved"
+        console.print(
+            f"{key}: epsilon {spend.epsilon:.3f} ({measured}), delta {spend.delta:g}",
+            soft_wrap=True,
+        )
+    console.print(
+        f"spent epsilon {spent.epsilon:.3f} (delta {spent.delta:g}) over {len(spent.spends)} "
+        f"submissions; {max(0.0, dp_budget - spent.epsilon):.3f} of {dp_budget:g} left"
+    )
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ from marketplace.tasks import (
     registered_keys,
 )
 from marketplace.timing import Stopwatch
+from miner.ledger import PrivacyLedger, fingerprint
 from miner.trainer import DPConfig, Progress, TrainConfig, Trainer
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ class Miner:
         state: this miner's state file.
         chain_id: envelopes are bound to it.
         progress: called with (steps done, steps) while training.
+        ledger: the privacy ledger each round's DP spend is recorded in (and refused by) first.
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class Miner:
         config: MinerConfig | None = None,
         progress: Progress | None = None,
         watch: Stopwatch | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> None:
         self.chain = chain
         self.store = store
@@ -153,6 +156,7 @@ class Miner:
         self.config = config or MinerConfig()
         self.progress = progress
         self.watch = watch or Stopwatch()
+        self.ledger = ledger
         self._models: dict[tuple[int, int], ModelSpec] = {}  # (task, architecture) -> spec
         self._initial: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         self._quorums: dict[int, int] = {}
@@ -199,9 +203,12 @@ class Miner:
         parent, model_spec, weights = self.choose_parent(task_id, records, spec)
         seconds["download"] = time.perf_counter() - started
         dataset = self._dataset(spec)
+        spend = self._reserve_privacy(task_id, round_index)
         result = self.trainer.train(
             model_spec, weights, dataset, self.config.train_config(round_index), self.progress
         )
+        if spend is not None and self.ledger is not None and result.epsilon is not None:
+            self.ledger.settle(*spend, result.epsilon)
         seconds["train"] = result.seconds
         started = time.perf_counter()
         blob = seal(
@@ -389,6 +396,16 @@ class Miner:
 
     def _confirmations(self, task_id: int, node_id: int) -> int:
         return bin(self.chain.node(task_id, node_id).confirmations).count("1")
+
+    def _reserve_privacy(self, task_id: int, round_index: int) -> tuple[str, str] | None:
+        """Record this round's DP spend in the ledger before training, or refuse the round
+        (PrivacyBudgetExceeded); the (dataset, submission) it was recorded under."""
+        if self.ledger is None:
+            return None
+        dataset = fingerprint(self.data)
+        key = f"chain {self.chain_id} {self.chain.address} task {task_id} round {round_index}"
+        self.ledger.reserve(dataset, key, self.config.dp_epsilon, self.config.dp_delta)
+        return dataset, key
 
     def _dataset(self, spec: TaskSpec) -> Dataset:
         if isinstance(self.data, Dataset):

@@ -14,6 +14,8 @@ in-process eth-tester chain and one local blob store; the clock is moved instead
 folder, on free ports) and stopped after it, every transaction signed here. `--serve PORT`
 (with `--engines`): `marketplace serve` follows the run, so the dashboard at
 http://127.0.0.1:PORT/ shows the market as it happens, and stays up after it until Ctrl-C.
+`--dp-epsilon E`: every data owner trains with DP-SGD and a privacy ledger holding E, spending
+E / rounds a round; the report shows what each spent next to its best update's test accuracy.
 The last line is machine-readable:
 
     DEMO OK accuracy_ratio=<winner/centralized> overhead_per_update_s=<s> wall_s=<s>
@@ -68,6 +70,7 @@ from marketplace.state import StateFile  # noqa: E402
 from marketplace.storage import BlobStore, IpfsStore, LocalStore  # noqa: E402
 from marketplace.tasks import account_key  # noqa: E402
 from marketplace.timing import Stopwatch, Timed  # noqa: E402
+from miner.ledger import PrivacyLedger, fingerprint  # noqa: E402
 from miner.trainer import TrainConfig, Trainer  # noqa: E402
 from miner.worker import Miner, MinerConfig, Submission  # noqa: E402
 
@@ -100,6 +103,11 @@ def main() -> None:
         help="round 0: two miners per architecture, or all on one",
     )
     parser.add_argument("--quick", action="store_true", help="2 rounds, a small second model")
+    parser.add_argument(
+        "--dp-epsilon",
+        type=float,
+        help="every data owner trains with DP-SGD: this epsilon in all, a share per round",
+    )
     parser.add_argument(
         "--engines", action="store_true", help="on anvil and an IPFS daemon started for the run"
     )
@@ -248,6 +256,14 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
 
     # ------------------------------------------------------------- the rounds
     trainer = Trainer()
+    # Each data owner's ledger holds exactly its budget: one more round would be refused.
+    per_round = None if args.dp_epsilon is None else args.dp_epsilon / args.rounds
+    ledgers = [
+        PrivacyLedger(folder / "state" / f"privacy-{i + 1}.json", args.dp_epsilon)
+        if args.dp_epsilon is not None
+        else None
+        for i in range(len(miners_accounts))
+    ]
     miners = [
         Miner(
             chain,
@@ -261,9 +277,11 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
                 epochs=args.epochs,
                 learning_rate=args.lr,
                 seed=args.seed + 10 * i,
+                dp_epsilon=per_round,
                 architecture=_first_architecture(args.start_on, arch_ids, i),
             ),
             watch=watch,
+            ledger=ledgers[i],
         )
         for i, account in enumerate(miners_accounts)
     ]
@@ -347,9 +365,29 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     central_seconds = time.perf_counter() - started
     central_correct = score(winner_model, central.weights, test, Metric.ACCURACY)
     ratio = winner_correct / central_correct
+    bought = []  # (owner, rows, epsilon spent, best valid update, its test accuracy)
+    for i, miner in enumerate(miners):
+        own = [n for n in report.nodes if n.author == miner.address and n.kind is NodeKind.UPDATE]
+        best = max((n for n in own if n.valid), key=lambda n: (n.score, -n.node_id), default=None)
+        accuracy = None
+        if best is not None and (weights := view.verdicts[best.node_id].weights) is not None:
+            model = view.architectures[_arch_of(report, best.node_id)]
+            accuracy = score(model, weights, test, Metric.ACCURACY) / len(test)
+        ledger = ledgers[i]
+        spent = None if ledger is None else ledger.spent(fingerprint(miner.data)).epsilon
+        bought.append(
+            (
+                f"miner-{i + 1}",
+                len(shards[i]),
+                spent,
+                None if best is None else best.node_id,
+                accuracy,
+            )
+        )
 
     # ------------------------------------------------------------- the report
     _print_tree(report, names, arch_ids)
+    _print_privacy(bought, args.dp_epsilon)
     _print_payouts(report, names, chain, reclaimed.events)
     gas_table = Table(title="gas spent per role")
     gas_table.add_column("role")
@@ -488,6 +526,21 @@ def _print_tree(report: PayoutReport, names: dict[str, str], arch_ids: list[int]
     for arch in arch_ids:
         add(tree, arch)
     console.print(tree)
+
+
+def _print_privacy(
+    bought: list[tuple[str, int, float | None, int | None, float | None]],
+    dp_epsilon: float | None,
+) -> None:
+    title = "privacy: what each data owner spent, and what its best update bought"
+    table = Table(title=title if dp_epsilon else f"{title} (no DP: --dp-epsilon E)")
+    for column in ("owner", "rows", "epsilon spent", "best node", "its test accuracy"):
+        table.add_column(column, justify="left" if column == "owner" else "right")
+    for owner, rows, spent, best, accuracy in bought:
+        shown = "no DP" if spent is None else f"{spent:.3f}"
+        quality = "-" if accuracy is None else f"{accuracy:.4f}"
+        table.add_row(owner, str(rows), shown, "none valid" if best is None else str(best), quality)
+    console.print(table)
 
 
 def _print_payouts(

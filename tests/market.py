@@ -22,6 +22,7 @@ from marketplace.sponsor import create_task, propose_architecture, reveal
 from marketplace.state import StateFile
 from marketplace.storage import LocalStore
 from marketplace.tasks import account_key
+from miner.ledger import PrivacyLedger
 from miner.trainer import Trainer
 from miner.worker import Miner, MinerConfig
 
@@ -118,7 +119,14 @@ class Market:
         assert result.value is not None
         return result.value
 
-    def add_miners(self, count: int = 3, trainer: Trainer | None = None, epochs: int = 2) -> None:
+    def add_miners(
+        self,
+        count: int = 3,
+        trainer: Trainer | None = None,
+        epochs: int = 2,
+        dp_epsilon: float | None = None,
+        ledger: PrivacyLedger | None = None,
+    ) -> None:
         for i in range(count):
             path = self.folder / "private" / f"miner-{i}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +140,8 @@ class Market:
                     path,
                     StateFile(self.folder / "state" / f"miner-{i}.json"),
                     self.chain_id,
-                    MinerConfig(epochs=epochs, seed=i),
+                    MinerConfig(epochs=epochs, seed=i, dp_epsilon=dp_epsilon),
+                    ledger=ledger,
                 )
             )
 

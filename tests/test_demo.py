@@ -93,3 +93,25 @@ def test_the_demo_serves_the_dashboard_live_and_keeps_it_up_until_ctrl_c(tmp_pat
     finally:
         if demo.poll() is None:
             demo.kill()
+
+
+def test_the_demo_with_dp_reports_each_owners_epsilon_next_to_what_it_bought(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--quick", "--epochs", "1", "--dp-epsilon", "2"]
+        + ["--out", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("DEMO OK accuracy_ratio=")
+    table = done.stdout.split("privacy: what each data owner spent")[1].split("who earned")[0]
+    rows = re.findall(
+        r"│ (miner-\d) +│ +(\d+) │ +([0-9.]+) │ +(\d+|none valid) │ +([0-9.]+|-) │", table
+    )
+    assert [row[0] for row in rows] == ["miner-1", "miner-2", "miner-3", "miner-4"], table
+    for _, _, spent, _, _ in rows:
+        assert 1.9 < float(spent) <= 2.0  # 2 in all: 1 a round, as the accountant measured

@@ -1,0 +1,259 @@
+"""Secure aggregation of a round's updates with packed Paillier and pairwise masks.
+
+Each miner clips its update, quantizes it to fixed point, packs many values into each Paillier
+plaintext, adds pairwise masks that cancel in the sum, and encrypts under the task's key.
+Anyone multiplies the round's ciphertexts into the encrypted sum; the key holder decrypts only
+that, and a single submission decrypts to values indistinguishable from random.
+
+- Quantization: a value v in [-clip, clip] becomes round(v * 2**fraction_bits) + level, an
+  integer in [0, 2 * level] (level = clip * 2**fraction_bits): never negative, so sums carry
+  no signs.
+- Packing: `slots` such integers side by side in one plaintext, `slot_bits` apart. A slot holds
+  2 * level * max_miners, so the sum of up to `max_miners` updates never carries into the next
+  slot, and the packed integer stays below n (see `Packing.slots`).
+- Masks: miners i < j agree a key by X25519 and expand it (HKDF, then ChaCha20) into integers
+  mod n; i adds them and j subtracts them, plaintext by plaintext, so they cancel mod n in the
+  sum of all of them. With one honest peer, a submission's plaintexts are uniform mod n.
+- A miner that drops out after the masks were agreed leaves its peers' masks uncancelled: the
+  round is abandoned and re-run with fresh keys among the rest (`aggregate` refuses a sum that
+  is not over every masked miner). Nobody's update is exposed either way.
+
+Paillier is phe's (g = n + 1, GMP underneath); everything else here is integers and bytes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import gmpy2
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from phe import paillier
+
+KEY_BITS = 2048  # n's size: 112-bit security, as for RSA-2048
+MASK_MARGIN_BITS = 64  # a mask is drawn 64 bits wider than n, then reduced: bias below 2**-64
+
+
+class SecAggError(ValueError):
+    """An aggregation that cannot be right: the wrong miners, sizes or parameters."""
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How update values become Paillier plaintexts, and back."""
+
+    clip: float  # every value is clipped to [-clip, clip] first (bounds each miner's influence)
+    fraction_bits: int  # fixed point: steps of 2**-fraction_bits
+    max_miners: int  # headroom: a sum of up to this many updates never overflows a slot
+    key_bits: int = KEY_BITS
+
+    def __post_init__(self) -> None:
+        if not (self.clip > 0 and 0 <= self.fraction_bits <= 40 and self.max_miners >= 1):
+            raise SecAggError(f"bad packing parameters: {self}")
+        if self.slots < 1:
+            raise SecAggError(f"a {self.slot_bits}-bit slot does not fit a {self.key_bits}-bit key")
+
+    @property
+    def level(self) -> int:
+        """The largest quantized magnitude, and the offset that makes every slot non-negative."""
+        return int(round(self.clip * 2.0**self.fraction_bits))
+
+    @property
+    def slot_bits(self) -> int:
+        return (2 * self.level * self.max_miners).bit_length()
+
+    @property
+    def slots(self) -> int:
+        """Values per plaintext. n has key_bits bits, so n > 2**(key_bits - 1) > every packed
+        integer of (key_bits - 1) bits: packed plaintexts and their sums stay below n."""
+        return (self.key_bits - 1) // self.slot_bits
+
+    def plaintexts(self, count: int) -> int:
+        """How many plaintexts `count` values take."""
+        return -(-count // self.slots)
+
+    def quantize(self, values: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]:
+        clipped = np.clip(np.asarray(values, dtype=np.float64), -self.clip, self.clip)
+        quantized = np.rint(clipped * 2.0**self.fraction_bits).astype(np.int64)
+        return np.clip(quantized, -self.level, self.level) + self.level
+
+    def pack(self, quantized: npt.NDArray[np.int64]) -> list[int]:
+        """Slot j of plaintext k holds value k * slots + j (the last plaintext padded with 0)."""
+        if quantized.size and (quantized.min() < 0 or quantized.max() > 2 * self.level):
+            raise SecAggError("pack takes quantized values, in [0, 2 * level]")
+        width, per = self.slot_bits, self.slots
+        values = [int(v) for v in quantized.ravel()]
+        packed = []
+        for start in range(0, len(values), per):
+            plaintext = 0
+            for value in reversed(values[start : start + per]):
+                plaintext = (plaintext << width) | value
+            packed.append(plaintext)
+        return packed
+
+    def unpack(self, plaintexts: Sequence[int], count: int, summed: int) -> npt.NDArray[np.int64]:
+        """The `count` slot values of a sum of `summed` packed updates, offsets removed:
+        the sum of the quantized values, as signed integers."""
+        if not 1 <= summed <= self.max_miners:
+            raise SecAggError(f"a sum of {summed} updates; the slots hold up to {self.max_miners}")
+        if len(plaintexts) != self.plaintexts(count):
+            raise SecAggError(f"{len(plaintexts)} plaintexts for {count} values")
+        width, mask = self.slot_bits, (1 << self.slot_bits) - 1
+        out = np.empty(len(plaintexts) * self.slots, dtype=np.int64)
+        i = 0
+        for plaintext in plaintexts:
+            for _ in range(self.slots):
+                out[i] = plaintext & mask
+                plaintext >>= width
+                i += 1
+        return out[:count] - summed * self.level
+
+    def dequantize(self, summed_values: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        return summed_values.astype(np.float64) / 2.0**self.fraction_bits
+
+
+# ------------------------------------------------------------------ pairwise masks
+
+
+def mask_key(own: X25519PrivateKey, peer: X25519PublicKey, context: bytes) -> bytes:
+    """The 32-byte key two miners share for one round: X25519, then HKDF bound to `context`
+    (chain, contract, task, round), so no two rounds or tasks share a mask."""
+    shared = own.exchange(peer)
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"gm-secagg-mask/" + context).derive(shared)
+
+
+def mask_stream(key: bytes, count: int, n: int) -> list[int]:
+    """`count` integers mod n, expanded from `key` by ChaCha20 (zero nonce: one key, one use)."""
+    width = (n.bit_length() + MASK_MARGIN_BITS + 7) // 8
+    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+    data = stream.update(bytes(width * count))
+    return [int.from_bytes(data[i * width : (i + 1) * width], "big") % n for i in range(count)]
+
+
+def masks(
+    own: X25519PrivateKey,
+    own_index: int,
+    peers: dict[int, X25519PublicKey],
+    context: bytes,
+    count: int,
+    n: int,
+) -> list[int]:
+    """Miner `own_index`'s masks: for each peer j, + its shared stream if own_index < j, else -
+    (all mod n); summed over every miner of the round they cancel."""
+    total = [0] * count
+    for index, peer in sorted(peers.items()):
+        if index == own_index:
+            continue
+        sign = 1 if own_index < index else -1
+        for k, value in enumerate(mask_stream(mask_key(own, peer, context), count, n)):
+            total[k] += sign * value
+    return [value % n for value in total]
+
+
+# ------------------------------------------------------------------ Paillier
+
+
+def generate_key(
+    bits: int = KEY_BITS,
+) -> tuple[paillier.PaillierPublicKey, paillier.PaillierPrivateKey]:
+    public, private = paillier.generate_paillier_keypair(n_length=bits)
+    return public, private
+
+
+def encrypt(public: paillier.PaillierPublicKey, plaintexts: Sequence[int]) -> list[int]:
+    """Raw Paillier ciphertexts (ints mod n**2), each with fresh randomness."""
+    n, nsquare = gmpy2.mpz(public.n), gmpy2.mpz(public.nsquare)
+    out = []
+    for m in plaintexts:
+        if not 0 <= m < public.n:
+            raise SecAggError("a plaintext outside [0, n)")
+        r = gmpy2.mpz(secrets.randbelow(public.n - 1) + 1)
+        out.append(int((n * m + 1) * gmpy2.powmod(r, n, nsquare) % nsquare))
+    return out
+
+
+def aggregate(
+    public: paillier.PaillierPublicKey, submissions: Sequence[Sequence[int]]
+) -> list[int]:
+    """The encrypted sum: the submissions' ciphertexts multiplied position by position."""
+    if not submissions:
+        raise SecAggError("nothing to aggregate")
+    length = len(submissions[0])
+    if any(len(s) != length for s in submissions):
+        raise SecAggError("submissions of different lengths")
+    nsquare = gmpy2.mpz(public.nsquare)
+    total = [gmpy2.mpz(c) for c in submissions[0]]
+    for submission in submissions[1:]:
+        for k, c in enumerate(submission):
+            total[k] = total[k] * c % nsquare
+    return [int(c) for c in total]
+
+
+def decrypt(private: paillier.PaillierPrivateKey, ciphertexts: Sequence[int]) -> list[int]:
+    return [private.raw_decrypt(c) for c in ciphertexts]
+
+
+# ------------------------------------------------------------------ a round
+
+
+@dataclass(frozen=True)
+class MaskedRound:
+    """The miners who agreed masks for one round (index -> X25519 public key, fresh per round)
+    and the round's context (chain, contract, task, round), which every mask key is bound to."""
+
+    context: bytes
+    keys: dict[int, X25519PublicKey]
+
+
+def seal_update(
+    values: npt.NDArray[np.floating],
+    packing: Packing,
+    public: paillier.PaillierPublicKey,
+    own: X25519PrivateKey,
+    own_index: int,
+    masked: MaskedRound,
+) -> list[int]:
+    """Clip, quantize, pack, mask and encrypt one miner's update for the round."""
+    if own_index not in masked.keys:
+        raise SecAggError(f"miner {own_index} agreed no masks for this round")
+    if len(masked.keys) > packing.max_miners:
+        raise SecAggError(f"{len(masked.keys)} miners; the slots hold sums of {packing.max_miners}")
+    packed = packing.pack(packing.quantize(values))
+    noise = masks(own, own_index, masked.keys, masked.context, len(packed), public.n)
+    return encrypt(public, [(m + r) % public.n for m, r in zip(packed, noise, strict=True)])
+
+
+def sum_round(
+    public: paillier.PaillierPublicKey,
+    masked: MaskedRound,
+    submissions: dict[int, Sequence[int]],
+) -> list[int]:
+    """The round's encrypted sum; refused unless every masked miner submitted (otherwise the
+    masks do not cancel and the sum is noise)."""
+    extra = sorted(set(submissions) - set(masked.keys))
+    if extra:
+        raise SecAggError(f"submissions from miners {extra}, who agreed no masks")
+    missing = sorted(set(masked.keys) - set(submissions))
+    if missing:
+        raise SecAggError(
+            f"miners {missing} dropped out after the masks were agreed, so their peers' masks "
+            "do not cancel: abandon the round and re-run it with fresh keys among the rest"
+        )
+    return aggregate(public, [submissions[i] for i in sorted(submissions)])
+
+
+def open_sum(
+    private: paillier.PaillierPrivateKey,
+    packing: Packing,
+    encrypted_sum: Sequence[int],
+    count: int,
+    miners: int,
+) -> npt.NDArray[np.float64]:
+    """The sum of `miners` updates of `count` values from their encrypted sum."""
+    return packing.dequantize(packing.unpack(decrypt(private, encrypted_sum), count, miners))

@@ -1,0 +1,202 @@
+"""Secure aggregation: packing with headroom, masks that cancel, an exact decrypted sum, and a
+single submission that decrypts to noise."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from phe import paillier
+from scipy import stats
+
+from marketplace.compiler import PROJECT_ROOT
+from marketplace.secagg import (
+    MaskedRound,
+    Packing,
+    SecAggError,
+    aggregate,
+    decrypt,
+    encrypt,
+    generate_key,
+    masks,
+    open_sum,
+    seal_update,
+    sum_round,
+)
+
+PACKING = Packing(clip=1.0, fraction_bits=12, max_miners=8, key_bits=1024)
+CONTEXT = b"chain 31337 / contract 0xabc / task 1 / round 0"
+Keys = tuple[paillier.PaillierPublicKey, paillier.PaillierPrivateKey]
+
+
+@pytest.fixture(scope="module")
+def keys() -> Iterator[Keys]:
+    yield generate_key(1024)  # 2048 in use; 1024 keeps the tests quick, the code is the same
+
+
+def miners(count: int, context: bytes = CONTEXT) -> tuple[list[X25519PrivateKey], MaskedRound]:
+    secrets = [X25519PrivateKey.generate() for _ in range(count)]
+    return secrets, MaskedRound(context, {i: k.public_key() for i, k in enumerate(secrets)})
+
+
+def updates(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 0.4, size) for _ in range(count)]
+
+
+def test_the_packing_parameters_follow_from_clip_precision_and_headroom() -> None:
+    assert (PACKING.level, PACKING.slot_bits, PACKING.slots) == (4096, 17, 60)
+    assert Packing(clip=1.0, fraction_bits=16, max_miners=10).slots == 97  # 2048-bit key
+    with pytest.raises(SecAggError, match="does not fit"):
+        Packing(clip=1.0, fraction_bits=40, max_miners=2**40, key_bits=64)
+
+
+def test_values_are_clipped_then_rounded_to_fixed_point() -> None:
+    packing = Packing(clip=1.0, fraction_bits=2, max_miners=1, key_bits=64)
+    quantized = packing.quantize(np.array([-7.0, -1.0, -0.3, 0.0, 0.124, 0.126, 0.9, 3.0]))
+    assert quantized.tolist() == [0, 0, 3, 4, 4, 5, 8, 8]  # level 4: -1 -> 0, 0 -> 4, 1 -> 8
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 2 * PACKING.level), max_size=3 * PACKING.slots + 5))
+def test_pack_then_unpack_gives_the_values_back(values: list[int]) -> None:
+    quantized = np.array(values, dtype=np.int64)
+    packed = PACKING.pack(quantized)
+    assert len(packed) == PACKING.plaintexts(len(values))
+    assert all(0 <= p < 2 ** (PACKING.key_bits - 1) for p in packed)
+    back = PACKING.unpack(packed, len(values), summed=1)
+    assert back.tolist() == [v - PACKING.level for v in values]
+
+
+def test_a_sum_of_max_miners_extreme_updates_overflows_no_slot() -> None:
+    count = 2 * PACKING.slots + 3
+    for extreme in (0, 2 * PACKING.level):  # every miner at -clip, then every one at +clip
+        packed = PACKING.pack(np.full(count, extreme, dtype=np.int64))
+        summed = [p * PACKING.max_miners for p in packed]
+        assert all(s < 2 ** (PACKING.key_bits - 1) for s in summed)
+        expected = PACKING.max_miners * (extreme - PACKING.level)
+        assert PACKING.unpack(summed, count, PACKING.max_miners).tolist() == [expected] * count
+    with pytest.raises(SecAggError, match="hold up to 8"):
+        PACKING.unpack(summed, count, PACKING.max_miners + 1)
+
+
+def test_pairwise_masks_cancel_in_the_sum_and_only_for_their_round(keys: Keys) -> None:
+    n = keys[0].n
+    secrets, masked = miners(4)
+    streams = [masks(k, i, masked.keys, CONTEXT, 5, n) for i, k in enumerate(secrets)]
+    assert [sum(column) % n for column in zip(*streams, strict=True)] == [0] * 5
+    assert all(value != 0 for stream in streams for value in stream)
+    other = masks(secrets[0], 0, masked.keys, CONTEXT + b"!", 5, n)
+    assert other != streams[0]  # another round or task: other masks
+
+
+def test_the_decrypted_sum_equals_the_sum_of_the_quantized_updates_exactly(keys: Keys) -> None:
+    public, private = keys
+    size, count = 1000, 5
+    secrets, masked = miners(count)
+    values = updates(count, size)
+    sealed = {
+        i: seal_update(values[i], PACKING, public, secrets[i], i, masked) for i in range(count)
+    }
+    assert all(len(c) == PACKING.plaintexts(size) for c in sealed.values())
+    encrypted_sum = sum_round(public, masked, sealed)
+    summed = PACKING.unpack(decrypt(private, encrypted_sum), size, count)
+    exact = sum(PACKING.quantize(v) - PACKING.level for v in values)
+    assert summed.tolist() == exact.tolist()
+    approximate = open_sum(private, PACKING, encrypted_sum, size, count)
+    true_sum = sum(np.clip(v, -1, 1) for v in values)
+    assert np.max(np.abs(approximate - true_sum)) <= count * 2.0 ** -(PACKING.fraction_bits + 1)
+
+
+def test_one_submission_decrypts_to_values_indistinguishable_from_random(keys: Keys) -> None:
+    public, private = keys
+    size = 3000
+    secrets, masked = miners(3)
+    values = updates(3, size, seed=1)
+    truth = PACKING.quantize(values[0])
+    sealed = seal_update(values[0], PACKING, public, secrets[0], 0, masked)
+    slots = PACKING.unpack(decrypt(private, sealed), size, 1) + PACKING.level
+    # Uniform over the whole slot, uncorrelated with the update.
+    span = 2**PACKING.slot_bits
+    assert stats.kstest(slots / span, "uniform").pvalue > 1e-3
+    assert abs(np.corrcoef(slots, truth)[0, 1]) < 0.1
+    # The control: with no peers there is no mask, and the same steps give the update back.
+    alone = MaskedRound(CONTEXT, {0: secrets[0].public_key()})
+    plain = seal_update(values[0], PACKING, public, secrets[0], 0, alone)
+    assert (PACKING.unpack(decrypt(private, plain), size, 1) + PACKING.level).tolist() == (
+        truth.tolist()
+    )
+
+
+def test_a_miner_that_drops_out_after_the_masks_were_agreed_abandons_the_round(
+    keys: Keys,
+) -> None:
+    public, private = keys
+    size = 200
+    secrets, masked = miners(4)
+    values = updates(4, size, seed=2)
+    sealed = {i: seal_update(values[i], PACKING, public, secrets[i], i, masked) for i in (0, 1, 3)}
+    with pytest.raises(SecAggError, match=r"miners \[2\] dropped out"):
+        sum_round(public, masked, sealed)
+    # Why it is refused: without miner 2 the masks do not cancel, and the "sum" is noise.
+    forced = PACKING.unpack(decrypt(private, aggregate(public, list(sealed.values()))), size, 3)
+    exact = sum(PACKING.quantize(values[i]) - PACKING.level for i in (0, 1, 3))
+    assert np.mean(forced == exact) < 0.01
+    # The re-run: fresh keys among the three who stayed, and the sum is exact again.
+    fresh = [X25519PrivateKey.generate() for _ in range(3)]
+    rerun = MaskedRound(
+        CONTEXT + b" rerun 1", {i: fresh[j].public_key() for j, i in enumerate((0, 1, 3))}
+    )
+    resealed = {
+        i: seal_update(values[i], PACKING, public, fresh[j], i, rerun)
+        for j, i in enumerate((0, 1, 3))
+    }
+    summed = PACKING.unpack(decrypt(private, sum_round(public, rerun, resealed)), size, 3)
+    assert summed.tolist() == exact.tolist()
+
+
+def test_bad_rounds_and_inputs_are_refused(keys: Keys) -> None:
+    public, _ = keys
+    secrets, masked = miners(2)
+    value = updates(1, 100)[0]  # two plaintexts
+    one = seal_update(value, PACKING, public, secrets[0], 0, masked)
+    two = seal_update(value, PACKING, public, secrets[1], 1, masked)
+    with pytest.raises(SecAggError, match=r"miners \[5\], who agreed no masks"):
+        sum_round(public, masked, {0: one, 1: two, 5: two})
+    with pytest.raises(SecAggError, match="different lengths"):
+        aggregate(public, [one, two[:-1]])
+    with pytest.raises(SecAggError, match="nothing to aggregate"):
+        aggregate(public, [])
+    with pytest.raises(SecAggError, match="agreed no masks"):
+        seal_update(value, PACKING, public, secrets[0], 7, masked)
+    crowd_secrets, crowd = miners(PACKING.max_miners + 1)
+    with pytest.raises(SecAggError, match="9 miners; the slots hold sums of 8"):
+        seal_update(value, PACKING, public, crowd_secrets[0], 0, crowd)
+    with pytest.raises(SecAggError, match="outside"):
+        encrypt(public, [public.n])
+    with pytest.raises(SecAggError, match="quantized values"):
+        PACKING.pack(np.array([-1]))
+
+
+def test_the_paillier_benchmark_checks_its_sum_and_reports_the_speedup() -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_paillier.py", "--sizes", "500", "--sample", "20"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "21-bit slots, 97 a plaintext" in done.stdout
+    assert "500 values, 6 packed plaintexts:" in done.stdout
+    last = done.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"PAILLIER packed_speedup=([0-9.]+) encrypt_100k_s=([0-9.]+)", last)
+    assert match, last
+    assert float(match[1]) > 10 and float(match[2]) > 0  # 500 values: 6 plaintexts, not 500
