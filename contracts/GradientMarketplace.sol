@@ -136,6 +136,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         uint256 taskId,
         uint256 parent,
         uint32 samples,
+        uint32 epsilon,
         bytes32 digest,
         bytes32 encryptionKey,
         string calldata cid
@@ -156,7 +157,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         nodeId = _addNode(t);
         _nodes[taskId][nodeId] = Node(msg.sender, uint32(parent), samples, round, Kind.Update, 0, bytes32(0));
         if (encryptionKey != bytes32(0)) emit EncryptionKeyRegistered(taskId, msg.sender, encryptionKey);
-        emit UpdateSubmitted(taskId, nodeId, msg.sender, parent, round, samples, digest, cid);
+        emit UpdateSubmitted(taskId, nodeId, msg.sender, parent, round, samples, epsilon, digest, cid);
         _collect(t.token, t.deposit);
     }
 

@@ -109,6 +109,7 @@ class TreeNode(BaseModel):
     parents: list[int]
     round: int
     samples: int
+    epsilon: float | None  # the DP budget an update declared it spent (None: no DP)
     cid: str
     valid: bool | None  # None until a report covers it
     score: int | None
@@ -167,6 +168,7 @@ class Submission(BaseModel):
     kind: str
     round: int
     samples: int
+    epsilon: float | None  # declared DP spend (None: no DP)
     score: int | None
 
 
@@ -211,6 +213,11 @@ TASKS = """SELECT t.*,
     FROM tasks t LEFT JOIN settlements s USING (task_id) LEFT JOIN finalizations f USING (task_id)
 """
 """Every task with what its phase depends on, in one query (filter with WHERE after it)."""
+
+
+def epsilon_of(node: sqlite3.Row) -> float | None:
+    """A node's declared DP spend: the chain keeps thousandths, 0 for none."""
+    return node["epsilon"] / 1000 if node["epsilon"] else None
 
 
 def phase_of(task: sqlite3.Row, now: int) -> Phase:
@@ -563,6 +570,7 @@ def create_app(
                     parents=json.loads(row["parents"]),
                     round=row["round"],
                     samples=row["samples"],
+                    epsilon=epsilon_of(row),
                     cid=row["cid"],
                     valid=None if verdict is None else bool(verdict["valid"]),
                     score=None if verdict is None else verdict["score"],
@@ -673,7 +681,7 @@ def create_app(
         first), and what it earned, per bounty token, and its reputation over all of them."""
         checksummed = to_checksum_address(address)
         submissions = [
-            Submission.model_validate(dict(row))
+            Submission.model_validate({**row, "epsilon": epsilon_of(row)})
             for row in reader.rows(
                 """SELECT n.*, (SELECT v.score FROM report_nodes v
                      WHERE v.task_id = n.task_id AND v.node_id = n.node_id

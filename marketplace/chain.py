@@ -155,13 +155,15 @@ class ChainClient:
         digest: bytes,
         cid: str,
         encryption_key: bytes = bytes(32),
+        epsilon_millis: int = 0,
     ) -> TxResult:
         """Submit an update of `parent`, paying the deposit; a non-zero `encryption_key`
-        registers the sender's X25519 public key for the task."""
+        registers the sender's X25519 public key for the task; `epsilon_millis` declares the
+        DP budget the update spent, in thousandths of epsilon (0: no DP)."""
         result = self._transact(
             sender,
             "submitUpdate",
-            [task_id, parent, samples, digest, encryption_key, cid],
+            [task_id, parent, samples, epsilon_millis, digest, encryption_key, cid],
             value=self._deposit_value(task_id),
         )
         return _with_value(result, "UpdateSubmitted", "nodeId")
@@ -517,6 +519,7 @@ def _node_record(event: ChainEvent) -> NodeRecord:
             parents=(a["parent"],),
             round=a["round"],
             samples=a["samples"],
+            epsilon_millis=a["epsilon"],
             **common,
         )
     return NodeRecord(

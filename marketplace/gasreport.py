@@ -187,7 +187,7 @@ def measure(
     for i in range(999):  # fillers, not measured: sent straight, without the client's simulation
         sender = s.accounts[i % 8 + 2]
         last_sent[sender] = m.contract.functions.submitUpdate(
-            task3, 1, 1, sha256(i.to_bytes(4, "big")), bytes(32), CID
+            task3, 1, 1, 0, sha256(i.to_bytes(4, "big")), bytes(32), CID
         ).transact({"from": sender, "gas": 200_000})
     for tx_hash in last_sent.values():  # a node may answer before it mines (anvil does)
         s.w3.eth.wait_for_transaction_receipt(tx_hash)

@@ -44,7 +44,7 @@ from marketplace.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: nodes.epsilon
 KEEP_BLOCKS = 256
 """Block hashes older than this many blocks behind the cursor are let go (a reorg deeper than
 this is handled by a full rebuild)."""
@@ -71,7 +71,9 @@ CREATE INDEX IF NOT EXISTS tasks_sponsor ON tasks (sponsor);
 CREATE TABLE IF NOT EXISTS nodes (
     task_id INTEGER NOT NULL, node_id INTEGER NOT NULL, kind TEXT NOT NULL,
     author TEXT NOT NULL, parent INTEGER NOT NULL, parents TEXT NOT NULL,
-    round INTEGER NOT NULL, samples INTEGER NOT NULL, digest TEXT NOT NULL, cid TEXT NOT NULL,
+    round INTEGER NOT NULL, samples INTEGER NOT NULL,
+    epsilon INTEGER NOT NULL, -- an update's declared DP spend, thousandths (0: none)
+    digest TEXT NOT NULL, cid TEXT NOT NULL,
     block_number INTEGER NOT NULL, PRIMARY KEY (task_id, node_id));
 CREATE INDEX IF NOT EXISTS nodes_author ON nodes (author);
 CREATE TABLE IF NOT EXISTS roots (
@@ -203,6 +205,7 @@ def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, 
             json.dumps(parents),
             a["round"],
             a.get("samples", 0),
+            a.get("epsilon", 0),
             _hex(a["digest"]),
             a["cid"],
             block,

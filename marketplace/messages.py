@@ -152,6 +152,7 @@ class NodeRecord(Frozen):
     digest: bytes
     cid: str
     plaintext_digest: bytes | None = None
+    epsilon_millis: int = 0  # an update's declared DP spend, thousandths of epsilon (0: no DP)
     block_number: int
 
 

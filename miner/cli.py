@@ -1,5 +1,5 @@
 """`miner`: the data owner's command line. Your data stays on this machine: only weights sealed
-to the task's evaluators, and a row count, ever leave it.
+to the task's evaluators, a row count and, under DP, the epsilon spent ever leave it.
 
     miner run --task 1 --data shard.csv --account 4     # every round, then claim
     miner run --task 1 --data ./my-data/ --once          # submit to the open round and stop

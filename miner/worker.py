@@ -4,12 +4,14 @@
 what was submitted, claimed or refunded, and the state file remembers the one thing the chain
 cannot, a sealed blob uploaded but not yet submitted (so a restart submits that blob instead of
 training again). The private data only ever reaches `Trainer.train`: no blob, file or
-transaction carries it, only weights sealed to the evaluators and a row count.
+transaction carries it, only weights sealed to the evaluators, a row count and, under DP, the
+epsilon spent.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -55,6 +57,12 @@ log = logging.getLogger(__name__)
 
 MAX_DATA_BYTES = 1024 * 1024 * 1024
 DATA_SUFFIXES = (".csv", ".npz")
+
+
+def epsilon_millis(epsilon: object) -> int:
+    """The DP spend as the chain records it: thousandths of epsilon, rounded up (never
+    declaring less than was spent); 0 without DP."""
+    return 0 if epsilon is None else math.ceil(float(str(epsilon)) * 1000)
 
 
 @dataclass(frozen=True)
@@ -277,6 +285,7 @@ class Miner:
             digest=bytes.fromhex(str(saved["digest"])),
             cid=str(saved["cid"]),
             encryption_key=bytes(32) if registered == key.public_bytes else key.public_bytes,
+            epsilon_millis=epsilon_millis(saved.get("epsilon")),
         )
         assert result.value is not None
         saved.update(status="submitted", node_id=result.value)

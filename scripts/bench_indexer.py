@@ -56,7 +56,7 @@ def fill(chain: ChainClient, accounts: list[str], updates: int) -> None:
     last = {}
     for i in range(updates):
         sender = accounts[2 + i % 8]
-        data = submit(task_id, 1, 1, sha256(i.to_bytes(4, "big")), bytes(32), CID)
+        data = submit(task_id, 1, 1, 0, sha256(i.to_bytes(4, "big")), bytes(32), CID)
         tx = {"from": sender, "to": chain.address, "gas": hex(200_000), "gasPrice": GAS_PRICE}
         reply = send(
             RPCEndpoint("eth_sendTransaction"), [{**tx, "data": data._encode_transaction_data()}]

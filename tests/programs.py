@@ -1,5 +1,4 @@
-"""Running the market's programs as separate processes, for the tests that do (shared by
-test_processes.py and test_engines.py)."""
+"""Running the market's programs and scripts as separate processes, for the tests that do."""
 
 from __future__ import annotations
 
@@ -64,6 +63,21 @@ def start(folder: Path, program: str, *args: str, **env: str) -> subprocess.Pope
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def script_output(name: str, *args: str, timeout: float = 300) -> str:
+    """Run `scripts/<name>` to its end (failing the test on a non-zero exit); its stdout."""
+    from marketplace.compiler import PROJECT_ROOT
+
+    done = subprocess.run(
+        [sys.executable, f"scripts/{name}", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:

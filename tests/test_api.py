@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 import typing
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from web3 import Web3
 from marketplace import api
 from marketplace.api import PhaseName, create_app
 from marketplace.chain import ChainClient
-from marketplace.compiler import PROJECT_ROOT
 from marketplace.crypto import sha256
 from marketplace.devchain import advance_to, now
 from marketplace.devchain import tester_of as chain_tester
@@ -30,7 +28,7 @@ from marketplace.messages import Phase
 from marketplace.report import PayoutReport, agreed_report
 from tests.helpers import eth_task
 from tests.market import Market, new_market
-from tests.programs import BIN
+from tests.programs import BIN, script_output
 
 
 class Served:
@@ -349,17 +347,11 @@ def test_a_reorg_that_keeps_the_row_counts_still_rebuilds_the_tree(tmp_path: Pat
 
 @pytest.mark.engines
 def test_the_load_script_serves_a_scored_task_to_wrk_and_reports_percentiles() -> None:
-    done = subprocess.run(
-        [sys.executable, "scripts/load_api.py", "--nodes", "60", "--clients", "10"]
-        + ["--seconds", "1", "--rounds", "1"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    output = script_output(
+        "load_api.py", "--nodes", "60", "--clients", "10", "--seconds", "1", "--rounds", "1"
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "60 nodes; the tree is" in done.stdout
-    last = done.stdout.strip().splitlines()[-1]
+    assert "60 nodes; the tree is" in output
+    last = output.strip().splitlines()[-1]
     number = r"([0-9]+\.[0-9])"
     match = re.fullmatch(
         rf"LOAD nodes=60 clients=10 tree_p50_ms={number} tree_p99_ms={number} "

@@ -146,7 +146,9 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     books.sent(miner_a, upd_a.tx_hash)
     books.move(miner_a, mkt, DEPOSIT)
     books.check()
-    upd_b = market.submit_update(miner_b, task_id, 1, 400, digest("b0"), "bafkreib0")
+    upd_b = market.submit_update(
+        miner_b, task_id, 1, 400, digest("b0"), "bafkreib0", epsilon_millis=1500
+    )
     books.sent(miner_b, upd_b.tx_hash)
     books.move(miner_b, mkt, DEPOSIT)
     books.check()
@@ -158,6 +160,7 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
         "parent": 1,
         "round": 0,
         "samples": 400,
+        "epsilon": 1500,  # declared, in thousandths: DP epsilon 1.5
         "digest": digest("b0"),
         "cid": "bafkreib0",
     }
@@ -307,7 +310,7 @@ def test_eth_sent_with_a_token_task_is_refused(
             )
         assert refused.value.values == {"sent": value, "required": 0}
     market.propose_architecture(scientist, task_id, digest("arch"), "cid")
-    args = [task_id, 1, 100, digest("u"), bytes(32), "cid"]
+    args = [task_id, 1, 100, 0, digest("u"), bytes(32), "cid"]
     for value in (1, DEPOSIT):
         with pytest.raises(errors.WrongValue) as refused:
             market._transact(miner, "submitUpdate", args, value=value)

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from web3 import Web3
 
 from marketplace.chain import ChainClient
-from marketplace.compiler import PROJECT_ROOT
 from marketplace.crypto import sha256
 from marketplace.devchain import tester_of as chain_tester
 from marketplace.devnet import RpcServer
@@ -21,6 +18,7 @@ from marketplace.errors import ConfigError
 from marketplace.indexer import Indexer
 from tests.helpers import eth_task
 from tests.market import new_market
+from tests.programs import script_output
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 
@@ -54,7 +52,9 @@ def test_events_become_rows_with_their_values(
 ) -> None:
     task_id = create(market, accounts)
     market.propose_architecture(accounts[2], task_id, sha256(b"arch"), CID)
-    node = submit(market, accounts[4], task_id, "u")
+    node = market.submit_update(
+        accounts[4], task_id, 1, 7, sha256(b"u"), CID, epsilon_millis=2500
+    ).value
     index = Indexer(market, tmp_path / "index.sqlite", confirmations=0)
 
     result = index.sync()
@@ -85,10 +85,10 @@ def test_events_become_rows_with_their_values(
         "claim_window": 7 * 24 * 3600,
         "block_number": 0,
     }
-    nodes = [tuple(row)[:10] for row in index.rows("SELECT * FROM nodes ORDER BY node_id")]
+    nodes = [tuple(row)[:11] for row in index.rows("SELECT * FROM nodes ORDER BY node_id")]
     assert nodes == [
-        (1, 1, "architecture", accounts[2], 0, "[0]", 0, 0, "0x" + sha256(b"arch").hex(), CID),
-        (1, node, "update", accounts[4], 1, "[1]", 0, 7, "0x" + sha256(b"u").hex(), CID),
+        (1, 1, "architecture", accounts[2], 0, "[0]", 0, 0, 0, "0x" + sha256(b"arch").hex(), CID),
+        (1, node, "update", accounts[4], 1, "[1]", 0, 7, 2500, "0x" + sha256(b"u").hex(), CID),
     ]
     names = [row["name"] for row in index.rows("SELECT name FROM events ORDER BY 1")]
     assert names == ["ArchitectureProposed", "TaskCreated", "UpdateSubmitted"]
@@ -255,15 +255,8 @@ def test_logs_decoded_from_json_equal_web3s_events_for_a_whole_market(tmp_path: 
 
 @pytest.mark.engines
 def test_the_indexer_benchmark_runs_on_anvil_and_reports_its_rate() -> None:
-    done = subprocess.run(
-        [sys.executable, "scripts/bench_indexer.py", "--events", "300", "--batch", "2"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    last = done.stdout.strip().splitlines()[-1]
+    output = script_output("bench_indexer.py", "--events", "300", "--batch", "2")
+    last = output.strip().splitlines()[-1]
     match = re.fullmatch(
         r"INDEXER events=302 events_per_s=(\d+) baseline_events_per_s=(\d+) ratio=([0-9.]+)", last
     )

@@ -3,17 +3,22 @@ checked before any training."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from marketplace.api import create_app
 from marketplace.errors import ConfigError
 from marketplace.evaluation import Dataset
+from marketplace.indexer import Indexer
 from miner.cli import app as miner_app
 from miner.ledger import PrivacyBudgetExceeded, PrivacyLedger, fingerprint
+from miner.worker import epsilon_millis
 from tests.market import new_market
 
 KEY = "chain 1 0xabc task {} round {}"
@@ -93,6 +98,17 @@ def test_a_miner_is_stopped_before_training_past_its_budget(tmp_path: Path) -> N
     data = tmp_path / "private" / "miner-0.csv"
     (spend,) = ledger.spent(fingerprint(data)).spends.values()
     assert (spend.epsilon, spend.measured) == (pytest.approx(first.epsilon), True)
+    # The chain records the spend with the node, rounded up to thousandths; the API shows it.
+    (record,) = [r for r in market.chain.nodes(market.task_id) if r.node_id == first.node_id]
+    assert record.epsilon_millis == epsilon_millis(first.epsilon) == math.ceil(first.epsilon * 1000)
+    index = Indexer(market.chain, tmp_path / "index.sqlite", confirmations=0)
+    index.sync()
+    tree = TestClient(create_app(tmp_path / "index.sqlite", lambda: None)).get(
+        f"/api/v1/tasks/{market.task_id}/tree"
+    )
+    epsilons = {n["node_id"]: n["epsilon"] for n in tree.json()["nodes"]}
+    assert epsilons == {1: None, first.node_id: record.epsilon_millis / 1000}
+    index.close()
 
     market.end_round(0)
     nodes = len(market.chain.nodes(market.task_id))

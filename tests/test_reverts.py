@@ -150,7 +150,7 @@ def test_submit_update_with_raw_call_to_unknown_task_reverts_unknown_task(
     # The client's submit_update reads the task first; the raw call reaches the contract's check.
     with pytest.raises(errors.UnknownTask) as exc:
         raw_transact(
-            market, accounts[2], "submitUpdate", [3, 1, 1, digest("u"), bytes(32), "cid"], 0
+            market, accounts[2], "submitUpdate", [3, 1, 1, 0, digest("u"), bytes(32), "cid"], 0
         )
     assert exc.value.values == {"taskId": 3}
 
@@ -262,7 +262,7 @@ def test_submit_update_without_the_deposit_reverts_wrong_value(
     market: ChainClient, accounts: list[str], task_id: int
 ) -> None:
     parent = architecture(market, accounts[2], task_id)
-    args = [task_id, parent, 100, digest("u"), bytes(32), "cid"]
+    args = [task_id, parent, 100, 0, digest("u"), bytes(32), "cid"]
     with pytest.raises(errors.WrongValue) as exc:
         raw_transact(market, accounts[3], "submitUpdate", args, 0)
     assert exc.value.values == {"sent": 0, "required": DEPOSIT}

@@ -4,8 +4,6 @@ single submission that decrypts to noise."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,7 +14,6 @@ from hypothesis import strategies as st
 from phe import paillier
 from scipy import stats
 
-from marketplace.compiler import PROJECT_ROOT
 from marketplace.secagg import (
     MaskedRound,
     Packing,
@@ -30,6 +27,7 @@ from marketplace.secagg import (
     seal_update,
     sum_round,
 )
+from tests.programs import script_output
 
 PACKING = Packing(clip=1.0, fraction_bits=12, max_miners=8, key_bits=1024)
 CONTEXT = b"chain 31337 / contract 0xabc / task 1 / round 0"
@@ -186,17 +184,10 @@ def test_bad_rounds_and_inputs_are_refused(keys: Keys) -> None:
 
 
 def test_the_paillier_benchmark_checks_its_sum_and_reports_the_speedup() -> None:
-    done = subprocess.run(
-        [sys.executable, "scripts/bench_paillier.py", "--sizes", "500", "--sample", "20"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "21-bit slots, 97 a plaintext" in done.stdout
-    assert "500 values, 6 packed plaintexts:" in done.stdout
-    last = done.stdout.strip().splitlines()[-1]
+    output = script_output("bench_paillier.py", "--sizes", "500", "--sample", "20")
+    assert "21-bit slots, 97 a plaintext" in output
+    assert "500 values, 6 packed plaintexts:" in output
+    last = output.strip().splitlines()[-1]
     match = re.fullmatch(r"PAILLIER packed_speedup=([0-9.]+) encrypt_100k_s=([0-9.]+)", last)
     assert match, last
     assert float(match[1]) > 10 and float(match[2]) > 0  # 500 values: 6 plaintexts, not 500

@@ -177,6 +177,7 @@ interface IGradientMarketplace {
         uint256 parent,
         uint256 round,
         uint256 samples,
+        uint256 epsilon,
         bytes32 digest,
         string cid
     );
@@ -238,10 +239,13 @@ interface IGradientMarketplace {
 
     /// @notice Submits an update of `parent` in the open round. A non-zero `encryptionKey`
     /// registers the sender's X25519 public key for this task (send it with the first submission).
+    /// `epsilon` declares the differential-privacy budget the update spent, in thousandths
+    /// (0: trained without DP); it is recorded in the event, not checked.
     function submitUpdate(
         uint256 taskId,
         uint256 parent,
         uint32 samples,
+        uint32 epsilon,
         bytes32 digest,
         bytes32 encryptionKey,
         string calldata cid

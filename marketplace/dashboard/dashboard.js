@@ -207,7 +207,8 @@ function treePanel(tree) {
       "data-node": n.node_id,
     });
     const verdict = n.valid === null ? "not scored yet" : n.valid ? `score ${n.score}, gain ${n.gain}` : "invalid";
-    dot.append(s("title", {}, `node ${n.node_id} (${n.kind}, round ${n.round}) by ${n.author}: ${verdict}`));
+    const privacy = n.epsilon === null ? "" : `, DP epsilon ${n.epsilon}`;
+    dot.append(s("title", {}, `node ${n.node_id} (${n.kind}, round ${n.round}${privacy}) by ${n.author}: ${verdict}`));
     dots.append(dot);
     if (nodes.length <= 60) dots.append(s("text", { x: at.x + radius + 2, y: at.y - radius, class: "label" }, n.node_id));
   }

@@ -26,7 +26,7 @@ contract ReentrantReceiver {
     }
 
     function submitUpdate(uint256 taskId_, uint256 parent, bytes32 digest) external payable returns (uint256) {
-        return market.submitUpdate{value: msg.value}(taskId_, parent, 1, digest, bytes32(0), "cid");
+        return market.submitUpdate{value: msg.value}(taskId_, parent, 1, 0, digest, bytes32(0), "cid");
     }
 
     function revealValidation(uint256 taskId_, bytes32 fileDigest, bytes32 salt) external {
@@ -78,6 +78,6 @@ contract RejectingReceiver {
     }
 
     function submitUpdate(uint256 taskId, uint256 parent, bytes32 digest) external payable returns (uint256) {
-        return market.submitUpdate{value: msg.value}(taskId, parent, 1, digest, bytes32(0), "cid");
+        return market.submitUpdate{value: msg.value}(taskId, parent, 1, 0, digest, bytes32(0), "cid");
     }
 }
