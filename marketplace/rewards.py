@@ -165,6 +165,20 @@ def merge_shares(
     return apportion(gain, weights)
 
 
+def aggregate_shares(
+    merge: NodeRecord, gain: int, nodes: Mapping[int, NodeRecord], cap: int
+) -> dict[int, int]:
+    """Parent id -> its part of the gain of a merge computed from encrypted updates (a secure
+    aggregation round): by declared samples, each capped at `cap` (the task's
+    `max_samples_credited`). Nobody sees an update alone, so leave-one-out cannot weigh them:
+    an owner who declares more rows than it trained on gains up to the cap, and a useless or
+    poisoned update is paid like a good one, its harm bounded only by clipping (README)."""
+    if cap <= 0:
+        raise ValueError("the samples cap must be positive")
+    sharing = [p for p in merge.parents if p in nodes and nodes[p].kind == NodeKind.UPDATE]
+    return apportion(gain, {p: min(nodes[p].samples, cap) for p in sharing})
+
+
 def _credited(
     by_id: Mapping[int, NodeRecord],
     scores: Mapping[int, Score],

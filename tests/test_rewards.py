@@ -29,6 +29,7 @@ from marketplace.messages import (
 )
 from marketplace.rewards import (
     BPS,
+    aggregate_shares,
     apportion,
     compute_payouts,
     find_winner,
@@ -636,3 +637,19 @@ def test_permuting_submission_order_among_equal_scores_changes_only_the_tie_brea
         assert before[m1].data > 0
         assert before[m2].data == 0
     assert before[s1].expertise == bounty * 3000 // BPS and before[s2].expertise == 0
+
+
+def test_an_aggregate_merges_gain_is_shared_by_declared_samples_up_to_the_cap() -> None:
+    nodes = {
+        1: node(1, NodeKind.ARCHITECTURE, "s", (0,)),
+        2: node(2, NodeKind.UPDATE, "a", (1,), samples=300),
+        3: node(3, NodeKind.UPDATE, "b", (1,), samples=100),
+        4: node(4, NodeKind.UPDATE, "c", (1,), samples=5_000_000),  # declares far too much
+    }
+    merge = node(5, NodeKind.MERGE, "e", (1, 2, 3, 4))
+    # Capped at 600: weights 300, 100, 600 of 1,000; the architecture parent gets nothing.
+    assert aggregate_shares(merge, 1001, nodes, cap=600) == {2: 300, 3: 100, 4: 600}
+    assert sum(aggregate_shares(merge, 1001, nodes, cap=600).values()) == 1000  # 1 unit of dust
+    assert aggregate_shares(merge, 0, nodes, cap=600) == {2: 0, 3: 0, 4: 0}
+    with pytest.raises(ValueError, match="cap must be positive"):
+        aggregate_shares(merge, 10, nodes, cap=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import gmpy2
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -19,7 +20,10 @@ from marketplace.secagg import (
     Packing,
     SecAggError,
     aggregate,
+    decode_submission,
     decrypt,
+    derive_key,
+    encode_submission,
     encrypt,
     generate_key,
     masks,
@@ -191,3 +195,63 @@ def test_the_paillier_benchmark_checks_its_sum_and_reports_the_speedup() -> None
     match = re.fullmatch(r"PAILLIER packed_speedup=([0-9.]+) encrypt_100k_s=([0-9.]+)", last)
     assert match, last
     assert float(match[1]) > 10 and float(match[2]) > 0  # 500 values: 6 plaintexts, not 500
+
+
+def test_a_submission_goes_over_the_wire_and_back(keys: Keys) -> None:
+    public, private = keys
+    size = 150
+    secrets, masked = miners(2)
+    values = updates(2, size, seed=3)
+    sealed = [seal_update(values[i], PACKING, public, secrets[i], i, masked) for i in range(2)]
+    blobs = [encode_submission(c, public, PACKING, masked, size) for c in sealed]
+    width = 2 * 1024 // 8
+    assert len(blobs[0]) == 76 + PACKING.plaintexts(size) * width == 76 + 3 * 256
+    assert blobs[0][:5] == b"GMSA\x01"
+    back = {i: decode_submission(b, public, PACKING, masked, size) for i, b in enumerate(blobs)}
+    assert back == dict(enumerate(sealed))
+    summed = PACKING.unpack(decrypt(private, sum_round(public, masked, back)), size, 2)
+    assert summed.tolist() == sum(PACKING.quantize(v) - PACKING.level for v in values).tolist()
+
+
+def test_a_submission_that_is_not_for_this_round_is_refused_before_use(keys: Keys) -> None:
+    public, _ = keys
+    size = 150
+    secrets, masked = miners(2)
+    sealed = seal_update(updates(1, size)[0], PACKING, public, secrets[0], 0, masked)
+    blob = encode_submission(sealed, public, PACKING, masked, size)
+
+    def refused(data: bytes, match: str, **round_: object) -> None:
+        args = {"public": public, "packing": PACKING, "masked": masked, "values": size} | round_
+        with pytest.raises(SecAggError, match=match):
+            decode_submission(data, **args)  # type: ignore[arg-type]
+
+    refused(blob + b"\0", "845 bytes; a submission of 150 values has 844")
+    refused(blob[:-1], "843 bytes")
+    refused(blob, "bytes; a submission of 10 values", values=10)
+    refused(b"XXXX" + blob[4:], "not a version 1 aggregate submission")
+    refused(blob, "another Paillier key", public=generate_key(1024)[0])
+    refused(blob, "another round", masked=MaskedRound(b"another round", masked.keys))
+    wider = Packing(clip=1.0, fraction_bits=11, max_miners=8, key_bits=1024)  # 16-bit slots
+    assert wider.plaintexts(size) == PACKING.plaintexts(size)  # the same length, other slots
+    refused(blob, "17-bit slots, 60 a plaintext; the round packs 150, 16-bit, 63", packing=wider)
+    width = 256
+    for bad in (0, public.nsquare, public.n):  # zero, too large, not a unit
+        forged = blob[:76] + bad.to_bytes(width, "big") + blob[76 + width :]
+        refused(forged, "ciphertext 0 is not a unit mod n")
+    with pytest.raises(SecAggError, match="2 ciphertexts for 150 values"):
+        encode_submission(sealed[:2], public, PACKING, masked, size)
+
+
+def test_an_evaluators_paillier_key_is_rebuilt_from_its_ethereum_key() -> None:
+    key = bytes(range(32))
+    public, private = derive_key(key)
+    again, _ = derive_key(key)
+    other, _ = derive_key(bytes(range(1, 33)))
+    assert public.n == again.n != other.n
+    assert public.n.bit_length() == 2048
+    for prime in (private.p, private.q):
+        assert prime.bit_length() == 1024 and gmpy2.is_prime(prime, 50)
+    assert private.p * private.q == public.n and private.p != private.q
+    assert decrypt(private, encrypt(public, [0, 1, public.n - 1])) == [0, 1, public.n - 1]
+    with pytest.raises(ValueError, match="32 bytes, not 31"):
+        derive_key(key[:31])
