@@ -122,6 +122,7 @@ class Tree(BaseModel):
     report_cid: str | None
     agreed: bool  # the report behind the agreed root (else the first matching one, if any)
     nodes: list[TreeNode]
+    next_after: int | None  # more nodes follow: ask again with after=this (None: that was all)
 
 
 class LeaderboardEntry(BaseModel):
@@ -541,48 +542,58 @@ def create_app(
     @app.get(
         "/api/v1/tasks/{task_id}/tree", response_model=Tree, responses=NOT_FOUND, tags=["tasks"]
     )
-    async def tree(task_id: TaskIdParam, request: Request) -> Response:
+    async def tree(
+        task_id: TaskIdParam,
+        request: Request,
+        after: Annotated[int, Query(ge=0, le=MAX_ID, description="Nodes after this id.")] = 0,
+        limit: Annotated[
+            int | None, Query(ge=1, le=100_000, description="At most this many (default: all).")
+        ] = None,
+    ) -> Response:
         """Every node with its parents, author and kind, and its score and gain once a payout
-        report covers it. Sent gzipped when asked (about 17x smaller), with an ETag."""
-        return await cached(request, ("tree", task_id), lambda: build_tree(task_id))
+        report covers it, by id, a page at a time if asked. Sent gzipped when asked (about 17x
+        smaller), with an ETag."""
+        return await cached(
+            request, ("tree", task_id, after, limit), lambda: build_tree(task_id, after, limit)
+        )
 
-    def build_tree(task_id: int) -> Tree:
+    def build_tree(task_id: int, after: int, limit: int | None) -> Tree:
         report, agreed = report_of(task_id)
-        verdicts: dict[int, sqlite3.Row] = {}
-        if report is not None:
-            verdicts = {
-                row["node_id"]: row
-                for row in reader.rows(
-                    "SELECT * FROM report_nodes WHERE task_id = ? AND evaluator = ?",
-                    task_id,
-                    report["evaluator"],
-                )
-            }
-        nodes = []
-        for row in reader.rows("SELECT * FROM nodes WHERE task_id = ? ORDER BY node_id", task_id):
-            verdict = verdicts.get(row["node_id"])
-            nodes.append(
-                TreeNode(
-                    node_id=row["node_id"],
-                    kind=row["kind"],
-                    author=row["author"],
-                    parent=row["parent"],
-                    parents=json.loads(row["parents"]),
-                    round=row["round"],
-                    samples=row["samples"],
-                    epsilon=epsilon_of(row),
-                    cid=row["cid"],
-                    valid=None if verdict is None else bool(verdict["valid"]),
-                    score=None if verdict is None else verdict["score"],
-                    gain=None if verdict is None else verdict["gain"],
-                )
+        rows = reader.rows(
+            """SELECT n.*, v.valid, v.score, v.gain FROM nodes n
+               LEFT JOIN report_nodes v ON v.task_id = n.task_id AND v.node_id = n.node_id
+                 AND v.evaluator = ?
+               WHERE n.task_id = ? AND n.node_id > ? ORDER BY n.node_id LIMIT ?""",
+            None if report is None else report["evaluator"],
+            task_id,
+            after,
+            -1 if limit is None else limit + 1,  # one more: whether a next page exists
+        )
+        more = limit is not None and len(rows) > limit
+        nodes = [
+            TreeNode(
+                node_id=row["node_id"],
+                kind=row["kind"],
+                author=row["author"],
+                parent=row["parent"],
+                parents=json.loads(row["parents"]),
+                round=row["round"],
+                samples=row["samples"],
+                epsilon=epsilon_of(row),
+                cid=row["cid"],
+                valid=None if row["valid"] is None else bool(row["valid"]),
+                score=row["score"],
+                gain=row["gain"],
             )
+            for row in rows[:limit]
+        ]
         return Tree(
             task_id=task_id,
             winner=None if report is None else report["winner"],
             report_cid=None if report is None else report["report_cid"],
             agreed=agreed,
             nodes=nodes,
+            next_after=nodes[-1].node_id if more else None,
         )
 
     @app.get(

@@ -134,6 +134,21 @@ def test_the_tree_has_every_node_with_the_agreed_reports_scores(served: Served) 
         )
 
 
+def test_the_tree_comes_in_pages_by_node_id_when_asked(served: Served) -> None:
+    whole = served.get("/api/v1/tasks/1/tree")
+    assert whole["next_after"] is None and len(whole["nodes"]) >= 5
+    pages, after = [], 0
+    while after is not None:
+        page = served.get("/api/v1/tasks/1/tree", after=after, limit=2)
+        pages.append(page)
+        after = page["next_after"]
+    assert [n for page in pages for n in page["nodes"]] == whole["nodes"]
+    assert [len(page["nodes"]) for page in pages[:-1]] == [2] * (len(pages) - 1)
+    assert {(p["winner"], p["agreed"]) for p in pages} == {(whole["winner"], whole["agreed"])}
+    last = whole["nodes"][-1]["node_id"]
+    assert served.get("/api/v1/tasks/1/tree", after=last)["nodes"] == []
+
+
 def test_the_leaderboard_ranks_valid_nodes_and_leads_with_the_winner(served: Served) -> None:
     report = served.report
     board = served.get("/api/v1/tasks/1/leaderboard", limit=3)
@@ -209,6 +224,8 @@ def test_an_accounts_submissions_and_claims_come_in_pages(served: Served) -> Non
         ("/api/v1/accounts/alice", 422, "should match pattern"),
         (f"/api/v1/accounts/0x{'22' * 20}?limit=1001", 422, "less than or equal to 1000"),
         ("/api/v1/tasks/99/leaderboard", 404, "no task 99"),
+        ("/api/v1/tasks/1/tree?limit=0", 422, "greater than or equal to 1"),
+        ("/api/v1/tasks/1/tree?after=-1", 422, "greater than or equal to 0"),
         ("/api/v1/tasks/99/payouts", 404, "no task 99"),
     ],
 )
