@@ -586,6 +586,24 @@ def wait_until_answering(w3: Web3, process: subprocess.Popen[bytes] | None) -> N
         time.sleep(0.05)
 
 
+def wait_until_serving(url: str, process: subprocess.Popen[Any]) -> None:
+    """Wait for `marketplace serve` at `url` (http://host:port) to answer /api/v1/health."""
+    import httpx
+
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=2).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise ConfigError(f"marketplace serve exited with code {process.returncode}")
+        if time.monotonic() > deadline:
+            raise ConfigError(f"marketplace serve did not answer within {START_TIMEOUT:.0f} s")
+        time.sleep(0.2)
+
+
 def terminate(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:

@@ -37,7 +37,6 @@ from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, cast  # noqa: E402
 
-import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from eth_account import Account  # noqa: E402
 from eth_account.signers.local import LocalAccount  # noqa: E402
@@ -49,7 +48,12 @@ from web3.middleware import SignAndSendRawMiddlewareBuilder  # noqa: E402
 
 from marketplace.chain import ChainClient  # noqa: E402
 from marketplace.devchain import local_web3  # noqa: E402
-from marketplace.devnet import advance_chain_to, anvil_keys, free_port  # noqa: E402
+from marketplace.devnet import (  # noqa: E402
+    advance_chain_to,
+    anvil_keys,
+    free_port,
+    wait_until_serving,
+)
 from marketplace.engines import Engines  # noqa: E402
 from marketplace.evaluation import Dataset, score, to_csv  # noqa: E402
 from marketplace.evaluator import Evaluator  # noqa: E402
@@ -160,16 +164,8 @@ def _serve(
         ]
     )
     stack.callback(lambda: (service.terminate(), service.wait(timeout=20)))
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).is_success:
-                return service
-        except httpx.HTTPError:
-            pass
-        if service.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"demo: marketplace serve did not start on port {port}")
-        time.sleep(0.2)
+    wait_until_serving(f"http://127.0.0.1:{port}", service)
+    return service
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:

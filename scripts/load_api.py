@@ -25,14 +25,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 from web3 import Web3
 
 from marketplace.chain import ChainClient
-from marketplace.devnet import free_port, start_anvil, terminate, wait_until_answering
+from marketplace.devnet import (
+    free_port,
+    start_anvil,
+    terminate,
+    wait_until_answering,
+    wait_until_serving,
+)
 from marketplace.indexer import Indexer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -141,15 +146,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
+        wait_until_serving(base, server)
         tree = httpx.get(f"{base}{ENDPOINTS['tree']}", headers={"accept-encoding": "gzip"})
         board = httpx.get(f"{base}{ENDPOINTS['leaderboard']}").json()
         assert len(tree.json()["nodes"]) == args.nodes and board["entries"][0]["node_id"] == winner

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from marketplace.devnet import RpcServer, free_port
+from marketplace.devnet import RpcServer, free_port, wait_until_serving
 from marketplace.report import agreed_report
 from tests.market import Market, new_market
 from tests.programs import BIN
@@ -68,17 +67,7 @@ class Service:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        deadline = time.monotonic() + 60
-        while not self.answers():
-            assert self.process.poll() is None, self.process.stdout
-            assert time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
-
-    def answers(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        wait_until_serving(self.url, self.process)
 
     def stop(self) -> None:
         self.process.terminate()
