@@ -162,6 +162,22 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IGradientMarketplace
+    function joinRound(uint256 taskId, uint256 base, bytes32 maskKey) external {
+        Task storage t = _existing(taskId);
+        uint64 roundsEnd = _roundsEnd(t);
+        if (block.timestamp < t.start || block.timestamp >= roundsEnd || t.flags & CANCELLED != 0) {
+            revert RoundNotOpen(taskId, t.start, roundsEnd);
+        }
+        uint256 round = (block.timestamp - t.start) / t.roundDuration;
+        // The masked set is fixed at the round's midpoint, so every miner seals against the same one.
+        uint64 opens = uint64(t.start) + uint64(round) * t.roundDuration;
+        uint64 closes = opens + t.roundDuration / 2;
+        if (block.timestamp >= closes) revert JoinWindowClosed(taskId, opens, closes);
+        if (base == 0 || base > t.nodeCount) revert InvalidParent(taskId, base);
+        emit RoundJoined(taskId, round, msg.sender, base, maskKey);
+    }
+
+    /// @inheritdoc IGradientMarketplace
     function postMerge(
         uint256 taskId,
         uint8 round,

@@ -46,6 +46,7 @@ GAS_LIMITS = {
     "createTask": 420_000,
     "proposeArchitecture": 200_000,
     "submitUpdate": 200_000,
+    "joinRound": 60_000,
     "postMerge": 160_000,
     "confirmMerge": 90_000,
     "revealValidation": 100_000,
@@ -167,6 +168,15 @@ class ChainClient:
             value=self._deposit_value(task_id),
         )
         return _with_value(result, "UpdateSubmitted", "nodeId")
+
+    def join_round(self, sender: str, task_id: int, base: int, mask_key: bytes) -> TxResult:
+        """Join the open round's secure aggregation on `base` with the X25519 key the round's
+        pairwise masks are agreed with (during the round's first half)."""
+        return self._transact(sender, "joinRound", [task_id, base, mask_key])
+
+    def round_joins(self, task_id: int, round_index: int) -> list[ChainEvent]:
+        """The RoundJoined events of one round, in chain order."""
+        return self.events("RoundJoined", taskId=task_id, round=round_index)
 
     def post_merge(
         self,

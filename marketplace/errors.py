@@ -118,6 +118,10 @@ class RoundNotOpen(ContractRevert):
     """Submissions are accepted only while a round is open."""
 
 
+class JoinWindowClosed(ContractRevert):
+    """A secure aggregation round is joined only in its first half, before the masks are fixed."""
+
+
 class RoundNotClosed(ContractRevert):
     """A round's merge may be posted only after that round closed."""
 

@@ -43,6 +43,7 @@ TARGETS: dict[str, int | None] = {
     "submitUpdate": 80_000,
     "submitUpdate (on a merge)": 80_000,
     "submitUpdate (ERC-20 deposit)": None,
+    "joinRound (secure aggregation)": 35_000,
     "postMerge (2 parents)": 120_000,
     "postMerge (10 parents)": 120_000,
     "confirmMerge": None,
@@ -137,6 +138,7 @@ def measure(
     task = s.record("createTask (ETH, 1 evaluator)", m.create_task(sponsor, s.params())).value
     assert task is not None
     s.record("proposeArchitecture", m.propose_architecture(s.accounts[2], task, sha256(b"a"), CID))
+    s.record("joinRound (secure aggregation)", m.join_round(s.accounts[4], task, 1, b"\x02" * 32))
     s.record(
         "submitUpdate (first, registers a key)",
         m.submit_update(s.accounts[3], task, 1, 500, sha256(b"u1"), CID, b"\x01" * 32),

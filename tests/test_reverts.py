@@ -1128,3 +1128,63 @@ def test_second_reclaim_when_unsettled_reverts_nothing_to_reclaim(
     with pytest.raises(errors.NothingToReclaim) as exc:
         market.reclaim(sponsor, task_id)
     assert exc.value.values == {"taskId": task_id}
+
+
+# ---------------------------------------------------------------------- joining a round
+
+
+def test_join_round_records_the_round_base_and_mask_key(
+    market: ChainClient, accounts: list[str], task_id: int, advance_to: AdvanceTo
+) -> None:
+    parent = architecture(market, accounts[2], task_id)
+    task = market.task(task_id)
+    advance_to(task.start + HOUR + 10)  # round 1, first half
+    result = market.join_round(accounts[3], task_id, parent, b"\x07" * 32)
+    event = result.event("RoundJoined")
+    assert event.args == {
+        "taskId": task_id,
+        "round": 1,
+        "account": accounts[3],
+        "base": parent,
+        "maskKey": b"\x07" * 32,
+    }
+    assert [e.args["account"] for e in market.round_joins(task_id, 1)] == [accounts[3]]
+    assert market.round_joins(task_id, 0) == []
+    assert market.task(task_id).node_count == 1  # joining adds no node and stores nothing
+
+
+def test_join_round_in_the_second_half_reverts_join_window_closed(
+    market: ChainClient, accounts: list[str], task_id: int, advance_to: AdvanceTo
+) -> None:
+    parent = architecture(market, accounts[2], task_id)
+    task = market.task(task_id)
+    advance_to(task.start + HOUR // 2)  # the midpoint: the masked set is fixed
+    with pytest.raises(errors.JoinWindowClosed) as exc:
+        market.join_round(accounts[3], task_id, parent, b"\x07" * 32)
+    assert exc.value.values == {
+        "taskId": task_id,
+        "opens": task.start,
+        "closes": task.start + HOUR // 2,
+    }
+    assert market.round_joins(task_id, 0) == []
+
+
+def test_join_round_on_a_missing_base_reverts_invalid_parent(
+    market: ChainClient, accounts: list[str], task_id: int
+) -> None:
+    architecture(market, accounts[2], task_id)
+    for base in (0, 2):
+        with pytest.raises(errors.InvalidParent) as exc:
+            market.join_round(accounts[3], task_id, base, b"\x07" * 32)
+        assert exc.value.values == {"taskId": task_id, "parent": base}
+
+
+def test_join_round_after_the_rounds_reverts_round_not_open(
+    market: ChainClient, accounts: list[str], task_id: int, advance_to: AdvanceTo
+) -> None:
+    parent = architecture(market, accounts[2], task_id)
+    task = market.task(task_id)
+    advance_to(task.rounds_end)
+    with pytest.raises(errors.RoundNotOpen) as exc:
+        market.join_round(accounts[3], task_id, parent, b"\x07" * 32)
+    assert exc.value.values == {"taskId": task_id, "opens": task.start, "closes": task.rounds_end}

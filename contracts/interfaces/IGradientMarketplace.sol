@@ -149,6 +149,8 @@ interface IGradientMarketplace {
     error NothingToReclaim(uint256 taskId);
     /// @dev An ETH transfer was refused by the recipient.
     error PaymentFailed(address to, uint256 amount);
+    /// @notice A round's join window (its first half) is not open now.
+    error JoinWindowClosed(uint256 taskId, uint64 opens, uint64 closes);
 
     // ---------------------------------------------------------------- events
 
@@ -181,6 +183,9 @@ interface IGradientMarketplace {
         bytes32 digest,
         string cid
     );
+    /// @notice Emitted when a data owner joined a secure aggregation round on `base` with the
+    /// X25519 key its pairwise masks are agreed with.
+    event RoundJoined(uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 base, bytes32 maskKey);
     /// @notice Emitted when an account registered its encryption public key for a task.
     event EncryptionKeyRegistered(uint256 indexed taskId, address indexed account, bytes32 publicKey);
     /// @notice Emitted when an evaluator posted the merge of a round.
@@ -250,6 +255,11 @@ interface IGradientMarketplace {
         bytes32 encryptionKey,
         string calldata cid
     ) external payable returns (uint256 nodeId);
+
+    /// @notice Joins the open round's secure aggregation on `base` (during the round's first
+    /// half), announcing the X25519 key the round's pairwise masks are agreed with. Recorded in
+    /// the event only: who took part is read from the log, so joining stores nothing.
+    function joinRound(uint256 taskId, uint256 base, bytes32 maskKey) external;
 
     /// @notice Posts the merge of round `round` (an evaluator, after that round closed).
     function postMerge(
