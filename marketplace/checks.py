@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -59,6 +59,7 @@ from marketplace.errors import (
 from marketplace.merge import is_no_update
 from marketplace.messages import NodeKind, NodeRecord
 from marketplace.models import ModelSpec, check_weights
+from marketplace.secagg import SecAggError
 from marketplace.storage import BlobStore
 
 if TYPE_CHECKING:
@@ -107,11 +108,14 @@ class Verdict:
     valid: bool
     reason: str = ""
     weights: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
+    sealed: bool = False  # a valid secure aggregation update: well-formed, never seen alone
 
     def __post_init__(self) -> None:
         if self.valid != (self.reason == ""):
             raise ValueError("a verdict has a reason exactly when it is invalid")
-        if self.valid != (self.weights is not None):
+        if self.sealed and (not self.valid or self.weights is not None):
+            raise ValueError("a sealed verdict is valid and carries no weights")
+        if not self.sealed and self.valid != (self.weights is not None):
             raise ValueError("a verdict carries weights exactly when it is valid")
         if self.reason and self.reason.partition(":")[0] not in _CODES:
             raise ValueError(f"a reason starts with a Refusal code, not {self.reason!r}")
@@ -119,6 +123,10 @@ class Verdict:
     @classmethod
     def accepted(cls, node_id: int, weights: dict[str, torch.Tensor]) -> Verdict:
         return cls(node_id, True, "", weights)
+
+    @classmethod
+    def sealed_update(cls, node_id: int) -> Verdict:
+        return cls(node_id, True, "", None, sealed=True)
 
     @classmethod
     def refused(cls, node_id: int, code: Refusal, detail: str = "") -> Verdict:
@@ -195,6 +203,26 @@ def check_update(
     except _Refused as refused:
         return _refuse(record, refused)
     return Verdict.accepted(record.node_id, weights)
+
+
+def check_aggregate_update(
+    record: NodeRecord,
+    store: BlobStore,
+    decode: Callable[[bytes], object],
+    max_size: int,
+) -> Verdict:
+    """Decide a secure aggregation update: fetch, digest, then `decode` (the round's
+    `secagg.decode_submission`: size first, key, round, layout, units mod n**2). Valid means
+    well-formed: what it holds is seen only in its group's sum."""
+    try:
+        blob = _fetch(record, store, max_size)
+        try:
+            decode(blob)
+        except SecAggError as exc:
+            raise _Refused(Refusal.WEIGHTS, f"not a submission to this round: {exc}") from None
+    except _Refused as refused:
+        return _refuse(record, refused)
+    return Verdict.sealed_update(record.node_id)
 
 
 # ------------------------------------------------------------------------- architectures

@@ -39,7 +39,7 @@ from marketplace.state import StateFile
 
 if TYPE_CHECKING:
     from marketplace.indexer import Indexer
-from marketplace.tasks import account_key, miner_key
+from marketplace.tasks import account_key, miner_key, paillier_hex
 
 app = typer.Typer(
     help="Evaluate and verify tasks of the gradient marketplace; run a local chain.",
@@ -211,16 +211,26 @@ def key(
     task: Annotated[
         int | None, typer.Option("--task", help="Show the per-task key a miner registers.")
     ] = None,
+    paillier: Annotated[
+        bool,
+        typer.Option(
+            "--paillier", help="Show the Paillier key that opens secure aggregation sums."
+        ),
+    ] = False,
     data_dir: DataDir = None,
     account: AccountIndex = None,
     keystore: Keystore = None,
 ) -> None:
     """Print this account's X25519 public key: evaluators give it to sponsors, who seal the
-    validation set and the updates to it (`sponsor task create --evaluator ADDR=KEY`)."""
+    validation set and the updates to it (`sponsor task create --evaluator ADDR=KEY`). With
+    --paillier, its Paillier n instead (`sponsor task create --aggregate ADDR=N`)."""
     from marketplace.connect import load_account
 
     settings = options(data_dir, None, None, None, account, keystore)
     signer_account = load_account(settings, lambda: typer.prompt("password", hide_input=True))
+    if paillier:
+        print(f"{signer_account.address}={paillier_hex(signer_account)}")
+        return
     pair = account_key(signer_account) if task is None else miner_key(signer_account, task)
     print(f"{signer_account.address}={pair.public_hex}")  # plain: meant to be copied whole
 

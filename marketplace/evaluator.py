@@ -25,9 +25,25 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from eth_account.signers.local import LocalAccount
+from phe import paillier
 
+from marketplace.aggregation import (
+    Group,
+    apply_mean,
+    open_group_sum,
+    packing,
+    public_key,
+    round_groups,
+    value_count,
+)
 from marketplace.chain import ChainClient
-from marketplace.checks import Refusal, Verdict, check_architecture, check_update
+from marketplace.checks import (
+    Refusal,
+    Verdict,
+    check_aggregate_update,
+    check_architecture,
+    check_update,
+)
 from marketplace.codec import weights_digest
 from marketplace.crypto import sha256
 from marketplace.envelope import X25519KeyPair
@@ -35,7 +51,7 @@ from marketplace.errors import EnvelopeError, MarketplaceError, StorageError, We
 from marketplace.evaluation import Dataset, load_dataset, score
 from marketplace.faults import crash_point
 from marketplace.merge import Candidate, MergeResult, merge_round, weighted_average
-from marketplace.messages import NodeKind, NodeRecord, Phase, Score, TaskSpec
+from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, Score, TaskSpec
 from marketplace.models import ModelSpec, flops_per_sample
 from marketplace.report import (
     MAX_REPORT_BYTES,
@@ -45,6 +61,7 @@ from marketplace.report import (
     posted_reports,
 )
 from marketplace.rewards import architecture_of, compute_payouts, find_winner, node_gains
+from marketplace.secagg import SecAggError, decode_submission, sum_round
 from marketplace.state import StateFile
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
@@ -56,6 +73,7 @@ from marketplace.tasks import (
     of_kind,
     open_merge,
     open_validation,
+    paillier_key,
     read_spec,
     revealed_validation,
     seal_merge,
@@ -76,6 +94,7 @@ class TaskView:
     records: dict[int, NodeRecord]
     architectures: dict[int, ModelSpec] = field(default_factory=dict)
     verdicts: dict[int, Verdict] = field(default_factory=dict)
+    groups: dict[int, dict[int, Group]] = field(default_factory=dict)  # round -> base -> group
 
 
 class Evaluator:
@@ -110,6 +129,7 @@ class Evaluator:
         self._validation: dict[int, Dataset] = {}
         self._no_merge: set[tuple[int, int, int]] = set()  # (task, round, architecture)
         self._views: dict[int, TaskView] = {}
+        self._paillier: tuple[paillier.PaillierPublicKey, paillier.PaillierPrivateKey] | None = None
         self.check_seconds: dict[int, float] = {}  # node id -> time to fetch, open and check it
 
     # ------------------------------------------------------------------ the loop
@@ -145,6 +165,9 @@ class Evaluator:
         view = self.view(task_id)
         done: list[str] = []
         for round_index in closed:
+            if view.spec.aggregates(round_index):
+                done.extend(self._aggregate_round(task_id, view, round_index))
+                continue
             groups: dict[int, list[NodeRecord]] = defaultdict(list)
             for record in of_kind(view.records, NodeKind.UPDATE):
                 if record.round == round_index:
@@ -179,13 +202,32 @@ class Evaluator:
                 with self.watch.measure("chain"):
                     self.chain.confirm_merge(self.address, task_id, record.node_id, plain_digest)
                 return f"round {round_index}: confirmed merge {record.node_id}"
+        node_id = self._post_merge(
+            task_id, view, round_index, result.kept, tensors, result.score, result.samples
+        )
+        return (
+            f"round {round_index}: posted merge {node_id} of {list(result.kept)} "
+            f"(score {result.score}, left out {list(result.left_out)})"
+        )
+
+    def _post_merge(
+        self,
+        task_id: int,
+        view: TaskView,
+        round_index: int,
+        parents: tuple[int, ...],
+        tensors: Mapping[str, torch.Tensor],
+        round_score: int,
+        samples: int,
+    ) -> int:
+        """Seal a merge to its readers, upload it and post it; its node id."""
         readers = merge_readers(self.chain, view.spec, task_id)
         blob = seal_merge(
-            encode_merge(tensors, round_index, result.score),
+            encode_merge(tensors, round_index, round_score),
             readers,
             self.account,
             task_id,
-            result.kept,
+            parents,
             self.chain_id,
         )
         with self.watch.measure("storage"):
@@ -195,16 +237,156 @@ class Evaluator:
                 self.address,
                 task_id,
                 round_index,
-                result.kept,
-                result.samples,
+                parents,
+                samples,
                 sha256(blob),
-                plain_digest,
+                weights_digest(tensors),
                 cid,
             )
         view.records = nodes_by_id(self.chain, task_id)
+        assert posted.value is not None
+        return posted.value
+
+    # ------------------------------------------------------------------ secure aggregation
+
+    def _aggregate_round(self, task_id: int, view: TaskView, round_index: int) -> list[str]:
+        """Merge each group of a secure aggregation round from its encrypted sum (the key
+        holder only: nobody else can open a sum)."""
+        aggregation = view.spec.aggregation
+        assert aggregation is not None
+        if aggregation.key_holder.lower() != self.address.lower():
+            return []
+        done = []
+        for base, group in sorted(self._groups(view, round_index).items()):
+            marker = (task_id, round_index, base)
+            if marker in self._no_merge or self._aggregated(view, round_index, base):
+                continue
+            line = self._aggregate_group(task_id, view, group)
+            if line.startswith("round"):
+                done.append(line)
+            else:  # abandoned or not improving: nothing will change for this group
+                self._no_merge.add(marker)
+                done.append(f"round {round_index}, base {base}: {line}")
+        return done
+
+    def _aggregate_group(self, task_id: int, view: TaskView, group: Group) -> str:
+        aggregation = view.spec.aggregation
+        assert aggregation is not None
+        if not group.viable:
+            return "one miner joined: nothing to aggregate"
+        submitted: dict[int, NodeRecord] = {}
+        for record in of_kind(view.records, NodeKind.UPDATE):
+            index = group.index_of(record.author)
+            in_group = record.round == group.round and record.parents[0] == group.base
+            if in_group and index is not None and self.verdict(view, record.node_id).valid:
+                submitted[index] = record  # valid means the member's first submission
+        missing = [group.members[i] for i in range(len(group.members)) if i not in submitted]
+        if missing:
+            return (
+                f"abandoned: {len(missing)} of {len(group.members)} miners who joined did not "
+                "submit a well-formed update, so the masks cannot cancel; no update was opened, "
+                "and the next round re-runs with fresh masks"
+            )
+        base_weights = self.verdict(view, group.base).weights
+        assert base_weights is not None  # members' verdicts are valid only on a valid base
+        count = value_count(base_weights)
+        public, layout = public_key(aggregation), packing(aggregation)
+        ciphertexts = {
+            i: decode_submission(
+                self.store.get(r.cid, view.spec.max_blob_bytes), public, layout, group.masked, count
+            )
+            for i, r in submitted.items()
+        }
+        with self.watch.measure("aggregation"):
+            encrypted = sum_round(public, group.masked, ciphertexts)
+            try:
+                summed = open_group_sum(
+                    self._paillier_key(aggregation), aggregation, encrypted, count, len(submitted)
+                )
+            except SecAggError as exc:
+                return f"abandoned: {exc}"
+        merged = apply_mean(base_weights, summed, len(submitted))
+        validation = self._sealed_validation(task_id, view.spec)
+        model = self._architecture(view, architecture_of(view.records, group.base))
+        merged_score = self._score_arrays(model, merged, validation, view.spec)
+        base_score = self._score(model, self.verdict(view, group.base), validation, view.spec)
+        if merged_score < base_score:
+            return (
+                f"the mean of {len(submitted)} updates scores {merged_score}, below its base's "
+                f"{base_score}: not posted, and the next round builds on the base again"
+            )
+        kept = tuple(sorted(r.node_id for r in submitted.values()))
+        samples = sum(self._credited_samples(view.spec, r) for r in submitted.values())
+        node_id = self._post_merge(
+            task_id, view, group.round, kept, _tensors(merged), merged_score, samples
+        )
         return (
-            f"round {round_index}: posted merge {posted.value} of {list(result.kept)} "
-            f"(score {result.score}, left out {list(result.left_out)})"
+            f"round {group.round}: posted merge {node_id}, the decrypted sum of {list(kept)} on "
+            f"{group.base} (score {merged_score}, base {base_score})"
+        )
+
+    def _aggregated(self, view: TaskView, round_index: int, base: int) -> bool:
+        """Whether the group (round, base) has its merge posted."""
+        return any(
+            merge.round == round_index and view.records[merge.parents[0]].parents[0] == base
+            for merge in of_kind(view.records, NodeKind.MERGE)
+            if view.records[merge.parents[0]].kind is NodeKind.UPDATE
+        )
+
+    def _groups(self, view: TaskView, round_index: int) -> dict[int, Group]:
+        """The groups of a closed (or half-done) round: joins are final at its midpoint."""
+        if round_index not in view.groups:
+            aggregation = view.spec.aggregation
+            assert aggregation is not None
+            task_id = next(iter(view.records.values())).task_id
+            view.groups[round_index] = round_groups(
+                self.chain, self.chain_id, task_id, round_index, aggregation.max_miners
+            )
+        return view.groups[round_index]
+
+    def _paillier_key(self, aggregation: Aggregation) -> paillier.PaillierPrivateKey:
+        if self._paillier is None:
+            self._paillier = paillier_key(self.account)
+        public, private = self._paillier
+        if public.n != int(aggregation.paillier_n, 16):
+            raise MarketplaceError("the task's Paillier key is not this evaluator's")
+        return private
+
+    def _check_aggregate(self, view: TaskView, record: NodeRecord) -> Verdict:
+        """A secure aggregation update: a member's first submission on its group's base,
+        well-formed for the group; what it holds is only ever seen in the group's sum."""
+        aggregation = view.spec.aggregation
+        assert aggregation is not None
+        base = record.parents[0]
+        group = self._groups(view, record.round).get(base)
+        index = None if group is None else group.index_of(record.author)
+        if group is None or index is None:
+            return Verdict.refused(
+                record.node_id,
+                Refusal.BINDING,
+                f"{record.author} did not join round {record.round} on node {base}",
+            )
+        earlier = [
+            other.node_id
+            for other in of_kind(view.records, NodeKind.UPDATE)
+            if other.round == record.round
+            and other.author.lower() == record.author.lower()
+            and other.node_id < record.node_id
+        ]
+        if earlier:
+            return Verdict.refused(
+                record.node_id, Refusal.BINDING, f"a second submission in round {record.round}"
+            )
+        base_weights = self.verdict(view, base).weights
+        if base_weights is None:
+            return Verdict.refused(record.node_id, Refusal.BINDING, f"built on invalid node {base}")
+        count = value_count(base_weights)
+        public, layout = public_key(aggregation), packing(aggregation)
+        return check_aggregate_update(
+            record,
+            self.store,
+            lambda blob: decode_submission(blob, public, layout, group.masked, count),
+            view.spec.max_blob_bytes,
         )
 
     def merge_of(
@@ -292,7 +474,10 @@ class Evaluator:
         scores: dict[int, Score] = {}
         for node_id in sorted(view.records):
             verdict = self.verdict(view, node_id)
-            if verdict.valid:
+            if verdict.sealed:  # seen only in its round's sum: it stands at its base's score
+                parent = scores[view.records[node_id].parents[0]]
+                scores[node_id] = Score(node_id=node_id, valid=True, value=parent.value)
+            elif verdict.valid:
                 value = self.node_score(view, node_id, dataset)
                 scores[node_id] = Score(node_id=node_id, valid=True, value=value)
             else:
@@ -347,8 +532,8 @@ class Evaluator:
         """Merge id -> parent id -> score of the merge's average without that parent."""
         loo: dict[int, dict[int, int]] = {}
         for merge in of_kind(view.records, NodeKind.MERGE):
-            if not scores[merge.node_id].valid:
-                continue
+            if not scores[merge.node_id].valid or view.spec.aggregates(merge.round):
+                continue  # an aggregate merge's parents are never seen alone: shared by samples
             model = self._architecture(view, architecture_of(view.records, merge.node_id))
             parts = {}
             for parent in merge.parents:
@@ -391,6 +576,8 @@ class Evaluator:
                     verdict = Verdict.refused(
                         node_id, Refusal.SPEC, f"architecture {arch_id} is invalid"
                     )
+                elif record.kind is NodeKind.UPDATE and view.spec.aggregates(record.round):
+                    verdict = self._check_aggregate(view, record)
                 elif record.kind is NodeKind.UPDATE:
                     verdict = self._check_update(view, record, view.architectures[arch_id])
                 else:

@@ -220,6 +220,22 @@ class RewardSplit(Frozen):
         return self
 
 
+class Aggregation(Frozen):
+    """Secure aggregation (marketplace.aggregation): rounds whose merge is computed from updates
+    encrypted under the key holder's Paillier key and masked pairwise, so the key holder sees the
+    round's sum and nobody sees an update alone."""
+
+    key_holder: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")  # the evaluator holding the key
+    paillier_n: str = Field(pattern=r"^[0-9a-f]+$", min_length=256, max_length=1024)  # n, hex
+    rounds: tuple[int, ...] = Field(default=(), max_length=255)  # which rounds; (): every round
+    clip: float = Field(default=0.05, gt=0, le=1000)  # each update value is clipped to +-clip
+    fraction_bits: int = Field(default=16, ge=0, le=40)  # fixed point: steps of 2**-fraction_bits
+    max_miners: int = Field(default=16, ge=2, le=256)  # a round's masked set; slot headroom
+
+    def applies(self, round_index: int) -> bool:
+        return not self.rounds or round_index in self.rounds
+
+
 class TaskSpec(Frozen):
     """The task's public description, stored as JSON on IPFS; its sha256 is on-chain."""
 
@@ -235,6 +251,7 @@ class TaskSpec(Frozen):
     max_blob_bytes: int = Field(default=64 * MIB, gt=0, le=1024 * MIB)
     sponsor_key: str = Field(default="", max_length=66)  # X25519, hex: merges are sealed to it
     validation_cid: str = Field(default="", max_length=128)  # the validation set, sealed
+    aggregation: Aggregation | None = None  # secure aggregation rounds (None: every merge in clear)
 
     @model_validator(mode="after")
     def _metric_fits_labels(self) -> TaskSpec:
@@ -244,6 +261,10 @@ class TaskSpec(Frozen):
         if self.metric is Metric.NEGATED_SSE and classes is not None:
             raise ValueError("negated_sse is for regression: data.num_classes must be null")
         return self
+
+    def aggregates(self, round_index: int) -> bool:
+        """Whether round `round_index` is a secure aggregation round."""
+        return self.aggregation is not None and self.aggregation.applies(round_index)
 
 
 class Score(Frozen):

@@ -55,7 +55,8 @@ def compute_payouts(
         nodes: every node of the task (architectures, updates, merges), in any order.
         scores: node id -> the evaluator's verdict, one for every node.
         loo_scores: merge id -> parent id -> score of that merge without that parent
-            (`MergeResult.loo_scores`); required for every valid merge.
+            (`MergeResult.loo_scores`); required for every valid merge but those of secure
+            aggregation rounds (`aggregate_shares`).
         flops_per_sample: architecture id -> training FLOPs per sample of that architecture;
             required for every architecture that has an update earning compute.
         spec: the task spec (reward split, cap on declared samples).
@@ -75,7 +76,7 @@ def compute_payouts(
         raise ValueError("bounty and deposit must not be negative")
     by_id = _index(nodes)
     _check_scores(by_id, scores)
-    _check_loo(by_id, scores, loo_scores)
+    _check_loo(by_id, scores, loo_scores, spec)
     gains = node_gains(nodes, scores)
     split = spec.split
     expertise: dict[str, int] = {}
@@ -87,7 +88,7 @@ def compute_payouts(
         architecture = architecture_of(by_id, best)
         if scores[architecture].valid:
             expertise = {by_id[architecture].author: bounty * split.expertise_bps // BPS}
-        points = _credited(by_id, scores, loo_scores, gains, _ancestors(by_id, best))
+        points = _credited(by_id, scores, loo_scores, gains, _ancestors(by_id, best), spec)
         data = apportion(bounty * split.data_bps // BPS, points)
 
     compute = apportion(
@@ -185,18 +186,22 @@ def _credited(
     loo_scores: Mapping[int, Mapping[int, int]],
     gains: Mapping[int, int],
     lineage: set[int],
+    spec: TaskSpec,
 ) -> dict[str, int]:
     """Author -> the gains credited to them over `lineage`: their updates' own gains plus their
-    leave-one-out shares of the merges' gains. These are the data weights and the points."""
+    shares of the merges' gains (by leave-one-out; by capped samples for a secure aggregation
+    merge). These are the data weights and the points."""
     credited: dict[str, int] = defaultdict(int)
     for node_id in sorted(lineage):
         node = by_id[node_id]
         if node.kind == NodeKind.UPDATE:
             credited[node.author] += gains[node_id]
         elif node.kind == NodeKind.MERGE and gains[node_id] > 0:
-            for parent, share in merge_shares(
-                node, gains[node_id], by_id, scores, loo_scores
-            ).items():
+            if spec.aggregates(node.round):
+                shares = aggregate_shares(node, gains[node_id], by_id, spec.max_samples_credited)
+            else:
+                shares = merge_shares(node, gains[node_id], by_id, scores, loo_scores)
+            for parent, share in shares.items():
                 credited[by_id[parent].author] += share
     return {author: gain for author, gain in credited.items() if gain > 0}
 
@@ -347,6 +352,7 @@ def _check_loo(
     by_id: Mapping[int, NodeRecord],
     scores: Mapping[int, Score],
     loo_scores: Mapping[int, Mapping[int, int]],
+    spec: TaskSpec,
 ) -> None:
     for merge_id, entries in loo_scores.items():
         merge = by_id.get(merge_id)
@@ -356,7 +362,8 @@ def _check_loo(
         if stray:
             raise DagError(f"leave-one-out scores for {stray}, not parents of merge {merge_id}")
     for node in by_id.values():
-        if node.kind == NodeKind.MERGE and scores[node.node_id].valid:
+        needs_loo = not spec.aggregates(node.round)  # aggregate merges share by samples
+        if node.kind == NodeKind.MERGE and scores[node.node_id].valid and needs_loo:
             missing = sorted(set(node.parents) - set(loo_scores.get(node.node_id, {})))
             if missing:
                 raise DagError(f"merge {node.node_id} has no leave-one-out score for {missing}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import gmpy2
@@ -99,11 +99,8 @@ class Packing:
             packed.append(plaintext)
         return packed
 
-    def unpack(self, plaintexts: Sequence[int], count: int, summed: int) -> npt.NDArray[np.int64]:
-        """The `count` slot values of a sum of `summed` packed updates, offsets removed:
-        the sum of the quantized values, as signed integers."""
-        if not 1 <= summed <= self.max_miners:
-            raise SecAggError(f"a sum of {summed} updates; the slots hold up to {self.max_miners}")
+    def slot_values(self, plaintexts: Sequence[int], count: int) -> npt.NDArray[np.int64]:
+        """The raw integers in the slots of `plaintexts` (the padding too), unchecked."""
         if len(plaintexts) != self.plaintexts(count):
             raise SecAggError(f"{len(plaintexts)} plaintexts for {count} values")
         width, mask = self.slot_bits, (1 << self.slot_bits) - 1
@@ -114,10 +111,34 @@ class Packing:
                 out[i] = plaintext & mask
                 plaintext >>= width
                 i += 1
+        return out
+
+    def unpack(self, plaintexts: Sequence[int], count: int, summed: int) -> npt.NDArray[np.int64]:
+        """The `count` slot values of a sum of `summed` packed updates, offsets removed:
+        the sum of the quantized values, as signed integers.
+
+        Honest updates sum to [0, 2 * level * summed] in every slot, 0 in the padding and
+        nothing above the last slot; a masked sum that did not cancel (a copied, stale or forged
+        submission) is uniform mod n and fails that with overwhelming probability: refused."""
+        if not 1 <= summed <= self.max_miners:
+            raise SecAggError(f"a sum of {summed} updates; the slots hold up to {self.max_miners}")
+        out = self.slot_values(plaintexts, count)
+        top = self.slots * self.slot_bits
+        in_range = not out.size or (
+            int(out[:count].max()) <= 2 * self.level * summed and not out[count:].any()
+        )
+        if not in_range or any(p >> top for p in plaintexts):
+            raise SecAggError(_NOT_A_SUM)
         return out[:count] - summed * self.level
 
     def dequantize(self, summed_values: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         return summed_values.astype(np.float64) / 2.0**self.fraction_bits
+
+
+_NOT_A_SUM = (
+    "the decrypted sum is out of range: some submission was not masked for this round's miners "
+    "(copied, stale or forged), so the masks did not cancel"
+)
 
 
 # ------------------------------------------------------------------ pairwise masks
@@ -356,7 +377,7 @@ def seal_update(
 def sum_round(
     public: paillier.PaillierPublicKey,
     masked: MaskedRound,
-    submissions: dict[int, Sequence[int]],
+    submissions: Mapping[int, Sequence[int]],
 ) -> list[int]:
     """The round's encrypted sum; refused unless every masked miner submitted (otherwise the
     masks do not cancel and the sum is noise)."""

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING
 
 from eth_account.signers.local import LocalAccount
 
+from marketplace.aggregation import packing
 from marketplace.chain import ChainClient
 from marketplace.checks import encode_architecture
 from marketplace.crypto import sha256, validation_commitment
 from marketplace.envelope import public_key_from_hex
 from marketplace.errors import ConfigError
 from marketplace.evaluation import load_dataset
-from marketplace.messages import ZERO_ADDRESS, TaskParams, TaskSpec, TxResult
+from marketplace.messages import ZERO_ADDRESS, Aggregation, TaskParams, TaskSpec, TxResult
 from marketplace.models import ModelSpec
+from marketplace.secagg import SecAggError
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
     SALT_BYTES,
@@ -75,6 +77,8 @@ def create_task(
         readers = [public_key_from_hex(key) for key in evaluator_keys]
     except ValueError as exc:
         raise ConfigError(f"bad evaluator key: {exc}") from None
+    if spec.aggregation is not None:
+        _check_aggregation(spec.aggregation, params)
     rows = load_dataset(validation, spec.data, spec.max_blob_bytes)  # refuse a bad file now
     if len(rows) == 0:
         raise ConfigError("the validation file has no rows")
@@ -105,6 +109,25 @@ def create_task(
     result = chain.create_task(sponsor.address, full_params)
     assert result.value is not None
     return CreatedTask(result.value, spec_cid, validation_cid, result)
+
+
+def _check_aggregation(aggregation: Aggregation, params: TaskParams) -> None:
+    """Only the key holder can open a round's sum, so it is the task's only evaluator: no other
+    could confirm its merges (a threshold Paillier key would lift this)."""
+    if len(params.evaluators) != 1:
+        raise ConfigError(
+            f"secure aggregation needs exactly one evaluator, the key holder, not "
+            f"{len(params.evaluators)}"
+        )
+    if params.evaluators[0].lower() != aggregation.key_holder.lower():
+        raise ConfigError(
+            f"the aggregation's key holder {aggregation.key_holder} is not the task's evaluator "
+            f"{params.evaluators[0]}"
+        )
+    try:
+        packing(aggregation)
+    except SecAggError as exc:
+        raise ConfigError(f"bad aggregation parameters: {exc}") from None
 
 
 def reveal(

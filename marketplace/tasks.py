@@ -4,7 +4,8 @@ set, the readers a merge is sealed to, and reading any node's weights.
 Keys. Every account has an account-wide X25519 key, `account_key` (HKDF of its Ethereum key,
 task 0): evaluators publish it, and the sponsor's goes in the task spec, because neither knows
 the task id before the task exists. Miners register a per-task key (`miner_key`) with their
-first submission. Nothing here holds a secret the account's Ethereum key cannot rebuild.
+first submission. A secure aggregation task's key holder has a Paillier key (`paillier_key`).
+Nothing here holds a secret the account's Ethereum key cannot rebuild.
 
 The validation set is sealed to the evaluators and the sponsor as `salt || file` (kind
 "validation", task 0: the task id is unknown when it is sealed); a reader checks it against
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
+from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 from pydantic import ValidationError
 
 from marketplace.chain import ChainClient
@@ -43,6 +45,7 @@ from marketplace.errors import EnvelopeError, IntegrityError, SpecError
 from marketplace.messages import NodeKind, NodeRecord, TaskSpec
 from marketplace.models import ModelSpec
 from marketplace.rewards import architecture_of
+from marketplace.secagg import derive_key
 from marketplace.storage import BlobStore
 
 if TYPE_CHECKING:
@@ -60,8 +63,19 @@ def account_key(account: LocalAccount) -> X25519KeyPair:
 
 
 def miner_key(account: LocalAccount, task_id: int) -> X25519KeyPair:
-    """The X25519 key a miner registers for `task_id` with its first submission."""
+    """The X25519 key a miner registers for `task_id` with its first submission (and joins
+    secure aggregation rounds with)."""
     return X25519KeyPair.derive(bytes(account.key), task_id)
+
+
+def paillier_key(account: LocalAccount) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
+    """The Paillier key of a secure aggregation key holder (an evaluator): rebuilt from its
+    Ethereum key, like its X25519 key. Its n, in hex, goes in the spec's `aggregation`."""
+    return derive_key(bytes(account.key))
+
+
+def paillier_hex(account: LocalAccount) -> str:
+    return format(paillier_key(account)[0].n, "x")
 
 
 # ------------------------------------------------------------------------------- the spec

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from eth_account.signers.local import LocalAccount
 
+from marketplace.aggregation import groups_of, seal_delta
 from marketplace.chain import ChainClient
 from marketplace.codec import encode_weights
 from marketplace.crypto import sha256
@@ -28,7 +29,7 @@ from marketplace.envelope import seal
 from marketplace.errors import ConfigError, DataFormatError, MarketplaceError
 from marketplace.evaluation import Dataset, load_dataset
 from marketplace.faults import crash_point, pause_point
-from marketplace.messages import NodeKind, NodeRecord, Phase, TaskSpec
+from marketplace.messages import NodeKind, NodeRecord, Phase, TaskSpec, TaskState
 from marketplace.models import ModelSpec
 from marketplace.outage import OutageGuard
 from marketplace.report import claim_payout
@@ -48,7 +49,7 @@ from marketplace.tasks import (
 )
 from marketplace.timing import Stopwatch
 from miner.ledger import PrivacyLedger, fingerprint
-from miner.trainer import DPConfig, Progress, TrainConfig, Trainer
+from miner.trainer import DPConfig, Progress, TrainConfig, Trainer, TrainResult
 
 if TYPE_CHECKING:
     import torch
@@ -168,6 +169,11 @@ class Miner:
         self._models: dict[tuple[int, int], ModelSpec] = {}  # (task, architecture) -> spec
         self._initial: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         self._quorums: dict[int, int] = {}
+        # (task, round) -> trained, base weights, download seconds: kept in memory between
+        # training (a secure aggregation round's first half) and sealing (its second half).
+        self._trained: dict[
+            tuple[int, int], tuple[TrainResult, dict[str, torch.Tensor], float]
+        ] = {}
 
     # ------------------------------------------------------------------ one round
 
@@ -206,17 +212,13 @@ class Miner:
             log.info("task %d round %d: uploading the blob sealed before", task_id, round_index)
             self._upload(sealed, saved)
             return self._submit(task_id, round_index, saved, resumed=True)
+        if spec.aggregates(round_index):
+            return self._aggregate_round(task_id, task, round_index, records, spec, saved, now)
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         parent, model_spec, weights = self.choose_parent(task_id, records, spec)
         seconds["download"] = time.perf_counter() - started
-        dataset = self._dataset(spec)
-        spend = self._reserve_privacy(task_id, round_index)
-        result = self.trainer.train(
-            model_spec, weights, dataset, self.config.train_config(round_index), self.progress
-        )
-        if spend is not None and self.ledger is not None and result.epsilon is not None:
-            self.ledger.settle(*spend, result.epsilon)
+        result = self._train(task_id, round_index, model_spec, weights, spec)
         seconds["train"] = result.seconds
         started = time.perf_counter()
         blob = seal(
@@ -228,6 +230,40 @@ class Miner:
             kind="update",
             chain_id=self.chain_id,
         )
+        return self._keep_and_submit(
+            task_id, round_index, saved, blob, parent, result, seconds, started
+        )
+
+    def _train(
+        self,
+        task_id: int,
+        round_index: int,
+        model_spec: ModelSpec,
+        weights: dict[str, torch.Tensor],
+        spec: TaskSpec,
+    ) -> TrainResult:
+        """Train on the private data, the round's DP spend recorded in the ledger first."""
+        dataset = self._dataset(spec)
+        spend = self._reserve_privacy(task_id, round_index)
+        result = self.trainer.train(
+            model_spec, weights, dataset, self.config.train_config(round_index), self.progress
+        )
+        if spend is not None and self.ledger is not None and result.epsilon is not None:
+            self.ledger.settle(*spend, result.epsilon)
+        return result
+
+    def _keep_and_submit(
+        self,
+        task_id: int,
+        round_index: int,
+        saved: dict[str, object],
+        blob: bytes,
+        parent: int,
+        result: TrainResult,
+        seconds: dict[str, float],
+        started: float,
+    ) -> Submission:
+        """Keep the sealed blob on disk, upload it and submit it (`started`: when sealing began)."""
         digest = sha256(blob).hex()
         # Kept on disk until it is uploaded, so an IPFS outage or a kill costs no retraining.
         write_bytes_atomically(self._sealed_path(digest), blob)
@@ -247,6 +283,70 @@ class Miner:
         submission = self._submit(task_id, round_index, saved, resumed=False)
         seconds["submit"] = submission.seconds["submit"]
         return replace(submission, loss=result.loss, epsilon=result.epsilon, seconds=seconds)
+
+    def _aggregate_round(
+        self,
+        task_id: int,
+        task: TaskState,
+        round_index: int,
+        records: Mapping[int, NodeRecord],
+        spec: TaskSpec,
+        saved: dict[str, object],
+        now: int,
+    ) -> Submission | None:
+        """A secure aggregation round (marketplace.aggregation): join in its first half and
+        train meanwhile; once the masked set is fixed at the midpoint, seal the delta against
+        it, upload and submit. None while there is nothing to submit yet (or at all)."""
+        aggregation = spec.aggregation
+        assert aggregation is not None
+        midpoint = task.start + round_index * task.round_duration + task.round_duration // 2
+        key = miner_key(self.account, task_id)
+        joins = self.chain.round_joins(task_id, round_index)
+        mine = [e for e in joins if str(e.args["account"]).lower() == self.address.lower()]
+        if mine:
+            base = int(mine[0].args["base"])
+        elif now >= midpoint:
+            log.info("task %d round %d: joined too late; the masks are fixed", task_id, round_index)
+            return None
+        else:
+            base, _, _ = self.choose_parent(task_id, records, spec)
+            with self.watch.measure("chain"):
+                self.chain.join_round(self.address, task_id, base, key.public_bytes)
+            saved.update(status="joined", base=base)
+            self.state.save()
+            log.info(
+                "task %d round %d: joined the aggregation on node %d", task_id, round_index, base
+            )
+        trained = self._trained.get((task_id, round_index))
+        if trained is None:
+            started = time.perf_counter()
+            _, model_spec, base_weights = self._weights_of(task_id, records, base, spec)
+            download = time.perf_counter() - started
+            result = self._train(task_id, round_index, model_spec, base_weights, spec)
+            trained = self._trained[(task_id, round_index)] = (result, base_weights, download)
+        if now < midpoint:
+            return None  # who else is in the round is known at the midpoint
+        group = groups_of(
+            joins, self.chain_id, self.chain.address, task_id, round_index, aggregation.max_miners
+        ).get(base)
+        if group is None or group.index_of(self.address) is None or not group.viable:
+            admitted = group is not None and group.index_of(self.address) is not None
+            why = "alone in the group: its sum would be this update" if admitted else "full"
+            log.info("task %d round %d: not submitting (%s)", task_id, round_index, why)
+            saved.update(status="not aggregated")
+            self.state.save()
+            return None
+        result, base_weights, download = trained
+        started = time.perf_counter()
+        blob = seal_delta(
+            result.weights, base_weights, aggregation, key.private_key, group, self.address
+        )
+        seconds = {"download": download, "train": result.seconds}
+        submission = self._keep_and_submit(
+            task_id, round_index, saved, blob, base, result, seconds, started
+        )
+        del self._trained[(task_id, round_index)]
+        return submission
 
     def _sealed_path(self, digest: str) -> Path:
         return self.state.path.parent / "sealed" / f"{digest}.blob"

@@ -16,6 +16,10 @@ folder, on free ports) and stopped after it, every transaction signed here. `--s
 http://127.0.0.1:PORT/ shows the market as it happens, and stays up after it until Ctrl-C.
 `--dp-epsilon E`: every data owner trains with DP-SGD and a privacy ledger holding E, spending
 E / rounds a round; the report shows what each spent next to its best update's test accuracy.
+`--aggregate`: every round is a secure aggregation round (packed Paillier, pairwise masks):
+the four data owners join on the latest merge in the round's first half, seal their clipped
+deltas in the second, and the evaluator posts the merge it decrypted from the round's sum,
+never seeing an update alone (everyone starts on the small architecture: one group a round).
 The last line is machine-readable:
 
     DEMO OK accuracy_ratio=<winner/centralized> overhead_per_update_s=<s> wall_s=<s>
@@ -58,6 +62,7 @@ from marketplace.engines import Engines  # noqa: E402
 from marketplace.evaluation import Dataset, score, to_csv  # noqa: E402
 from marketplace.evaluator import Evaluator  # noqa: E402
 from marketplace.messages import (  # noqa: E402
+    Aggregation,
     DataSchema,
     Metric,
     NodeKind,
@@ -72,7 +77,7 @@ from marketplace.shards import digits_splits, dirichlet_shards, subset  # noqa: 
 from marketplace.sponsor import create_task, propose_architecture, reveal  # noqa: E402
 from marketplace.state import StateFile  # noqa: E402
 from marketplace.storage import BlobStore, IpfsStore, LocalStore  # noqa: E402
-from marketplace.tasks import account_key  # noqa: E402
+from marketplace.tasks import account_key, paillier_hex  # noqa: E402
 from marketplace.timing import Stopwatch, Timed  # noqa: E402
 from miner.ledger import PrivacyLedger, fingerprint  # noqa: E402
 from miner.trainer import TrainConfig, Trainer  # noqa: E402
@@ -113,6 +118,11 @@ def main() -> None:
         help="every data owner trains with DP-SGD: this epsilon in all, a share per round",
     )
     parser.add_argument(
+        "--aggregate",
+        action="store_true",
+        help="secure aggregation rounds: the evaluator sees only each round's sum",
+    )
+    parser.add_argument(
         "--engines", action="store_true", help="on anvil and an IPFS daemon started for the run"
     )
     parser.add_argument(
@@ -127,6 +137,8 @@ def main() -> None:
         parser.error("--serve needs --engines: the service follows the chain over JSON-RPC")
     if args.quick:
         args.rounds = min(args.rounds, 2)
+    if args.aggregate:
+        args.start_on = "small"  # one group a round: packing the 1 MB model takes 30 s a miner
     with contextlib.ExitStack() as stack:
         run(args, stack)
 
@@ -211,6 +223,14 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         data=DataSchema(num_features=64, num_classes=10),
         split=RewardSplit(expertise_bps=2000, data_bps=5000, compute_bps=2000),
         max_blob_bytes=8 * 1024 * 1024,
+        aggregation=Aggregation(
+            key_holder=evaluator_account.address,
+            paillier_n=paillier_hex(evaluator_account),
+            clip=0.05,
+            max_miners=8,
+        )
+        if args.aggregate
+        else None,
     )
     params = TaskParams(
         bounty=10 * ETHER,
@@ -292,6 +312,11 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     submissions: list[Submission] = []
     task = chain.task(task_id)
     for round_index in range(args.rounds):
+        if args.aggregate:  # the first half: join and train; the masked set is fixed midway
+            for miner in miners:
+                assert miner.submit_round(task_id) is None
+            opens = task.start + round_index * ROUND_SECONDS
+            advance_chain_to(w3, opens + ROUND_SECONDS // 2)
         for miner in miners:
             submission = miner.submit_round(task_id)
             assert submission is not None
@@ -364,6 +389,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     bought = []  # (owner, rows, epsilon spent, best valid update, its test accuracy)
     for i, miner in enumerate(miners):
         own = [n for n in report.nodes if n.author == miner.address and n.kind is NodeKind.UPDATE]
+        if args.aggregate:  # nobody saw an update alone: what it bought is the merges it joined
+            ids = {n.node_id for n in own if n.valid}
+            own = [n for n in report.nodes if n.kind is NodeKind.MERGE and ids & set(n.parents)]
         best = max((n for n in own if n.valid), key=lambda n: (n.score, -n.node_id), default=None)
         accuracy = None
         if best is not None and (weights := view.verdicts[best.node_id].weights) is not None:
@@ -383,7 +411,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
 
     # ------------------------------------------------------------- the report
     _print_tree(report, names, arch_ids)
-    _print_privacy(bought, args.dp_epsilon)
+    _print_privacy(bought, args.dp_epsilon, args.aggregate)
     _print_payouts(report, names, chain, reclaimed.events)
     gas_table = Table(title="gas spent per role")
     gas_table.add_column("role")
@@ -396,6 +424,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     steps = ("download", "seal", "upload", "submit", "evaluator check")
     large_updates = [s for s in submissions if _arch_of(report, s.node_id) == arch_ids[1]]
     measured = large_updates or submissions
+    shown_model = large if large_updates else small
     per_step = {
         step: statistics.median(
             evaluator.check_seconds.get(s.node_id, 0.0)
@@ -420,7 +449,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         f"ratio {ratio:.4f}"
     )
     console.print(
-        f"market overhead per update ({_widths(large)}, {_param_bytes(large) / 1e6:.2f} MB, "
+        f"market overhead per update ({_widths(shown_model)}, "
+        f"{_param_bytes(shown_model) / 1e6:.2f} MB, "
         f"median of {len(measured)}): {overhead:.3f} s next to {train_median:.3f} s of "
         "training; " + ", ".join(f"{step} {seconds:.3f} s" for step, seconds in per_step.items())
     )
@@ -527,8 +557,10 @@ def _print_tree(report: PayoutReport, names: dict[str, str], arch_ids: list[int]
 def _print_privacy(
     bought: list[tuple[str, int, float | None, int | None, float | None]],
     dp_epsilon: float | None,
+    aggregate: bool,
 ) -> None:
-    title = "privacy: what each data owner spent, and what its best update bought"
+    bought_by = "the best merge its sealed updates went into" if aggregate else "its best update"
+    title = f"privacy: what each data owner spent, and what {bought_by} bought"
     table = Table(title=title if dp_epsilon else f"{title} (no DP: --dp-epsilon E)")
     for column in ("owner", "rows", "epsilon spent", "best node", "its test accuracy"):
         table.add_column(column, justify="left" if column == "owner" else "right")

@@ -38,6 +38,7 @@ from marketplace.envelope import public_key_from_hex
 from marketplace.errors import ConfigError
 from marketplace.messages import (
     ZERO_ADDRESS,
+    Aggregation,
     DataSchema,
     Metric,
     NodeKind,
@@ -49,7 +50,7 @@ from marketplace.messages import (
 )
 from marketplace.report import PayoutReport, fetch_report, posted_reports
 from marketplace.storage import BlobStore
-from marketplace.tasks import account_key, nodes_by_id
+from marketplace.tasks import account_key, nodes_by_id, paillier_hex
 
 app = typer.Typer(help="Create and run tasks: bounties for models.", no_args_is_help=True)
 
@@ -89,6 +90,19 @@ def create(
     data_bps: Annotated[int, typer.Option(help="Data share, basis points.")] = 5000,
     compute_bps: Annotated[int, typer.Option(help="Compute share, basis points.")] = 2000,
     max_blob_mb: Annotated[int, typer.Option(help="Cap on any blob, MiB.")] = 64,
+    aggregate: Annotated[
+        str | None,
+        typer.Option(
+            help="Secure aggregation rounds, opened by this evaluator: ADDRESS=PAILLIER_N "
+            "(from `marketplace key --paillier`) or dev:N. It must be the only evaluator."
+        ),
+    ] = None,
+    clip: Annotated[
+        float, typer.Option(help="With --aggregate: each update value is clipped to +-clip.")
+    ] = 0.05,
+    max_miners: Annotated[
+        int, typer.Option(help="With --aggregate: miners per round and base (slot headroom).")
+    ] = 16,
     data_dir: DataDir = None,
     rpc: Rpc = None,
     contract: Contract = None,
@@ -118,6 +132,10 @@ def create(
         max_blob_mb,
         (expertise_bps, data_bps, compute_bps),
     )
+    if aggregate is not None:
+        task_spec = task_spec.model_copy(
+            update={"aggregation": _aggregation(settings, aggregate, clip, max_miners)}
+        )
     file = read_file(validation, MAX_FILE_BYTES)
     try:
         params = TaskParams(
@@ -297,6 +315,28 @@ def _evaluator(settings: Settings, text: str) -> tuple[str, str]:
     except ValueError as exc:
         raise ConfigError(f"--evaluator {address}: {exc}") from None
     return str(to_checksum_address(address)), key.removeprefix("0x")
+
+
+def _aggregation(settings: Settings, text: str, clip: float, max_miners: int) -> Aggregation:
+    if text.startswith("dev:"):
+        index = text[4:]
+        if not index.isdigit():
+            raise ConfigError(f"--aggregate dev:N takes an account number, not {text!r}")
+        account = dev_account(read_devnet_info(settings.devnet_file), int(index))
+        address, key = str(account.address), paillier_hex(account)
+    else:
+        address, sep, key = text.partition("=")
+        if not sep or not is_address(address):
+            raise ConfigError(f"--aggregate is ADDRESS=PAILLIER_N (hex) or dev:N: {text!r}")
+    try:
+        return Aggregation(
+            key_holder=str(to_checksum_address(address)),
+            paillier_n=key.removeprefix("0x").lower(),
+            clip=clip,
+            max_miners=max_miners,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"bad --aggregate: {_first(exc)}") from None
 
 
 def _address(text: str, option: str) -> str:

@@ -15,7 +15,7 @@ from marketplace.chain import ChainClient
 from marketplace.devchain import advance_to, local_web3
 from marketplace.evaluation import Dataset, to_csv
 from marketplace.evaluator import Evaluator
-from marketplace.messages import DataSchema, Metric, RewardSplit, TaskParams, TaskSpec
+from marketplace.messages import Aggregation, DataSchema, Metric, RewardSplit, TaskParams, TaskSpec
 from marketplace.models import ModelSpec, init_weights
 from marketplace.shards import digits_splits, dirichlet_shards, subset
 from marketplace.sponsor import create_task, propose_architecture, reveal
@@ -77,7 +77,11 @@ class Market:
         return self.keys[2]
 
     def create(
-        self, rounds: int = 2, evaluators: list[LocalAccount] | None = None, **params: Any
+        self,
+        rounds: int = 2,
+        evaluators: list[LocalAccount] | None = None,
+        aggregation: Aggregation | None = None,
+        **params: Any,
     ) -> int:
         evaluators = evaluators or [self.evaluator_account]
         spec = TaskSpec(
@@ -85,6 +89,7 @@ class Market:
             metric=Metric.ACCURACY,
             data=DataSchema(num_features=64, num_classes=10),
             split=SPLIT,
+            aggregation=aggregation,
         )
         task_params = TaskParams(
             bounty=BOUNTY,

@@ -21,7 +21,7 @@ from marketplace.connect import dev_account
 from marketplace.devnet import Devnet
 from marketplace.evaluation import to_csv
 from marketplace.shards import digits_splits
-from marketplace.tasks import account_key
+from marketplace.tasks import account_key, paillier_hex
 from miner.cli import app as miner_app
 from sponsor_cli.app import app as sponsor_app
 from tests.helpers import readable_error
@@ -148,6 +148,11 @@ def test_key_prints_the_account_key_sponsors_seal_to(devnet: Devnet) -> None:
     assert result.exit_code == 0, result.output
     account = dev_account(devnet.info, 1)
     assert f"{account.address}={account_key(account).public_hex}" in result.output
+
+    result = invoke(marketplace_app, devnet, "key", "--account", "1", "--paillier")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"{account.address}={paillier_hex(account)}"
+    assert len(paillier_hex(account)) == 512  # a 2048-bit n
 
 
 def test_miner_watch_submits_to_every_open_task_its_data_fits(devnet: Devnet, files: Path) -> None:

@@ -124,7 +124,7 @@ def test_one_submission_decrypts_to_values_indistinguishable_from_random(keys: K
     values = updates(3, size, seed=1)
     truth = PACKING.quantize(values[0])
     sealed = seal_update(values[0], PACKING, public, secrets[0], 0, masked)
-    slots = PACKING.unpack(decrypt(private, sealed), size, 1) + PACKING.level
+    slots = PACKING.slot_values(decrypt(private, sealed), size)[:size]
     # Uniform over the whole slot, uncorrelated with the update.
     span = 2**PACKING.slot_bits
     assert stats.kstest(slots / span, "uniform").pvalue > 1e-3
@@ -148,9 +148,13 @@ def test_a_miner_that_drops_out_after_the_masks_were_agreed_abandons_the_round(
     with pytest.raises(SecAggError, match=r"miners \[2\] dropped out"):
         sum_round(public, masked, sealed)
     # Why it is refused: without miner 2 the masks do not cancel, and the "sum" is noise.
-    forced = PACKING.unpack(decrypt(private, aggregate(public, list(sealed.values()))), size, 3)
+    noise = decrypt(private, aggregate(public, list(sealed.values())))
+    forced = PACKING.slot_values(noise, size)[:size] - 3 * PACKING.level
     exact = sum(PACKING.quantize(values[i]) - PACKING.level for i in (0, 1, 3))
     assert np.mean(forced == exact) < 0.01
+    # ... and opening it anyway is refused: the slots are out of any sum's range.
+    with pytest.raises(SecAggError, match="out of range"):
+        PACKING.unpack(noise, size, 3)
     # The re-run: fresh keys among the three who stayed, and the sum is exact again.
     fresh = [X25519PrivateKey.generate() for _ in range(3)]
     rerun = MaskedRound(

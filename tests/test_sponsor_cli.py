@@ -18,7 +18,7 @@ from marketplace.devnet import Devnet
 from marketplace.evaluation import Dataset, to_csv
 from marketplace.messages import Phase
 from marketplace.storage import LocalStore
-from marketplace.tasks import account_key, read_spec
+from marketplace.tasks import account_key, paillier_hex, read_spec
 from sponsor_cli.app import app
 from tests.helpers import readable_error
 
@@ -227,3 +227,33 @@ def test_a_negative_seed_is_a_readable_error(task_one: Result, devnet: Devnet, f
     )
 
     assert "--seed" in readable_error(result)
+
+
+def test_an_aggregate_task_carries_the_key_holders_paillier_key(
+    devnet: Devnet, files: Path, chain: ChainClient
+) -> None:
+    result = create(devnet, files, "--aggregate", "dev:1", "--clip", "0.1", "--max-miners", "8")
+
+    assert result.exit_code == 0, result.output
+    spec = read_spec(chain, LocalStore(devnet.path.parent / "blobs"), chain.task_count())
+    holder = dev_account(devnet.info, 1)
+    assert spec.aggregation is not None
+    assert spec.aggregation.key_holder == holder.address
+    assert spec.aggregation.paillier_n == paillier_hex(holder)
+    assert (spec.aggregation.clip, spec.aggregation.max_miners) == (0.1, 8)
+    assert spec.aggregates(0) and spec.aggregates(3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--aggregate", "dev:2"), "is not the task's evaluator"),
+        (("--aggregate", "0x" + "12" * 20 + "=" + "ab" * 8), "bad --aggregate: paillier_n"),
+        (("--aggregate", "nonsense"), "--aggregate is ADDRESS=PAILLIER_N"),
+        (("--aggregate", "dev:1", "--max-miners", "1"), "bad --aggregate: max_miners"),
+    ],
+)
+def test_a_bad_aggregation_is_a_readable_error(
+    devnet: Devnet, files: Path, extra: tuple[str, ...], message: str
+) -> None:
+    assert message in readable_error(create(devnet, files, *extra))

@@ -1,0 +1,197 @@
+"""Secure aggregation rounds: the protocol that `marketplace.secagg`'s cryptography runs in.
+
+A round r of a task whose spec has `aggregation` (for r) runs in two halves:
+
+1. Join (the round's first half, enforced by the contract): each miner picks its base, the node
+   it trains from (the latest merge it can read, else an architecture), and calls
+   `joinRound(task, base, key)` with its per-task X25519 key (`tasks.miner_key`). It may train
+   meanwhile.
+2. Seal (the second half): the masked set of (r, base) is now fixed: the first join of each
+   account in round r, if it named that base, in log order, the first `max_miners` of them; a
+   miner's index is its place in that list. Each member seals `trained - base` (clipped,
+   quantized, packed, masked against every other member, encrypted under the key holder's
+   Paillier key) as a GMSA blob, uploads it, and submits it as an update of the base.
+3. After the round (the key holder, an evaluator): the encrypted sum of each group's
+   submissions, decrypted once; the merge is base + sum / k, the plain mean of the k clipped
+   deltas (declared samples cannot weigh updates nobody sees: they only split the reward,
+   `rewards.aggregate_shares`). A member without a well-formed submission leaves masks that do
+   not cancel, so the group is abandoned; the next round re-runs with fresh masks (the context
+   binds the round). A group of one would be its member's update in clear: it is never
+   aggregated, and its member does not submit.
+
+Every mask key is bound to the round's context: chain, contract, task, round and base.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from eth_utils.address import to_checksum_address
+from phe import paillier
+
+from marketplace.chain import ChainClient
+from marketplace.messages import Aggregation, ChainEvent
+from marketplace.secagg import (
+    MaskedRound,
+    Packing,
+    SecAggError,
+    encode_submission,
+    open_sum,
+    seal_update,
+)
+
+MIN_MEMBERS = 2  # below this the "sum" is one update: never aggregated
+
+
+@dataclass(frozen=True)
+class Group:
+    """The miners of one round who joined on one base, in index order, and their masks' round."""
+
+    round: int
+    base: int
+    members: tuple[str, ...]  # checksum addresses; member i has mask index i
+    masked: MaskedRound
+
+    def index_of(self, account: str) -> int | None:
+        checksum = str(to_checksum_address(account))
+        return self.members.index(checksum) if checksum in self.members else None
+
+    @property
+    def viable(self) -> bool:
+        return len(self.members) >= MIN_MEMBERS
+
+
+def round_context(chain_id: int, contract: str, task_id: int, round_index: int, base: int) -> bytes:
+    """What every mask of the group (round, base) is bound to."""
+    return (
+        f"gm-secagg/v1 chain {chain_id} contract {contract.lower()} task {task_id} "
+        f"round {round_index} base {base}"
+    ).encode()
+
+
+def round_groups(
+    chain: ChainClient, chain_id: int, task_id: int, round_index: int, max_miners: int
+) -> dict[int, Group]:
+    """Base -> the group that joined round `round_index` on it (see the module docstring)."""
+    joins = chain.round_joins(task_id, round_index)
+    return groups_of(joins, chain_id, chain.address, task_id, round_index, max_miners)
+
+
+def groups_of(
+    joins: Sequence[ChainEvent],
+    chain_id: int,
+    contract: str,
+    task_id: int,
+    round_index: int,
+    max_miners: int,
+) -> dict[int, Group]:
+    """Base -> group, from a round's RoundJoined events in chain order."""
+    first: dict[str, tuple[int, bytes]] = {}
+    for event in joins:
+        account = str(to_checksum_address(str(event.args["account"])))
+        first.setdefault(account, (int(event.args["base"]), bytes(event.args["maskKey"])))
+    members: dict[int, list[tuple[str, bytes]]] = {}
+    for account, (base, key) in first.items():  # dicts keep the log order
+        if len(members.setdefault(base, [])) < max_miners:
+            members[base].append((account, key))
+    groups = {}
+    for base, joined in members.items():
+        context = round_context(chain_id, contract, task_id, round_index, base)
+        keys = {i: X25519PublicKey.from_public_bytes(key) for i, (_, key) in enumerate(joined)}
+        groups[base] = Group(
+            round_index, base, tuple(a for a, _ in joined), MaskedRound(context, keys)
+        )
+    return groups
+
+
+# ------------------------------------------------------------------ the task's parameters
+
+
+def public_key(aggregation: Aggregation) -> paillier.PaillierPublicKey:
+    return paillier.PaillierPublicKey(int(aggregation.paillier_n, 16))
+
+
+def packing(aggregation: Aggregation) -> Packing:
+    return Packing(
+        aggregation.clip,
+        aggregation.fraction_bits,
+        aggregation.max_miners,
+        key_bits=int(aggregation.paillier_n, 16).bit_length(),
+    )
+
+
+# ------------------------------------------------------------------ weights <-> values
+
+
+def _array(value: Any) -> npt.NDArray[np.float64]:
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def value_count(weights: Mapping[str, Any]) -> int:
+    return sum(int(np.prod(np.shape(_array(weights[name])))) for name in weights)
+
+
+def delta_values(trained: Mapping[str, Any], base: Mapping[str, Any]) -> npt.NDArray[np.float64]:
+    """`trained - base`, flattened tensor by tensor in name order."""
+    if set(trained) != set(base):
+        raise SecAggError("the trained weights and the base have different tensors")
+    parts = [(_array(trained[name]) - _array(base[name])).ravel() for name in sorted(base)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def apply_mean(
+    base: Mapping[str, Any], summed: npt.NDArray[np.float64], members: int
+) -> dict[str, npt.NDArray[np.float32]]:
+    """base + summed / members, tensor by tensor in name order, as float32 (float64 first:
+    every key holder gets the same bytes)."""
+    merged: dict[str, npt.NDArray[np.float32]] = {}
+    offset = 0
+    for name in sorted(base):
+        array = _array(base[name])
+        part = summed[offset : offset + array.size].reshape(array.shape)
+        merged[name] = (array + part / np.float64(members)).astype(np.float32)
+        offset += array.size
+    if offset != summed.size:
+        raise SecAggError(f"a sum of {summed.size} values for weights of {offset}")
+    return merged
+
+
+# ------------------------------------------------------------------ the two sides
+
+
+def seal_delta(
+    trained: Mapping[str, Any],
+    base: Mapping[str, Any],
+    aggregation: Aggregation,
+    own: X25519PrivateKey,
+    group: Group,
+    account: str,
+) -> bytes:
+    """A member's GMSA blob for its group: its delta, clipped, packed, masked, encrypted."""
+    index = group.index_of(account)
+    if index is None:
+        raise SecAggError(f"{account} is not in round {group.round}'s group on {group.base}")
+    if not group.viable:
+        raise SecAggError(f"round {group.round}'s group on {group.base} has one member")
+    values = delta_values(trained, base)
+    public, layout = public_key(aggregation), packing(aggregation)
+    ciphertexts = seal_update(values, layout, public, own, index, group.masked)
+    return encode_submission(ciphertexts, public, layout, group.masked, values.size)
+
+
+def open_group_sum(
+    private: paillier.PaillierPrivateKey,
+    aggregation: Aggregation,
+    encrypted_sum: list[int],
+    count: int,
+    members: int,
+) -> npt.NDArray[np.float64]:
+    """The sum of the group's `members` deltas (SecAggError if the masks did not cancel)."""
+    return open_sum(private, packing(aggregation), encrypted_sum, count, members)

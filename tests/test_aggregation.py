@@ -1,0 +1,280 @@
+"""Secure aggregation rounds end to end: miners join in a round's first half, seal their clipped
+deltas against the masked set once it is fixed, and the key holder posts the merge it decrypted
+from the encrypted sum, never opening an update alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from marketplace import errors
+from marketplace.aggregation import apply_mean, delta_values, groups_of, packing
+from marketplace.devchain import advance_to
+from marketplace.errors import ConfigError
+from marketplace.messages import Aggregation, ChainEvent, NodeKind, NodeRecord
+from marketplace.rewards import aggregate_shares, apportion
+from marketplace.secagg import SecAggError, decode_submission, decrypt
+from marketplace.tasks import account_key, nodes_by_id, open_merge, paillier_hex, paillier_key
+from marketplace.verify import verify_task
+from miner.trainer import Trainer, TrainResult
+from tests.market import BOUNTY, DEPOSIT, ROUND, SPLIT, TINY, Market, new_market
+
+EPOCHS = 5
+
+
+class RecordingTrainer(Trainer):
+    """Keeps every result, so a test can compute what the sum must be."""
+
+    def __init__(self) -> None:
+        self.results: list[TrainResult] = []
+
+    def train(self, *args: Any, **kwargs: Any) -> TrainResult:
+        result = super().train(*args, **kwargs)
+        self.results.append(result)
+        return result
+
+
+def aggregation_of(market: Market, **overrides: Any) -> Aggregation:
+    fields: dict[str, Any] = {
+        "key_holder": market.evaluator_account.address,
+        "paillier_n": paillier_hex(market.evaluator_account),
+        "clip": 0.05,
+        "max_miners": 8,
+    }
+    fields.update(overrides)
+    return Aggregation(**fields)
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Market:
+    m = new_market(tmp_path)
+    m.create(rounds=2, aggregation=aggregation_of(m))
+    m.propose()
+    m.make_evaluator()
+    return m
+
+
+def midpoint(market: Market, round_index: int) -> int:
+    return market.chain.task(market.task_id).start + round_index * ROUND + ROUND // 2
+
+
+def join_and_train(market: Market, miners: range | list[int]) -> None:
+    for i in miners:
+        assert market.miners[i].submit_round(market.task_id) is None  # joined, trained, waiting
+
+
+def expected_merge(
+    market: Market, base: dict[str, torch.Tensor], trained: list[TrainResult]
+) -> dict[str, np.ndarray]:
+    """base + the mean of the members' quantized deltas: what the decrypted sum must give."""
+    layout = packing(aggregation_of(market))
+    summed = sum(
+        layout.quantize(delta_values(result.weights, base)) - layout.level for result in trained
+    )
+    assert isinstance(summed, np.ndarray)
+    return apply_mean(base, layout.dequantize(summed), len(trained))
+
+
+def opened(market: Market, record: NodeRecord) -> dict[str, torch.Tensor]:
+    """A merge's weights, opened with the sponsor's key (merges are sealed to it)."""
+    blob = market.store.get(record.cid, 8 * 1024 * 1024)
+    return open_merge(
+        record, blob, account_key(market.sponsor), TINY, 8 * 1024 * 1024, market.chain_id
+    ).weights
+
+
+def test_aggregate_rounds_post_the_decrypted_sum_and_share_gains_by_samples(
+    market: Market,
+) -> None:
+    trainer = RecordingTrainer()
+    market.add_miners(3, trainer=trainer, epochs=EPOCHS)
+    chain, task_id = market.chain, market.task_id
+    evaluator = market.evaluator
+    assert evaluator is not None
+    base = evaluator.verdict(evaluator.view(task_id), 1).weights
+    assert base is not None
+
+    # Round 0: three miners join on the architecture and train; nothing is submitted yet.
+    join_and_train(market, range(3))
+    joins = chain.round_joins(task_id, 0)
+    assert [e.args["account"] for e in joins] == [m.address for m in market.miners]
+    assert {e.args["base"] for e in joins} == {1}
+    assert chain.task(task_id).node_count == 1
+    advance_to(market.w3, midpoint(market, 0))
+    submitted = [m.submit_round(task_id) for m in market.miners]
+    assert [(s.node_id, s.parent) for s in submitted if s] == [(2, 1), (3, 1), (4, 1)]
+    assert len(trainer.results) == 3  # each trained once, in the first half
+
+    # One submission alone, decrypted by the key holder, is noise: no sum opens from it.
+    aggregation = aggregation_of(market)
+    records = nodes_by_id(chain, task_id)
+    group = groups_of(joins, market.chain_id, chain.address, task_id, 0, 8)[1]
+    public, private = paillier_key(market.evaluator_account)
+    count = sum(t.numel() for t in base.values())
+    alone = decode_submission(
+        market.store.get(records[2].cid, 10**7), public, packing(aggregation), group.masked, count
+    )
+    with pytest.raises(SecAggError, match="out of range"):
+        packing(aggregation).unpack(decrypt(private, alone), count, 1)
+
+    lines = market.end_round(0)
+    assert lines[0].startswith("round 0: posted merge 5, the decrypted sum of [2, 3, 4] on 1")
+    records = nodes_by_id(chain, task_id)
+    merge = records[5]
+    assert merge.kind is NodeKind.MERGE and merge.parents == (2, 3, 4)
+    assert merge.samples == sum(len(market.shards[i]) for i in range(3))
+    want = expected_merge(market, base, trainer.results[:3])
+    got = opened(market, merge)
+    assert all(np.array_equal(got[name].numpy(), want[name]) for name in want)
+
+    # Round 1 builds on the merge, every member from the same base.
+    join_and_train(market, range(3))
+    assert {e.args["base"] for e in chain.round_joins(task_id, 1)} == {5}
+    advance_to(market.w3, midpoint(market, 1))
+    submitted = [m.submit_round(task_id) for m in market.miners]
+    assert [(s.node_id, s.parent) for s in submitted if s] == [(6, 5), (7, 5), (8, 5)]
+    assert market.end_round(1)[0].startswith("round 1: posted merge 9, the decrypted sum of")
+    records = nodes_by_id(chain, task_id)
+    want = expected_merge(market, opened(market, records[5]), trainer.results[3:])
+    got = opened(market, records[9])
+    assert all(np.array_equal(got[name].numpy(), want[name]) for name in want)
+
+    # Settlement: an update never seen alone stands at its base's score and gains nothing;
+    # a merge's gain goes to its members by their declared samples.
+    market.reveal()
+    evaluator.step(task_id)
+    report = evaluator.evaluate(task_id)
+    nodes = {n.node_id: n for n in report.nodes}
+    for update, parent in ((2, 1), (3, 1), (4, 1), (6, 5), (7, 5), (8, 5)):
+        assert nodes[update].valid and nodes[update].score == nodes[parent].score
+        assert nodes[update].gain == 0
+    assert nodes[5].gain == max(0, nodes[5].score - nodes[1].score)
+    assert nodes[9].gain == max(0, nodes[9].score - nodes[5].score)
+    assert report.loo_scores == {}
+    assert report.winner in (1, 5, 9)
+    lineage = {1: [], 5: [5], 9: [5, 9]}[report.winner]
+    points: dict[str, int] = {}
+    for merge_id in lineage:
+        shares = aggregate_shares(records[merge_id], nodes[merge_id].gain, records, 1_000_000)
+        for parent, share in shares.items():
+            author = records[parent].author
+            points[author] = points.get(author, 0) + share
+    points = {a: p for a, p in points.items() if p}
+    data_pool = BOUNTY * SPLIT.data_bps // 10_000
+    expected_data = apportion(data_pool, points)
+    for miner in market.miners:
+        payout = next(p for p in report.payouts if p.account == miner.address)
+        assert payout.deposits == 2 * DEPOSIT
+        assert payout.points == points.get(miner.address, 0)
+        assert payout.data == expected_data.get(miner.address, 0)
+    assert verify_task(
+        chain, market.store, task_id, market.chain_id, key=account_key(market.sponsor)
+    ).ok
+
+
+def test_a_member_that_drops_out_abandons_the_group_and_the_next_round_reruns(
+    market: Market,
+) -> None:
+    market.add_miners(3, epochs=EPOCHS)
+    chain, task_id = market.chain, market.task_id
+    join_and_train(market, range(3))
+    advance_to(market.w3, midpoint(market, 0))
+    for miner in market.miners[:2]:  # the third joined and never submits
+        assert miner.submit_round(task_id) is not None
+    lines = market.end_round(0)
+    assert lines == [
+        "round 0, base 1: abandoned: 1 of 3 miners who joined did not submit a well-formed "
+        "update, so the masks cannot cancel; no update was opened, and the next round re-runs "
+        "with fresh masks"
+    ]
+    assert [r.kind for r in nodes_by_id(chain, task_id).values()].count(NodeKind.MERGE) == 0
+    assert market.evaluator is not None and market.evaluator.step(task_id) == []  # once
+
+    # The re-run: round 1 on the architecture again, masks bound to the new round.
+    join_and_train(market, range(3))
+    advance_to(market.w3, midpoint(market, 1))
+    rerun = [m.submit_round(task_id) for m in market.miners]
+    assert [(s.node_id, s.parent) for s in rerun if s] == [(4, 1), (5, 1), (6, 1)]
+    line = market.end_round(1)[0]
+    assert line.startswith("round 1: posted merge 7, the decrypted sum of [4, 5, 6] on 1")
+
+    # The two who submitted in the abandoned round keep their deposits.
+    market.reveal()
+    report = market.evaluator.evaluate(task_id)
+    nodes = {n.node_id: n for n in report.nodes}
+    assert nodes[2].valid and nodes[3].valid and nodes[2].gain == 0
+    first = next(p for p in report.payouts if p.account == market.miners[0].address)
+    third = next(p for p in report.payouts if p.account == market.miners[2].address)
+    assert first.deposits == 2 * DEPOSIT and third.deposits == DEPOSIT
+
+
+def test_a_copied_submission_abandons_the_group_and_outsiders_are_refused(
+    market: Market,
+) -> None:
+    market.add_miners(4, epochs=EPOCHS)
+    chain, task_id = market.chain, market.task_id
+    join_and_train(market, range(3))
+    advance_to(market.w3, midpoint(market, 0))
+    first = market.miners[0].submit_round(task_id)
+    second = market.miners[1].submit_round(task_id)
+    assert first is not None and second is not None
+    copier, outsider = market.miners[2], market.miners[3]
+    record = nodes_by_id(chain, task_id)[first.node_id]
+    chain.submit_update(copier.address, task_id, 1, 300, record.digest, record.cid)
+    chain.submit_update(outsider.address, task_id, 1, 300, record.digest, record.cid)
+    chain.submit_update(market.miners[1].address, task_id, 1, 300, record.digest, record.cid)
+    lines = market.end_round(0)
+    assert len(lines) == 1 and lines[0].startswith(
+        "round 0, base 1: abandoned: the decrypted sum is out of range"
+    )
+    evaluator = market.evaluator
+    assert evaluator is not None
+    view = evaluator.view(task_id)
+    verdicts = {n: evaluator.verdict(view, n) for n in (2, 3, 4, 5, 6)}
+    assert [verdicts[n].valid for n in (2, 3, 4)] == [True, True, True]  # well-formed, all
+    assert verdicts[5].reason == f"binding: {outsider.address} did not join round 0 on node 1"
+    assert verdicts[6].reason == "binding: a second submission in round 0"
+
+
+def test_a_lone_joiner_does_not_submit_and_a_late_one_does_not_join(market: Market) -> None:
+    market.add_miners(2, epochs=1)
+    chain, task_id = market.chain, market.task_id
+    join_and_train(market, [0])
+    advance_to(market.w3, midpoint(market, 0))
+    assert market.miners[1].submit_round(task_id) is None  # too late to join
+    assert market.miners[0].submit_round(task_id) is None  # alone: its "sum" would be its update
+    assert [e.args["account"] for e in chain.round_joins(task_id, 0)] == [market.miners[0].address]
+    assert chain.task(task_id).node_count == 1
+    with pytest.raises(errors.JoinWindowClosed):
+        chain.join_round(market.miners[1].address, task_id, 1, b"\x01" * 32)
+
+
+def _join(account: str, base: int, key: int) -> ChainEvent:
+    args = {"account": account, "base": base, "maskKey": bytes([key]) * 32}
+    return ChainEvent(name="RoundJoined", args=args, block_number=1, tx_hash="0x", log_index=0)
+
+
+def test_groups_take_each_accounts_first_join_by_base_up_to_the_cap() -> None:
+    a, b, c, d = (f"0x{str(i) * 40}" for i in range(1, 5))
+    joins = [_join(a, 1, 1), _join(b, 1, 2), _join(a, 7, 3), _join(c, 7, 4), _join(d, 1, 5)]
+    groups = groups_of(joins, 1, "0xC0", 3, 0, max_miners=2)
+    assert sorted(groups) == [1, 7]
+    assert [m.lower() for m in groups[1].members] == [a, b]  # d is over the cap
+    assert [m.lower() for m in groups[7].members] == [c]  # a's second join does not count
+    assert not groups[7].viable and groups[1].viable
+    assert groups[1].masked.context == b"gm-secagg/v1 chain 1 contract 0xc0 task 3 round 0 base 1"
+    assert groups[1].index_of(b.upper().replace("0X", "0x")) == 1
+
+
+def test_an_aggregation_task_has_its_key_holder_as_sole_evaluator(tmp_path: Path) -> None:
+    m = new_market(tmp_path)
+    with pytest.raises(ConfigError, match="secure aggregation needs exactly one evaluator"):
+        m.create(
+            aggregation=aggregation_of(m), evaluators=[m.evaluator_account, m.keys[3]], quorum=2
+        )
+    with pytest.raises(ConfigError, match="key holder"):
+        m.create(aggregation=aggregation_of(m, key_holder=m.keys[3].address))
