@@ -178,6 +178,16 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IGradientMarketplace
+    function revealMaskSeeds(uint256 taskId, uint8 round, uint256 base, bytes32[] calldata seeds) external {
+        Task storage t = _existing(taskId);
+        // A round past the last never closes.
+        uint64 closes = round < t.rounds ? uint64(t.start) + (uint64(round) + 1) * t.roundDuration : type(uint64).max;
+        if (block.timestamp < closes) revert RoundNotClosed(taskId, round, closes);
+        if (seeds.length == 0 || seeds.length > MAX_MERGE_PARENTS) revert InvalidSeedCount(taskId, seeds.length);
+        emit MaskSeedsRevealed(taskId, round, msg.sender, base, seeds);
+    }
+
+    /// @inheritdoc IGradientMarketplace
     function postMerge(
         uint256 taskId,
         uint8 round,

@@ -1,6 +1,7 @@
 """Secure aggregation rounds: the protocol that `marketplace.secagg`'s cryptography runs in.
 
-A round r of a task whose spec has `aggregation` (for r) runs in two halves:
+A round r of a task whose spec has `aggregation` (for r) runs in two halves, and a short
+unmasking step after it:
 
 1. Join (the round's first half, enforced by the contract): each miner picks its base, the node
    it trains from (the latest merge it can read, else an architecture), and calls
@@ -14,17 +15,27 @@ A round r of a task whose spec has `aggregation` (for r) runs in two halves:
 3. After the round (the key holder, an evaluator): the encrypted sum of each group's
    submissions, decrypted once; the merge is base + sum / k, the plain mean of the k clipped
    deltas (declared samples cannot weigh updates nobody sees: they only split the reward,
-   `rewards.aggregate_shares`). A member without a well-formed submission leaves masks that do
-   not cancel, so the group is abandoned; the next round re-runs with fresh masks (the context
-   binds the round). A group of one would be its member's update in clear: it is never
-   aggregated, and its member does not submit.
+   `rewards.aggregate_shares`). A group of one would be its member's update in clear: it is
+   never aggregated, and its member does not submit.
+4. Unmasking (after the round, every member that submitted): each sealed its delta under its
+   own mask too (double masking, `secagg.self_mask_key`), and a member without a well-formed
+   submission (a drop-out) leaves the pairwise masks it shared uncancelled. So each member
+   whose submission counted reveals, once the round is closed, its own mask key and its
+   pairwise keys with the drop-outs, in their join order (`revealMaskSeeds`): nothing of other
+   rounds, nothing of the pairs that cancel. The key holder takes those masks out of the sum
+   (`secagg.uncancelled_masks`). A member reveals only if two or more submitted (else the
+   "sum" would be one update). A drop-out's submission that surfaces late (a transaction
+   mined after the close, its blob already public) stays hidden by the drop-out's own mask,
+   which it never reveals. Without every survivor's seeds by a quarter round after the close
+   (inside the next round's join window, so the re-run can start at once), the group is
+   abandoned, and the next round re-runs with fresh masks (the context binds the round).
 
 Every mask key is bound to the round's context: chain, contract, task, round and base.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,23 +46,29 @@ from eth_utils.address import to_checksum_address
 from phe import paillier
 
 from marketplace.chain import ChainClient
-from marketplace.messages import Aggregation, ChainEvent
+from marketplace.checks import Refusal, Verdict, check_aggregate_update
+from marketplace.messages import Aggregation, ChainEvent, NodeKind, NodeRecord
 from marketplace.secagg import (
     MaskedRound,
     Packing,
     SecAggError,
+    decode_submission,
     encode_submission,
     open_sum,
     seal_update,
+    self_mask_key,
 )
+from marketplace.storage import BlobStore
 
 MIN_MEMBERS = 2  # below this the "sum" is one update: never aggregated
+REVEAL_FRACTION = 4  # survivors reveal seeds within 1/4 of a round after the close
 
 
 @dataclass(frozen=True)
 class Group:
     """The miners of one round who joined on one base, in index order, and their masks' round."""
 
+    task_id: int
     round: int
     base: int
     members: tuple[str, ...]  # checksum addresses; member i has mask index i
@@ -104,7 +121,7 @@ def groups_of(
         context = round_context(chain_id, contract, task_id, round_index, base)
         keys = {i: X25519PublicKey.from_public_bytes(key) for i, (_, key) in enumerate(joined)}
         groups[base] = Group(
-            round_index, base, tuple(a for a, _ in joined), MaskedRound(context, keys)
+            task_id, round_index, base, tuple(a for a, _ in joined), MaskedRound(context, keys)
         )
     return groups
 
@@ -182,7 +199,8 @@ def seal_delta(
         raise SecAggError(f"round {group.round}'s group on {group.base} has one member")
     values = delta_values(trained, base)
     public, layout = public_key(aggregation), packing(aggregation)
-    ciphertexts = seal_update(values, layout, public, own, index, group.masked)
+    own_mask = self_mask_key(own, group.masked.context)
+    ciphertexts = seal_update(values, layout, public, own, index, group.masked, own_mask)
     return encode_submission(ciphertexts, public, layout, group.masked, values.size)
 
 
@@ -192,6 +210,80 @@ def open_group_sum(
     encrypted_sum: list[int],
     count: int,
     members: int,
+    correction: Sequence[int] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """The sum of the group's `members` deltas (SecAggError if the masks did not cancel)."""
-    return open_sum(private, packing(aggregation), encrypted_sum, count, members)
+    """The sum of the group's `members` deltas, less `correction` (the drop-outs' masks,
+    `secagg.uncancelled_masks`); SecAggError if the masks did not cancel."""
+    return open_sum(private, packing(aggregation), encrypted_sum, count, members, correction)
+
+
+# ------------------------------------------------------------------ deciding submissions
+
+
+def submission_verdict(
+    record: NodeRecord,
+    records: Mapping[int, NodeRecord],
+    group: Group | None,
+    store: BlobStore,
+    aggregation: Aggregation,
+    count: int,
+    max_size: int,
+) -> Verdict:
+    """An update of a secure aggregation round: valid when it is a member's first submission of
+    the round, on its group's base, and well-formed for the group (size, key, round, layout,
+    units). Valid says nothing of what it holds: that is seen only in the group's sum. The
+    evaluator and every member decide the same way, from public data."""
+    base = record.parents[0]
+    if group is None or group.index_of(record.author) is None:
+        return Verdict.refused(
+            record.node_id,
+            Refusal.BINDING,
+            f"{record.author} did not join round {record.round} on node {base}",
+        )
+    if any(
+        other.kind is NodeKind.UPDATE
+        and other.round == record.round
+        and other.author.lower() == record.author.lower()
+        and other.node_id < record.node_id
+        for other in records.values()
+    ):
+        return Verdict.refused(
+            record.node_id, Refusal.BINDING, f"a second submission in round {record.round}"
+        )
+    public, layout = public_key(aggregation), packing(aggregation)
+    return check_aggregate_update(
+        record,
+        store,
+        lambda blob: decode_submission(blob, public, layout, group.masked, count),
+        max_size,
+    )
+
+
+def submitted_members(
+    group: Group, records: Mapping[int, NodeRecord], verdict: Callable[[int], Verdict]
+) -> dict[int, NodeRecord]:
+    """Member index -> its valid submission to the group (`verdict`: a node's verdict)."""
+    submitted: dict[int, NodeRecord] = {}
+    for record in records.values():
+        index = group.index_of(record.author)
+        in_group = record.round == group.round and record.parents[0] == group.base
+        member = record.kind is NodeKind.UPDATE and in_group and index is not None
+        if member and index is not None and verdict(record.node_id).valid:
+            submitted[index] = record
+    return submitted
+
+
+def revealed_seeds(
+    chain: ChainClient, group: Group, survivors: Sequence[int], dropped: Sequence[int]
+) -> dict[int, list[bytes]]:
+    """Survivor index -> its revealed seeds (its own mask key, then one per drop-out), from its
+    first reveal for the group of the right length (a survivor that has not revealed is
+    absent)."""
+    seeds: dict[int, list[bytes]] = {}
+    for event in chain.seed_reveals(group.task_id, group.round):
+        index = group.index_of(str(event.args["account"]))
+        keys = [bytes(seed) for seed in event.args["seeds"]]
+        fits = int(event.args["base"]) == group.base and len(keys) == 1 + len(dropped)
+        if index is not None and index in survivors and index not in seeds and fits:
+            seeds[index] = keys
+    return seeds

@@ -47,6 +47,7 @@ GAS_LIMITS = {
     "proposeArchitecture": 200_000,
     "submitUpdate": 200_000,
     "joinRound": 60_000,
+    "revealMaskSeeds": 60_000,
     "postMerge": 160_000,
     "confirmMerge": 90_000,
     "revealValidation": 100_000,
@@ -59,6 +60,7 @@ GAS_LIMITS = {
 }
 GAS_PER_EVALUATOR = 30_000
 GAS_PER_MERGE_PARENT = 1_500
+GAS_PER_SEED = 1_500
 GAS_PER_PROOF_STEP = 1_500
 
 ERC20_ABI: list[dict[str, Any]] = [
@@ -177,6 +179,19 @@ class ChainClient:
     def round_joins(self, task_id: int, round_index: int) -> list[ChainEvent]:
         """The RoundJoined events of one round, in chain order."""
         return self.events("RoundJoined", taskId=task_id, round=round_index)
+
+    def reveal_mask_seeds(
+        self, sender: str, task_id: int, round_index: int, base: int, seeds: Sequence[bytes]
+    ) -> TxResult:
+        """After the round: the sender's mask seeds with its group's members that did not
+        submit, in their join order (marketplace.aggregation)."""
+        gas = GAS_LIMITS["revealMaskSeeds"] + GAS_PER_SEED * len(seeds)
+        args = [task_id, round_index, base, list(seeds)]
+        return self._transact(sender, "revealMaskSeeds", args, gas=gas)
+
+    def seed_reveals(self, task_id: int, round_index: int) -> list[ChainEvent]:
+        """The MaskSeedsRevealed events of one round, in chain order."""
+        return self.events("MaskSeedsRevealed", taskId=task_id, round=round_index)
 
     def post_merge(
         self,

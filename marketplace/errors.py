@@ -122,6 +122,10 @@ class JoinWindowClosed(ContractRevert):
     """A secure aggregation round is joined only in its first half, before the masks are fixed."""
 
 
+class InvalidSeedCount(ContractRevert):
+    """Mask seeds are revealed one or more at a time, at most a group's size."""
+
+
 class RoundNotClosed(ContractRevert):
     """A round's merge may be posted only after that round closed."""
 

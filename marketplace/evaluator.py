@@ -28,19 +28,23 @@ from eth_account.signers.local import LocalAccount
 from phe import paillier
 
 from marketplace.aggregation import (
+    MIN_MEMBERS,
+    REVEAL_FRACTION,
     Group,
     apply_mean,
     open_group_sum,
     packing,
     public_key,
+    revealed_seeds,
     round_groups,
+    submission_verdict,
+    submitted_members,
     value_count,
 )
 from marketplace.chain import ChainClient
 from marketplace.checks import (
     Refusal,
     Verdict,
-    check_aggregate_update,
     check_architecture,
     check_update,
 )
@@ -61,7 +65,7 @@ from marketplace.report import (
     posted_reports,
 )
 from marketplace.rewards import architecture_of, compute_payouts, find_winner, node_gains
-from marketplace.secagg import SecAggError, decode_submission, sum_round
+from marketplace.secagg import SecAggError, decode_submission, sum_round, uncancelled_masks
 from marketplace.state import StateFile
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
@@ -247,148 +251,6 @@ class Evaluator:
         assert posted.value is not None
         return posted.value
 
-    # ------------------------------------------------------------------ secure aggregation
-
-    def _aggregate_round(self, task_id: int, view: TaskView, round_index: int) -> list[str]:
-        """Merge each group of a secure aggregation round from its encrypted sum (the key
-        holder only: nobody else can open a sum)."""
-        aggregation = view.spec.aggregation
-        assert aggregation is not None
-        if aggregation.key_holder.lower() != self.address.lower():
-            return []
-        done = []
-        for base, group in sorted(self._groups(view, round_index).items()):
-            marker = (task_id, round_index, base)
-            if marker in self._no_merge or self._aggregated(view, round_index, base):
-                continue
-            line = self._aggregate_group(task_id, view, group)
-            if line.startswith("round"):
-                done.append(line)
-            else:  # abandoned or not improving: nothing will change for this group
-                self._no_merge.add(marker)
-                done.append(f"round {round_index}, base {base}: {line}")
-        return done
-
-    def _aggregate_group(self, task_id: int, view: TaskView, group: Group) -> str:
-        aggregation = view.spec.aggregation
-        assert aggregation is not None
-        if not group.viable:
-            return "one miner joined: nothing to aggregate"
-        submitted: dict[int, NodeRecord] = {}
-        for record in of_kind(view.records, NodeKind.UPDATE):
-            index = group.index_of(record.author)
-            in_group = record.round == group.round and record.parents[0] == group.base
-            if in_group and index is not None and self.verdict(view, record.node_id).valid:
-                submitted[index] = record  # valid means the member's first submission
-        missing = [group.members[i] for i in range(len(group.members)) if i not in submitted]
-        if missing:
-            return (
-                f"abandoned: {len(missing)} of {len(group.members)} miners who joined did not "
-                "submit a well-formed update, so the masks cannot cancel; no update was opened, "
-                "and the next round re-runs with fresh masks"
-            )
-        base_weights = self.verdict(view, group.base).weights
-        assert base_weights is not None  # members' verdicts are valid only on a valid base
-        count = value_count(base_weights)
-        public, layout = public_key(aggregation), packing(aggregation)
-        ciphertexts = {
-            i: decode_submission(
-                self.store.get(r.cid, view.spec.max_blob_bytes), public, layout, group.masked, count
-            )
-            for i, r in submitted.items()
-        }
-        with self.watch.measure("aggregation"):
-            encrypted = sum_round(public, group.masked, ciphertexts)
-            try:
-                summed = open_group_sum(
-                    self._paillier_key(aggregation), aggregation, encrypted, count, len(submitted)
-                )
-            except SecAggError as exc:
-                return f"abandoned: {exc}"
-        merged = apply_mean(base_weights, summed, len(submitted))
-        validation = self._sealed_validation(task_id, view.spec)
-        model = self._architecture(view, architecture_of(view.records, group.base))
-        merged_score = self._score_arrays(model, merged, validation, view.spec)
-        base_score = self._score(model, self.verdict(view, group.base), validation, view.spec)
-        if merged_score < base_score:
-            return (
-                f"the mean of {len(submitted)} updates scores {merged_score}, below its base's "
-                f"{base_score}: not posted, and the next round builds on the base again"
-            )
-        kept = tuple(sorted(r.node_id for r in submitted.values()))
-        samples = sum(self._credited_samples(view.spec, r) for r in submitted.values())
-        node_id = self._post_merge(
-            task_id, view, group.round, kept, _tensors(merged), merged_score, samples
-        )
-        return (
-            f"round {group.round}: posted merge {node_id}, the decrypted sum of {list(kept)} on "
-            f"{group.base} (score {merged_score}, base {base_score})"
-        )
-
-    def _aggregated(self, view: TaskView, round_index: int, base: int) -> bool:
-        """Whether the group (round, base) has its merge posted."""
-        return any(
-            merge.round == round_index and view.records[merge.parents[0]].parents[0] == base
-            for merge in of_kind(view.records, NodeKind.MERGE)
-            if view.records[merge.parents[0]].kind is NodeKind.UPDATE
-        )
-
-    def _groups(self, view: TaskView, round_index: int) -> dict[int, Group]:
-        """The groups of a closed (or half-done) round: joins are final at its midpoint."""
-        if round_index not in view.groups:
-            aggregation = view.spec.aggregation
-            assert aggregation is not None
-            task_id = next(iter(view.records.values())).task_id
-            view.groups[round_index] = round_groups(
-                self.chain, self.chain_id, task_id, round_index, aggregation.max_miners
-            )
-        return view.groups[round_index]
-
-    def _paillier_key(self, aggregation: Aggregation) -> paillier.PaillierPrivateKey:
-        if self._paillier is None:
-            self._paillier = paillier_key(self.account)
-        public, private = self._paillier
-        if public.n != int(aggregation.paillier_n, 16):
-            raise MarketplaceError("the task's Paillier key is not this evaluator's")
-        return private
-
-    def _check_aggregate(self, view: TaskView, record: NodeRecord) -> Verdict:
-        """A secure aggregation update: a member's first submission on its group's base,
-        well-formed for the group; what it holds is only ever seen in the group's sum."""
-        aggregation = view.spec.aggregation
-        assert aggregation is not None
-        base = record.parents[0]
-        group = self._groups(view, record.round).get(base)
-        index = None if group is None else group.index_of(record.author)
-        if group is None or index is None:
-            return Verdict.refused(
-                record.node_id,
-                Refusal.BINDING,
-                f"{record.author} did not join round {record.round} on node {base}",
-            )
-        earlier = [
-            other.node_id
-            for other in of_kind(view.records, NodeKind.UPDATE)
-            if other.round == record.round
-            and other.author.lower() == record.author.lower()
-            and other.node_id < record.node_id
-        ]
-        if earlier:
-            return Verdict.refused(
-                record.node_id, Refusal.BINDING, f"a second submission in round {record.round}"
-            )
-        base_weights = self.verdict(view, base).weights
-        if base_weights is None:
-            return Verdict.refused(record.node_id, Refusal.BINDING, f"built on invalid node {base}")
-        count = value_count(base_weights)
-        public, layout = public_key(aggregation), packing(aggregation)
-        return check_aggregate_update(
-            record,
-            self.store,
-            lambda blob: decode_submission(blob, public, layout, group.masked, count),
-            view.spec.max_blob_bytes,
-        )
-
     def merge_of(
         self, task_id: int, view: TaskView, arch_id: int, updates: list[NodeRecord]
     ) -> MergeResult:
@@ -435,6 +297,144 @@ class Evaluator:
             return False
         mine = 1 << self.chain.evaluators(task_id).index(self.address)
         return any(self.chain.node(task_id, m.node_id).confirmations & mine for m in merges)
+
+    # ------------------------------------------------------------------ secure aggregation
+
+    def _aggregate_round(self, task_id: int, view: TaskView, round_index: int) -> list[str]:
+        """Merge each group of a secure aggregation round from its encrypted sum (the key
+        holder only: nobody else can open a sum)."""
+        aggregation = view.spec.aggregation
+        assert aggregation is not None
+        if aggregation.key_holder.lower() != self.address.lower():
+            return []
+        done = []
+        for base, group in sorted(self._groups(view, round_index).items()):
+            marker = (task_id, round_index, base)
+            if marker in self._no_merge or self._aggregated(view, round_index, base):
+                continue
+            line = self._aggregate_group(task_id, view, group)
+            if line.startswith("round"):
+                done.append(line)
+            elif line:  # abandoned or not improving: nothing will change for this group
+                self._no_merge.add(marker)
+                done.append(f"round {round_index}, base {base}: {line}")
+        return done
+
+    def _aggregate_group(self, task_id: int, view: TaskView, group: Group) -> str:
+        aggregation = view.spec.aggregation
+        assert aggregation is not None
+        if not group.viable:
+            return "one miner joined: nothing to aggregate"
+        submitted = submitted_members(
+            group, view.records, lambda node_id: self.verdict(view, node_id)
+        )
+        dropped = [i for i in range(len(group.members)) if i not in submitted]
+        if dropped and len(submitted) < MIN_MEMBERS:
+            return (
+                f"abandoned: {len(submitted)} of {len(group.members)} miners who joined submitted "
+                "a well-formed update, and a sum needs two (a sum of one is that update)"
+            )
+        seeds = revealed_seeds(self.chain, group, sorted(submitted), dropped)
+        if len(seeds) < len(submitted):
+            task = self.chain.task(task_id)
+            deadline = task.round_end(group.round) + task.round_duration // REVEAL_FRACTION
+            if int(self.chain.w3.eth.get_block("latest")["timestamp"]) < deadline:
+                return ""  # the members have until the deadline to reveal their seeds
+            return (
+                f"abandoned: {len(submitted) - len(seeds)} of the {len(submitted)} miners who "
+                "submitted revealed no mask seeds by a quarter round after the close, so the "
+                "masks cannot be taken out; no update was opened, and the next round re-runs "
+                "with fresh masks"
+            )
+        base_weights = self.verdict(view, group.base).weights
+        assert base_weights is not None  # members' verdicts are valid only on a valid base
+        count = value_count(base_weights)
+        public, layout = public_key(aggregation), packing(aggregation)
+        ciphertexts = {
+            i: decode_submission(
+                self.store.get(r.cid, view.spec.max_blob_bytes), public, layout, group.masked, count
+            )
+            for i, r in submitted.items()
+        }
+        with self.watch.measure("aggregation"):
+            encrypted = sum_round(public, group.masked, ciphertexts, dropped)
+            correction = uncancelled_masks(seeds, dropped, len(encrypted), public.n)
+            try:
+                summed = open_group_sum(
+                    self._paillier_key(aggregation),
+                    aggregation,
+                    encrypted,
+                    count,
+                    len(submitted),
+                    correction,
+                )
+            except SecAggError as exc:
+                return f"abandoned: {exc}"
+        merged = apply_mean(base_weights, summed, len(submitted))
+        validation = self._sealed_validation(task_id, view.spec)
+        model = self._architecture(view, architecture_of(view.records, group.base))
+        merged_score = self._score_arrays(model, merged, validation, view.spec)
+        base_score = self._score(model, self.verdict(view, group.base), validation, view.spec)
+        if merged_score < base_score:
+            return (
+                f"the mean of {len(submitted)} updates scores {merged_score}, below its base's "
+                f"{base_score}: not posted, and the next round builds on the base again"
+            )
+        kept = tuple(sorted(r.node_id for r in submitted.values()))
+        samples = sum(self._credited_samples(view.spec, r) for r in submitted.values())
+        node_id = self._post_merge(
+            task_id, view, group.round, kept, _tensors(merged), merged_score, samples
+        )
+        recovered = f", drop-outs: {len(dropped)}" if dropped else ""
+        return (
+            f"round {group.round}: posted merge {node_id}, the decrypted sum of {list(kept)} on "
+            f"{group.base} (score {merged_score}, base {base_score}{recovered})"
+        )
+
+    def _aggregated(self, view: TaskView, round_index: int, base: int) -> bool:
+        """Whether the group (round, base) has its merge posted."""
+        return any(
+            merge.round == round_index and view.records[merge.parents[0]].parents[0] == base
+            for merge in of_kind(view.records, NodeKind.MERGE)
+            if view.records[merge.parents[0]].kind is NodeKind.UPDATE
+        )
+
+    def _groups(self, view: TaskView, round_index: int) -> dict[int, Group]:
+        """The groups of a closed (or half-done) round: joins are final at its midpoint."""
+        if round_index not in view.groups:
+            aggregation = view.spec.aggregation
+            assert aggregation is not None
+            task_id = next(iter(view.records.values())).task_id
+            view.groups[round_index] = round_groups(
+                self.chain, self.chain_id, task_id, round_index, aggregation.max_miners
+            )
+        return view.groups[round_index]
+
+    def _paillier_key(self, aggregation: Aggregation) -> paillier.PaillierPrivateKey:
+        if self._paillier is None:
+            self._paillier = paillier_key(self.account)
+        public, private = self._paillier
+        if public.n != int(aggregation.paillier_n, 16):
+            raise MarketplaceError("the task's Paillier key is not this evaluator's")
+        return private
+
+    def _check_aggregate(self, view: TaskView, record: NodeRecord) -> Verdict:
+        """A secure aggregation update (`aggregation.submission_verdict`)."""
+        aggregation = view.spec.aggregation
+        assert aggregation is not None
+        base_weights = self.verdict(view, record.parents[0]).weights
+        if base_weights is None:
+            detail = f"built on invalid node {record.parents[0]}"
+            return Verdict.refused(record.node_id, Refusal.BINDING, detail)
+        return submission_verdict(
+            record,
+            view.records,
+            self._groups(view, record.round).get(record.parents[0]),
+            self.store,
+            aggregation,
+            value_count(base_weights),
+            view.spec.max_blob_bytes,
+        )
 
     # ------------------------------------------------------------------ settlement
 

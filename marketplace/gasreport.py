@@ -44,6 +44,7 @@ TARGETS: dict[str, int | None] = {
     "submitUpdate (on a merge)": 80_000,
     "submitUpdate (ERC-20 deposit)": None,
     "joinRound (secure aggregation)": 35_000,
+    "revealMaskSeeds (1 seed)": 35_000,
     "postMerge (2 parents)": 120_000,
     "postMerge (10 parents)": 120_000,
     "confirmMerge": None,
@@ -147,6 +148,10 @@ def measure(
     for i in range(8):  # nodes 4..11
         m.submit_update(s.accounts[3 + i % 6], task, 1, 500, sha256(bytes([i])), CID)
     advance_chain_to(s.w3, m.task(task).round_end(0))
+    s.record(
+        "revealMaskSeeds (1 seed)",
+        m.reveal_mask_seeds(s.accounts[3], task, 0, 1, [b"\x03" * 32]),
+    )
     s.record(
         "postMerge (2 parents)",
         m.post_merge(evaluator, task, 0, [2, 3], 1000, sha256(b"m"), sha256(b"p"), CID),

@@ -14,9 +14,16 @@ that, and a single submission decrypts to values indistinguishable from random.
 - Masks: miners i < j agree a key by X25519 and expand it (HKDF, then ChaCha20) into integers
   mod n; i adds them and j subtracts them, plaintext by plaintext, so they cancel mod n in the
   sum of all of them. With one honest peer, a submission's plaintexts are uniform mod n.
-- A miner that drops out after the masks were agreed leaves its peers' masks uncancelled: the
-  round is abandoned and re-run with fresh keys among the rest (`aggregate` refuses a sum that
-  is not over every masked miner). Nobody's update is exposed either way.
+- Double masking (Bonawitz et al.): each miner also adds a mask of its own
+  (`self_mask_key`), revealed after the round only when the chain shows its submission
+  counted. A miner that drops out after the masks were agreed leaves its peers' masks
+  uncancelled: each survivor reveals its mask keys with the drop-outs (only those pairs, only
+  this round), and the key holder takes those masks and the self masks out of the sum
+  (`uncancelled_masks`). A drop-out whose submission surfaces late stays hidden by its own
+  mask, which it never reveals. Without every survivor's seeds the round is abandoned and
+  re-run with fresh keys. Nobody's update is exposed either way, as long as two or more
+  miners submitted. (Bonawitz also secret-shares the keys, so that a survivor may drop out of
+  the reveal too; that is not built: here every survivor must reveal.)
 
 Paillier is phe's (g = n + 1, GMP underneath); everything else here is integers and bytes.
 """
@@ -149,6 +156,15 @@ def mask_key(own: X25519PrivateKey, peer: X25519PublicKey, context: bytes) -> by
     (chain, contract, task, round), so no two rounds or tasks share a mask."""
     shared = own.exchange(peer)
     return HKDF(hashes.SHA256(), 32, salt=None, info=b"gm-secagg-mask/" + context).derive(shared)
+
+
+def self_mask_key(own: X25519PrivateKey, context: bytes) -> bytes:
+    """A miner's own mask key for one round (Bonawitz's double masking): it hides the
+    submission even from someone who learns every pairwise key it has, and the miner reveals
+    it only once the chain shows its submission counted."""
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"gm-secagg-self/" + context).derive(
+        own.private_bytes_raw()
+    )
 
 
 def mask_stream(key: bytes, count: int, n: int) -> list[int]:
@@ -307,6 +323,13 @@ def encode_submission(
     return header + b"".join(c.to_bytes(width, "big") for c in ciphertexts)
 
 
+def submission_values(blob: bytes) -> int:
+    """How many values a submission declares (its header only: trust it no further)."""
+    if len(blob) < _SUBMISSION_HEADER.size or blob[:4] != SUBMISSION_MAGIC:
+        raise SecAggError("not an aggregate submission")
+    return int(_SUBMISSION_HEADER.unpack_from(blob)[4])
+
+
 def decode_submission(
     blob: bytes,
     public: paillier.PaillierPublicKey,
@@ -363,14 +386,19 @@ def seal_update(
     own: X25519PrivateKey,
     own_index: int,
     masked: MaskedRound,
+    self_mask: bytes | None = None,
 ) -> list[int]:
-    """Clip, quantize, pack, mask and encrypt one miner's update for the round."""
+    """Clip, quantize, pack, mask and encrypt one miner's update for the round; `self_mask`
+    (`self_mask_key`) adds the miner's own mask on top of the pairwise ones."""
     if own_index not in masked.keys:
         raise SecAggError(f"miner {own_index} agreed no masks for this round")
     if len(masked.keys) > packing.max_miners:
         raise SecAggError(f"{len(masked.keys)} miners; the slots hold sums of {packing.max_miners}")
     packed = packing.pack(packing.quantize(values))
     noise = masks(own, own_index, masked.keys, masked.context, len(packed), public.n)
+    if self_mask is not None:
+        own_noise = mask_stream(self_mask, len(packed), public.n)
+        noise = [a + b for a, b in zip(noise, own_noise, strict=True)]
     return encrypt(public, [(m + r) % public.n for m, r in zip(packed, noise, strict=True)])
 
 
@@ -378,13 +406,15 @@ def sum_round(
     public: paillier.PaillierPublicKey,
     masked: MaskedRound,
     submissions: Mapping[int, Sequence[int]],
+    dropped: Sequence[int] = (),
 ) -> list[int]:
-    """The round's encrypted sum; refused unless every masked miner submitted (otherwise the
-    masks do not cancel and the sum is noise)."""
+    """The round's encrypted sum; refused unless every masked miner submitted or is in
+    `dropped` (whose masks the caller takes out with `uncancelled_masks`): otherwise the masks
+    do not cancel and the sum is noise."""
     extra = sorted(set(submissions) - set(masked.keys))
     if extra:
         raise SecAggError(f"submissions from miners {extra}, who agreed no masks")
-    missing = sorted(set(masked.keys) - set(submissions))
+    missing = sorted(set(masked.keys) - set(submissions) - set(dropped))
     if missing:
         raise SecAggError(
             f"miners {missing} dropped out after the masks were agreed, so their peers' masks "
@@ -399,6 +429,36 @@ def open_sum(
     encrypted_sum: Sequence[int],
     count: int,
     miners: int,
+    correction: Sequence[int] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """The sum of `miners` updates of `count` values from their encrypted sum."""
-    return packing.dequantize(packing.unpack(decrypt(private, encrypted_sum), count, miners))
+    """The sum of `miners` updates of `count` values from their encrypted sum, less
+    `correction` (per plaintext, mod n: the masks the survivors shared with members that
+    dropped out, `uncancelled_masks`)."""
+    plaintexts = decrypt(private, encrypted_sum)
+    if correction is not None:
+        n = private.public_key.n
+        plaintexts = [(p - c) % n for p, c in zip(plaintexts, correction, strict=True)]
+    return packing.dequantize(packing.unpack(plaintexts, count, miners))
+
+
+def uncancelled_masks(
+    seeds: Mapping[int, Sequence[bytes]], dropped: Sequence[int], count: int, n: int
+) -> list[int]:
+    """What the survivors' masks add to their sum and do not cancel, per plaintext (mod n).
+    `seeds[i]` is survivor i's self mask key (`self_mask_key`), then its pairwise keys
+    (`mask_key`) with each of `dropped`, in that order. The pairwise masks between survivors
+    cancel already; their self masks and their masks with drop-outs do not."""
+    total = [0] * count
+    for index, keys in sorted(seeds.items()):
+        if len(keys) != 1 + len(dropped):
+            raise SecAggError(
+                f"miner {index} gave {len(keys)} seeds; a self mask and {len(dropped)} "
+                "drop-outs take " + str(1 + len(dropped))
+            )
+        for k, value in enumerate(mask_stream(keys[0], count, n)):
+            total[k] += value
+        for peer, key in zip(dropped, keys[1:], strict=True):
+            sign = 1 if index < peer else -1
+            for k, value in enumerate(mask_stream(key, count, n)):
+                total[k] += sign * value
+    return [value % n for value in total]

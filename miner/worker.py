@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 
 from eth_account.signers.local import LocalAccount
 
-from marketplace.aggregation import groups_of, seal_delta
+from marketplace.aggregation import (
+    MIN_MEMBERS,
+    groups_of,
+    round_groups,
+    seal_delta,
+    submission_verdict,
+    submitted_members,
+)
 from marketplace.chain import ChainClient
 from marketplace.codec import encode_weights
 from marketplace.crypto import sha256
@@ -29,11 +36,12 @@ from marketplace.envelope import seal
 from marketplace.errors import ConfigError, DataFormatError, MarketplaceError
 from marketplace.evaluation import Dataset, load_dataset
 from marketplace.faults import crash_point, pause_point
-from marketplace.messages import NodeKind, NodeRecord, Phase, TaskSpec, TaskState
+from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
 from marketplace.models import ModelSpec
 from marketplace.outage import OutageGuard
 from marketplace.report import claim_payout
 from marketplace.rewards import architecture_of
+from marketplace.secagg import mask_key, self_mask_key, submission_values
 from marketplace.state import StateFile, write_bytes_atomically
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
@@ -348,6 +356,82 @@ class Miner:
         del self._trained[(task_id, round_index)]
         return submission
 
+    def reveal_masks(self, task_id: int) -> list[str]:
+        """After each secure aggregation round this miner's submission counted in: reveal its
+        own mask key and its mask keys with the members that did not submit, once, so the key
+        holder can open the group's sum (marketplace.aggregation). What it did, as lines."""
+        spec = read_spec(self.chain, self.store, task_id)
+        aggregation = spec.aggregation
+        if aggregation is None:
+            return []
+        task = self.chain.task(task_id)
+        now = int(self.chain.w3.eth.get_block("latest")["timestamp"])
+        records = nodes_by_id(self.chain, task_id)
+        done = []
+        for record in of_kind(records, NodeKind.UPDATE):
+            closed = task.round_end(record.round) <= now
+            mine = record.author.lower() == self.address.lower()
+            if not (mine and closed and spec.aggregates(record.round)):
+                continue
+            saved = self.state.section("tasks", task_id, "rounds", record.round)
+            if saved.get("seeds") is not None:
+                continue
+            line = self._reveal_for(task_id, record, records, aggregation, spec)
+            saved["seeds"] = line
+            self.state.save()
+            if line.startswith("revealed"):
+                done.append(f"round {record.round}: {line}")
+        return done
+
+    def _reveal_for(
+        self,
+        task_id: int,
+        record: NodeRecord,
+        records: Mapping[int, NodeRecord],
+        aggregation: Aggregation,
+        spec: TaskSpec,
+    ) -> str:
+        groups = round_groups(
+            self.chain, self.chain_id, task_id, record.round, aggregation.max_miners
+        )
+        group = groups.get(record.parents[0])
+        own = None if group is None else group.index_of(self.address)
+        if group is None or own is None:
+            return "not a member"
+        already = [
+            e
+            for e in self.chain.seed_reveals(task_id, record.round)
+            if str(e.args["account"]).lower() == self.address.lower()
+        ]
+        if already:
+            return "revealed before"
+        count = submission_values(self.store.get(record.cid, spec.max_blob_bytes))
+        submitted = submitted_members(
+            group,
+            records,
+            lambda node_id: submission_verdict(
+                records[node_id],
+                records,
+                group,
+                self.store,
+                aggregation,
+                count,
+                spec.max_blob_bytes,
+            ),
+        )
+        if own not in submitted:
+            return "this submission did not count: its own mask stays secret"
+        if len(submitted) < MIN_MEMBERS:
+            return "too few submitted: revealing would expose this update"
+        dropped = [i for i in range(len(group.members)) if i not in submitted]
+        key = miner_key(self.account, task_id).private_key
+        context = group.masked.context
+        seeds = [self_mask_key(key, context)]
+        seeds += [mask_key(key, group.masked.keys[i], context) for i in dropped]
+        with self.watch.measure("chain"):
+            self.chain.reveal_mask_seeds(self.address, task_id, record.round, group.base, seeds)
+        return f"revealed its mask seeds (drop-outs: {len(dropped)})"
+
     def _sealed_path(self, digest: str) -> Path:
         return self.state.path.parent / "sealed" / f"{digest}.blob"
 
@@ -572,6 +656,8 @@ class Miner:
         """One look at the task: submit if a round is open, collect if owed; whether done."""
         if self.finished(task_id):
             return True
+        for line in self.reveal_masks(task_id):
+            on_event(line)
         submission = self.submit_round(task_id)
         if submission is not None and not submission.found:
             on_event(

@@ -20,6 +20,9 @@ E / rounds a round; the report shows what each spent next to its best update's t
 the four data owners join on the latest merge in the round's first half, seal their clipped
 deltas in the second, and the evaluator posts the merge it decrypted from the round's sum,
 never seeing an update alone (everyone starts on the small architecture: one group a round).
+After each round every data owner reveals its own mask key (double masking); `--drop-out`:
+miner-4 joins round 1 and never submits, and the other three also reveal their mask keys with
+it, so round 1 still merges the three.
 The last line is machine-readable:
 
     DEMO OK accuracy_ratio=<winner/centralized> overhead_per_update_s=<s> wall_s=<s>
@@ -123,6 +126,11 @@ def main() -> None:
         help="secure aggregation rounds: the evaluator sees only each round's sum",
     )
     parser.add_argument(
+        "--drop-out",
+        action="store_true",
+        help="with --aggregate: miner-4 joins round 1 and never submits; the round still merges",
+    )
+    parser.add_argument(
         "--engines", action="store_true", help="on anvil and an IPFS daemon started for the run"
     )
     parser.add_argument(
@@ -133,6 +141,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path(".market/demo"), help="plot folder")
     args = parser.parse_args()
+    if args.drop_out and not args.aggregate:
+        parser.error("--drop-out is for --aggregate rounds")
     if args.serve is not None and not args.engines:
         parser.error("--serve needs --engines: the service follows the chain over JSON-RPC")
     if args.quick:
@@ -317,11 +327,17 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
                 assert miner.submit_round(task_id) is None
             opens = task.start + round_index * ROUND_SECONDS
             advance_chain_to(w3, opens + ROUND_SECONDS // 2)
-        for miner in miners:
+        for i, miner in enumerate(miners):
+            if args.drop_out and round_index == 1 and i == len(miners) - 1:
+                console.print(f"round 1: miner-{i + 1} joined and trained, and drops out now")
+                continue
             submission = miner.submit_round(task_id)
             assert submission is not None
             submissions.append(submission)
         advance_chain_to(w3, task.round_end(round_index))
+        for i, miner in enumerate(miners):  # secure aggregation: unmask the round's sum
+            for line in miner.reveal_masks(task_id):
+                console.print(f"  [magenta]miner-{i + 1}[/] {line}")
         for line in evaluator.step(task_id):
             console.print(f"  [cyan]evaluator[/] {line}")
         kept = [s for s in submissions if s.round == round_index]

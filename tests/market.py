@@ -164,7 +164,11 @@ class Market:
         return evaluator
 
     def end_round(self, round_index: int) -> list[str]:
+        """Close the round; the miners reveal their mask seeds (secure aggregation rounds
+        only), then the evaluator merges."""
         advance_to(self.w3, self.chain.task(self.task_id).round_end(round_index))
+        for miner in self.miners:
+            miner.reveal_masks(self.task_id)
         assert self.evaluator is not None
         return self.evaluator.step(self.task_id)
 

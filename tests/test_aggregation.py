@@ -4,6 +4,7 @@ from the encrypted sum, never opening an update alone."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,27 @@ import pytest
 import torch
 
 from marketplace import errors
-from marketplace.aggregation import apply_mean, delta_values, groups_of, packing
+from marketplace.aggregation import (
+    apply_mean,
+    delta_values,
+    groups_of,
+    packing,
+    round_groups,
+    seal_delta,
+)
 from marketplace.devchain import advance_to
 from marketplace.errors import ConfigError
 from marketplace.messages import Aggregation, ChainEvent, NodeKind, NodeRecord
 from marketplace.rewards import aggregate_shares, apportion
-from marketplace.secagg import SecAggError, decode_submission, decrypt
-from marketplace.tasks import account_key, nodes_by_id, open_merge, paillier_hex, paillier_key
+from marketplace.secagg import SecAggError, decode_submission, decrypt, uncancelled_masks
+from marketplace.tasks import (
+    account_key,
+    miner_key,
+    nodes_by_id,
+    open_merge,
+    paillier_hex,
+    paillier_key,
+)
 from marketplace.verify import verify_task
 from miner.trainer import Trainer, TrainResult
 from tests.market import BOUNTY, DEPOSIT, ROUND, SPLIT, TINY, Market, new_market
@@ -176,40 +191,113 @@ def test_aggregate_rounds_post_the_decrypted_sum_and_share_gains_by_samples(
     ).ok
 
 
-def test_a_member_that_drops_out_abandons_the_group_and_the_next_round_reruns(
-    market: Market,
-) -> None:
-    market.add_miners(3, epochs=EPOCHS)
+def test_a_drop_out_is_recovered_from_the_survivors_mask_seeds(market: Market) -> None:
+    trainer = RecordingTrainer()
+    market.add_miners(3, trainer=trainer, epochs=EPOCHS)
     chain, task_id = market.chain, market.task_id
+    evaluator = market.evaluator
+    assert evaluator is not None
     join_and_train(market, range(3))
     advance_to(market.w3, midpoint(market, 0))
-    for miner in market.miners[:2]:  # the third joined and never submits
+    for miner in market.miners[:2]:  # the third joined, trained and never submits
         assert miner.submit_round(task_id) is not None
-    lines = market.end_round(0)
-    assert lines == [
-        "round 0, base 1: abandoned: 1 of 3 miners who joined did not submit a well-formed "
-        "update, so the masks cannot cancel; no update was opened, and the next round re-runs "
-        "with fresh masks"
-    ]
-    assert [r.kind for r in nodes_by_id(chain, task_id).values()].count(NodeKind.MERGE) == 0
-    assert market.evaluator is not None and market.evaluator.step(task_id) == []  # once
+    advance_to(market.w3, chain.task(task_id).round_end(0))
+    assert evaluator.step(task_id) == []  # the members have a quarter round to reveal seeds
+    lines = [line for miner in market.miners for line in miner.reveal_masks(task_id)]
+    assert lines == ["round 0: revealed its mask seeds (drop-outs: 1)"] * 2
+    assert [miner.reveal_masks(task_id) for miner in market.miners] == [[], [], []]  # once
+    (reveal, _) = chain.seed_reveals(task_id, 0)
+    assert (reveal.args["base"], len(reveal.args["seeds"])) == (1, 2)  # its own, the drop-out's
+    line = evaluator.step(task_id)[0]
+    assert re.fullmatch(
+        r"round 0: posted merge 4, the decrypted sum of \[2, 3\] on 1 "
+        r"\(score \d+, base \d+, drop-outs: 1\)",
+        line,
+    ), line
+    base = evaluator.verdict(evaluator.view(task_id), 1).weights
+    assert base is not None
+    want = expected_merge(market, base, trainer.results[:2])
+    got = opened(market, nodes_by_id(chain, task_id)[4])
+    assert all(np.array_equal(got[name].numpy(), want[name]) for name in want)
 
-    # The re-run: round 1 on the architecture again, masks bound to the new round.
+    # Had the drop-out's blob surfaced late, the revealed pairwise keys would not open it: its
+    # own mask, never revealed, still hides it.
+    aggregation = aggregation_of(market)
+    group = round_groups(chain, market.chain_id, task_id, 0, 8)[1]
+    late = seal_delta(
+        trainer.results[2].weights,
+        base,
+        aggregation,
+        miner_key(market.keys[6], task_id).private_key,
+        group,
+        market.miners[2].address,
+    )
+    count = sum(t.numel() for t in base.values())
+    public, private = paillier_key(market.evaluator_account)
+    layout = packing(aggregation)
+    ciphertexts = decode_submission(late, public, layout, group.masked, count)
+    pairwise = [bytes(e.args["seeds"][1]) for e in chain.seed_reveals(task_id, 0)]
+    guess = uncancelled_masks({2: [bytes(32), *pairwise]}, [0, 1], len(ciphertexts), public.n)
+    plain = [(p - c) % public.n for p, c in zip(decrypt(private, ciphertexts), guess, strict=True)]
+    truth = layout.quantize(delta_values(trainer.results[2].weights, base))
+    assert np.mean(layout.slot_values(plain, count)[:count] == truth) < 0.01
+
+
+def test_without_every_survivors_seeds_the_group_is_abandoned_and_rerun(market: Market) -> None:
+    market.add_miners(4, epochs=EPOCHS)
+    chain, task_id = market.chain, market.task_id
+    evaluator = market.evaluator
+    assert evaluator is not None
+    join_and_train(market, range(4))
+    advance_to(market.w3, midpoint(market, 0))
+    for miner in market.miners[:3]:
+        assert miner.submit_round(task_id) is not None
+    task = chain.task(task_id)
+    advance_to(market.w3, task.round_end(0))
+    assert evaluator.step(task_id) == []
+    assert market.miners[0].reveal_masks(task_id)  # the other two survivors stay silent
+    advance_to(market.w3, task.round_end(0) + ROUND // 4 - 5)
+    assert evaluator.step(task_id) == []  # still waiting
+    advance_to(market.w3, task.round_end(0) + ROUND // 4)
+    assert evaluator.step(task_id) == [
+        "round 0, base 1: abandoned: 2 of the 3 miners who submitted revealed no mask seeds by "
+        "a quarter round after the close, so the masks cannot be taken out; no update was "
+        "opened, and the next round re-runs with fresh masks"
+    ]
+    assert evaluator.step(task_id) == []  # decided once
+    assert [r.kind for r in nodes_by_id(chain, task_id).values()].count(NodeKind.MERGE) == 0
+
+    # The re-run: round 1 on the architecture again, in its first half (the deadline was a
+    # quarter round in), with masks bound to the new round.
     join_and_train(market, range(3))
     advance_to(market.w3, midpoint(market, 1))
-    rerun = [m.submit_round(task_id) for m in market.miners]
-    assert [(s.node_id, s.parent) for s in rerun if s] == [(4, 1), (5, 1), (6, 1)]
+    rerun = [m.submit_round(task_id) for m in market.miners[:3]]
+    assert [(s.node_id, s.parent) for s in rerun if s] == [(5, 1), (6, 1), (7, 1)]
     line = market.end_round(1)[0]
-    assert line.startswith("round 1: posted merge 7, the decrypted sum of [4, 5, 6] on 1")
+    assert line.startswith("round 1: posted merge 8, the decrypted sum of [5, 6, 7] on 1")
 
-    # The two who submitted in the abandoned round keep their deposits.
+    # Those who submitted in the abandoned round keep their deposits; the drop-out had none.
     market.reveal()
-    report = market.evaluator.evaluate(task_id)
+    report = evaluator.evaluate(task_id)
     nodes = {n.node_id: n for n in report.nodes}
-    assert nodes[2].valid and nodes[3].valid and nodes[2].gain == 0
-    first = next(p for p in report.payouts if p.account == market.miners[0].address)
-    third = next(p for p in report.payouts if p.account == market.miners[2].address)
-    assert first.deposits == 2 * DEPOSIT and third.deposits == DEPOSIT
+    assert nodes[2].valid and nodes[3].valid and nodes[4].valid and nodes[2].gain == 0
+    deposits = {p.account: p.deposits for p in report.payouts}
+    assert deposits[market.miners[0].address] == 2 * DEPOSIT
+    assert market.miners[3].address not in deposits
+
+
+def test_a_lone_survivor_reveals_nothing_and_the_group_is_abandoned(market: Market) -> None:
+    market.add_miners(3, epochs=1)
+    task_id = market.task_id
+    join_and_train(market, range(3))
+    advance_to(market.w3, midpoint(market, 0))
+    assert market.miners[0].submit_round(task_id) is not None
+    assert market.end_round(0) == [
+        "round 0, base 1: abandoned: 1 of 3 miners who joined submitted a well-formed update, "
+        "and a sum needs two (a sum of one is that update)"
+    ]
+    assert market.miners[0].reveal_masks(task_id) == []  # its seeds would expose its update
+    assert market.chain.seed_reveals(task_id, 0) == []
 
 
 def test_a_copied_submission_abandons_the_group_and_outsiders_are_refused(

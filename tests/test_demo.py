@@ -115,3 +115,27 @@ def test_the_demo_with_dp_reports_each_owners_epsilon_next_to_what_it_bought(
     assert [row[0] for row in rows] == ["miner-1", "miner-2", "miner-3", "miner-4"], table
     for _, _, spent, _, _ in rows:
         assert 1.9 < float(spent) <= 2.0  # 2 in all: 1 a round, as the accountant measured
+
+
+def test_the_demo_with_aggregate_rounds_merges_only_decrypted_sums(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--quick", "--epochs", "3", "--aggregate"]
+        + ["--drop-out", "--out", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert out.strip().splitlines()[-1].startswith("DEMO OK accuracy_ratio=")
+    # Round 0: all four on the small architecture; round 1 on round 0's merge (node 7), where
+    # miner-4 drops out after joining and the other three's seeds take its masks out.
+    merges = re.findall(r"posted merge (\d+), the decrypted sum of \[([\d, ]+)\] on (\d+)", out)
+    assert merges == [("7", "3, 4, 5, 6", "1"), ("11", "8, 9, 10", "7")], out[-3000:]
+    assert "drop-outs: 1)" in out
+    assert out.count("revealed its mask seeds (drop-outs: 0)") == 4
+    assert out.count("revealed its mask seeds (drop-outs: 1)") == 3
+    # A sealed update stands at its base's score: it gains nothing on its own.
+    for update in (3, 4, 5, 6):
+        assert re.search(rf"{update} update by miner-\d: score \d+, gain 0", out)

@@ -1188,3 +1188,37 @@ def test_join_round_after_the_rounds_reverts_round_not_open(
     with pytest.raises(errors.RoundNotOpen) as exc:
         market.join_round(accounts[3], task_id, parent, b"\x07" * 32)
     assert exc.value.values == {"taskId": task_id, "opens": task.start, "closes": task.rounds_end}
+
+
+def test_reveal_mask_seeds_after_the_round_records_them(
+    market: ChainClient, accounts: list[str], task_id: int, advance_to: AdvanceTo
+) -> None:
+    parent = architecture(market, accounts[2], task_id)
+    task = market.task(task_id)
+    with pytest.raises(errors.RoundNotClosed) as exc:
+        market.reveal_mask_seeds(accounts[3], task_id, 0, parent, [b"\x05" * 32])
+    assert exc.value.values == {"taskId": task_id, "round": 0, "closes": task.round_end(0)}
+    with pytest.raises(errors.RoundNotClosed) as exc:  # a round past the last never closes
+        market.reveal_mask_seeds(accounts[3], task_id, task.rounds, parent, [b"\x05" * 32])
+    assert exc.value.values["closes"] == 2**64 - 1
+    advance_to(task.round_end(0))
+    result = market.reveal_mask_seeds(accounts[3], task_id, 0, parent, [b"\x05" * 32, b"\x06" * 32])
+    assert result.event("MaskSeedsRevealed").args == {
+        "taskId": task_id,
+        "round": 0,
+        "account": accounts[3],
+        "base": parent,
+        "seeds": [b"\x05" * 32, b"\x06" * 32],
+    }
+    assert len(market.seed_reveals(task_id, 0)) == 1 and market.seed_reveals(task_id, 1) == []
+
+
+def test_reveal_mask_seeds_without_seeds_reverts_invalid_seed_count(
+    market: ChainClient, accounts: list[str], task_id: int, advance_to: AdvanceTo
+) -> None:
+    parent = architecture(market, accounts[2], task_id)
+    advance_to(market.task(task_id).round_end(0))
+    for seeds in ([], [b"\x01" * 32] * 257):
+        with pytest.raises(errors.InvalidSeedCount) as exc:
+            market.reveal_mask_seeds(accounts[3], task_id, 0, parent, seeds)
+        assert exc.value.values == {"taskId": task_id, "count": len(seeds)}

@@ -26,10 +26,14 @@ from marketplace.secagg import (
     encode_submission,
     encrypt,
     generate_key,
+    mask_key,
+    mask_stream,
     masks,
     open_sum,
     seal_update,
+    self_mask_key,
     sum_round,
+    uncancelled_masks,
 )
 from tests.programs import script_output
 
@@ -166,6 +170,45 @@ def test_a_miner_that_drops_out_after_the_masks_were_agreed_abandons_the_round(
     }
     summed = PACKING.unpack(decrypt(private, sum_round(public, rerun, resealed)), size, 3)
     assert summed.tolist() == exact.tolist()
+
+
+def test_the_survivors_seeds_with_a_drop_out_open_the_exact_sum_of_the_rest(
+    keys: Keys,
+) -> None:
+    public, private = keys
+    size = 300
+    secrets, masked = miners(4)
+    values = updates(4, size, seed=3)
+    survivors = (0, 1, 3)
+    exact = sum(PACKING.quantize(values[i]) - PACKING.level for i in survivors)
+    own = {i: self_mask_key(secrets[i], CONTEXT) for i in range(4)}
+    sealed = {
+        i: seal_update(values[i], PACKING, public, secrets[i], i, masked, own[i]) for i in survivors
+    }
+    encrypted = sum_round(public, masked, sealed, dropped=[2])
+    seeds = {i: [own[i], mask_key(secrets[i], masked.keys[2], CONTEXT)] for i in survivors}
+    correction = uncancelled_masks(seeds, [2], len(encrypted), public.n)
+    opened = open_sum(private, PACKING, encrypted, size, 3, correction)
+    assert opened.tolist() == PACKING.dequantize(exact).tolist()
+    # One survivor's seed wrong (or missing): the masks do not cancel, and nothing opens.
+    wrong = uncancelled_masks({**seeds, 1: [own[1], bytes(32)]}, [2], len(encrypted), public.n)
+    with pytest.raises(SecAggError, match="out of range"):
+        open_sum(private, PACKING, encrypted, size, 3, wrong)
+    with pytest.raises(SecAggError, match="gave 1 seeds; a self mask and 1 drop-outs take 2"):
+        uncancelled_masks({0: [own[0]]}, [2], 1, public.n)
+    # The drop-out's submission surfaces late: every pairwise key it has is revealed, and its
+    # own mask still hides it (the same steps without the self mask give the update back).
+    late = seal_update(values[2], PACKING, public, secrets[2], 2, masked, own[2])
+    pairs = {2: [bytes(32)] + [mask_key(secrets[2], masked.keys[i], CONTEXT) for i in survivors]}
+    unmasked = uncancelled_masks(pairs, list(survivors), len(late), public.n)
+    plain = [(p - c) % public.n for p, c in zip(decrypt(private, late), unmasked, strict=True)]
+    truth = PACKING.quantize(values[2])
+    assert np.mean(PACKING.slot_values(plain, size)[:size] == truth) < 0.01
+    guess = mask_stream(bytes(32), len(late), public.n)  # the self mask slot, filled with 0s
+    pairwise = [(u - g) % public.n for u, g in zip(unmasked, guess, strict=True)]
+    bare = seal_update(values[2], PACKING, public, secrets[2], 2, masked)
+    plain = [(p - c) % public.n for p, c in zip(decrypt(private, bare), pairwise, strict=True)]
+    assert PACKING.slot_values(plain, size)[:size].tolist() == truth.tolist()
 
 
 def test_bad_rounds_and_inputs_are_refused(keys: Keys) -> None:

@@ -151,6 +151,8 @@ interface IGradientMarketplace {
     error PaymentFailed(address to, uint256 amount);
     /// @notice A round's join window (its first half) is not open now.
     error JoinWindowClosed(uint256 taskId, uint64 opens, uint64 closes);
+    /// @notice A list of mask seeds that is empty or longer than a round's group can be.
+    error InvalidSeedCount(uint256 taskId, uint256 count);
 
     // ---------------------------------------------------------------- events
 
@@ -186,6 +188,9 @@ interface IGradientMarketplace {
     /// @notice Emitted when a data owner joined a secure aggregation round on `base` with the
     /// X25519 key its pairwise masks are agreed with.
     event RoundJoined(uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 base, bytes32 maskKey);
+    /// @notice Emitted when a member of a secure aggregation group that submitted revealed its
+    /// pairwise mask seeds with the members that did not, so the group's sum can still be opened.
+    event MaskSeedsRevealed(uint256 indexed taskId, uint256 indexed round, address indexed account, uint256 base, bytes32[] seeds);
     /// @notice Emitted when an account registered its encryption public key for a task.
     event EncryptionKeyRegistered(uint256 indexed taskId, address indexed account, bytes32 publicKey);
     /// @notice Emitted when an evaluator posted the merge of a round.
@@ -260,6 +265,11 @@ interface IGradientMarketplace {
     /// half), announcing the X25519 key the round's pairwise masks are agreed with. Recorded in
     /// the event only: who took part is read from the log, so joining stores nothing.
     function joinRound(uint256 taskId, uint256 base, bytes32 maskKey) external;
+
+    /// @notice After round `round` closed: reveals the sender's pairwise mask seeds with the
+    /// members of its group on `base` that did not submit (in their join order), so the key
+    /// holder can take those masks out of the group's sum. Recorded in the event only.
+    function revealMaskSeeds(uint256 taskId, uint8 round, uint256 base, bytes32[] calldata seeds) external;
 
     /// @notice Posts the merge of round `round` (an evaluator, after that round closed).
     function postMerge(
