@@ -212,8 +212,8 @@ def open_group_sum(
     members: int,
     correction: Sequence[int] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """The sum of the group's `members` deltas, less `correction` (the drop-outs' masks,
-    `secagg.uncancelled_masks`); SecAggError if the masks did not cancel."""
+    """The sum of the group's `members` deltas, less `correction` (the masks that do not
+    cancel: `secagg.uncancelled_masks`); SecAggError if the masks did not all come out."""
     return open_sum(private, packing(aggregation), encrypted_sum, count, members, correction)
 
 

@@ -317,16 +317,23 @@ class ChainClient:
         )
         return [_event(entry) for entry in logs]
 
-    def logs(self, from_block: int, to_block: int) -> list[ChainEvent]:
+    def logs(
+        self, from_block: int, to_block: int | str, topics: list[Any] | None = None
+    ) -> list[ChainEvent]:
         """Every event of this contract in blocks `from_block..to_block`, in chain order, each
         with the hash of its block: one `eth_getLogs`, decoded here straight from the JSON
-        (web3's per-log formatters cost about 1 ms a log; this is what the indexer runs on)."""
-        query = {"address": self.address, "fromBlock": from_block, "toBlock": to_block}
+        (web3's per-log formatters cost about 1 ms a log; this is what the indexer runs on).
+        `topics` filters as eth_getLogs does (a list per position: any of them)."""
+        query: dict[str, Any] = {"address": self.address, "fromBlock": from_block}
+        query["toBlock"] = to_block
+        if topics is not None:
+            query["topics"] = topics
         raw: Any
         if isinstance(self.w3.provider, EthereumTesterProvider):  # in-process: no JSON form
             raw = self.w3.eth.get_logs(query)  # type: ignore[arg-type]
         else:
-            query.update(fromBlock=hex(from_block), toBlock=hex(to_block))
+            query["fromBlock"] = hex(from_block)
+            query["toBlock"] = to_block if isinstance(to_block, str) else hex(to_block)
             response = self.w3.provider.make_request(RPCEndpoint("eth_getLogs"), [query])
             if "error" in response:
                 raise errors.ChainError(f"eth_getLogs {from_block}-{to_block}: {response['error']}")
@@ -335,11 +342,10 @@ class ChainClient:
 
     def nodes(self, task_id: int, from_block: int = 0) -> list[NodeRecord]:
         """Every node of a task as its event recorded it (pointers, all parents), by id."""
-        records = []
-        for name in _NODE_EVENTS:
-            for event in self.events(name, from_block=from_block, taskId=task_id):
-                records.append(_node_record(event))
-        return sorted(records, key=lambda record: record.node_id)
+        kinds = ["0x" + self._decoder.topic(name).hex() for name in _NODE_EVENTS]
+        task = "0x" + task_id.to_bytes(32, "big").hex()
+        events = self.logs(from_block, "latest", [kinds, task])  # one query for the three kinds
+        return sorted((_node_record(e) for e in events), key=lambda record: record.node_id)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -462,6 +468,10 @@ class _LogDecoder:
             topic = bytes(keccak(text=_signature(item)))
             names, types = [i["name"] for i in data], [_abi_type(i) for i in data]
             self._specs[topic] = (item["name"], indexed, names, types)
+
+    def topic(self, name: str) -> bytes:
+        """The topic 0 of the event called `name`."""
+        return next(topic for topic, spec in self._specs.items() if spec[0] == name)
 
     def decode(self, entry: Any) -> ChainEvent | None:
         topics = [bytes(HexBytes(t)) for t in entry["topics"]]

@@ -432,8 +432,8 @@ def open_sum(
     correction: Sequence[int] | None = None,
 ) -> npt.NDArray[np.float64]:
     """The sum of `miners` updates of `count` values from their encrypted sum, less
-    `correction` (per plaintext, mod n: the masks the survivors shared with members that
-    dropped out, `uncancelled_masks`)."""
+    `correction` (per plaintext, mod n: the survivors' self masks and their masks with
+    drop-outs, `uncancelled_masks`)."""
     plaintexts = decrypt(private, encrypted_sum)
     if correction is not None:
         n = private.public_key.n

@@ -23,6 +23,8 @@ from eth_account.signers.local import LocalAccount
 
 from marketplace.aggregation import (
     MIN_MEMBERS,
+    REVEAL_FRACTION,
+    Group,
     groups_of,
     round_groups,
     seal_delta,
@@ -182,6 +184,7 @@ class Miner:
         self._trained: dict[
             tuple[int, int], tuple[TrainResult, dict[str, torch.Tensor], float]
         ] = {}
+        self._groups: dict[tuple[int, int], dict[int, Group]] = {}  # (task, round) -> groups
 
     # ------------------------------------------------------------------ one round
 
@@ -311,11 +314,19 @@ class Miner:
         key = miner_key(self.account, task_id)
         joins = self.chain.round_joins(task_id, round_index)
         mine = [e for e in joins if str(e.args["account"]).lower() == self.address.lower()]
+        opens = task.start + round_index * task.round_duration
+        merged_before = any(m.round == round_index - 1 for m in of_kind(records, NodeKind.MERGE))
         if mine:
             base = int(mine[0].args["base"])
         elif now >= midpoint:
             log.info("task %d round %d: joined too late; the masks are fixed", task_id, round_index)
             return None
+        elif (
+            round_index
+            and not merged_before
+            and now < opens + task.round_duration // REVEAL_FRACTION
+        ):
+            return None  # the last round's merge is due by a quarter round in: build on it
         else:
             base, _, _ = self.choose_parent(task_id, records, spec)
             with self.watch.measure("chain"):
@@ -334,9 +345,11 @@ class Miner:
             trained = self._trained[(task_id, round_index)] = (result, base_weights, download)
         if now < midpoint:
             return None  # who else is in the round is known at the midpoint
-        group = groups_of(
+        groups = groups_of(
             joins, self.chain_id, self.chain.address, task_id, round_index, aggregation.max_miners
-        ).get(base)
+        )
+        self._groups[(task_id, round_index)] = groups  # final: nobody joins after the midpoint
+        group = groups.get(base)
         if group is None or group.index_of(self.address) is None or not group.viable:
             admitted = group is not None and group.index_of(self.address) is not None
             why = "alone in the group: its sum would be this update" if admitted else "full"
@@ -366,12 +379,21 @@ class Miner:
             return []
         task = self.chain.task(task_id)
         now = int(self.chain.w3.eth.get_block("latest")["timestamp"])
+        pending = [  # closed aggregate rounds this miner submitted to and has not settled
+            r
+            for r in range(task.rounds)
+            if spec.aggregates(r)
+            and task.round_end(r) <= now
+            and self.state.section("tasks", task_id, "rounds", r).get("status") == "submitted"
+            and self.state.section("tasks", task_id, "rounds", r).get("seeds") is None
+        ]
+        if not pending:
+            return []
         records = nodes_by_id(self.chain, task_id)
         done = []
         for record in of_kind(records, NodeKind.UPDATE):
-            closed = task.round_end(record.round) <= now
             mine = record.author.lower() == self.address.lower()
-            if not (mine and closed and spec.aggregates(record.round)):
+            if not (mine and record.round in pending):
                 continue
             saved = self.state.section("tasks", task_id, "rounds", record.round)
             if saved.get("seeds") is not None:
@@ -391,7 +413,7 @@ class Miner:
         aggregation: Aggregation,
         spec: TaskSpec,
     ) -> str:
-        groups = round_groups(
+        groups = self._groups.get((task_id, record.round)) or round_groups(
             self.chain, self.chain_id, task_id, record.round, aggregation.max_miners
         )
         group = groups.get(record.parents[0])

@@ -323,9 +323,12 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     task = chain.task(task_id)
     for round_index in range(args.rounds):
         if args.aggregate:  # the first half: join and train; the masked set is fixed midway
+            opens = task.start + round_index * ROUND_SECONDS
+            merged = [n for n in chain.nodes(task_id) if n.kind is NodeKind.MERGE]
+            if round_index and not any(n.round == round_index - 1 for n in merged):
+                advance_chain_to(w3, opens + ROUND_SECONDS // 4)  # miners wait this long for it
             for miner in miners:
                 assert miner.submit_round(task_id) is None
-            opens = task.start + round_index * ROUND_SECONDS
             advance_chain_to(w3, opens + ROUND_SECONDS // 2)
         for i, miner in enumerate(miners):
             if args.drop_out and round_index == 1 and i == len(miners) - 1:

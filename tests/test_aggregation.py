@@ -23,9 +23,15 @@ from marketplace.aggregation import (
 )
 from marketplace.devchain import advance_to
 from marketplace.errors import ConfigError
-from marketplace.messages import Aggregation, ChainEvent, NodeKind, NodeRecord
+from marketplace.messages import Aggregation, ChainEvent, NodeKind, NodeRecord, Phase
 from marketplace.rewards import aggregate_shares, apportion
-from marketplace.secagg import SecAggError, decode_submission, decrypt, uncancelled_masks
+from marketplace.secagg import (
+    SecAggError,
+    decode_submission,
+    decrypt,
+    self_mask_key,
+    uncancelled_masks,
+)
 from marketplace.tasks import (
     account_key,
     miner_key,
@@ -315,12 +321,16 @@ def test_a_copied_submission_abandons_the_group_and_outsiders_are_refused(
     chain.submit_update(copier.address, task_id, 1, 300, record.digest, record.cid)
     chain.submit_update(outsider.address, task_id, 1, 300, record.digest, record.cid)
     chain.submit_update(market.miners[1].address, task_id, 1, 300, record.digest, record.cid)
-    lines = market.end_round(0)
+    assert market.end_round(0) == []  # the copier has not revealed its own mask key yet
+    evaluator = market.evaluator
+    assert evaluator is not None
+    group = round_groups(chain, market.chain_id, task_id, 0, 8)[1]
+    own = self_mask_key(miner_key(market.keys[6], task_id).private_key, group.masked.context)
+    chain.reveal_mask_seeds(copier.address, task_id, 0, 1, [own])
+    lines = evaluator.step(task_id)
     assert len(lines) == 1 and lines[0].startswith(
         "round 0, base 1: abandoned: the decrypted sum is out of range"
     )
-    evaluator = market.evaluator
-    assert evaluator is not None
     view = evaluator.view(task_id)
     verdicts = {n: evaluator.verdict(view, n) for n in (2, 3, 4, 5, 6)}
     assert [verdicts[n].valid for n in (2, 3, 4)] == [True, True, True]  # well-formed, all
@@ -366,3 +376,35 @@ def test_an_aggregation_task_has_its_key_holder_as_sole_evaluator(tmp_path: Path
         )
     with pytest.raises(ConfigError, match="key holder"):
         m.create(aggregation=aggregation_of(m, key_holder=m.keys[3].address))
+
+
+def test_the_programs_loops_run_an_aggregate_task_from_join_to_claim(market: Market) -> None:
+    """`Miner.run`'s pass and `Evaluator.step`, polled while the clock moves an eighth of a
+    round at a time: joins, seals, reveals, merges and claims happen on their own."""
+    market.add_miners(3, epochs=EPOCHS)
+    chain, task_id, evaluator = market.chain, market.task_id, market.evaluator
+    assert evaluator is not None
+    said: list[str] = []
+    revealed = finalized = False
+    for _ in range(60):
+        if all([miner._pass(task_id, said.append) for miner in market.miners]):  # each passes
+            break
+        evaluator.step(task_id)
+        task, phase = chain.task(task_id), chain.phase(task_id)
+        if phase is Phase.REVEAL and not revealed:
+            market.reveal()
+            revealed = True
+        now = int(market.w3.eth.get_block("latest")["timestamp"])
+        if phase is Phase.CHALLENGE and now >= task.challenge_end and not finalized:
+            chain.finalize(market.sponsor.address, task_id)
+            finalized = True
+        advance_to(market.w3, now + ROUND // 8)
+    else:
+        pytest.fail(f"the task did not finish: {said}")
+    records = nodes_by_id(chain, task_id)
+    merges = [r for r in records.values() if r.kind is NodeKind.MERGE]
+    assert [(m.round, m.parents) for m in merges] == [(0, (2, 3, 4)), (1, (6, 7, 8))]
+    assert {records[p].parents[0] for p in merges[1].parents} == {5}  # round 1 on round 0's merge
+    assert sum("submitted node" in line for line in said) == 6
+    assert sum("revealed its mask seeds (drop-outs: 0)" in line for line in said) == 6
+    assert sum(line.startswith("claimed") for line in said) == 3
