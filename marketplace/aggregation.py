@@ -114,7 +114,7 @@ def groups_of(
         first.setdefault(account, (int(event.args["base"]), bytes(event.args["maskKey"])))
     members: dict[int, list[tuple[str, bytes]]] = {}
     for account, (base, key) in first.items():  # dicts keep the log order
-        if len(members.setdefault(base, [])) < max_miners:
+        if len(members.setdefault(base, [])) < max_miners and _agreeable(key):
             members[base].append((account, key))
     groups = {}
     for base, joined in members.items():
@@ -124,6 +124,20 @@ def groups_of(
             task_id, round_index, base, tuple(a for a, _ in joined), MaskedRound(context, keys)
         )
     return groups
+
+
+_PROBE = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+
+
+def _agreeable(key: bytes) -> bool:
+    """Whether anyone can agree a mask with `key`: a low-order point (all zeros, say) gives
+    every peer an all-zero secret, which X25519 refuses. Such a join does not count, the same
+    for every reader, so it cannot stall the members' sealing."""
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(key))
+    except ValueError:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------ the task's parameters

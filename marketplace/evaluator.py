@@ -308,7 +308,7 @@ class Evaluator:
         if aggregation.key_holder.lower() != self.address.lower():
             return []
         done = []
-        for base, group in sorted(self._groups(view, round_index).items()):
+        for base, group in sorted(self._groups(task_id, view, round_index).items()):
             marker = (task_id, round_index, base)
             if marker in self._no_merge or self._aggregated(view, round_index, base):
                 continue
@@ -329,7 +329,7 @@ class Evaluator:
             group, view.records, lambda node_id: self.verdict(view, node_id)
         )
         dropped = [i for i in range(len(group.members)) if i not in submitted]
-        if dropped and len(submitted) < MIN_MEMBERS:
+        if len(submitted) < MIN_MEMBERS:
             return (
                 f"abandoned: {len(submitted)} of {len(group.members)} miners who joined submitted "
                 "a well-formed update, and a sum needs two (a sum of one is that update)"
@@ -399,12 +399,11 @@ class Evaluator:
             if view.records[merge.parents[0]].kind is NodeKind.UPDATE
         )
 
-    def _groups(self, view: TaskView, round_index: int) -> dict[int, Group]:
-        """The groups of a closed (or half-done) round: joins are final at its midpoint."""
+    def _groups(self, task_id: int, view: TaskView, round_index: int) -> dict[int, Group]:
+        """The groups of a round past its midpoint, after which nobody can join (cached)."""
         if round_index not in view.groups:
             aggregation = view.spec.aggregation
             assert aggregation is not None
-            task_id = next(iter(view.records.values())).task_id
             view.groups[round_index] = round_groups(
                 self.chain, self.chain_id, task_id, round_index, aggregation.max_miners
             )
@@ -423,13 +422,13 @@ class Evaluator:
         aggregation = view.spec.aggregation
         assert aggregation is not None
         base_weights = self.verdict(view, record.parents[0]).weights
-        if base_weights is None:
-            detail = f"built on invalid node {record.parents[0]}"
+        if base_weights is None:  # an invalid node, or a sealed update nobody can read
+            detail = f"built on node {record.parents[0]}, whose weights cannot be read"
             return Verdict.refused(record.node_id, Refusal.BINDING, detail)
         return submission_verdict(
             record,
             view.records,
-            self._groups(view, record.round).get(record.parents[0]),
+            self._groups(record.task_id, view, record.round).get(record.parents[0]),
             self.store,
             aggregation,
             value_count(base_weights),

@@ -103,6 +103,9 @@ def create(
     max_miners: Annotated[
         int, typer.Option(help="With --aggregate: miners per round and base (slot headroom).")
     ] = 16,
+    aggregate_rounds: Annotated[
+        str, typer.Option(help="With --aggregate: which rounds, e.g. 1,2 (default: every one).")
+    ] = "",
     data_dir: DataDir = None,
     rpc: Rpc = None,
     contract: Contract = None,
@@ -134,7 +137,9 @@ def create(
     )
     if aggregate is not None:
         task_spec = task_spec.model_copy(
-            update={"aggregation": _aggregation(settings, aggregate, clip, max_miners)}
+            update={
+                "aggregation": _aggregation(settings, aggregate, clip, max_miners, aggregate_rounds)
+            }
         )
     file = read_file(validation, MAX_FILE_BYTES)
     try:
@@ -317,7 +322,9 @@ def _evaluator(settings: Settings, text: str) -> tuple[str, str]:
     return str(to_checksum_address(address)), key.removeprefix("0x")
 
 
-def _aggregation(settings: Settings, text: str, clip: float, max_miners: int) -> Aggregation:
+def _aggregation(
+    settings: Settings, text: str, clip: float, max_miners: int, rounds: str
+) -> Aggregation:
     if text.startswith("dev:"):
         index = text[4:]
         if not index.isdigit():
@@ -328,10 +335,14 @@ def _aggregation(settings: Settings, text: str, clip: float, max_miners: int) ->
         address, sep, key = text.partition("=")
         if not sep or not is_address(address):
             raise ConfigError(f"--aggregate is ADDRESS=PAILLIER_N (hex) or dev:N: {text!r}")
+    parts = [part.strip() for part in rounds.split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise ConfigError(f"--aggregate-rounds takes round numbers like 1,2, not {rounds!r}")
     try:
         return Aggregation(
             key_holder=str(to_checksum_address(address)),
             paillier_n=key.removeprefix("0x").lower(),
+            rounds=tuple(sorted({int(part) for part in parts})),
             clip=clip,
             max_miners=max_miners,
         )

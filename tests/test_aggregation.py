@@ -358,8 +358,10 @@ def _join(account: str, base: int, key: int) -> ChainEvent:
 
 def test_groups_take_each_accounts_first_join_by_base_up_to_the_cap() -> None:
     a, b, c, d = (f"0x{str(i) * 40}" for i in range(1, 5))
-    joins = [_join(a, 1, 1), _join(b, 1, 2), _join(a, 7, 3), _join(c, 7, 4), _join(d, 1, 5)]
-    groups = groups_of(joins, 1, "0xC0", 3, 0, max_miners=2)
+    e = "0x" + "5" * 40
+    low_order = _join(e, 1, 0)  # all zeros: nobody can agree a mask with it
+    joins = [low_order, _join(a, 1, 1), _join(b, 1, 2), _join(a, 7, 3), _join(c, 7, 4)]
+    groups = groups_of([*joins, _join(d, 1, 5)], 1, "0xC0", 3, 0, max_miners=2)
     assert sorted(groups) == [1, 7]
     assert [m.lower() for m in groups[1].members] == [a, b]  # d is over the cap
     assert [m.lower() for m in groups[7].members] == [c]  # a's second join does not count
@@ -408,3 +410,40 @@ def test_the_programs_loops_run_an_aggregate_task_from_join_to_claim(market: Mar
     assert sum("submitted node" in line for line in said) == 6
     assert sum("revealed its mask seeds (drop-outs: 0)" in line for line in said) == 6
     assert sum(line.startswith("claimed") for line in said) == 3
+
+
+def test_a_task_can_aggregate_some_rounds_and_merge_the_others_in_clear(tmp_path: Path) -> None:
+    market = new_market(tmp_path)
+    market.create(rounds=2, aggregation=aggregation_of(market, rounds=(1,)))
+    market.propose()
+    evaluator = market.make_evaluator()
+    market.add_miners(3, epochs=EPOCHS)
+    chain, task_id = market.chain, market.task_id
+
+    # Round 0 in clear: updates sealed to the evaluator, the leave-one-out merge.
+    assert [m.submit_round(task_id) is not None for m in market.miners] == [True] * 3
+    assert chain.round_joins(task_id, 0) == []
+    (line,) = market.end_round(0)
+    merge0 = int(re.findall(r"posted merge (\d+)", line)[0])
+    # Round 1 aggregated, on round 0's merge.
+    join_and_train(market, range(3))
+    assert {e.args["base"] for e in chain.round_joins(task_id, 1)} == {merge0}
+    advance_to(market.w3, midpoint(market, 1))
+    assert all(m.submit_round(task_id) is not None for m in market.miners)
+    (line,) = market.end_round(1)
+    assert "the decrypted sum of" in line and f"on {merge0}" in line
+
+    market.reveal()
+    evaluator.step(task_id)
+    report = evaluator.evaluate(task_id)
+    records = nodes_by_id(chain, task_id)
+    merges = [r for r in records.values() if r.kind is NodeKind.MERGE]
+    assert [m.round for m in merges] == [0, 1]
+    # Leave-one-out for the merge in clear; none for the aggregate one (shared by samples).
+    assert set(report.loo_scores) == {merge0}
+    assert set(report.loo_scores[merge0]) == set(records[merge0].parents)
+    nodes = {n.node_id: n for n in report.nodes}
+    for parent in merges[1].parents:  # sealed: at its base's score
+        assert nodes[parent].score == nodes[merge0].score and nodes[parent].valid
+    sponsor_key = account_key(market.sponsor)
+    assert verify_task(chain, market.store, task_id, market.chain_id, key=sponsor_key).ok

@@ -243,6 +243,12 @@ def test_an_aggregate_task_carries_the_key_holders_paillier_key(
     assert (spec.aggregation.clip, spec.aggregation.max_miners) == (0.1, 8)
     assert spec.aggregates(0) and spec.aggregates(3)
 
+    some = create(devnet, files, "--aggregate", "dev:1", "--aggregate-rounds", "2, 1")
+    assert some.exit_code == 0, some.output
+    spec = read_spec(chain, LocalStore(devnet.path.parent / "blobs"), chain.task_count())
+    assert spec.aggregation is not None and spec.aggregation.rounds == (1, 2)
+    assert not spec.aggregates(0) and spec.aggregates(1) and spec.aggregates(2)
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),
@@ -251,6 +257,7 @@ def test_an_aggregate_task_carries_the_key_holders_paillier_key(
         (("--aggregate", "0x" + "12" * 20 + "=" + "ab" * 8), "bad --aggregate: paillier_n"),
         (("--aggregate", "nonsense"), "--aggregate is ADDRESS=PAILLIER_N"),
         (("--aggregate", "dev:1", "--max-miners", "1"), "bad --aggregate: max_miners"),
+        (("--aggregate", "dev:1", "--aggregate-rounds", "one"), "takes round numbers"),
     ],
 )
 def test_a_bad_aggregation_is_a_readable_error(
