@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from eth_account.signers.local import LocalAccount
 from eth_utils.address import is_address, to_checksum_address
 from pydantic import ValidationError
 from rich.table import Table
@@ -305,12 +306,18 @@ _one_transaction("reclaim", "Take back what the payouts did not allocate (or was
 # ------------------------------------------------------------------ helpers
 
 
+def _dev(settings: Settings, text: str, option: str) -> LocalAccount | None:
+    """The devnet account `dev:N` names (None: `text` is not of that form)."""
+    if not text.startswith("dev:"):
+        return None
+    index = text[4:]
+    if not index.isdigit():
+        raise ConfigError(f"{option} dev:N takes an account number, not {text!r}")
+    return dev_account(read_devnet_info(settings.devnet_file), int(index))
+
+
 def _evaluator(settings: Settings, text: str) -> tuple[str, str]:
-    if text.startswith("dev:"):
-        index = text[4:]
-        if not index.isdigit():
-            raise ConfigError(f"--evaluator dev:N takes an account number, not {text!r}")
-        account = dev_account(read_devnet_info(settings.devnet_file), int(index))
+    if (account := _dev(settings, text, "--evaluator")) is not None:
         return str(account.address), account_key(account).public_hex
     address, sep, key = text.partition("=")
     if not sep or not is_address(address):
@@ -325,11 +332,7 @@ def _evaluator(settings: Settings, text: str) -> tuple[str, str]:
 def _aggregation(
     settings: Settings, text: str, clip: float, max_miners: int, rounds: str
 ) -> Aggregation:
-    if text.startswith("dev:"):
-        index = text[4:]
-        if not index.isdigit():
-            raise ConfigError(f"--aggregate dev:N takes an account number, not {text!r}")
-        account = dev_account(read_devnet_info(settings.devnet_file), int(index))
+    if (account := _dev(settings, text, "--aggregate")) is not None:
         address, key = str(account.address), paillier_hex(account)
     else:
         address, sep, key = text.partition("=")
