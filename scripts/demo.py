@@ -178,12 +178,17 @@ def _serve(
 ) -> subprocess.Popen[bytes]:
     """`marketplace serve` following the run's chain, answering before the market starts."""
     rpc_url, ipfs_url = urls
-    service = subprocess.Popen(
+    folder.mkdir(parents=True, exist_ok=True)
+    log = stack.enter_context((folder / "serve.log").open("ab"))
+    service = subprocess.Popen(  # its own log: nothing it writes can block the demo's output
         [
             *(str(Path(sys.executable).parent / "marketplace"), "serve", "--port", str(port)),
             *("--rpc", rpc_url, "--contract", contract, "--ipfs", ipfs_url),
             *("--confirmations", "0", "--poll", "0.5", "--data-dir", str(folder)),
-        ]
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     stack.callback(lambda: (service.terminate(), service.wait(timeout=20)))
     wait_until_serving(f"http://127.0.0.1:{port}", service)

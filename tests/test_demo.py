@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,13 +68,16 @@ def test_the_demo_serves_the_dashboard_live_and_keeps_it_up_until_ctrl_c(tmp_pat
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    assert demo.stdout is not None
+    # Read everything the demo prints, to the end: a pipe nobody drains would block it.
+    reader = threading.Thread(target=lambda: lines.extend(demo.stdout or []), daemon=True)
+    reader.start()
     try:
-        assert demo.stdout is not None
-        lines = []
-        for line in demo.stdout:
-            lines.append(line)
-            if line.startswith("DEMO OK"):
-                break
+        deadline = time.monotonic() + 240
+        while not any(line.startswith("DEMO OK") for line in list(lines)):
+            assert demo.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
         printed = "".join(lines)
         assert f"dashboard: http://127.0.0.1:{port}/#/tasks/1" in printed, printed[-3000:]
         winner = int(re.findall(r"winner: node (\d+)", printed)[-1])
@@ -91,7 +95,7 @@ def test_the_demo_serves_the_dashboard_live_and_keeps_it_up_until_ctrl_c(tmp_pat
         demo.send_signal(signal.SIGINT)
         # Shutting down may take the service's 20 s and each engine's STOP_TIMEOUT (20 s) at
         # worst; a loaded CI machine once took more than 30 s.
-        assert demo.wait(timeout=90) == 0
+        assert demo.wait(timeout=90) == 0, "".join(lines)[-3000:]
     finally:
         if demo.poll() is None:
             demo.kill()
