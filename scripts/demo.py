@@ -36,6 +36,7 @@ STARTED = time.perf_counter()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -502,6 +503,10 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     print(f"DEMO OK {figures}", flush=True)
     if service is not None:
         console.print(f"the dashboard stays up at http://127.0.0.1:{args.serve}/: Ctrl-C stops it")
+        # Ctrl-C (or SIGTERM) stops it even when started from a script that ignores SIGINT, as
+        # a shell does for its background jobs.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         with contextlib.suppress(KeyboardInterrupt):
             service.wait()
 
