@@ -4,6 +4,7 @@ pragma solidity 0.8.37;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IGradientMarketplace} from "./interfaces/IGradientMarketplace.sol";
 
@@ -13,15 +14,23 @@ import {IGradientMarketplace} from "./interfaces/IGradientMarketplace.sol";
 /// @dev Money moves only by pull (`claim`, `refund`, `reclaim`, `cancelTask`), effects before
 /// interactions, behind a transient reentrancy guard. No loop runs over an unbounded set: the
 /// only loops are over a merge's parents (capped) and a task's evaluators (capped).
+/// Once anything was submitted, the bounty can only leave through a settled root or, when the
+/// sponsor or the evaluators withhold settlement, as shares to the authors of the updates kept
+/// in confirmed merges: withholding never returns it to the sponsor.
 contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     uint256 public constant MAX_EVALUATORS = 8;
     uint256 public constant MAX_MERGE_PARENTS = 256;
 
+    /// @inheritdoc IGradientMarketplace
+    uint32 public immutable minWindow;
+
     uint8 private constant REVEALED = 1;
     uint8 private constant FINALIZED = 2;
     uint8 private constant CANCELLED = 4;
+    uint8 private constant RECLAIMED_UNALLOCATED = 8; // in Claims: escrow - payoutTotal
+    uint8 private constant RECLAIMED_REST = 16;       // in Closed or Unsettled: all but the claims
 
     struct Task {
         // slot 0: what every submission reads
@@ -36,18 +45,20 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         uint32 claimWindow;
         uint8 evaluatorCount;
         uint8 posted;           // bitmap of evaluators who posted a payout root
-        uint8 flags;            // REVEALED | FINALIZED | CANCELLED
+        uint8 flags;            // REVEALED | FINALIZED | CANCELLED | RECLAIMED_*
         // slot 2: escrow inputs, rewritten by every submission
         uint128 bounty;
         uint96 deposit;
         uint32 nodeCount;
-        // slot 3: windows and the sponsor's withdrawals
+        // slot 3: windows, the reveal, and what a merge writes
         uint32 revealWindow;
         uint32 evaluationWindow;
         uint32 challengeWindow;
         uint32 mergeCount;      // submissions = nodeCount - mergeCount
-        uint128 reclaimed;
-        // slot 4: the payout ledger
+        uint40 revealedAt;      // the evaluation window runs from here
+        uint32 keptUpdates;     // updates kept in a merge that reached the quorum
+        uint32 sharesPaid;      // withheld-bounty shares paid so far
+        // slot 4: the payout ledger (what the sponsor reclaimed is derived: `_reclaimed`)
         uint128 payoutTotal;
         uint128 claimed;
         // slot 5
@@ -79,6 +90,21 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     mapping(uint256 taskId => mapping(uint256 word => uint256)) private _refundedWords;
     mapping(address account => uint256) private _reputation;
     mapping(address evaluator => uint256) private _strikes;
+    /// @dev Parents of merges that reached the quorum, a bit per node: a withheld bounty's shares.
+    mapping(uint256 taskId => mapping(uint256 word => uint256)) private _keptWords;
+    /// @dev keccak256 of a merge's parents, for tasks whose quorum is above one (confirmations
+    /// must name the same parents).
+    mapping(uint256 taskId => mapping(uint256 nodeId => bytes32)) private _mergeParents;
+    /// @dev What the open tasks hold of each ERC-20, in the units they were paid in: a payout
+    /// is scaled by balance / held, so a rebase or a fee shifts every task alike, never one
+    /// task's escrow into another's.
+    mapping(address token => uint256) private _held;
+
+    /// @param minimumWindow The shortest round and phase window a task may set, in seconds (an
+    /// hour on a public chain; lower only on a devnet, whose clock the tests move).
+    constructor(uint32 minimumWindow) {
+        minWindow = minimumWindow;
+    }
 
     // ------------------------------------------------------------------ external
 
@@ -102,9 +128,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         t.evaluationWindow = p.evaluationWindow;
         t.challengeWindow = p.challengeWindow;
         t.validationCommit = p.validationCommit;
-        for (uint256 i; i < p.evaluators.length; ++i) {
-            _evaluators[taskId][i] = p.evaluators[i];
-        }
+        _setEvaluators(taskId, p.evaluators);
         emit TaskCreated(
             taskId, msg.sender, p.token, p.bounty, p.deposit, p.validationCommit, p.specDigest, p.specCid,
             p.evaluators, p.quorum
@@ -220,11 +244,19 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         _nodes[taskId][nodeId] =
             Node(msg.sender, parents[0], samples, round, Kind.Merge, uint8(bit), plaintextDigest);
         emit MergePosted(taskId, nodeId, msg.sender, round, parents, samples, digest, plaintextDigest, cid);
+        if (t.quorum == 1) _keepParents(taskId, t, parents);
+        else _mergeParents[taskId][nodeId] = keccak256(abi.encodePacked(parents));
     }
 
     /// @inheritdoc IGradientMarketplace
-    function confirmMerge(uint256 taskId, uint256 nodeId, bytes32 plaintextDigest) external {
+    function confirmMerge(uint256 taskId, uint256 nodeId, bytes32 plaintextDigest, uint32[] calldata parents)
+        external
+    {
         Task storage t = _existing(taskId);
+        // Like posting: until the reveal, so the kept set (a withheld bounty's shares) is final
+        // before any share can be paid.
+        Phase current = _phase(t);
+        if (current != Phase.Rounds && current != Phase.Reveal) revert WrongPhase(taskId, current);
         uint256 bit = 1 << _evaluatorIndex(taskId, t, msg.sender);
         Node storage n = _nodes[taskId][nodeId];
         if (n.kind != Kind.Merge) revert NotAMerge(taskId, nodeId);
@@ -232,9 +264,14 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
             revert MergeDigestMismatch(taskId, nodeId, n.plaintextDigest, plaintextDigest);
         }
         if (n.confirmations & bit != 0) revert AlreadyConfirmed(taskId, nodeId, msg.sender);
+        if (_mergeParents[taskId][nodeId] != keccak256(abi.encodePacked(parents))) {
+            revert MergeParentsMismatch(taskId, nodeId);
+        }
         uint8 confirmations = n.confirmations | uint8(bit);
         n.confirmations = confirmations;
-        emit MergeConfirmed(taskId, nodeId, msg.sender, _popcount(confirmations));
+        uint256 count = _popcount(confirmations);
+        emit MergeConfirmed(taskId, nodeId, msg.sender, count);
+        if (count == t.quorum) _keepParents(taskId, t, parents);
     }
 
     /// @inheritdoc IGradientMarketplace
@@ -246,6 +283,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         bytes32 computed = keccak256(abi.encodePacked(fileDigest, salt));
         if (computed != t.validationCommit) revert CommitmentMismatch(taskId, t.validationCommit, computed);
         t.flags |= REVEALED;
+        t.revealedAt = uint40(block.timestamp);
         emit ValidationRevealed(taskId, fileDigest, salt, cid);
     }
 
@@ -321,8 +359,9 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (amount > remaining) revert ClaimExceedsTotal(taskId, amount, remaining);
         _claimedWords[taskId][word] = claimedWord | mask;
         t.claimed += uint128(amount); // fits: amount <= remaining <= payoutTotal, a uint128
-        if (points != 0) _reputation[account] += points;
-        emit Claimed(taskId, index, account, amount, points);
+        uint256 credited = _reputationFor(taskId, t, account, amount, points);
+        if (credited != 0) _reputation[account] += credited;
+        emit Claimed(taskId, index, account, amount, credited);
         _pay(t.token, account, amount);
     }
 
@@ -330,7 +369,9 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function refund(uint256 taskId, uint256 nodeId) external nonReentrant {
         Task storage t = _existing(taskId);
         Phase current = _phase(t);
-        if (current != Phase.Unrevealed && current != Phase.Unsettled) revert WrongPhase(taskId, current);
+        if (current != Phase.Unrevealed && current != Phase.Unsettled && current != Phase.Cancelled) {
+            revert WrongPhase(taskId, current);
+        }
         Node storage n = _nodes[taskId][nodeId];
         if (n.kind != Kind.Architecture && n.kind != Kind.Update) revert NotRefundable(taskId, nodeId);
         (uint256 word, uint256 mask) = (nodeId >> 8, 1 << (nodeId & 0xff));
@@ -338,9 +379,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (refundedWord & mask != 0) revert AlreadyRefunded(taskId, nodeId);
         _refundedWords[taskId][word] = refundedWord | mask;
         uint256 amount = t.deposit;
-        // A sponsor who withheld the validation set shares the bounty equally per submission;
-        // every submission carried the same deposit, so this is pro rata to deposits.
-        if (current == Phase.Unrevealed) amount += t.bounty / (t.nodeCount - t.mergeCount);
+        if (current != Phase.Cancelled) amount += _withheldShare(taskId, t, nodeId);
         address author = n.author;
         emit Refunded(taskId, nodeId, author, amount);
         _pay(t.token, author, amount);
@@ -350,15 +389,18 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function cancelTask(uint256 taskId) external nonReentrant {
         Task storage t = _existing(taskId);
         if (msg.sender != t.sponsor) revert NotSponsor(taskId, msg.sender);
-        if (t.nodeCount != 0) revert HasSubmissions(taskId, t.nodeCount - t.mergeCount);
-        // Without submissions a root can still be posted (and the bounty reclaimed when none is
-        // agreed): once either happened, the bounty is accounted for and cancelling would pay it twice.
-        if (t.flags & CANCELLED != 0 || t.settledAt != 0 || t.reclaimed != 0) {
+        // Before the rounds open a stranger's proposal must not lock the bounty (its deposit is
+        // refunded by `refund`); once they opened, work may have been done on it.
+        if (t.nodeCount != 0 && block.timestamp >= t.start) {
+            revert HasSubmissions(taskId, t.nodeCount - t.mergeCount);
+        }
+        // Without submissions a root can still be posted: once one was agreed (or the bounty
+        // reclaimed) the bounty is accounted for, and cancelling would pay it twice.
+        if (t.flags & (CANCELLED | RECLAIMED_REST) != 0 || t.settledAt != 0) {
             revert WrongPhase(taskId, _phase(t));
         }
         uint128 amount = t.bounty;
         t.flags |= CANCELLED;
-        t.reclaimed = amount;
         emit TaskCancelled(taskId, amount);
         _pay(t.token, msg.sender, amount);
     }
@@ -369,18 +411,21 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (msg.sender != t.sponsor) revert NotSponsor(taskId, msg.sender);
         Phase current = _phase(t);
         uint256 owed;
+        uint8 flag = RECLAIMED_REST;
         if (current == Phase.Claims) {
             owed = _escrow(t) - t.payoutTotal; // what the root did not allocate
+            flag = RECLAIMED_UNALLOCATED;
         } else if (current == Phase.Closed) {
             owed = _escrow(t) - t.claimed; // plus what was allocated but not claimed in time
-        } else if (current == Phase.Unsettled) {
-            owed = t.bounty; // the evaluators failed: the bounty returns, deposits go by `refund`
+        } else if (current == Phase.Unsettled && t.nodeCount == 0) {
+            owed = t.bounty; // nobody worked (escrow = bounty, claimed = 0): the bounty returns
         } else {
+            // Unrevealed or Unsettled after submissions: the bounty goes to them by `refund`.
             revert WrongPhase(taskId, current);
         }
-        uint256 amount = owed - t.reclaimed;
+        uint256 amount = owed - _reclaimed(t);
         if (amount == 0) revert NothingToReclaim(taskId);
-        t.reclaimed = uint128(owed); // owed <= escrow, which is bounded by the uint128 bounty plus deposits
+        t.flags |= flag;
         emit Reclaimed(taskId, msg.sender, amount);
         _pay(t.token, msg.sender, amount);
     }
@@ -417,24 +462,29 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         v.claimWindow = t.claimWindow;
         v.payoutTotal = t.payoutTotal;
         v.claimed = t.claimed;
-        v.reclaimed = t.reclaimed;
+        v.reclaimed = uint128(_reclaimed(t)); // at most the escrow, bounty plus deposits
         v.validationCommit = t.validationCommit;
         v.payoutRoot = t.payoutRoot;
         v.roundsEnd = _roundsEnd(t);
         v.revealDeadline = v.roundsEnd + t.revealWindow;
-        v.evaluationDeadline = v.revealDeadline + t.evaluationWindow;
+        // From the reveal; before it, the latest it can be.
+        v.evaluationDeadline = (v.revealed ? uint64(t.revealedAt) : v.revealDeadline) + t.evaluationWindow;
         if (t.settledAt != 0) {
             if (v.finalized) v.claimDeadline = uint64(t.settledAt) + t.claimWindow;
             else v.challengeEnd = uint64(t.settledAt) + t.challengeWindow;
         }
         v.escrow = _escrow(t);
+        v.revealedAt = t.revealedAt;
+        v.keptUpdates = t.keptUpdates;
+        v.sharesPaid = t.sharesPaid;
     }
 
     /// @inheritdoc IGradientMarketplace
     function getNode(uint256 taskId, uint256 nodeId) external view returns (NodeView memory) {
         Node storage n = _nodes[taskId][nodeId];
         if (n.kind == Kind.None) revert InvalidParent(taskId, nodeId);
-        return NodeView(n.author, n.parent, n.samples, n.round, n.kind, n.confirmations, n.plaintextDigest);
+        bool kept = _keptWords[taskId][nodeId >> 8] & (1 << (nodeId & 0xff)) != 0;
+        return NodeView(n.author, n.parent, n.samples, n.round, n.kind, n.confirmations, n.plaintextDigest, kept);
     }
 
     /// @inheritdoc IGradientMarketplace
@@ -486,10 +536,16 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (p.rounds == 0) revert InvalidTaskParams(2);
         if (p.roundDuration == 0) revert InvalidTaskParams(3);
         if (p.revealWindow == 0 || p.evaluationWindow == 0 || p.claimWindow == 0) revert InvalidTaskParams(4);
+        uint256 shortest = Math.min(
+            Math.min(p.roundDuration, p.revealWindow),
+            Math.min(Math.min(p.evaluationWindow, p.challengeWindow), p.claimWindow)
+        );
+        if (shortest < minWindow) revert WindowTooShort(shortest, minWindow);
         uint256 n = p.evaluators.length;
         if (n == 0 || n > MAX_EVALUATORS) revert InvalidTaskParams(5);
         for (uint256 i; i < n; ++i) {
             if (p.evaluators[i] == address(0)) revert InvalidTaskParams(6);
+            if (p.evaluators[i] == msg.sender) revert SponsorIsEvaluator(msg.sender);
             for (uint256 j; j < i; ++j) {
                 if (p.evaluators[i] == p.evaluators[j]) revert InvalidTaskParams(6);
             }
@@ -520,6 +576,64 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         revert NotEvaluator(taskId, account);
     }
 
+    /// @dev The one place a task's evaluator set is written, so that how evaluators are chosen can
+    /// change without touching the calls that check them (`_evaluatorIndex`).
+    function _setEvaluators(uint256 taskId, address[] calldata evaluators) internal {
+        for (uint256 i; i < evaluators.length; ++i) {
+            _evaluators[taskId][i] = evaluators[i];
+        }
+    }
+
+    /// @dev Marks the parents of a merge that just reached the quorum as kept: each holds one share
+    /// of the bounty if settlement is withheld. Parents are strictly increasing (`postMerge`
+    /// checked them; a confirmation names the same ones), so neighbours share a bitmap word and
+    /// each word is written once. An honest quorum merges only updates; a merge kept as a parent
+    /// (which only a dishonest quorum would post) holds a share nobody can refund.
+    function _keepParents(uint256 taskId, Task storage t, uint32[] calldata parents) internal {
+        mapping(uint256 word => uint256) storage words = _keptWords[taskId];
+        uint256 added;
+        uint256 count = parents.length;
+        for (uint256 i; i < count;) {
+            uint256 word = uint256(parents[i]) >> 8;
+            uint256 mask;
+            for (; i < count && uint256(parents[i]) >> 8 == word; ++i) {
+                mask |= 1 << (parents[i] & 0xff);
+            }
+            uint256 stored = words[word];
+            added += _popcount(mask & ~stored);
+            words[word] = stored | mask;
+        }
+        t.keptUpdates += uint32(added); // checked: at most nodeCount, a uint32
+    }
+
+    /// @dev A submission's share of a withheld bounty: with kept submissions, one share each
+    /// (others get none); with none, one per submission. Shares are paid in order and the k-th is
+    /// floor(B(k+1)/N) - floor(Bk/N), so together they are exactly B: no dust is stranded. The
+    /// kept set is final by then: merges are posted and confirmed only until the reveal.
+    function _withheldShare(uint256 taskId, Task storage t, uint256 nodeId) internal returns (uint256) {
+        uint256 shares = t.keptUpdates;
+        if (shares == 0) shares = t.nodeCount - t.mergeCount;
+        else if (_keptWords[taskId][nodeId >> 8] & (1 << (nodeId & 0xff)) == 0) return 0;
+        uint256 k = t.sharesPaid;
+        t.sharesPaid = uint32(k + 1); // k < shares, a uint32
+        return (uint256(t.bounty) * (k + 1)) / shares - (uint256(t.bounty) * k) / shares;
+    }
+
+    /// @dev Reputation is money someone else paid for verified gain: at most the leaf's amount,
+    /// and nothing to the task's sponsor or to its evaluators, who posted the root.
+    function _reputationFor(uint256 taskId, Task storage t, address account, uint256 amount, uint256 points)
+        internal
+        view
+        returns (uint256)
+    {
+        if (points == 0 || account == t.sponsor) return 0;
+        uint256 n = t.evaluatorCount;
+        for (uint256 i; i < n; ++i) {
+            if (_evaluators[taskId][i] == account) return 0;
+        }
+        return Math.min(points, amount);
+    }
+
     function _phase(Task storage t) internal view returns (Phase) {
         if (t.sponsor == address(0)) return Phase.None;
         uint8 flags = t.flags;
@@ -532,11 +646,20 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (block.timestamp < roundsEnd) return Phase.Rounds;
         uint256 revealDeadline = roundsEnd + t.revealWindow;
         if (flags & REVEALED == 0) return block.timestamp < revealDeadline ? Phase.Reveal : Phase.Unrevealed;
-        return block.timestamp < revealDeadline + t.evaluationWindow ? Phase.Evaluation : Phase.Unsettled;
+        return block.timestamp < uint256(t.revealedAt) + t.evaluationWindow ? Phase.Evaluation : Phase.Unsettled;
     }
 
     function _roundsEnd(Task storage t) internal view returns (uint64) {
         return uint64(t.start) + uint64(t.rounds) * t.roundDuration;
+    }
+
+    /// @dev What the sponsor has taken back so far, from the flags its withdrawals set.
+    function _reclaimed(Task storage t) internal view returns (uint256) {
+        uint8 flags = t.flags;
+        if (flags & CANCELLED != 0) return t.bounty;
+        if (flags & RECLAIMED_REST != 0) return _escrow(t) - t.claimed;
+        if (flags & RECLAIMED_UNALLOCATED != 0) return _escrow(t) - t.payoutTotal;
+        return 0;
     }
 
     function _escrow(Task storage t) internal view returns (uint256) {
@@ -560,6 +683,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
         uint256 received = IERC20(token).balanceOf(address(this)) - before;
         if (received != amount) revert FeeOnTransferToken(token, amount, received);
+        _held[token] += amount;
     }
 
     function _pay(address token, address to, uint256 amount) internal {
@@ -568,12 +692,16 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
             (bool ok,) = to.call{value: amount}("");
             if (!ok) revert PaymentFailed(to, amount);
         } else {
-            IERC20(token).safeTransfer(to, amount);
+            // Scaled by what the token's balance is now worth per unit the tasks hold.
+            uint256 held = _held[token];
+            uint256 value = Math.mulDiv(amount, IERC20(token).balanceOf(address(this)), held);
+            _held[token] = held - amount;
+            IERC20(token).safeTransfer(to, value);
         }
     }
 
     function _popcount(uint256 x) internal pure returns (uint256 count) {
-        // x is at most MAX_EVALUATORS bits wide: a handful of iterations.
+        // One iteration per set bit: at most MAX_EVALUATORS, or a merge's parents (bounded).
         while (x != 0) {
             x &= x - 1;
             unchecked {

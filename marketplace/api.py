@@ -208,10 +208,10 @@ TASKS = """SELECT t.*,
     (SELECT count(*) FROM nodes n WHERE n.task_id = t.task_id) AS node_count,
     EXISTS (SELECT 1 FROM events e WHERE e.task_id = t.task_id AND e.name = 'TaskCancelled')
         AS cancelled,
-    EXISTS (SELECT 1 FROM events e WHERE e.task_id = t.task_id AND e.name = 'ValidationRevealed')
-        AS revealed,
+    r.revealed_at, r.revealed_at IS NOT NULL AS revealed,
     s.settled_at, s.root AS payout_root, f.finalized_at
-    FROM tasks t LEFT JOIN settlements s USING (task_id) LEFT JOIN finalizations f USING (task_id)
+    FROM tasks t LEFT JOIN reveals r USING (task_id) LEFT JOIN settlements s USING (task_id)
+    LEFT JOIN finalizations f USING (task_id)
 """
 """Every task with what its phase depends on, in one query (filter with WHERE after it)."""
 
@@ -236,9 +236,8 @@ def phase_of(task: sqlite3.Row, now: int) -> Phase:
     reveal_deadline = rounds_end + task["reveal_window"]
     if not task["revealed"]:
         return Phase.REVEAL if now < reveal_deadline else Phase.UNREVEALED
-    return (
-        Phase.EVALUATION if now < reveal_deadline + task["evaluation_window"] else Phase.UNSETTLED
-    )
+    evaluation_deadline = task["revealed_at"] + task["evaluation_window"]  # from the reveal
+    return Phase.EVALUATION if now < evaluation_deadline else Phase.UNSETTLED
 
 
 # ------------------------------------------------------------------ the app
@@ -512,12 +511,13 @@ def create_app(
         base = summary(row, now())
         rounds_end = base.rounds_end
         reveal_end = rounds_end + row["reveal_window"]
+        # The evaluation window runs from the reveal; before it, from the latest it can be.
+        evaluation_start = row["revealed_at"] or reveal_end
+        evaluation_end = evaluation_start + row["evaluation_window"]
         spans = [
             PhaseSpan(phase="rounds", starts=row["start"], ends=rounds_end),
             PhaseSpan(phase="reveal", starts=rounds_end, ends=reveal_end),
-            PhaseSpan(
-                phase="evaluation", starts=reveal_end, ends=reveal_end + row["evaluation_window"]
-            ),
+            PhaseSpan(phase="evaluation", starts=evaluation_start, ends=evaluation_end),
         ]
         settled_at, finalized_at = row["settled_at"], row["finalized_at"]
         if settled_at is not None:

@@ -59,7 +59,10 @@ GAS_LIMITS = {
     "reclaim": 120_000,
 }
 GAS_PER_EVALUATOR = 30_000
-GAS_PER_MERGE_PARENT = 1_500
+GAS_PER_KEPT_PARENT = 9_000  # read the parent, mark it kept, plus its calldata
+# The shortest window a task may set on a shared chain; devnets deploy with DEV_MIN_WINDOW.
+PUBLIC_MIN_WINDOW = 3600
+DEV_MIN_WINDOW = 0
 GAS_PER_SEED = 1_500
 GAS_PER_PROOF_STEP = 1_500
 
@@ -116,11 +119,15 @@ class ChainClient:
     # ------------------------------------------------------------------ deployment
 
     @classmethod
-    def deploy(cls, w3: Web3, deployer: str) -> ChainClient:
-        """Deploy a fresh marketplace from `deployer` and return its client."""
+    def deploy(cls, w3: Web3, deployer: str, *, min_window: int) -> ChainClient:
+        """Deploy a fresh marketplace from `deployer` and return its client.
+
+        `min_window` is the shortest round or phase window a task may set: `PUBLIC_MIN_WINDOW`
+        on a shared chain; lower only on a devnet, whose clock the tests and the demo move.
+        """
         artifact = contract_artifact()
         factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-        tx_hash = factory.constructor().transact({"from": deployer, "gas": 5_000_000})
+        tx_hash = factory.constructor(min_window).transact({"from": deployer, "gas": 6_000_000})
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
         if receipt["status"] != 1 or receipt["contractAddress"] is None:
             raise errors.TransactionReverted("deployment failed")
@@ -205,15 +212,23 @@ class ChainClient:
         cid: str,
     ) -> TxResult:
         """Post round `round_index`'s merge of `parents` (sorted, distinct node ids)."""
-        gas = GAS_LIMITS["postMerge"] + GAS_PER_MERGE_PARENT * len(parents)
+        gas = GAS_LIMITS["postMerge"] + GAS_PER_KEPT_PARENT * len(parents)
         args = [task_id, round_index, list(parents), samples, digest, plaintext_digest, cid]
         result = self._transact(sender, "postMerge", args, gas=gas)
         return _with_value(result, "MergePosted", "nodeId")
 
     def confirm_merge(
-        self, sender: str, task_id: int, node_id: int, plaintext_digest: bytes
+        self,
+        sender: str,
+        task_id: int,
+        node_id: int,
+        plaintext_digest: bytes,
+        parents: Sequence[int],
     ) -> TxResult:
-        return self._transact(sender, "confirmMerge", [task_id, node_id, plaintext_digest])
+        """Confirm a merge by the digest recomputed from the same (sorted) `parents`."""
+        gas = GAS_LIMITS["confirmMerge"] + GAS_PER_KEPT_PARENT * len(parents)
+        args = [task_id, node_id, plaintext_digest, list(parents)]
+        return self._transact(sender, "confirmMerge", args, gas=gas)
 
     def reveal_validation(
         self, sender: str, task_id: int, file_digest: bytes, salt: bytes, cid: str
@@ -299,6 +314,10 @@ class ChainClient:
 
     def strikes(self, evaluator: str) -> int:
         return int(self._call("strikesOf", to_checksum_address(evaluator)))
+
+    def min_window(self) -> int:
+        """The shortest round or phase window a task may set on this deployment."""
+        return int(self._call("minWindow"))
 
     def balance(self, account: str, token: str = ZERO_ADDRESS) -> int:
         """ETH (token = zero address) or ERC-20 balance of `account`."""

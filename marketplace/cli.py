@@ -151,6 +151,14 @@ def deploy(
     rpc: Rpc = None,
     account: AccountIndex = None,
     keystore: Keystore = None,
+    min_window: Annotated[
+        int,
+        typer.Option(
+            help="Shortest round or phase window a task may set, in seconds (lower it only "
+            "on a devnet whose clock you move)",
+            min=0,
+        ),
+    ] = 3600,
 ) -> None:
     """Deploy a fresh marketplace from this account on the chain --rpc names (any JSON-RPC
     node); prints its address, for --contract or GM_CONTRACT."""
@@ -161,7 +169,8 @@ def deploy(
     settings = options(data_dir, rpc, None, None, account, keystore)
     deployer = load_account(settings, lambda: typer.prompt("password", hide_input=True))
     rpc_url = settings.rpc_url or read_devnet_info(settings.devnet_file).rpc_url
-    market = ChainClient.deploy(signing_web3(rpc_url, deployer), deployer.address)
+    web3 = signing_web3(rpc_url, deployer)
+    market = ChainClient.deploy(web3, deployer.address, min_window=min_window)
     console.print(f"marketplace deployed at {market.address} on {rpc_url}")
     print(f"GM_CONTRACT={market.address}")  # plain: meant to be copied whole
 

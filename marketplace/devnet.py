@@ -28,7 +28,7 @@ from web3.exceptions import Web3RPCError
 from web3.types import RPCEndpoint
 
 from marketplace import devchain
-from marketplace.chain import ChainClient
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.compiler import PROJECT_ROOT
 from marketplace.devchain import DevProvider
 from marketplace.errors import ChainError, ConfigError
@@ -479,7 +479,7 @@ def deploy_market(
     if deployment is not None:
         resume_clock(w3)
     else:
-        market = ChainClient.deploy(w3, accounts[9].address)
+        market = ChainClient.deploy(w3, accounts[9].address, min_window=DEV_MIN_WINDOW)
         deployment = Deployment(
             chain_id=chain_id, contract=market.address, deploy_block=w3.eth.block_number
         )

@@ -126,6 +126,18 @@ class InvalidSeedCount(ContractRevert):
     """Mask seeds are revealed one or more at a time, at most a group's size."""
 
 
+class WindowTooShort(ContractRevert):
+    """A round or phase window is shorter than the deployment's minimum window."""
+
+
+class SponsorIsEvaluator(ContractRevert):
+    """A sponsor cannot be one of its own task's evaluators."""
+
+
+class MergeParentsMismatch(ContractRevert):
+    """A merge is confirmed with the same parents it was posted with."""
+
+
 class RoundNotClosed(ContractRevert):
     """A round's merge may be posted only after that round closed."""
 

@@ -204,7 +204,9 @@ class Evaluator:
             same = record.round == round_index and record.parents == result.kept
             if same and record.plaintext_digest == plain_digest:
                 with self.watch.measure("chain"):
-                    self.chain.confirm_merge(self.address, task_id, record.node_id, plain_digest)
+                    self.chain.confirm_merge(
+                        self.address, task_id, record.node_id, plain_digest, record.parents
+                    )
                 return f"round {round_index}: confirmed merge {record.node_id}"
         node_id = self._post_merge(
             task_id, view, round_index, result.kept, tensors, result.score, result.samples

@@ -15,7 +15,7 @@ from eth_tester.backends.pyevm.main import get_default_account_keys
 from web3 import Web3
 from web3.types import RPCEndpoint
 
-from marketplace.chain import ChainClient
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.compiler import load_artifact
 from marketplace.crypto import PayoutLeaf, payout_tree, sha256, validation_commitment
 from marketplace.devchain import local_web3
@@ -47,7 +47,7 @@ TARGETS: dict[str, int | None] = {
     "revealMaskSeeds (1 seed)": 35_000,
     "postMerge (2 parents)": 120_000,
     "postMerge (10 parents)": 120_000,
-    "confirmMerge": None,
+    "confirmMerge (reaches the quorum, keeps 1 update)": None,
     "revealValidation": 60_000,
     "postPayoutRoot (10 nodes)": 100_000,
     "postPayoutRoot (1,000 nodes)": 100_000,
@@ -75,7 +75,7 @@ class _Scenario:
         self.w3 = w3
         self.accounts = accounts
         self.sponsor, self.evaluator = self.accounts[0], self.accounts[1]
-        self.market = ChainClient.deploy(self.w3, self.accounts[9])
+        self.market = ChainClient.deploy(self.w3, self.accounts[9], min_window=DEV_MIN_WINDOW)
         self.gas: dict[str, int] = {}
 
     def record(self, name: str, result: TxResult) -> TxResult:
@@ -236,7 +236,10 @@ def measure(
     m.submit_update(s.accounts[3], task5, 1, 1, sha256(b"q"), CID)
     advance_chain_to(s.w3, m.task(task5).round_end(0))
     m.post_merge(trio[0], task5, 0, [2], 1, sha256(b"m"), sha256(b"p"), CID)
-    s.record("confirmMerge", m.confirm_merge(trio[1], task5, 3, sha256(b"p")))
+    s.record(
+        "confirmMerge (reaches the quorum, keeps 1 update)",
+        m.confirm_merge(trio[1], task5, 3, sha256(b"p"), [2]),
+    )
     advance_chain_to(s.w3, m.task(task5).rounds_end)
     m.reveal_validation(sponsor, task5, sha256(VALIDATION), SALT, CID)
     root = payout_tree([PayoutLeaf(0, s.accounts[3], ETHER, 1)]).root

@@ -44,7 +44,7 @@ from marketplace.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: nodes.epsilon
+SCHEMA_VERSION = 3  # 2: nodes.epsilon; 3: reveals (the evaluation window runs from the reveal)
 KEEP_BLOCKS = 256
 """Block hashes older than this many blocks behind the cursor are let go (a reorg deeper than
 this is handled by a full rebuild)."""
@@ -88,6 +88,8 @@ CREATE INDEX IF NOT EXISTS claims_account ON claims (account);
 CREATE TABLE IF NOT EXISTS settlements (
     task_id INTEGER PRIMARY KEY, root TEXT NOT NULL, total TEXT NOT NULL,
     settled_at INTEGER NOT NULL, block_number INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS reveals (
+    task_id INTEGER PRIMARY KEY, revealed_at INTEGER NOT NULL, block_number INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS finalizations (
     task_id INTEGER PRIMARY KEY, finalized_at INTEGER NOT NULL, block_number INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
@@ -108,6 +110,8 @@ CREATE TABLE IF NOT EXISTS refunds (
     task_id INTEGER NOT NULL, node_id INTEGER NOT NULL, author TEXT NOT NULL,
     amount TEXT NOT NULL, block_number INTEGER NOT NULL, PRIMARY KEY (task_id, node_id));
 """
+TIMED_EVENTS = ("TaskCreated", "ValidationRevealed", "PayoutRootAgreed", "TaskFinalized")
+"""Events whose row needs the task as stored at their block (the times the contract set)."""
 ROW_TABLES = (
     "events",
     "tasks",
@@ -116,6 +120,7 @@ ROW_TABLES = (
     "claims",
     "refunds",
     "settlements",
+    "reveals",
     "finalizations",
     "reports",
     "report_nodes",
@@ -151,8 +156,9 @@ def _hex(value: bytes) -> str:
 
 def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, ...]] | None:
     """The derived row (table, values) an event makes, if any; `task` is the task as stored
-    at the event's block, for TaskCreated (its timing), PayoutRootAgreed and TaskFinalized
-    (`settled_at`: the agreement's time, then the finalize's, when the claim window opens)."""
+    at the event's block, for TaskCreated (its timing), ValidationRevealed (`revealed_at`),
+    PayoutRootAgreed and TaskFinalized (`settled_at`: the agreement's time, then the
+    finalize's, when the claim window opens)."""
     a, block = event.args, event.block_number
     if event.name == "TaskCreated":
         assert task is not None
@@ -185,6 +191,9 @@ def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, 
             task.settled_at,
             block,
         )
+    if event.name == "ValidationRevealed":
+        assert task is not None
+        return "reveals", (a["taskId"], task.revealed_at, block)
     if event.name == "TaskFinalized":
         assert task is not None
         return "finalizations", (a["taskId"], task.settled_at, block)
@@ -435,7 +444,7 @@ class Indexer:
                 )
             )
             stored = None
-            if event.name in ("TaskCreated", "PayoutRootAgreed", "TaskFinalized"):  # rare
+            if event.name in TIMED_EVENTS:  # rare
                 stored = self.chain.task(int(event.args["taskId"]), block=event.block_number)
             derived = _row_of(event, stored)
             if derived is not None:

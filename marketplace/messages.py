@@ -115,6 +115,9 @@ class TaskState(Frozen):
     challenge_end: int
     claim_deadline: int
     escrow: int
+    revealed_at: int  # 0 until the reveal; the evaluation window runs from it
+    kept_updates: int  # updates kept in merges the quorum confirmed: a withheld bounty's shares
+    shares_paid: int
 
     @property
     def is_eth(self) -> bool:
@@ -137,6 +140,7 @@ class NodeState(Frozen):
     kind: NodeKind
     confirmations: int
     plaintext_digest: bytes
+    kept: bool  # an update kept in a merge the quorum confirmed
 
 
 class NodeRecord(Frozen):

@@ -65,10 +65,12 @@ def create_task(
     sealed validation set go in the spec; its digest and CID, and the commitment, in params.
 
     Raises:
-        ConfigError: the validation file does not fit the spec's data schema, or the
-            evaluator keys do not match the evaluators one for one.
+        ConfigError: the validation file does not fit the spec's data schema, the sponsor
+            is one of the evaluators, or the evaluator keys do not match them one for one.
         DataFormatError: the validation file is malformed.
     """
+    if any(e.lower() == sponsor.address.lower() for e in params.evaluators):
+        raise ConfigError("the sponsor cannot be one of its own task's evaluators")
     if len(evaluator_keys) != len(params.evaluators):
         raise ConfigError(
             f"{len(params.evaluators)} evaluators but {len(evaluator_keys)} evaluator keys"

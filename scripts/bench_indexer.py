@@ -21,7 +21,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.types import RPCEndpoint
 
-from marketplace.chain import ChainClient
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.crypto import sha256
 from marketplace.devnet import start_anvil, terminate, wait_until_answering
 from marketplace.indexer import Indexer
@@ -82,7 +82,7 @@ def main() -> None:
         w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 120}))
         wait_until_answering(w3, process)
         accounts = list(w3.eth.accounts)
-        chain = ChainClient.deploy(w3, accounts[9])
+        chain = ChainClient.deploy(w3, accounts[9], min_window=DEV_MIN_WINDOW)
         started = time.perf_counter()
         fill(chain, accounts, args.events)
         print(f"filled {args.events:,} updates in {time.perf_counter() - started:.1f} s")

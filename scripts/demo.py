@@ -54,7 +54,7 @@ from rich.tree import Tree  # noqa: E402
 from web3 import Web3  # noqa: E402
 from web3.middleware import SignAndSendRawMiddlewareBuilder  # noqa: E402
 
-from marketplace.chain import ChainClient  # noqa: E402
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient  # noqa: E402
 from marketplace.devchain import local_web3  # noqa: E402
 from marketplace.devnet import (  # noqa: E402
     advance_chain_to,
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     names.update({a.address: f"miner-{i + 1}" for i, a in enumerate(miners_accounts)})
     gas: dict[str, int] = defaultdict(int)
 
-    raw_chain = ChainClient.deploy(w3, keys[9].address)
+    raw_chain = ChainClient.deploy(w3, keys[9].address, min_window=DEV_MIN_WINDOW)
     service = None
     if args.serve is not None and urls is not None:
         service = _serve(args.serve, urls, raw_chain.address, folder / "service", stack)

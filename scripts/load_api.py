@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 from web3 import Web3
 
-from marketplace.chain import ChainClient
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.devnet import (
     free_port,
     start_anvil,
@@ -127,7 +127,7 @@ def main() -> None:
         w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 120}))
         wait_until_answering(w3, anvil)
         accounts = list(w3.eth.accounts)
-        chain = ChainClient.deploy(w3, accounts[9])
+        chain = ChainClient.deploy(w3, accounts[9], min_window=DEV_MIN_WINDOW)
         fill(chain, accounts, args.nodes - 1)  # and the architecture: `--nodes` in all
         index_file = folder / "index.sqlite"
         index = Indexer(chain, index_file, confirmations=0)

@@ -12,7 +12,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from marketplace import compiler
-from marketplace.chain import ChainClient
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.devchain import advance_time as _advance_time
 from marketplace.devchain import advance_to as _advance_to
 from marketplace.devchain import local_web3
@@ -72,7 +72,7 @@ def evaluator(accounts: list[str]) -> str:
 
 @pytest.fixture
 def market(w3: Web3, accounts: list[str]) -> ChainClient:
-    return ChainClient.deploy(w3, accounts[9])
+    return ChainClient.deploy(w3, accounts[9], min_window=DEV_MIN_WINDOW)
 
 
 @pytest.fixture

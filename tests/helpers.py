@@ -13,7 +13,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import TxParams
 
-from marketplace.chain import ChainClient
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.crypto import sha256, validation_commitment
 from marketplace.devchain import advance_to, local_web3
 from marketplace.messages import Phase, TaskParams, TxResult
@@ -51,7 +51,7 @@ def new_market() -> tuple[Web3, ChainClient, list[str]]:
     """A fresh chain, a marketplace deployed on it by accounts[9], and the ten dev accounts."""
     w3 = local_web3()
     accounts: list[str] = list(w3.eth.accounts)
-    return w3, ChainClient.deploy(w3, accounts[9]), accounts
+    return w3, ChainClient.deploy(w3, accounts[9], min_window=DEV_MIN_WINDOW), accounts
 
 
 def eth_task(evaluator: str, **overrides: Any) -> TaskParams:

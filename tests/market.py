@@ -11,7 +11,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from marketplace.chain import ChainClient
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.devchain import advance_to, local_web3
 from marketplace.evaluation import Dataset, to_csv
 from marketplace.evaluator import Evaluator
@@ -204,7 +204,7 @@ class Market:
 def new_market(folder: Path, shards: int = 4, alpha: float = 0.5) -> Market:
     w3 = local_web3()
     keys = dev_keys()
-    chain = ChainClient.deploy(w3, keys[9].address)
+    chain = ChainClient.deploy(w3, keys[9].address, min_window=DEV_MIN_WINDOW)
     train, validation, test = digits_splits(seed=0)
     rows = dirichlet_shards(train.labels, shards, alpha, seed=1, min_size=20)
     return Market(

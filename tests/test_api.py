@@ -107,7 +107,7 @@ def test_one_task_has_its_phase_settlement_and_phase_spans(served: Served) -> No
     spans = {span["phase"]: (span["starts"], span["ends"]) for span in task["phases"]}
     assert spans["rounds"] == (state.start, state.rounds_end)
     assert spans["reveal"] == (state.rounds_end, state.reveal_deadline)
-    assert spans["evaluation"] == (state.reveal_deadline, state.evaluation_deadline)
+    assert spans["evaluation"] == (state.revealed_at, state.evaluation_deadline)  # from the reveal
     challenge_end = task["settled_at"] + state.challenge_window
     assert spans["challenge"] == (task["settled_at"], challenge_end)
     assert spans["claims"] == (state.settled_at, state.claim_deadline)

@@ -12,7 +12,7 @@ import pytest
 from web3 import HTTPProvider, Web3
 
 from marketplace import errors
-from marketplace.chain import ChainClient
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.compiler import PROJECT_ROOT
 from marketplace.crypto import sha256
 from marketplace.messages import NodeKind, TaskParams
@@ -56,7 +56,7 @@ def test_client_runs_a_task_on_anvil_with_the_gas_and_errors_of_eth_tester(
 ) -> None:
     anvil_accounts = list(rpc_w3.eth.accounts)
     sponsor, scientist, miner = anvil_accounts[0], anvil_accounts[2], anvil_accounts[3]
-    on_anvil = ChainClient.deploy(rpc_w3, anvil_accounts[9])
+    on_anvil = ChainClient.deploy(rpc_w3, anvil_accounts[9], min_window=DEV_MIN_WINDOW)
     params = task_params(evaluators=(anvil_accounts[1],))
     tester_accounts = list(w3.eth.accounts)
     reference = task_params(evaluators=(tester_accounts[1],))

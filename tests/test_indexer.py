@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from marketplace.chain import ChainClient
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.crypto import sha256
 from marketplace.devchain import tester_of as chain_tester
 from marketplace.devnet import RpcServer
@@ -219,7 +219,7 @@ def test_a_file_built_for_another_contract_is_refused(
     market: ChainClient, w3: Web3, accounts: list[str], tmp_path: Path
 ) -> None:
     Indexer(market, tmp_path / "i.sqlite").close()
-    other = ChainClient.deploy(w3, accounts[9])
+    other = ChainClient.deploy(w3, accounts[9], min_window=DEV_MIN_WINDOW)
     with pytest.raises(ConfigError, match="built with contract"):
         Indexer(other, tmp_path / "i.sqlite")
 

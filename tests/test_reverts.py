@@ -382,7 +382,7 @@ def test_confirm_merge_by_non_evaluator_reverts_not_evaluator(
     advance_to(market.task(task_id).round_end(0))
     merge_id = merge(market, evaluator, task_id, 0, [1], digest("p"))
     with pytest.raises(errors.NotEvaluator) as exc:
-        market.confirm_merge(accounts[3], task_id, merge_id, digest("p"))
+        market.confirm_merge(accounts[3], task_id, merge_id, digest("p"), [1])
     assert exc.value.values == {"taskId": task_id, "caller": accounts[3]}
 
 
@@ -747,7 +747,7 @@ def test_update_of_unconfirmed_merge_reverts_merge_not_confirmed(
         "quorum": 2,
     }
     # Once a second evaluator confirms, the merge is a valid parent.
-    market.confirm_merge(second, quorum_task, quorum_merge, digest("p"))
+    market.confirm_merge(second, quorum_task, quorum_merge, digest("p"), [1])
     on_confirmed = submit(market, accounts[3], quorum_task, quorum_merge, "on-confirmed")
     assert on_confirmed == quorum_merge + 1
 
@@ -759,7 +759,7 @@ def test_confirm_merge_of_an_update_reverts_not_a_merge(
     update = submit(market, accounts[3], task_id, 1, "u")
     for node_id in (1, update, update + 1):  # architecture, update, missing node
         with pytest.raises(errors.NotAMerge) as exc:
-            market.confirm_merge(evaluator, task_id, node_id, bytes(32))
+            market.confirm_merge(evaluator, task_id, node_id, bytes(32), [])
         assert exc.value.values == {"taskId": task_id, "nodeId": node_id}
 
 
@@ -771,7 +771,7 @@ def test_confirm_merge_with_other_digest_reverts_merge_digest_mismatch(
 ) -> None:
     second = three_evaluators[1]
     with pytest.raises(errors.MergeDigestMismatch) as exc:
-        market.confirm_merge(second, quorum_task, quorum_merge, digest("other"))
+        market.confirm_merge(second, quorum_task, quorum_merge, digest("other"), [1])
     assert exc.value.values == {
         "taskId": quorum_task,
         "nodeId": quorum_merge,
@@ -790,11 +790,11 @@ def test_confirm_merge_twice_reverts_already_confirmed(
     first, second, _ = three_evaluators
     # The poster's own confirmation is counted when it posts.
     with pytest.raises(errors.AlreadyConfirmed) as exc:
-        market.confirm_merge(first, quorum_task, quorum_merge, digest("p"))
+        market.confirm_merge(first, quorum_task, quorum_merge, digest("p"), [1])
     assert exc.value.values == {"taskId": quorum_task, "nodeId": quorum_merge, "evaluator": first}
-    market.confirm_merge(second, quorum_task, quorum_merge, digest("p"))
+    market.confirm_merge(second, quorum_task, quorum_merge, digest("p"), [1])
     with pytest.raises(errors.AlreadyConfirmed) as exc:
-        market.confirm_merge(second, quorum_task, quorum_merge, digest("p"))
+        market.confirm_merge(second, quorum_task, quorum_merge, digest("p"), [1])
     assert exc.value.values == {"taskId": quorum_task, "nodeId": quorum_merge, "evaluator": second}
     assert market.node(quorum_task, quorum_merge).confirmations == 0b011
 

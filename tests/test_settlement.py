@@ -58,7 +58,7 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
     start = {
         a: market.balance(a) for a in (sponsor, evaluator, scientist, miner_a, miner_b, outsider)
     }
-    bounty = 10 * ETHER + 1  # over 3 submissions: 3,333,333,333,333,333,333 each, 2 wei of dust
+    bounty = 10 * ETHER + 1  # over the 2 kept updates: 5 ETH, then 5 ETH + 1 wei (no dust)
     created = market.create_task(sponsor, task_params(bounty=bounty))
     task_id = created.value
     assert task_id == 1
@@ -71,6 +71,9 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
     assert merge.value == 4
     task = market.task(task_id)
     assert (task.node_count, task.submission_count, task.escrow) == (4, 3, bounty + 3 * DEPOSIT)
+    # A quorum of one: posting the merge keeps its two updates, not the architecture.
+    assert task.kept_updates == 2
+    assert [market.node(task_id, n).kept for n in (1, 2, 3, 4)] == [False, True, True, False]
     assert market.balance(market.address) == bounty + 3 * DEPOSIT
 
     # The last second of the reveal window: a reveal sent now is mined at the deadline, too late.
@@ -95,12 +98,13 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
     with pytest.raises(errors.NotRefundable):
         market.refund(outsider, task_id, 5)  # no such node
 
-    # Each submission gets its deposit and an equal share of the bounty, paid to its author
-    # whoever sends the refund; a second refund of the same node is refused.
-    share = bounty // 3
-    assert share == 3_333_333_333_333_333_333
+    # Each submission gets its deposit back, and each update kept in the confirmed merge one
+    # share of the bounty, paid to its author whoever sends the refund; the shares are paid in
+    # order and add up to the bounty exactly. A second refund of the same node is refused.
+    shares = {1: 0, 2: 5 * ETHER, 3: 5 * ETHER + 1}
     refunds = []
     for node_id, author in authors.items():
+        share = shares[node_id]
         assert not market.is_refunded(task_id, node_id)
         author_before, market_before = market.balance(author), market.balance(market.address)
         refunded = market.refund(outsider, task_id, node_id)
@@ -119,9 +123,8 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
         assert again.value.values == {"taskId": task_id, "nodeId": node_id}
     assert [e.args["nodeId"] for e in market.events("Refunded", taskId=task_id)] == [1, 2, 3]
 
-    # Only the rounding dust is left, and nobody can take it.
-    dust = bounty - 3 * share
-    assert dust == 2 and market.balance(market.address) == dust
+    # Nothing is left: no dust stranded, nothing for the sponsor.
+    assert market.balance(market.address) == 0 and market.task(task_id).shares_paid == 2
     with pytest.raises(errors.WrongPhase):
         market.reclaim(sponsor, task_id)
     assert market.task(task_id).reclaimed == 0
@@ -130,7 +133,7 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
     # refunds paid only gas.
     for node_id, author in authors.items():
         paid_gas = spent(w3, submissions[node_id - 1].tx_hash)
-        assert market.balance(author) == start[author] - paid_gas + share
+        assert market.balance(author) == start[author] - paid_gas + shares[node_id]
     assert market.balance(sponsor) == start[sponsor] - bounty - spent(w3, created.tx_hash)
     assert market.balance(outsider) == start[outsider] - sum(spent(w3, r.tx_hash) for r in refunds)
     assert market.balance(evaluator) == start[evaluator] - spent(w3, merge.tx_hash)
@@ -139,7 +142,7 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
 # ---------------------------------------------------------------- the evaluators never agree
 
 
-def test_unsettled_deposits_refunded_and_bounty_reclaimed_once(
+def test_unsettled_bounty_goes_to_the_submitters_never_back_to_the_sponsor(
     w3: Web3,
     market: ChainClient,
     accounts: list[str],
@@ -154,8 +157,9 @@ def test_unsettled_deposits_refunded_and_bounty_reclaimed_once(
     created = market.create_task(sponsor, task_params(evaluators=(ev0, ev1, ev2), quorum=2))
     task_id = created.value
     submissions = _round_zero(market, task_id, scientist, miner_a, miner_b)
-    task = market.task(task_id)
     revealed = reveal(w3, market, task_id, sponsor)
+    task = market.task(task_id)
+    assert task.evaluation_deadline == task.revealed_at + task.evaluation_window
 
     # Two evaluators post different roots: one vote each, no agreement.
     root_0 = payout_tree([PayoutLeaf(0, scientist, ETHER, 0)]).root
@@ -188,22 +192,16 @@ def test_unsettled_deposits_refunded_and_bounty_reclaimed_once(
     with pytest.raises(errors.WrongPhase):
         market.finalize(outsider, task_id)
 
-    # The sponsor takes back exactly the bounty, once.
-    sponsor_before = market.balance(sponsor)
-    reclaimed = market.reclaim(sponsor, task_id)
-    assert reclaimed.event("Reclaimed").args == {
-        "taskId": task_id,
-        "sponsor": sponsor,
-        "amount": 10 * ETHER,
-    }
-    assert market.balance(sponsor) == sponsor_before + 10 * ETHER - spent(w3, reclaimed.tx_hash)
-    assert market.balance(market.address) == 3 * DEPOSIT
-    assert market.task(task_id).reclaimed == 10 * ETHER
-    with pytest.raises(errors.NothingToReclaim) as nothing:
+    # Silent or split evaluators do not hand the bounty back to the sponsor.
+    with pytest.raises(errors.WrongPhase) as refused:
         market.reclaim(sponsor, task_id)
-    assert nothing.value.values == {"taskId": task_id}
+    assert refused.value.values == {"taskId": task_id, "current": Phase.UNSETTLED}
 
-    # Each submission gets its deposit back, and nothing more.
+    # No merge reached the quorum, so each submission holds one share: floor(B(k+1)/3) -
+    # floor(Bk/3) for the k-th refund, which add up to the bounty to the wei.
+    shares = {1: 3_333_333_333_333_333_333, 2: 3_333_333_333_333_333_333}
+    shares[3] = 10 * ETHER - shares[1] - shares[2]
+    assert shares[3] == 3_333_333_333_333_333_334
     for node_id, author in authors.items():
         author_before = market.balance(author)
         refunded = market.refund(outsider, task_id, node_id)
@@ -211,16 +209,17 @@ def test_unsettled_deposits_refunded_and_bounty_reclaimed_once(
             "taskId": task_id,
             "nodeId": node_id,
             "author": author,
-            "amount": DEPOSIT,
+            "amount": DEPOSIT + shares[node_id],
         }
-        assert market.balance(author) == author_before + DEPOSIT
+        assert market.balance(author) == author_before + DEPOSIT + shares[node_id]
         with pytest.raises(errors.AlreadyRefunded):
             market.refund(outsider, task_id, node_id)
     assert market.balance(market.address) == 0
     for node_id, author in authors.items():
-        assert market.balance(author) == start[author] - spent(w3, submissions[node_id - 1].tx_hash)
-    sponsor_gas = sum(spent(w3, r.tx_hash) for r in (created, revealed, reclaimed))
-    assert market.balance(sponsor) == start[sponsor] - sponsor_gas
+        paid_gas = spent(w3, submissions[node_id - 1].tx_hash)
+        assert market.balance(author) == start[author] - paid_gas + shares[node_id]
+    sponsor_gas = sum(spent(w3, r.tx_hash) for r in (created, revealed))
+    assert market.balance(sponsor) == start[sponsor] - sponsor_gas - 10 * ETHER
 
 
 # ---------------------------------------------------------------- cancellation
@@ -332,9 +331,9 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     assert refused.value.values == {"taskId": task_id, "nodeId": 4, "confirmations": 1, "quorum": 2}
     assert market.task(task_id).node_count == 4
     with pytest.raises(errors.AlreadyConfirmed):
-        market.confirm_merge(ev0, task_id, 4, digest("p0"))
+        market.confirm_merge(ev0, task_id, 4, digest("p0"), [2, 3])
     with pytest.raises(errors.MergeDigestMismatch) as mismatch:
-        market.confirm_merge(ev1, task_id, 4, digest("another merge"))
+        market.confirm_merge(ev1, task_id, 4, digest("another merge"), [2, 3])
     assert mismatch.value.values == {
         "taskId": task_id,
         "nodeId": 4,
@@ -342,11 +341,11 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
         "confirmed": digest("another merge"),
     }
     with pytest.raises(errors.NotEvaluator):
-        market.confirm_merge(miner_a, task_id, 4, digest("p0"))
+        market.confirm_merge(miner_a, task_id, 4, digest("p0"), [2, 3])
     assert market.node(task_id, 4).confirmations == 0b001
 
     # Evaluator 1 recomputes the same plaintext: the merge is confirmed and can be built on.
-    confirmed = market.confirm_merge(ev1, task_id, 4, digest("p0"))
+    confirmed = market.confirm_merge(ev1, task_id, 4, digest("p0"), [2, 3])
     assert confirmed.event("MergeConfirmed").args == {
         "taskId": task_id,
         "nodeId": 4,
@@ -356,7 +355,7 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     assert market.node(task_id, 4).confirmations == 0b011
     update = market.submit_update(miner_a, task_id, 4, 600, digest("a1"), "bafkreia1")
     assert update.value == 5 and market.node(task_id, 5).parent == 4
-    late = market.confirm_merge(ev2, task_id, 4, digest("p0"))
+    late = market.confirm_merge(ev2, task_id, 4, digest("p0"), [2, 3])
     assert late.event("MergeConfirmed").args["confirmations"] == 3
     assert market.node(task_id, 4).confirmations == 0b111
 
@@ -581,8 +580,11 @@ def test_phase_of_one_task_at_every_boundary(
 
     send_reveal(market, task_id, sponsor)
     assert market.phase(task_id) == Phase.EVALUATION
-    advance_to(task.reveal_deadline)  # revealed: the reveal deadline no longer matters
-    assert market.phase(task_id) == Phase.EVALUATION
+    # The evaluation window runs from the reveal, however late in its window the reveal came.
+    revealed = market.task(task_id)
+    assert revealed.revealed_at == task.rounds_end + 1
+    assert revealed.evaluation_deadline == revealed.revealed_at + 3600
+    task = revealed
     advance_to(task.evaluation_deadline - 2)
     assert market.phase(task_id) == Phase.EVALUATION
 

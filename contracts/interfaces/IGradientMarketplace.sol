@@ -15,9 +15,9 @@ interface IGradientMarketplace {
         Challenge,   // a root reached the quorum; after the challenge window anyone may finalize
         Claims,      // finalized: claims are open for claimWindow from finalization
         Closed,      // the claim period is over; the sponsor may reclaim the rest
-        Unrevealed,  // the sponsor missed the reveal: submitters share the bounty
-        Unsettled,   // no root reached the quorum in time: deposits and bounty go back
-        Cancelled    // cancelled before any submission
+        Unrevealed,  // the sponsor missed the reveal: kept updates share the bounty (see `refund`)
+        Unsettled,   // no root reached the quorum in time: the same; deposits go back
+        Cancelled    // cancelled before the rounds opened or before any submission
     }
 
     /// @notice What a node of the model DAG is.
@@ -40,10 +40,11 @@ interface IGradientMarketplace {
         uint32 roundDuration;     // seconds per round
         uint8 rounds;             // number of rounds
         uint32 revealWindow;      // after the last round, for the sponsor's reveal
-        uint32 evaluationWindow;  // after the reveal deadline, for posting payout roots
+        uint32 evaluationWindow;  // after the reveal, for posting payout roots
         uint32 challengeWindow;   // after a root reaches the quorum, before it is final
         uint32 claimWindow;       // after the challenge window, for claims
-        address[] evaluators;     // 1..MAX_EVALUATORS distinct accounts
+        // Every window above and the round duration are at least `minWindow`.
+        address[] evaluators;     // 1..MAX_EVALUATORS distinct accounts, never the sponsor
         uint8 quorum;             // a strict majority of the evaluators (1-of-1 allowed)
     }
 
@@ -76,10 +77,13 @@ interface IGradientMarketplace {
         bytes32 payoutRoot;
         uint64 roundsEnd;
         uint64 revealDeadline;
-        uint64 evaluationDeadline;
+        uint64 evaluationDeadline; // revealedAt + evaluationWindow; before the reveal, the latest it can be
         uint64 challengeEnd;      // while a root is agreed but not final; 0 before and after
         uint64 claimDeadline;     // 0 until the root is final
         uint256 escrow;           // bounty + deposits taken
+        uint40 revealedAt;        // 0 until the reveal
+        uint32 keptUpdates;       // updates kept in merges that reached the quorum
+        uint32 sharesPaid;        // shares of a withheld bounty paid so far
     }
 
     /// @notice One node of the model DAG as stored (one slot; a merge has a second one).
@@ -91,6 +95,7 @@ interface IGradientMarketplace {
         Kind kind;
         uint8 confirmations;      // bitmap of evaluators who attested a merge's plaintext digest
         bytes32 plaintextDigest;  // merges only
+        bool kept;                // an update that is a parent of a merge that reached the quorum
     }
 
     // ---------------------------------------------------------------- errors
@@ -153,6 +158,12 @@ interface IGradientMarketplace {
     error JoinWindowClosed(uint256 taskId, uint64 opens, uint64 closes);
     /// @notice A list of mask seeds that is empty or longer than a round's group can be.
     error InvalidSeedCount(uint256 taskId, uint256 count);
+    /// @dev A round or phase window shorter than the deployment's `minWindow`.
+    error WindowTooShort(uint256 window, uint256 minimum);
+    /// @dev The sponsor cannot judge its own task.
+    error SponsorIsEvaluator(address sponsor);
+    /// @dev A confirmation named other parents than the merge was posted with.
+    error MergeParentsMismatch(uint256 taskId, uint256 nodeId);
 
     // ---------------------------------------------------------------- events
 
@@ -224,11 +235,11 @@ interface IGradientMarketplace {
     event TaskFinalized(uint256 indexed taskId, bytes32 root, uint256 total);
     /// @notice Emitted when an evaluator whose root lost the vote was recorded.
     event EvaluatorOverruled(uint256 indexed taskId, address indexed evaluator, uint256 strikes);
-    /// @notice Emitted when `account` claimed `amount` (and `points` of reputation).
+    /// @notice Emitted when `account` claimed `amount` and was credited `points` of reputation.
     event Claimed(uint256 indexed taskId, uint256 indexed index, address indexed account, uint256 amount, uint256 points);
-    /// @notice Emitted when a node's author was refunded (deposit, plus a bounty share if unrevealed).
+    /// @notice Emitted when a node's author was refunded (its deposit, plus its share of a withheld bounty).
     event Refunded(uint256 indexed taskId, uint256 indexed nodeId, address indexed author, uint256 amount);
-    /// @notice Emitted when the sponsor cancelled a task without submissions.
+    /// @notice Emitted when the sponsor cancelled a task (before its rounds, or without submissions).
     event TaskCancelled(uint256 indexed taskId, uint256 refunded);
     /// @notice Emitted when the sponsor reclaimed what was not earned.
     event Reclaimed(uint256 indexed taskId, address indexed sponsor, uint256 amount);
@@ -238,7 +249,8 @@ interface IGradientMarketplace {
     /// @notice Creates a task and escrows its bounty (ETH as `msg.value`, or an ERC-20 pulled
     /// with `transferFrom`). Codes of `InvalidTaskParams`: 1 bounty, 2 rounds, 3 round duration,
     /// 4 windows, 5 evaluator count, 6 evaluator address (zero or repeated), 7 quorum (not a
-    /// strict majority), 8 start in the past, 9 token without code.
+    /// strict majority), 8 start in the past, 9 token without code. A window under `minWindow`
+    /// reverts `WindowTooShort`; the sponsor among the evaluators, `SponsorIsEvaluator`.
     function createTask(TaskParams calldata params) external payable returns (uint256 taskId);
 
     /// @notice Proposes an architecture: a child of the root, while the rounds are not over.
@@ -271,7 +283,8 @@ interface IGradientMarketplace {
     /// holder can take those masks out of the group's sum. Recorded in the event only.
     function revealMaskSeeds(uint256 taskId, uint8 round, uint256 base, bytes32[] calldata seeds) external;
 
-    /// @notice Posts the merge of round `round` (an evaluator, after that round closed).
+    /// @notice Posts the merge of round `round` (an evaluator, after that round closed). It counts
+    /// as the poster's confirmation; once the quorum confirmed it, its update parents are kept.
     function postMerge(
         uint256 taskId,
         uint8 round,
@@ -282,8 +295,11 @@ interface IGradientMarketplace {
         string calldata cid
     ) external returns (uint256 nodeId);
 
-    /// @notice Confirms a merge another evaluator posted by its plaintext digest.
-    function confirmMerge(uint256 taskId, uint256 nodeId, bytes32 plaintextDigest) external;
+    /// @notice Confirms a merge another evaluator posted: the same plaintext digest from the same
+    /// parents (which an honest evaluator recomputed bit for bit). The confirmation that reaches
+    /// the quorum marks the merge's update parents as kept.
+    function confirmMerge(uint256 taskId, uint256 nodeId, bytes32 plaintextDigest, uint32[] calldata parents)
+        external;
 
     /// @notice Reveals the validation set: its digest and salt must match the commitment.
     function revealValidation(uint256 taskId, bytes32 fileDigest, bytes32 salt, string calldata cid) external;
@@ -299,7 +315,9 @@ interface IGradientMarketplace {
     /// evaluators whose roots lost.
     function finalize(uint256 taskId) external;
 
-    /// @notice Pays a leaf of the final root to `account` and adds `points` to its reputation.
+    /// @notice Pays a leaf of the final root to `account` and adds to its reputation
+    /// min(`points`, `amount`), or nothing if `account` is the task's sponsor or an evaluator:
+    /// reputation is money someone else paid for verified gain.
     function claim(
         uint256 taskId,
         uint256 index,
@@ -309,12 +327,15 @@ interface IGradientMarketplace {
         bytes32[] calldata proof
     ) external;
 
-    /// @notice Refunds a submission outside a settled task: its deposit, plus an equal share of
-    /// the bounty per submission if the sponsor never revealed.
+    /// @notice Refunds a submission outside a settled task: its deposit, plus, when the sponsor
+    /// did not reveal or no root was agreed in time, one share of the bounty per update kept in a
+    /// merge that reached the quorum (one share per submission if no merge did). Not in a
+    /// cancelled task's share: there only deposits return.
     function refund(uint256 taskId, uint256 nodeId) external;
 
-    /// @notice Cancels a task that has no submission yet and refunds its bounty (not once a payout
-    /// root was agreed or the bounty reclaimed).
+    /// @notice Cancels a task before its rounds open, or later while it has no submission, and
+    /// refunds its bounty (not once a payout root was agreed or the bounty reclaimed). Deposits of
+    /// early proposals return by `refund`.
     function cancelTask(uint256 taskId) external;
 
     /// @notice Sends the sponsor what was not earned (and, after the claim period, not claimed).
@@ -322,6 +343,8 @@ interface IGradientMarketplace {
 
     // ---------------------------------------------------------------- views
 
+    /// @notice The shortest round or phase window a task may set (fixed at deployment).
+    function minWindow() external view returns (uint32);
     function taskCount() external view returns (uint256);
     function getTask(uint256 taskId) external view returns (TaskView memory);
     function getNode(uint256 taskId, uint256 nodeId) external view returns (NodeView memory);
