@@ -426,8 +426,11 @@ def serve(
         w3 = indexer.chain.w3
         while not stopping.is_set():
             seen = None
-            if guard.attempt(indexer.sync) is not None:
-                seen = guard.attempt(lambda: (int(w3.eth.block_number), now(w3)))
+            try:
+                if guard.attempt(indexer.sync) is not None:
+                    seen = guard.attempt(lambda: (int(w3.eth.block_number), now(w3)))
+            except Exception as exc:  # a dead follower would leave the API stale, silently
+                console.print(f"[red]the index follower's sync failed:[/] {exc!r}; trying again")
             head.write(seen)
             stopping.wait(poll or settings.poll_seconds)
 

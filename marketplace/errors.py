@@ -33,6 +33,10 @@ class IntegrityError(StorageError):
     """The bytes read do not hash to the CID they were asked for."""
 
 
+class NoMatchingReport(IntegrityError):
+    """No posted payout report matches the task's agreed root (each is missing or lies)."""
+
+
 class StoreUnavailable(StorageError):
     """The IPFS node could not be reached, even after retries."""
 

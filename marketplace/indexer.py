@@ -34,12 +34,11 @@ from marketplace.errors import (
     BlobNotFound,
     BlobTooLarge,
     ConfigError,
-    SpecError,
     StorageError,
     StoreUnavailable,
 )
 from marketplace.messages import ChainEvent, TaskState
-from marketplace.report import MAX_REPORT_BYTES, PayoutReport, report_root
+from marketplace.report import MAX_REPORT_BYTES, PayoutReport, PostedRoot, check_report_bytes
 from marketplace.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -243,17 +242,13 @@ def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, 
     return None
 
 
-def _matching_report(data: bytes, task_id: int, root: str) -> PayoutReport | None:
-    """The report in `data` if it parses, is for this task, and its leaves hash to `root`."""
-    if not data:
-        return None
-    try:
-        report = PayoutReport.from_bytes(data)
-    except SpecError:
-        return None
-    if report.task_id != task_id or _hex(report_root(report)) != root:
-        return None
-    return report
+INT64 = 2**63
+
+
+def _fits_index(report: PayoutReport) -> bool:
+    """Whether every node id, score and gain fits SQLite's 64-bit INTEGER columns."""
+    values = [v for n in report.nodes for v in (n.node_id, n.score, n.gain)]
+    return all(-INT64 <= v < INT64 for v in [*values, report.winner or 0])
 
 
 def _placeholders(count: int) -> str:
@@ -371,11 +366,12 @@ class Indexer:
         """Each posted root's report, once: its rows if it parses and hashes to the root, else
         a row saying it does not match. One the store cannot deliver now is tried next sync."""
         pending = self.db.execute(
-            """SELECT r.task_id, r.evaluator, r.root, r.report_cid, r.block_number FROM roots r
+            """SELECT r.task_id, r.evaluator, r.root, r.total, r.report_cid, r.block_number
+               FROM roots r
                LEFT JOIN reports p ON p.task_id = r.task_id AND p.evaluator = r.evaluator
                WHERE p.task_id IS NULL ORDER BY r.block_number, r.task_id"""
         ).fetchall()
-        for task_id, evaluator, root, cid, block in pending:
+        for task_id, evaluator, root, total, cid, block in pending:
             try:
                 data = store.get(cid, MAX_REPORT_BYTES) if cid else b""
             except (BlobNotFound, StoreUnavailable, BlobTooLarge) as exc:
@@ -383,7 +379,14 @@ class Indexer:
                 continue
             except StorageError:
                 data = b""  # malformed CID, or bytes that are not the CID's: never a report
-            report = _matching_report(data, task_id, root)
+            posted = PostedRoot(evaluator, bytes.fromhex(root.removeprefix("0x")), int(total), cid)
+            # Anything the report's author wrote is a row saying it does not match, never an
+            # exception: one lying report must not stop the index (or `serve`'s follower).
+            check = check_report_bytes(data, posted, task_id) if data else None
+            report = check.report if check is not None and check.matches else None
+            if report is not None and not _fits_index(report):
+                log.warning("report %s of task %d: a value passes 64 bits", cid, task_id)
+                report = None
             with self._transaction():
                 winner = None if report is None else report.winner
                 self.db.execute(

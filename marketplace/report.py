@@ -5,19 +5,25 @@ root (`PayoutRootPosted.reportCid`). A claimant needs nothing else; `verify` rec
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from eth_utils.address import is_address
 from pydantic import Field, ValidationError
 
 from marketplace.chain import ChainClient
 from marketplace.crypto import PayoutLeaf, payout_tree
-from marketplace.errors import IntegrityError, MarketplaceError, SpecError
+from marketplace.errors import IntegrityError, MarketplaceError, NoMatchingReport, SpecError
 from marketplace.messages import Frozen, NodeKind, Payout, Score
 from marketplace.rewards import payout_leaves
 from marketplace.storage import BlobStore
 
+log = logging.getLogger(__name__)
+
 MAX_REPORT_BYTES = 32 * 1024 * 1024
 REPORT_VERSION = 1
+UINT256 = 2**256
 
 
 class NodeVerdict(Frozen):
@@ -123,35 +129,137 @@ def posted_reports(chain: ChainClient, task_id: int) -> dict[str, tuple[bytes, i
     }
 
 
+@dataclass(frozen=True)
+class PostedRoot:
+    """One PayoutRootPosted: who posted which root and total, and where its report is."""
+
+    evaluator: str
+    root: bytes
+    total: int
+    cid: str
+
+
+@dataclass(frozen=True)
+class ReportCheck:
+    """A posted report as a client read it: `report` if it parsed (else None), and why it does
+    not match its posted root ("" when it does). Only a matching report is used to claim."""
+
+    posted: PostedRoot
+    report: PayoutReport | None
+    reason: str = ""
+
+    @property
+    def matches(self) -> bool:
+        return self.report is not None and not self.reason
+
+
+def posted_roots(chain: ChainClient, task_id: int) -> list[PostedRoot]:
+    """Every posted root of the task, the agreed root's first, else in the order posted."""
+    agreed = chain.task(task_id)
+    posted = [
+        PostedRoot(evaluator, root, total, cid)
+        for evaluator, (root, total, cid) in posted_reports(chain, task_id).items()
+    ]
+    settled = agreed.settled_at != 0
+    return sorted(
+        posted,
+        key=lambda p: (
+            not (settled and (p.root, p.total) == (agreed.payout_root, agreed.payout_total))
+        ),
+    )
+
+
+def read_report(store: BlobStore, posted: PostedRoot, task_id: int) -> ReportCheck:
+    """Fetch, parse and check the report of one posted root. Never raises for what the
+    evaluator or the store did: a report that cannot be had or does not match says why."""
+    if not posted.cid:
+        return ReportCheck(posted, None, "no report was posted with the root")
+    try:
+        data = store.get(posted.cid, MAX_REPORT_BYTES)
+    except MarketplaceError as exc:
+        return _refused(ReportCheck(posted, None, f"cannot fetch {posted.cid}: {exc}"))
+    return check_report_bytes(data, posted, task_id)
+
+
+def check_report_bytes(data: bytes, posted: PostedRoot, task_id: int) -> ReportCheck:
+    """The report in `data` (size cap first), checked against the root it was posted with."""
+    try:
+        report = PayoutReport.from_bytes(data)
+    except SpecError as exc:
+        return _refused(ReportCheck(posted, None, str(exc)))
+    reason = report_mismatch(report, task_id, posted.root, posted.total)
+    return _refused(ReportCheck(posted, report, reason)) if reason else ReportCheck(posted, report)
+
+
+def _refused(check: ReportCheck) -> ReportCheck:
+    log.warning(
+        "report of %s for root 0x%s does not match: %s",
+        check.posted.evaluator,
+        check.posted.root.hex(),
+        check.reason,
+    )
+    return check
+
+
+def report_mismatch(report: PayoutReport, task_id: int, root: bytes, total: int) -> str | None:
+    """Why `report` is not the report of `root` and `total` for task `task_id` (None if it is):
+    every leaf well formed (index = position, one per account, uint256 amounts and points, an
+    address), the amounts adding up to `total`, the leaves hashing to `root`, and every proof
+    the tree's own. A report that passes can be claimed from without another check."""
+    if report.task_id != task_id:
+        return f"the report is for task {report.task_id}, not {task_id}"
+    if (report.root.lower(), report.total) != ("0x" + root.hex(), total):
+        return f"the report says root {report.root} ({report.total}), the chain 0x{root.hex()}"
+    node_ids = [n.node_id for n in report.nodes]
+    if len(set(node_ids)) != len(node_ids):
+        return "a node is listed twice"
+    accounts: set[str] = set()
+    for position, entry in enumerate(report.payouts):
+        if entry.index != position:
+            return f"leaf at position {position} has index {entry.index}"
+        if not (0 <= entry.amount < UINT256 and 0 <= entry.points < UINT256):
+            return f"leaf {position}: amount {entry.amount} or points {entry.points} not uint256"
+        if not is_address(entry.account) or entry.account.lower() in accounts:
+            return f"leaf {position}: account {entry.account!r} is not an address or is repeated"
+        accounts.add(entry.account.lower())
+    paid = sum(entry.amount for entry in report.payouts)
+    if paid != total:
+        return f"the leaves add up to {paid}, not the posted total {total}"
+    if not report.payouts:
+        return None if root == bytes(32) else "no leaves, but the root is not the zero root"
+    tree = payout_tree([entry.leaf() for entry in report.payouts])
+    if tree.root != root:
+        return f"the leaves hash to 0x{tree.root.hex()}, not the posted root 0x{root.hex()}"
+    for entry in report.payouts:
+        expected = tuple("0x" + step.hex() for step in tree.proof(entry.index))
+        if tuple(step.lower() for step in entry.proof) != expected:
+            return f"leaf {entry.index}: its proof is not the tree's"
+    return None
+
+
 def agreed_report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport:
-    """The report behind the task's agreed root (IntegrityError if none matches it)."""
+    """The first report that matches the task's agreed root; every posted one is tried.
+
+    Raises:
+        IntegrityError: the task has no agreed root yet.
+        NoMatchingReport: no posted report matches the agreed root (each one's reason).
+    """
     task = chain.task(task_id)
     if task.settled_at == 0:
         raise IntegrityError(f"task {task_id} has no agreed payout root yet")
-    for root, total, cid in posted_reports(chain, task_id).values():
-        if root == task.payout_root and total == task.payout_total:
-            report = fetch_report(store, cid, root)
-            if report is not None:
-                return report
-    raise IntegrityError(f"no report of task {task_id} matches its agreed root")
-
-
-def fetch_report(store: BlobStore, cid: str, root: bytes) -> PayoutReport | None:
-    """The report under `cid` if it can be fetched, parses, and its leaves hash to `root`."""
-    if not cid:
-        return None
-    try:
-        report = PayoutReport.from_bytes(store.get(cid, MAX_REPORT_BYTES))
-    except MarketplaceError:
-        return None
-    return report if report_root(report) == root else None
-
-
-def report_root(report: PayoutReport) -> bytes:
-    """The root the report's leaves hash to (the zero root for no leaves)."""
-    if not report.payouts:
-        return bytes(32)
-    return payout_tree([p.leaf() for p in report.payouts]).root
+    agreed = (task.payout_root, task.payout_total)
+    reasons = []
+    for posted in posted_roots(chain, task_id):
+        if (posted.root, posted.total) != agreed:
+            continue
+        check = read_report(store, posted, task_id)
+        if check.matches:
+            assert check.report is not None
+            return check.report
+        reasons.append(f"{posted.evaluator[:10]}...'s: {check.reason}")
+    raise NoMatchingReport(
+        f"no report of task {task_id} matches its agreed root ({'; '.join(reasons) or 'none'})"
+    )
 
 
 def claim_payout(

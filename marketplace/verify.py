@@ -18,9 +18,10 @@ from eth_account.signers.local import LocalAccount
 from marketplace.chain import ChainClient
 from marketplace.crypto import sha256, validation_commitment
 from marketplace.envelope import X25519KeyPair
+from marketplace.errors import MarketplaceError
 from marketplace.evaluator import Evaluator
 from marketplace.messages import NodeKind
-from marketplace.report import MAX_REPORT_BYTES, PayoutReport, payout_entries, posted_reports
+from marketplace.report import PayoutReport, payout_entries, posted_roots, read_report
 from marketplace.rewards import compute_payouts
 from marketplace.storage import BlobStore
 from marketplace.tasks import can_read, nodes_by_id, read_spec, revealed_validation
@@ -71,33 +72,43 @@ def verify_task(
     commit_ok = validation_commitment(sha256(file), salt) == task.validation_commit
     result.add("validation", commit_ok, f"sha256 {sha256(file).hex()[:16]}... vs the commitment")
 
-    posted = posted_reports(chain, task_id)
+    posted = posted_roots(chain, task_id)
     if not posted:
         result.add("reports", False, "no payout root posted")
         return result
     records = nodes_by_id(chain, task_id)
-    for evaluator, (root, total, cid) in posted.items():
-        who = f"{evaluator[:10]}..."
-        report = PayoutReport.from_bytes(store.get(cid, MAX_REPORT_BYTES))
+    for root in posted:
+        who = f"{root.evaluator[:10]}..."
+        check = read_report(store, root, task_id)
+        leaves = "" if check.report is None else f"{len(check.report.payouts)} leaves "
+        result.add(f"{who} report", check.matches, check.reason or f"its {leaves}match its root")
+        if check.report is None:
+            continue  # nothing to recompute from: the next report is checked all the same
+        report = check.report
         tree = {(r.node_id, r.kind, r.author.lower(), r.parents) for r in records.values()}
         claimed = {(n.node_id, n.kind, n.author.lower(), n.parents) for n in report.nodes}
         result.add(f"{who} tree", tree == claimed, f"{len(claimed)} nodes vs {len(tree)} on-chain")
-        payouts = compute_payouts(
-            list(records.values()),
-            report.scores(),
-            report.loo_scores,
-            report.flops_per_sample,
-            spec,
-            task.bounty,
-            task.deposit,
-        )
-        _, recomputed_root, recomputed_total = payout_entries(payouts)
-        result.add(
-            f"{who} root",
-            recomputed_root == root and recomputed_total == total,
-            f"recomputed {recomputed_root.hex()[:16]}... ({recomputed_total}) vs posted "
-            f"{root.hex()[:16]}... ({total})",
-        )
+        try:
+            payouts = compute_payouts(
+                list(records.values()),
+                report.scores(),
+                report.loo_scores,
+                report.flops_per_sample,
+                spec,
+                task.bounty,
+                task.deposit,
+            )
+            _, recomputed_root, recomputed_total = payout_entries(payouts)
+        except (MarketplaceError, ValueError, LookupError, ArithmeticError) as exc:
+            # The reward rule refuses the report's scores (a lying report): a failed check.
+            result.add(f"{who} root", False, f"the reward rule refuses the report: {exc}")
+        else:
+            result.add(
+                f"{who} root",
+                recomputed_root == root.root and recomputed_total == root.total,
+                f"recomputed {recomputed_root.hex()[:16]}... ({recomputed_total}) vs posted "
+                f"{root.root.hex()[:16]}... ({root.total})",
+            )
         result.add(
             f"{who} validation file",
             report.validation_digest == sha256(file).hex(),

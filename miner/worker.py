@@ -35,7 +35,7 @@ from marketplace.chain import ChainClient
 from marketplace.codec import encode_weights
 from marketplace.crypto import sha256
 from marketplace.envelope import seal
-from marketplace.errors import ConfigError, DataFormatError, MarketplaceError
+from marketplace.errors import ConfigError, DataFormatError, MarketplaceError, NoMatchingReport
 from marketplace.evaluation import Dataset, load_dataset
 from marketplace.faults import crash_point, pause_point
 from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
@@ -635,7 +635,10 @@ class Miner:
         done: list[str] = []
         saved = self.state.section("tasks", task_id)
         if phase is Phase.CLAIMS:
-            entry, claimed = claim_payout(self.chain, self.store, self.address, task_id)
+            try:
+                entry, claimed = claim_payout(self.chain, self.store, self.address, task_id)
+            except NoMatchingReport as exc:  # every report missing or lying: try next pass
+                return [str(exc)]
             saved["claimed"] = "nothing owed" if entry is None else entry.amount
             self.state.save()
             if entry is not None and claimed:

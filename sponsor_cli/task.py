@@ -49,7 +49,7 @@ from marketplace.messages import (
     TaskSpec,
     TaskState,
 )
-from marketplace.report import PayoutReport, fetch_report, posted_reports
+from marketplace.report import PayoutReport, posted_roots, read_report
 from marketplace.storage import BlobStore
 from marketplace.tasks import account_key, nodes_by_id, paillier_hex
 
@@ -394,14 +394,9 @@ def _first(exc: ValidationError) -> str:
 
 
 def _report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport | None:
-    """The agreed report, else the first posted one whose leaves hash to its posted root."""
-    task = chain.task(task_id)
-    posted = sorted(
-        posted_reports(chain, task_id).values(), key=lambda item: item[0] != task.payout_root
-    )
-    return next(
-        (r for root, _, cid in posted if (r := fetch_report(store, cid, root)) is not None), None
-    )
+    """The agreed report, else the first posted one that matches its own root."""
+    checks = (read_report(store, posted, task_id) for posted in posted_roots(chain, task_id))
+    return next((check.report for check in checks if check.matches), None)
 
 
 def _tree(task_id: int, records: dict[int, Any], report: PayoutReport | None) -> Tree:

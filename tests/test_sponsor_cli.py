@@ -3,7 +3,9 @@ arch propose, claim, and user mistakes as one readable error with exit code 1.""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -191,10 +193,31 @@ def test_user_mistakes_are_one_readable_error(
     assert "not an amount: 'abc'" in readable_error(create(devnet, files, "--bounty", "abc"))
     assert "NotSponsor" in readable_error(sponsor(devnet, "task", "cancel", "1", "--account", "3"))
     assert "UnknownTask" in readable_error(sponsor(devnet, "task", "show", "99"))
+    huge = files / "huge.npz"  # a few hundred bytes whose header claims (2^34, 64) float64
+    huge.write_bytes(_npz_claiming((2**34, 64)))
+    assert readable_error(create(devnet, files, "--validation", str(huge))) == (
+        "error: array 'x' declares shape (17179869184, 64) of float64: 8,796,093,022,208 bytes, "
+        "over the cap of 67,108,864"
+    )
     (files / "bad.json").write_text('{"name": "x", "metric": ')
     assert "bad task spec" in readable_error(
         create(devnet, files, "--spec", str(files / "bad.json"))
     )
+
+
+def _npz_claiming(shape: tuple[int, ...]) -> bytes:
+    """An .npz whose 'x' header declares `shape` of float64 but holds 64 bytes."""
+    members = {}
+    for name, declared in (("x", shape), ("y", shape[:1])):
+        header = io.BytesIO()
+        fields = {"descr": "<f8", "fortran_order": False, "shape": declared}
+        np.lib.format.write_array_header_1_0(header, fields)
+        members[f"{name}.npy"] = header.getvalue() + bytes(64)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,327 @@
+"""Issue 14, attack 7: a payout report that lies (a leaf whose index is not its position, leaves
+that do not add up to the posted total, a blob that is no report...) is "not matching" for
+every client: the indexer, the API over it, `claim_payout`, `Miner.collect` and `verify` try
+every posted report, say why the poisoned ones do not match, and carry on with the honest one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from marketplace.api import create_app
+from marketplace.crypto import PayoutLeaf, payout_tree
+from marketplace.devchain import advance_to, now
+from marketplace.errors import BlobNotFound, NoMatchingReport
+from marketplace.indexer import Indexer
+from marketplace.messages import NodeKind, Phase
+from marketplace.report import (
+    MAX_REPORT_BYTES,
+    NodeVerdict,
+    PayoutEntry,
+    PayoutReport,
+    PostedRoot,
+    agreed_report,
+    check_report_bytes,
+    claim_payout,
+    posted_roots,
+)
+from marketplace.verify import verify_task
+from tests.market import Market, new_market
+
+# ------------------------------------------------------------------ the check, on its own
+
+ALICE, BOB = "0x" + "a1" * 20, "0x" + "b2" * 20
+
+
+def honest() -> tuple[PayoutReport, PostedRoot]:
+    """A consistent two-leaf report of task 1 and the root it was posted with."""
+    leaves = [PayoutLeaf(0, ALICE, 3, 1), PayoutLeaf(1, BOB, 4, 2)]
+    tree = payout_tree(leaves)
+    entries = tuple(
+        PayoutEntry(
+            index=leaf.index,
+            account=leaf.account,
+            amount=leaf.amount,
+            points=leaf.points,
+            proof=tuple("0x" + step.hex() for step in tree.proof(leaf.index)),
+        )
+        for leaf in leaves
+    )
+    report = PayoutReport(
+        task_id=1,
+        chain_id=1,
+        contract="0x" + "00" * 20,
+        evaluator=ALICE,
+        validation_digest="00" * 32,
+        winner=1,
+        nodes=(
+            NodeVerdict(
+                node_id=1, kind=NodeKind.ARCHITECTURE, author=ALICE, parents=(0,), valid=True
+            ),
+        ),
+        payouts=entries,
+        root="0x" + tree.root.hex(),
+        total=7,
+    )
+    return report, PostedRoot("0xEvil", tree.root, 7, "cid")
+
+
+def lie(**changes: object) -> bytes:
+    report, _ = honest()
+    return report.model_copy(update=changes).to_bytes()
+
+
+def leaf(position: int, **changes: object) -> tuple[PayoutEntry, ...]:
+    report, _ = honest()
+    payouts = list(report.payouts)
+    payouts[position] = payouts[position].model_copy(update=changes)
+    return tuple(payouts)
+
+
+def test_an_honest_report_matches_its_root() -> None:
+    report, posted = honest()
+    check = check_report_bytes(report.to_bytes(), posted, 1)
+    assert (check.matches, check.reason, check.report) == (True, "", report)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "not a payout report: Invalid JSON: EOF while parsing a value at line 1 column 0"),
+        (b"[]", "not a payout report: Input should be an object"),
+        (
+            b" " * (MAX_REPORT_BYTES + 1),
+            f"the report is {MAX_REPORT_BYTES + 1:,} bytes, over {MAX_REPORT_BYTES:,}",
+        ),
+        (lie(task_id=2), "the report is for task 2, not 1"),
+        (lie(total=8), "the report says root 0x"),
+        (
+            lie(payouts=tuple(reversed(honest()[0].payouts))),
+            "leaf at position 0 has index 1",
+        ),
+        (lie(payouts=leaf(1, index=0)), "leaf at position 1 has index 0"),
+        (lie(payouts=leaf(0, amount=-3)), "leaf 0: amount -3 or points 1 not uint256"),
+        (lie(payouts=leaf(0, points=2**256)), f"leaf 0: amount 3 or points {2**256} not uint256"),
+        (lie(payouts=leaf(0, account="0x12")), "leaf 0: account '0x12' is not an address"),
+        (lie(payouts=leaf(1, account=ALICE.upper().replace("X", "x"))), "leaf 1: account"),
+        (lie(payouts=leaf(1, amount=5)), "the leaves add up to 8, not the posted total 7"),
+        (lie(payouts=leaf(1, amount=4, points=3)), "the leaves hash to 0x"),
+        (lie(payouts=leaf(1, proof=("0xzz",))), "leaf 1: its proof is not the tree's"),
+        (lie(payouts=()), "the leaves add up to 0, not the posted total 7"),
+        (lie(nodes=honest()[0].nodes * 2), "a node is listed twice"),
+    ],
+    ids=[
+        "empty",
+        "not-an-object",
+        "oversized",
+        "other-task",
+        "other-total",
+        "index-not-position",
+        "duplicate-index",
+        "negative-amount",
+        "oversized-points",
+        "not-an-address",
+        "repeated-account",
+        "sum-not-total",
+        "other-root",
+        "bad-proof",
+        "no-leaves",
+        "duplicate-node",
+    ],
+)
+def test_a_lying_report_does_not_match_and_says_why(data: bytes, reason: str) -> None:
+    _, posted = honest()
+    check = check_report_bytes(data, posted, 1)
+    assert not check.matches
+    assert check.reason.startswith(reason), check.reason
+
+
+# ------------------------------------------------------------------ the attack, on-chain
+
+
+@pytest.fixture
+def poisoned(tmp_path: Path) -> tuple[Market, PayoutReport]:
+    """A 2-of-3 task settled with the honest evaluator's root; the rogue posted the same root
+    first, with a report whose leaves are out of order, and the third evaluator posted another
+    root with a report whose leaves add up to more than its total. (market, the honest report)"""
+    market = new_market(tmp_path)
+    honest_account, liar, rogue = market.evaluator_account, market.keys[3], market.keys[7]
+    market.create(rounds=1, evaluators=[honest_account, liar, rogue], quorum=2)
+    market.propose()
+    evaluators = [market.make_evaluator(honest_account), market.make_evaluator(liar)]
+    market.add_miners(2, epochs=1)
+    for miner in market.miners:
+        miner.submit_round(market.task_id)
+    advance_to(market.w3, market.chain.task(market.task_id).round_end(0))
+    for evaluator in evaluators:
+        evaluator.step(market.task_id)  # posts the merge, confirms it
+    market.reveal()
+    chain, store, task_id = market.chain, market.store, market.task_id
+
+    truth = market.make_evaluator(rogue).evaluate(task_id)  # what the honest one will post
+    assert len(truth.payouts) >= 2
+    root = bytes.fromhex(truth.root[2:])
+    out_of_order = truth.model_copy(update={"payouts": tuple(reversed(truth.payouts))})
+    chain.post_payout_root(
+        rogue.address, task_id, root, truth.total, store.put(out_of_order.to_bytes())
+    )
+    (line,) = evaluators[0].step(task_id)
+    assert line.startswith(f"posted the payout root {truth.root}")
+    assert chain.task(task_id).payout_root == root  # the rogue's vote and the honest one agree
+
+    # The liar's leaves: all of the total to itself, and then some.
+    lying_leaf = PayoutLeaf(0, liar.address, truth.total + 1, 0)
+    lying = truth.model_copy(
+        update={
+            "payouts": (
+                PayoutEntry(index=0, account=liar.address, amount=truth.total + 1, points=0),
+            ),
+            "root": "0x" + payout_tree([lying_leaf]).root.hex(),
+        }
+    )
+    chain.post_payout_root(
+        liar.address,
+        task_id,
+        payout_tree([lying_leaf]).root,
+        truth.total,
+        store.put(lying.to_bytes()),
+    )
+    market.finalize()
+    assert chain.phase(task_id) is Phase.CLAIMS
+    return market, truth
+
+
+def test_claims_skip_a_poisoned_report_of_the_agreed_root_and_pay_the_honest_leaves(
+    poisoned: tuple[Market, PayoutReport],
+) -> None:
+    market, truth = poisoned
+    chain, task_id = market.chain, market.task_id
+    order = [p.evaluator for p in posted_roots(chain, task_id)]
+    assert order == [
+        market.keys[7].address,
+        market.evaluator_account.address,
+        market.keys[3].address,
+    ]
+    agreed = agreed_report(chain, market.store, task_id)  # the rogue's, out of order, skipped
+    assert (agreed.evaluator, agreed.payouts) == (market.evaluator_account.address, truth.payouts)
+
+    first, second = market.miners
+    owed = {entry.account: entry for entry in truth.payouts}
+    escrow = chain.balance(chain.address)
+    assert first.collect(task_id) == [
+        f"claimed {owed[first.address].amount / 10**18:.6f} (leaf {owed[first.address].index}, "
+        f"{owed[first.address].points} points)"
+    ]
+    assert first.state.section("tasks", task_id)["claimed"] == owed[first.address].amount
+    entry, claimed = claim_payout(chain, market.store, second.address, task_id)
+    assert (entry, claimed) == (owed[second.address], True)
+    paid = [(e.args["account"], e.args["amount"]) for e in chain.events("Claimed", taskId=task_id)]
+    assert paid == [(m.address, owed[m.address].amount) for m in (first, second)]
+    assert (
+        chain.balance(chain.address)
+        == escrow - owed[first.address].amount - owed[second.address].amount
+    )
+
+
+def test_a_miner_with_no_matching_report_yet_says_so_and_claims_on_a_later_pass(
+    poisoned: tuple[Market, PayoutReport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market, truth = poisoned
+    chain, store, task_id = market.chain, market.store, market.task_id
+    honest_cid = chain.events("PayoutRootPosted", taskId=task_id)[1].args["reportCid"]
+    real_get = store.get
+
+    def unpinned(cid: str, max_size: int) -> bytes:
+        if cid == honest_cid:
+            raise BlobNotFound(cid)
+        return real_get(cid, max_size)
+
+    monkeypatch.setattr(store, "get", unpinned)
+    miner = market.miners[0]
+    (line,) = miner.collect(task_id)
+    assert line == (
+        f"no report of task {task_id} matches its agreed root ("
+        f"{market.keys[7].address[:10]}...'s: leaf at position 0 has index "
+        f"{len(truth.payouts) - 1}; {market.evaluator_account.address[:10]}...'s: cannot fetch "
+        f"{honest_cid}: {honest_cid})"
+    )
+    assert "claimed" not in miner.state.section("tasks", task_id)
+    with pytest.raises(NoMatchingReport):
+        claim_payout(chain, store, miner.address, task_id)
+
+    monkeypatch.setattr(store, "get", real_get)
+    (owed,) = [e for e in truth.payouts if e.account == miner.address]
+    assert miner.collect(task_id) == [
+        f"claimed {owed.amount / 10**18:.6f} (leaf {owed.index}, {owed.points} points)"
+    ]
+
+
+def test_the_index_and_the_api_skip_poisoned_reports_even_after_a_restart(
+    poisoned: tuple[Market, PayoutReport], tmp_path: Path
+) -> None:
+    market, truth = poisoned
+    chain, task_id = market.chain, market.task_id
+    path = tmp_path / "index.sqlite"
+    first = Indexer(chain, path, confirmations=0)  # no store: the roots, their reports pending
+    first.sync()
+    first.close()
+
+    restarted = Indexer(chain, path, confirmations=0, store=market.store)
+    restarted.sync()
+    again = Indexer(chain, path, confirmations=0, store=market.store)
+    again.sync()  # and once more: nothing left pending, nothing raised
+
+    rows = again.db.execute(
+        "SELECT evaluator, matches FROM reports WHERE task_id = ? ORDER BY block_number", (task_id,)
+    ).fetchall()
+    assert rows == [
+        (market.keys[7].address, 0),
+        (market.evaluator_account.address, 1),
+        (market.keys[3].address, 0),
+    ]
+    again.close()
+
+    w3 = market.w3
+    app = create_app(path, lambda: (int(w3.eth.block_number), now(w3)))
+    with TestClient(app) as client:
+        reply = client.get(f"/api/v1/tasks/{task_id}/payouts")
+        task = client.get(f"/api/v1/tasks/{task_id}")
+    assert reply.status_code == 200, reply.text
+    table = reply.json()
+    assert (table["evaluator"], table["agreed"], table["root"]) == (
+        market.evaluator_account.address,
+        True,
+        truth.root,
+    )
+    assert [(row["leaf"], row["account"], int(row["amount"])) for row in table["payouts"]] == [
+        (p.index, p.account, p.amount) for p in truth.payouts
+    ]
+    assert task.status_code == 200, task.text
+
+
+def test_verify_flags_each_poisoned_report_and_passes_the_honest_one(
+    poisoned: tuple[Market, PayoutReport],
+) -> None:
+    market, truth = poisoned
+    verification = verify_task(market.chain, market.store, market.task_id, market.chain_id)
+
+    assert not verification.ok
+    failed = {check.name: check.detail for check in verification.checks if not check.ok}
+    rogue, liar = (f"{k.address[:10]}..." for k in (market.keys[7], market.keys[3]))
+    assert failed == {
+        f"{rogue} report": f"leaf at position 0 has index {len(truth.payouts) - 1}",
+        f"{liar} report": (
+            f"the leaves add up to {truth.total + 1}, not the posted total {truth.total}"
+        ),
+        f"{liar} root": failed[f"{liar} root"],  # its root is not the reward rule's either
+    }
+    honest = f"{market.evaluator_account.address[:10]}..."
+    assert [c.name for c in verification.checks if c.name.startswith(honest) and c.ok] == [
+        f"{honest} report",
+        f"{honest} tree",
+        f"{honest} root",
+        f"{honest} validation file",
+    ]
