@@ -185,26 +185,34 @@ class Evaluator:
             return []
         view = self.view(task_id)
         done: list[str] = []
-        for round_index in closed:
-            if view.spec.aggregates(round_index):
-                done.extend(self._aggregate_round(task_id, view, round_index))
-                continue
-            groups: dict[int, list[NodeRecord]] = defaultdict(list)
-            for record in of_kind(view.records, NodeKind.UPDATE):
-                if record.round == round_index:
-                    groups[architecture_of(view.records, record.node_id)].append(record)
-            for arch_id, updates in sorted(groups.items()):
-                try:
-                    line = self._merge_group(task_id, view, round_index, arch_id, updates)
-                except ValidationUnavailable as exc:  # the next pass tries again
-                    log.warning("task %d: no merges yet: %s", task_id, exc)
-                    return [*done, f"no merges yet: {exc}"]
-                except NODE_ERRORS as exc:  # bytes that passed their checks, refused on use
-                    self._no_merge.add((task_id, round_index, arch_id))
-                    line = f"round {round_index}: no merge of architecture {arch_id}: {exc}"
-                    log.warning("task %d %s", task_id, line)
-                if line:
-                    done.append(line)
+        try:
+            for round_index in closed:
+                if view.spec.aggregates(round_index):
+                    done.extend(self._aggregate_round(task_id, view, round_index))
+                else:
+                    done.extend(self._merge_round(task_id, view, round_index))
+        except ValidationUnavailable as exc:  # the sponsor's sealed set: the next pass retries
+            log.warning("task %d: no merges yet: %s", task_id, exc)
+            done.append(f"no merges yet: {exc}")
+        return done
+
+    def _merge_round(self, task_id: int, view: TaskView, round_index: int) -> list[str]:
+        """Merge a round in clear, one architecture at a time: one that fails on use (bytes
+        that passed their checks) is skipped with its reason, the others still merge."""
+        groups: dict[int, list[NodeRecord]] = defaultdict(list)
+        for record in of_kind(view.records, NodeKind.UPDATE):
+            if record.round == round_index:
+                groups[architecture_of(view.records, record.node_id)].append(record)
+        done = []
+        for arch_id, updates in sorted(groups.items()):
+            try:
+                line = self._merge_group(task_id, view, round_index, arch_id, updates)
+            except NODE_ERRORS as exc:
+                self._no_merge.add((task_id, round_index, arch_id))
+                line = f"round {round_index}: no merge of architecture {arch_id}: {exc}"
+                log.warning("task %d %s", task_id, line)
+            if line:
+                done.append(line)
         return done
 
     def _merge_group(

@@ -278,6 +278,17 @@ def test_a_revealed_cid_nobody_stored_is_settled_from_the_sealed_copy(market: Ma
     assert not public.ok
     assert public.checks[0].name == "validation" and not public.checks[0].ok
     assert "cannot be read" in public.checks[0].detail
+    sponsor = verify_task(  # the sponsor holds a sealed copy too: it recomputes everything
+        market.chain,
+        market.store,
+        market.task_id,
+        market.chain_id,
+        market.sponsor,
+        account_key(market.sponsor),
+    )
+    assert sponsor.ok and [c.name for c in sponsor.checks][0] == "validation"
+    merges = [r.node_id for r in market.chain.nodes(market.task_id) if r.kind is NodeKind.MERGE]
+    assert merges and set(merges) <= set(sponsor.rescored)
 
 
 def test_no_readable_validation_copy_means_no_root_until_the_file_is_published(
@@ -355,3 +366,22 @@ def test_node_errors_past_the_checks_become_invalid_verdicts_and_others_propagat
     third = market.make_evaluator()
     with pytest.raises(StoreUnavailable):  # not the node's fault: retried, never forfeited
         third.verdict(third.view(market.task_id), 2)
+
+
+def test_a_sealed_validation_set_that_does_not_open_means_no_merge_and_no_exception(
+    market: Market,
+) -> None:
+    market.propose()
+    market.add_miners(1, epochs=1)
+    assert market.miners[0].submit_round(market.task_id) is not None
+    spec = read_spec(market.chain, market.store, market.task_id)
+    sealed = market.store.root / spec.validation_cid[-3:-1] / spec.validation_cid
+    sealed.write_bytes(b"corrupted" + sealed.read_bytes()[9:])
+    market.make_evaluator()
+
+    lines = market.end_round(0)
+
+    assert len(lines) == 1 and lines[0].startswith(
+        "no merges yet: the validation set sealed to this evaluator does not open: "
+    ), lines
+    assert [r.kind for r in market.chain.nodes(market.task_id)][-1] is NodeKind.UPDATE
