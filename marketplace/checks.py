@@ -21,7 +21,9 @@ Reason codes, in the order an update is checked:
     undecryptable    not an envelope, truncated, malformed, tampered, or not sealed to us
     author-binding   signed by an account other than the node's author
     binding          sealed for another task, parent, kind or chain
-    spec             (architectures) no spec in the bundle, or a spec that is refused
+    spec             (architectures) no spec in the bundle, a spec that is refused, or one
+                     that does not fit the task's data schema and metric (`check_schema_fits`);
+                     (updates, merges) built on an invalid architecture
     weights          not safetensors, wrong names, shapes or dtypes
     non-finite       a NaN or an infinity in the weights
     no-update        every weight within `tolerance` of the parent's
@@ -30,6 +32,10 @@ Architecture bundles are public (not sealed): canonical safetensors bytes
 (`codec.encode_weights`) of the initial weights, whose `__metadata__` maps "model_spec" to the
 spec's canonical JSON (`ModelSpec.to_json`). Equal specs and weights give equal bytes, so the
 digest the chain records is reproducible. Other metadata keys are ignored by readers.
+
+Past its check, a node's bytes can still fail when they are used (scored, merged): `NODE_ERRORS`
+are the errors such bytes raise, and `refusal` turns one into the node's invalid verdict, so
+a caller catches exactly those at the node's boundary and lets every other error through.
 """
 
 from __future__ import annotations
@@ -56,8 +62,9 @@ from marketplace.errors import (
     SpecError,
     WeightsError,
 )
+from marketplace.evaluation import check_schema_fits
 from marketplace.merge import is_no_update
-from marketplace.messages import NodeKind, NodeRecord
+from marketplace.messages import DataSchema, Metric, NodeKind, NodeRecord
 from marketplace.models import ModelSpec, check_weights
 from marketplace.secagg import SecAggError
 from marketplace.storage import BlobStore
@@ -260,9 +267,10 @@ def decode_architecture(
 
 
 def check_architecture(
-    record: NodeRecord, store: BlobStore, max_size: int
+    record: NodeRecord, store: BlobStore, max_size: int, schema: DataSchema, metric: Metric
 ) -> tuple[Verdict, ModelSpec | None]:
-    """Decide an architecture node: fetch, digest, then `decode_architecture`.
+    """Decide an architecture node: fetch, digest, `decode_architecture`, then whether the spec
+    fits the task (`check_schema_fits`: input dtype and width, output width for `metric`).
 
     Returns:
         The verdict and, when it is valid, the spec (the verdict holds the initial weights).
@@ -277,6 +285,7 @@ def check_architecture(
         blob = _fetch(record, store, max_size)
         try:
             spec, weights = decode_architecture(blob, max_size)
+            check_schema_fits(spec, schema, metric)
         except SpecError as exc:
             raise _Refused(Refusal.SPEC, str(exc)) from None
         except WeightsError as exc:
@@ -284,6 +293,40 @@ def check_architecture(
     except _Refused as refused:
         return _refuse(record, refused), None
     return Verdict.accepted(record.node_id, weights), spec
+
+
+# ------------------------------------------------------------------------ past the check
+
+NODE_ERRORS = (
+    BlobNotFound,
+    BlobTooLarge,
+    IntegrityError,
+    SpecError,
+    WeightsError,
+    EnvelopeError,
+    SecAggError,
+)
+"""What a node's bytes can raise when used; any other error (a store that cannot be reached,
+the chain, a bug) is not the node's fault and must propagate."""
+
+
+def refusal(node_id: int, exc: Exception) -> Verdict:
+    """The invalid verdict of a node whose bytes raised `exc`, one of `NODE_ERRORS`."""
+    if isinstance(exc, WeightsError):
+        refused = _weights_refusal(exc)
+        return Verdict.refused(node_id, refused.code, refused.detail)
+    codes: tuple[tuple[type[Exception], Refusal], ...] = (
+        (BlobNotFound, Refusal.BLOB_MISSING),
+        (BlobTooLarge, Refusal.TOO_LARGE),
+        (IntegrityError, Refusal.CID_MISMATCH),
+        (SpecError, Refusal.SPEC),
+        (EnvelopeError, Refusal.UNDECRYPTABLE),
+        (SecAggError, Refusal.WEIGHTS),
+    )
+    for kind, code in codes:
+        if isinstance(exc, kind):
+            return Verdict.refused(node_id, code, str(exc))
+    raise TypeError(f"{type(exc).__name__} is not one of the node errors") from exc
 
 
 # ------------------------------------------------------------------------------- helpers

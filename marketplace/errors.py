@@ -57,6 +57,10 @@ class DataFormatError(MarketplaceError):
     """A data file is malformed; the message names the row and column."""
 
 
+class ValidationUnavailable(MarketplaceError):
+    """No copy of the task's validation set this evaluator can read matches the commitment."""
+
+
 class DagError(MarketplaceError):
     """The model tree handed to the reward rule is inconsistent (unknown parent, cycle...)."""
 

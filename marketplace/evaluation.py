@@ -390,25 +390,7 @@ def score(
 def check_fits(spec: ModelSpec, dataset: Dataset, metric: Metric) -> None:
     """Raise SpecError unless the spec takes the dataset's rows and outputs what `metric` needs."""
     tokens = dataset.features.dtype == np.int64
-    if (spec.input_dtype == "int64") != tokens:
-        held = "int64 tokens" if tokens else "float32 features"
-        raise SpecError(f"the spec takes {spec.input_dtype} input, the data holds {held}")
-    width = dataset.features.shape[1]
-    if math.prod(spec.input_shape) != width:
-        raise SpecError(
-            f"input_shape {spec.input_shape} holds {math.prod(spec.input_shape)} values, "
-            f"the data has {width} per row"
-        )
-    if metric is Metric.ACCURACY:
-        if dataset.num_classes is None:
-            raise SpecError("the accuracy metric needs class labels (a schema with num_classes)")
-        needed: tuple[int, ...] = (dataset.num_classes,)
-    else:
-        if dataset.num_classes is not None:
-            raise SpecError("the negated_sse metric needs regression targets (no num_classes)")
-        needed = (1,)
-    if output_shape(spec) != needed:
-        raise SpecError(f"the spec outputs shape {output_shape(spec)}, the task needs {needed}")
+    _check_io(spec, tokens, dataset.features.shape[1], dataset.num_classes, metric)
     first = spec.layers[0]
     if tokens and isinstance(first, EmbeddingMean) and len(dataset):
         largest = int(dataset.features.max())
@@ -417,6 +399,43 @@ def check_fits(spec: ModelSpec, dataset: Dataset, metric: Metric) -> None:
                 f"layers[0] (embedding_mean) has {first.num_embeddings} embeddings, "
                 f"the data has token {largest}"
             )
+
+
+def check_schema_fits(spec: ModelSpec, schema: DataSchema, metric: Metric) -> None:
+    """Raise SpecError unless the spec takes rows of the task's schema and outputs what
+    `metric` needs: what `check_fits` checks on a file, known before any file is read."""
+    tokens = schema.input == "tokens"
+    _check_io(spec, tokens, schema.num_features, schema.num_classes, Metric(metric))
+    first, vocabulary = spec.layers[0], schema.vocab_size
+    if isinstance(first, EmbeddingMean) and vocabulary and first.num_embeddings < vocabulary:
+        raise SpecError(
+            f"layers[0] (embedding_mean) has {first.num_embeddings} embeddings, "
+            f"the task's vocabulary has {vocabulary} tokens"
+        )
+
+
+def _check_io(
+    spec: ModelSpec, tokens: bool, width: int, num_classes: int | None, metric: Metric
+) -> None:
+    """The input dtype and width, and the output the metric needs (SpecError if not)."""
+    if (spec.input_dtype == "int64") != tokens:
+        held = "int64 tokens" if tokens else "float32 features"
+        raise SpecError(f"the spec takes {spec.input_dtype} input, the data holds {held}")
+    if math.prod(spec.input_shape) != width:
+        raise SpecError(
+            f"input_shape {spec.input_shape} holds {math.prod(spec.input_shape)} values, "
+            f"the data has {width} per row"
+        )
+    if metric is Metric.ACCURACY:
+        if num_classes is None:
+            raise SpecError("the accuracy metric needs class labels (a schema with num_classes)")
+        needed: tuple[int, ...] = (num_classes,)
+    else:
+        if num_classes is not None:
+            raise SpecError("the negated_sse metric needs regression targets (no num_classes)")
+        needed = (1,)
+    if output_shape(spec) != needed:
+        raise SpecError(f"the spec outputs shape {output_shape(spec)}, the task needs {needed}")
 
 
 def count_correct(outputs: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> int:

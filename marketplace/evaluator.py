@@ -43,15 +43,28 @@ from marketplace.aggregation import (
 )
 from marketplace.chain import ChainClient
 from marketplace.checks import (
+    NODE_ERRORS,
     Refusal,
     Verdict,
     check_architecture,
     check_update,
+    refusal,
 )
 from marketplace.codec import weights_digest
 from marketplace.crypto import sha256
 from marketplace.envelope import X25519KeyPair
-from marketplace.errors import EnvelopeError, MarketplaceError, StorageError, WeightsError
+from marketplace.errors import (
+    BlobNotFound,
+    BlobTooLarge,
+    DataFormatError,
+    EnvelopeError,
+    IntegrityError,
+    MarketplaceError,
+    SpecError,
+    StorageError,
+    ValidationUnavailable,
+    WeightsError,
+)
 from marketplace.evaluation import Dataset, load_dataset, score
 from marketplace.faults import crash_point
 from marketplace.merge import Candidate, MergeResult, merge_round, weighted_average
@@ -70,7 +83,6 @@ from marketplace.state import StateFile
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
     account_key,
-    architecture_spec,
     encode_merge,
     merge_readers,
     nodes_by_id,
@@ -131,6 +143,7 @@ class Evaluator:
         self.chain_id = chain_id
         self.watch = watch or Stopwatch()
         self._validation: dict[int, Dataset] = {}
+        self._sealed_files: dict[int, bytes] = {}  # task -> its validation file, as sealed
         self._no_merge: set[tuple[int, int, int]] = set()  # (task, round, architecture)
         self._views: dict[int, TaskView] = {}
         self._paillier: tuple[paillier.PaillierPublicKey, paillier.PaillierPrivateKey] | None = None
@@ -144,7 +157,11 @@ class Evaluator:
         if phase in (Phase.ROUNDS, Phase.REVEAL):
             return self.post_merges(task_id)
         if phase is Phase.EVALUATION and not self.has_posted_root(task_id):
-            report, cid = self.settle(task_id)
+            try:
+                report, cid = self.settle(task_id)
+            except ValidationUnavailable as exc:  # the next pass tries again: never wrong data
+                log.warning("task %d: cannot settle yet: %s", task_id, exc)
+                return [f"cannot settle yet: {exc}"]
             return [f"posted the payout root {report.root} ({len(report.payouts)} leaves, {cid})"]
         return []
 
@@ -168,18 +185,34 @@ class Evaluator:
             return []
         view = self.view(task_id)
         done: list[str] = []
-        for round_index in closed:
-            if view.spec.aggregates(round_index):
-                done.extend(self._aggregate_round(task_id, view, round_index))
-                continue
-            groups: dict[int, list[NodeRecord]] = defaultdict(list)
-            for record in of_kind(view.records, NodeKind.UPDATE):
-                if record.round == round_index:
-                    groups[architecture_of(view.records, record.node_id)].append(record)
-            for arch_id, updates in sorted(groups.items()):
+        try:
+            for round_index in closed:
+                if view.spec.aggregates(round_index):
+                    done.extend(self._aggregate_round(task_id, view, round_index))
+                else:
+                    done.extend(self._merge_round(task_id, view, round_index))
+        except ValidationUnavailable as exc:  # the sponsor's sealed set: the next pass retries
+            log.warning("task %d: no merges yet: %s", task_id, exc)
+            done.append(f"no merges yet: {exc}")
+        return done
+
+    def _merge_round(self, task_id: int, view: TaskView, round_index: int) -> list[str]:
+        """Merge a round in clear, one architecture at a time: one that fails on use (bytes
+        that passed their checks) is skipped with its reason, the others still merge."""
+        groups: dict[int, list[NodeRecord]] = defaultdict(list)
+        for record in of_kind(view.records, NodeKind.UPDATE):
+            if record.round == round_index:
+                groups[architecture_of(view.records, record.node_id)].append(record)
+        done = []
+        for arch_id, updates in sorted(groups.items()):
+            try:
                 line = self._merge_group(task_id, view, round_index, arch_id, updates)
-                if line:
-                    done.append(line)
+            except NODE_ERRORS as exc:
+                self._no_merge.add((task_id, round_index, arch_id))
+                line = f"round {round_index}: no merge of architecture {arch_id}: {exc}"
+                log.warning("task %d %s", task_id, line)
+            if line:
+                done.append(line)
         return done
 
     def _merge_group(
@@ -256,7 +289,10 @@ class Evaluator:
     def merge_of(
         self, task_id: int, view: TaskView, arch_id: int, updates: list[NodeRecord]
     ) -> MergeResult:
-        """The round's merge of `updates` (one architecture), on the sealed validation set."""
+        """The round's merge of `updates` (one architecture), on the sealed validation set;
+        empty when the architecture is invalid (its updates are too)."""
+        if not self.verdict(view, arch_id).valid:
+            return MergeResult((), {}, 0, {}, 0, (), ())
         validation = self._sealed_validation(task_id, view.spec)
         model = self._architecture(view, arch_id)
         candidates = []
@@ -467,22 +503,18 @@ class Evaluator:
     def evaluate(self, task_id: int) -> PayoutReport:
         """Every node decided and scored on the revealed validation file, and the payouts."""
         view = self.view(task_id)
-        file = revealed_validation(self.chain, self.store, task_id, view.spec.max_blob_bytes)
+        spec = view.spec
+        file = self._revealed_file(task_id, spec)
         if file is None:
             raise MarketplaceError(f"task {task_id}'s validation set is not revealed yet")
-        spec = view.spec
-        dataset = load_dataset(file, spec.data, spec.max_blob_bytes)
+        dataset = _dataset(file, spec, "the revealed validation file")
         scores: dict[int, Score] = {}
         for node_id in sorted(view.records):
-            verdict = self.verdict(view, node_id)
-            if verdict.sealed:  # seen only in its round's sum: it stands at its base's score
-                parent = scores[view.records[node_id].parents[0]]
+            if self.verdict(view, node_id).sealed:  # seen only in its round's sum: it stands
+                parent = scores[view.records[node_id].parents[0]]  # at its base's score
                 scores[node_id] = Score(node_id=node_id, valid=True, value=parent.value)
-            elif verdict.valid:
-                value = self.node_score(view, node_id, dataset)
-                scores[node_id] = Score(node_id=node_id, valid=True, value=value)
             else:
-                scores[node_id] = Score(node_id=node_id, valid=False, reason=verdict.reason)
+                scores[node_id] = self.node_result(view, node_id, dataset)
         loo = self.leave_one_out(view, scores, dataset)
         flops = {
             arch_id: flops_per_sample(model)
@@ -521,6 +553,18 @@ class Evaluator:
             root="0x" + root.hex(),
             total=total,
         )
+
+    def node_result(self, view: TaskView, node_id: int, dataset: Dataset) -> Score:
+        """The node's verdict and its score on `dataset`; a node whose checked bytes still fail
+        to score (`NODE_ERRORS`) is invalid with the reason."""
+        verdict = self.verdict(view, node_id)
+        if not verdict.valid:
+            return Score(node_id=node_id, valid=False, reason=verdict.reason)
+        try:
+            value = self.node_score(view, node_id, dataset)
+        except NODE_ERRORS as exc:
+            return Score(node_id=node_id, valid=False, reason=refusal(node_id, exc).reason)
+        return Score(node_id=node_id, valid=True, value=value)
 
     def node_score(self, view: TaskView, node_id: int, dataset: Dataset) -> int:
         """The score of a valid node on `dataset`."""
@@ -562,30 +606,35 @@ class Evaluator:
         """The node's verdict (cached): architecture, update or merge."""
         if node_id in view.verdicts:
             return view.verdicts[node_id]
-        record = view.records[node_id]
-        cap = view.spec.max_blob_bytes
         started = time.perf_counter()
         with self.watch.measure("checks"):
-            if record.kind is NodeKind.ARCHITECTURE:
-                verdict, model = check_architecture(record, self.store, cap)
-                if model is not None:
-                    view.architectures[node_id] = model
-            else:
-                arch_id = architecture_of(view.records, node_id)
-                arch = self.verdict(view, arch_id)
-                if not arch.valid:
-                    verdict = Verdict.refused(
-                        node_id, Refusal.SPEC, f"architecture {arch_id} is invalid"
-                    )
-                elif record.kind is NodeKind.UPDATE and view.spec.aggregates(record.round):
-                    verdict = self._check_aggregate(view, record)
-                elif record.kind is NodeKind.UPDATE:
-                    verdict = self._check_update(view, record, view.architectures[arch_id])
-                else:
-                    verdict = self._check_merge(view, record, view.architectures[arch_id])
+            try:
+                verdict = self._decide(view, view.records[node_id])
+            except NODE_ERRORS as exc:  # bytes the checks let through, refused on use
+                verdict = refusal(node_id, exc)
+                log.info("node %d is invalid: %s", node_id, verdict.reason)
         view.verdicts[node_id] = verdict
         self.check_seconds[node_id] = time.perf_counter() - started
         return verdict
+
+    def _decide(self, view: TaskView, record: NodeRecord) -> Verdict:
+        node_id = record.node_id
+        if record.kind is NodeKind.ARCHITECTURE:
+            spec = view.spec
+            verdict, model = check_architecture(
+                record, self.store, spec.max_blob_bytes, spec.data, spec.metric
+            )
+            if model is not None:
+                view.architectures[node_id] = model
+            return verdict
+        arch_id = architecture_of(view.records, node_id)
+        if not self.verdict(view, arch_id).valid:
+            return Verdict.refused(node_id, Refusal.SPEC, f"architecture {arch_id} is invalid")
+        if record.kind is NodeKind.UPDATE and view.spec.aggregates(record.round):
+            return self._check_aggregate(view, record)
+        if record.kind is NodeKind.UPDATE:
+            return self._check_update(view, record, view.architectures[arch_id])
+        return self._check_merge(view, record, view.architectures[arch_id])
 
     def _check_update(self, view: TaskView, record: NodeRecord, model: ModelSpec) -> Verdict:
         parent = self.verdict(view, record.parents[0])
@@ -636,22 +685,51 @@ class Evaluator:
         return view
 
     def _architecture(self, view: TaskView, arch_id: int) -> ModelSpec:
+        """The spec of a valid architecture (SpecError, with its reason, for an invalid one:
+        nothing is ever built, merged or scored on it)."""
+        verdict = self.verdict(view, arch_id)
         if arch_id not in view.architectures:
-            self.verdict(view, arch_id)
-        if arch_id not in view.architectures:
-            _, model, _ = architecture_spec(
-                view.records, arch_id, self.store, view.spec.max_blob_bytes
-            )
-            view.architectures[arch_id] = model
+            raise SpecError(f"architecture {arch_id} is invalid ({verdict.reason})")
         return view.architectures[arch_id]
 
     def _sealed_validation(self, task_id: int, spec: TaskSpec) -> Dataset:
         if task_id not in self._validation:
-            file, _ = open_validation(
-                self.chain, self.store, spec, task_id, self.key, self.chain_id
-            )
-            self._validation[task_id] = load_dataset(file, spec.data, spec.max_blob_bytes)
+            file = self._sealed_file(task_id, spec)
+            self._validation[task_id] = _dataset(file, spec, "the sealed validation file")
         return self._validation[task_id]
+
+    def _sealed_file(self, task_id: int, spec: TaskSpec) -> bytes:
+        """The validation file sealed to this evaluator, checked against the commitment."""
+        if task_id not in self._sealed_files:
+            try:
+                file, _ = open_validation(
+                    self.chain, self.store, spec, task_id, self.key, self.chain_id
+                )
+            except (EnvelopeError, BlobNotFound, BlobTooLarge, IntegrityError) as exc:
+                raise ValidationUnavailable(
+                    f"the validation set sealed to this evaluator does not open: {exc}"
+                ) from None
+            self._sealed_files[task_id] = file
+        return self._sealed_files[task_id]
+
+    def _revealed_file(self, task_id: int, spec: TaskSpec) -> bytes | None:
+        """The revealed validation file (None before the reveal): from its revealed CID, else
+        this evaluator's sealed copy, whose sha256 must be the revealed digest."""
+        events = self.chain.events("ValidationRevealed", taskId=task_id)
+        if not events:
+            return None
+        try:
+            return revealed_validation(self.chain, self.store, task_id, spec.max_blob_bytes)
+        except (BlobNotFound, BlobTooLarge, IntegrityError) as exc:
+            unreadable = f"the revealed file {events[0].args['cid']} cannot be used ({exc})"
+        try:
+            sealed = self._sealed_file(task_id, spec)
+        except ValidationUnavailable as exc:
+            raise ValidationUnavailable(f"{unreadable}, and {exc}") from None
+        if sha256(sealed) != bytes(events[0].args["fileDigest"]):
+            raise ValidationUnavailable(f"{unreadable}, and the sealed copy is another file")
+        log.warning("task %d: %s; scoring the sealed copy (same digest)", task_id, unreadable)
+        return sealed
 
     @staticmethod
     def _credited_samples(spec: TaskSpec, record: NodeRecord) -> int:
@@ -671,6 +749,14 @@ class Evaluator:
     ) -> int:
         with self.watch.measure("scoring"):
             return score(model, _tensors(weights), dataset, spec.metric)
+
+
+def _dataset(file: bytes, spec: TaskSpec, what: str) -> Dataset:
+    """The sponsor's validation file read (ValidationUnavailable if it is malformed)."""
+    try:
+        return load_dataset(file, spec.data, spec.max_blob_bytes)
+    except DataFormatError as exc:
+        raise ValidationUnavailable(f"{what} does not load: {exc}") from None
 
 
 def _arrays(weights: Mapping[str, torch.Tensor]) -> dict[str, npt.NDArray[np.float32]]:

@@ -7,6 +7,11 @@ deposit, split), hashed into the Merkle root; and every architecture (public) sc
 the revealed file, with its FLOPs. With a key, more: a sponsor or a registered miner also
 re-scores every merge (sealed to them); an evaluator's key re-scores every node and every
 leave-one-out, that is the whole evaluation.
+
+Nothing another party published makes `verify` raise: a revealed file, a report or a node that
+cannot be read is a failed check (or an unreadable node) with the reason. A verifier with the
+sponsor's or an evaluator's key, to whom the validation set was sealed, scores that copy when
+the revealed CID does not give the file.
 """
 
 from __future__ import annotations
@@ -18,13 +23,26 @@ from eth_account.signers.local import LocalAccount
 from marketplace.chain import ChainClient
 from marketplace.crypto import sha256, validation_commitment
 from marketplace.envelope import X25519KeyPair
-from marketplace.errors import MarketplaceError
+from marketplace.errors import (
+    BlobNotFound,
+    BlobTooLarge,
+    DataFormatError,
+    EnvelopeError,
+    IntegrityError,
+    MarketplaceError,
+)
 from marketplace.evaluator import Evaluator
-from marketplace.messages import NodeKind
+from marketplace.messages import NodeKind, TaskSpec
 from marketplace.report import PayoutReport, payout_entries, posted_roots, read_report
 from marketplace.rewards import compute_payouts
 from marketplace.storage import BlobStore
-from marketplace.tasks import can_read, nodes_by_id, read_spec, revealed_validation
+from marketplace.tasks import (
+    can_read,
+    nodes_by_id,
+    open_validation,
+    read_spec,
+    revealed_validation,
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +82,15 @@ def verify_task(
     task = chain.task(task_id)
     spec = read_spec(chain, store, task_id)
     events = chain.events("ValidationRevealed", taskId=task_id)
-    file = revealed_validation(chain, store, task_id, spec.max_blob_bytes)
+    try:
+        file = revealed_validation(chain, store, task_id, spec.max_blob_bytes)
+    except (BlobNotFound, BlobTooLarge, IntegrityError) as exc:
+        file = _sealed_copy(chain, store, spec, task_id, chain_id, key)
+        if file is None:
+            cid = events[0].args["cid"]
+            reason = f"the revealed file {cid} cannot be read ({exc}): nothing can be recomputed"
+            result.add("validation", False, reason)
+            return result
     if file is None or not events:
         result.add("validation", False, "the validation set is not revealed")
         return result
@@ -143,18 +169,24 @@ def _rescore(
         key=key,
     )
     view = scorer.view(task_id)
-    dataset = load_dataset(file, view.spec.data, view.spec.max_blob_bytes)
+    try:
+        dataset = load_dataset(file, view.spec.data, view.spec.max_blob_bytes)
+    except DataFormatError as exc:
+        result.add("scores", False, f"the validation file does not load: {exc}")
+        return
     reported = {n.node_id: n for n in report.nodes}
     mismatches = []
     for node_id, record in sorted(view.records.items()):
         if record.kind is not NodeKind.ARCHITECTURE:
-            blob = store.get(record.cid, view.spec.max_blob_bytes) if store.has(record.cid) else b""
+            try:
+                blob = store.get(record.cid, view.spec.max_blob_bytes)
+            except (BlobNotFound, BlobTooLarge, IntegrityError):
+                blob = b""  # the evaluator's verdict on it is re-derived only if readable
             if not can_read(blob, scorer.key):
                 result.unreadable.append(node_id)
                 continue
-        verdict = scorer.verdict(view, node_id)
-        value = scorer.node_score(view, node_id, dataset) if verdict.valid else 0
-        mine = (verdict.valid, value)
+        score = scorer.node_result(view, node_id, dataset)
+        mine = (score.valid, score.value)
         theirs = (reported[node_id].valid, reported[node_id].score) if node_id in reported else None
         result.rescored.append(node_id)
         if mine != theirs:
@@ -165,3 +197,21 @@ def _rescore(
         f"{len(result.rescored)} nodes re-scored, {len(result.unreadable)} sealed from this key"
         + (": " + "; ".join(mismatches) if mismatches else ""),
     )
+
+
+def _sealed_copy(
+    chain: ChainClient,
+    store: BlobStore,
+    spec: TaskSpec,
+    task_id: int,
+    chain_id: int,
+    key: X25519KeyPair | None,
+) -> bytes | None:
+    """The validation file as sealed to `key` (the sponsor's or an evaluator's), if it opens
+    and matches the commitment, which the revealed digest matched too; else None."""
+    if key is None:
+        return None
+    try:
+        return open_validation(chain, store, spec, task_id, key, chain_id)[0]
+    except (EnvelopeError, BlobNotFound, BlobTooLarge, IntegrityError):
+        return None

@@ -32,11 +32,18 @@ from marketplace.aggregation import (
     submitted_members,
 )
 from marketplace.chain import ChainClient
+from marketplace.checks import NODE_ERRORS
 from marketplace.codec import encode_weights
 from marketplace.crypto import sha256
 from marketplace.envelope import seal
-from marketplace.errors import ConfigError, DataFormatError, MarketplaceError, NoMatchingReport
-from marketplace.evaluation import Dataset, load_dataset
+from marketplace.errors import (
+    BlobNotFound,
+    ConfigError,
+    DataFormatError,
+    NoMatchingReport,
+    SpecError,
+)
+from marketplace.evaluation import Dataset, check_schema_fits, load_dataset
 from marketplace.faults import crash_point, pause_point
 from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
 from marketplace.models import ModelSpec
@@ -178,6 +185,7 @@ class Miner:
         self.ledger = ledger
         self._models: dict[tuple[int, int], ModelSpec] = {}  # (task, architecture) -> spec
         self._initial: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        self._refused: dict[tuple[int, int], str] = {}  # architectures that do not open or fit
         self._quorums: dict[int, int] = {}
         # (task, round) -> trained, base weights, download seconds: kept in memory between
         # training (a secure aggregation round's first half) and sealing (its second half).
@@ -527,7 +535,8 @@ class Miner:
         """(parent id, its architecture's spec, its weights).
 
         The configured parent, else the best-scoring merge of the latest round this miner can
-        read (the evaluator's round score, sealed inside the merge), else an architecture.
+        read (the evaluator's round score, sealed inside the merge), else the configured
+        architecture, else the first one that opens and fits the task (junk is skipped).
         Only the latest round with a readable merge is opened.
         """
         if self.config.parent is not None:
@@ -545,13 +554,20 @@ class Miner:
                 _, _, node_id, bundle = max(opened, key=lambda item: item[:2])
                 _, model = self._architecture(task_id, records, node_id, spec)
                 return node_id, model, bundle.weights
-        architectures = of_kind(records, NodeKind.ARCHITECTURE)
-        if not architectures:
-            raise ConfigError(f"task {task_id} has no architecture to train yet")
-        wanted = self.config.architecture or architectures[0].node_id
-        if wanted not in records or records[wanted].kind is not NodeKind.ARCHITECTURE:
-            raise ConfigError(f"node {wanted} of task {task_id} is not an architecture")
-        return self._weights_of(task_id, records, wanted, spec)
+        wanted = self.config.architecture
+        if wanted is not None:
+            if wanted not in records or records[wanted].kind is not NodeKind.ARCHITECTURE:
+                raise ConfigError(f"node {wanted} of task {task_id} is not an architecture")
+            try:
+                return self._weights_of(task_id, records, wanted, spec)
+            except NODE_ERRORS as exc:
+                raise ConfigError(f"architecture {wanted} cannot be trained: {exc}") from None
+        for architecture in of_kind(records, NodeKind.ARCHITECTURE):
+            try:
+                return self._weights_of(task_id, records, architecture.node_id, spec)
+            except NODE_ERRORS as exc:
+                log.info("architecture %d skipped: %s", architecture.node_id, exc)
+        raise ConfigError(f"task {task_id} has no architecture this miner can train yet")
 
     def _open_merge(
         self, task_id: int, records: Mapping[int, NodeRecord], merge: NodeRecord, spec: TaskSpec
@@ -560,16 +576,16 @@ class Miner:
         if self._confirmations(task_id, merge.node_id) < self._quorum(task_id):
             return None
         cap = spec.max_blob_bytes
-        with self.watch.measure("storage"):
-            blob = self.store.get(merge.cid, cap)
-        if sha256(blob) != merge.digest:
-            return None
-        _, model = self._architecture(task_id, records, merge.node_id, spec)
         try:  # one pass: a merge not sealed to this miner fails here like a tampered one
+            with self.watch.measure("storage"):
+                blob = self.store.get(merge.cid, cap)
+            if sha256(blob) != merge.digest:
+                return None
+            _, model = self._architecture(task_id, records, merge.node_id, spec)
             return open_merge(
                 merge, blob, miner_key(self.account, task_id), model, cap, self.chain_id
             )
-        except MarketplaceError as exc:
+        except NODE_ERRORS as exc:  # StoreUnavailable propagates: the outage guard waits
             log.info("merge %d does not open for this miner: %s", merge.node_id, exc)
             return None
 
@@ -598,16 +614,27 @@ class Miner:
     def _architecture(
         self, task_id: int, records: Mapping[int, NodeRecord], node_id: int, spec: TaskSpec
     ) -> tuple[int, ModelSpec]:
-        """(id, spec) of the architecture under `node_id`; its bundle is read once per task."""
+        """(id, spec) of the architecture under `node_id`; its bundle is read once per task.
+
+        Raises one of `NODE_ERRORS` (remembered) if it does not open or fit the task."""
         arch_id = architecture_of(records, node_id)
-        if (task_id, arch_id) not in self._initial:
-            with self.watch.measure("storage"):
-                _, model, initial = architecture_spec(
-                    records, node_id, self.store, spec.max_blob_bytes
-                )
-            self._models[(task_id, arch_id)] = model
-            self._initial[(task_id, arch_id)] = initial
-        return arch_id, self._models[(task_id, arch_id)]
+        key = (task_id, arch_id)
+        if key in self._refused:
+            raise SpecError(f"architecture {arch_id}: {self._refused[key]}")
+        if key not in self._initial:
+            try:
+                with self.watch.measure("storage"):
+                    _, model, initial = architecture_spec(
+                        records, node_id, self.store, spec.max_blob_bytes
+                    )
+                check_schema_fits(model, spec.data, spec.metric)
+            except NODE_ERRORS as exc:
+                if not isinstance(exc, BlobNotFound):  # IPFS may still find it later
+                    self._refused[key] = str(exc)
+                raise
+            self._models[key] = model
+            self._initial[key] = initial
+        return arch_id, self._models[key]
 
     def _confirmations(self, task_id: int, node_id: int) -> int:
         return bin(self.chain.node(task_id, node_id).confirmations).count("1")

@@ -17,6 +17,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from marketplace.checks import (
+    NODE_ERRORS,
     SPEC_METADATA_KEY,
     Refusal,
     Verdict,
@@ -24,12 +25,21 @@ from marketplace.checks import (
     check_update,
     decode_architecture,
     encode_architecture,
+    refusal,
 )
 from marketplace.codec import encode_weights
 from marketplace.crypto import sha256
 from marketplace.envelope import X25519KeyPair, seal
-from marketplace.errors import SpecError, StoreUnavailable, WeightsError
-from marketplace.messages import NodeKind, NodeRecord
+from marketplace.errors import (
+    BlobNotFound,
+    BlobTooLarge,
+    EnvelopeError,
+    IntegrityError,
+    SpecError,
+    StoreUnavailable,
+    WeightsError,
+)
+from marketplace.messages import DataSchema, Metric, NodeKind, NodeRecord
 from marketplace.models import ModelSpec, init_weights
 from marketplace.storage import BlobStore, LocalStore
 
@@ -48,6 +58,7 @@ SPEC = ModelSpec.from_json(
         }
     )
 )
+FITS = (DataSchema(num_features=4, num_classes=2), Metric.ACCURACY)  # the task SPEC fits
 Weights = dict[str, torch.Tensor]
 
 
@@ -320,7 +331,7 @@ def test_an_unreachable_store_raises_instead_of_forfeiting_the_deposit(
         check(node, unreachable, reader)
     with pytest.raises(StoreUnavailable):
         check_architecture(
-            node.model_copy(update={"kind": NodeKind.ARCHITECTURE}), unreachable, CAP
+            node.model_copy(update={"kind": NodeKind.ARCHITECTURE}), unreachable, CAP, *FITS
         )
 
 
@@ -392,7 +403,7 @@ def test_a_valid_architecture_node_gives_its_spec_and_weights(
 ) -> None:
     bundle = encode_architecture(SPEC, init_weights(SPEC, 0))
     node = record(bundle, store, miner.address, kind=NodeKind.ARCHITECTURE)
-    verdict, spec = check_architecture(node, store, CAP)
+    verdict, spec = check_architecture(node, store, CAP, *FITS)
     assert verdict.valid and verdict.weights is not None
     assert spec == SPEC
 
@@ -448,7 +459,7 @@ def test_a_bad_architecture_bundle_is_invalid(
     store: LocalStore, miner: LocalAccount, bundle: bytes, code: Refusal, detail: str
 ) -> None:
     node = record(bundle, store, miner.address, kind=NodeKind.ARCHITECTURE)
-    verdict, spec = check_architecture(node, store, CAP)
+    verdict, spec = check_architecture(node, store, CAP, *FITS)
     refused(verdict, code, detail)
     assert spec is None
 
@@ -458,6 +469,64 @@ def test_an_architecture_node_checks_the_cap_and_the_digest(
 ) -> None:
     bundle = encode_architecture(SPEC, init_weights(SPEC, 0))
     node = record(bundle, store, miner.address, kind=NodeKind.ARCHITECTURE)
-    refused(check_architecture(node, store, len(bundle) - 1)[0], Refusal.TOO_LARGE)
+    refused(check_architecture(node, store, len(bundle) - 1, *FITS)[0], Refusal.TOO_LARGE)
     forged = node.model_copy(update={"digest": sha256(b"another bundle")})
-    refused(check_architecture(forged, store, CAP)[0], Refusal.DIGEST_MISMATCH)
+    refused(check_architecture(forged, store, CAP, *FITS)[0], Refusal.DIGEST_MISMATCH)
+
+
+@pytest.mark.parametrize(
+    ("schema", "metric", "detail"),
+    [
+        (
+            DataSchema(num_features=4, num_classes=3),
+            Metric.ACCURACY,
+            "the spec outputs shape (2,), the task needs (3,)",
+        ),
+        (
+            DataSchema(num_features=5, num_classes=2),
+            Metric.ACCURACY,
+            "input_shape (4,) holds 4 values, the data has 5 per row",
+        ),
+        (
+            DataSchema(num_features=4),
+            Metric.NEGATED_SSE,
+            "the spec outputs shape (2,), the task needs (1,)",
+        ),
+        (
+            DataSchema(input="tokens", num_features=4, num_classes=2, vocab_size=9),
+            Metric.ACCURACY,
+            "the spec takes float32 input, the data holds int64 tokens",
+        ),
+    ],
+    ids=["output-width", "input-width", "regression-width", "tokens"],
+)
+def test_an_architecture_that_does_not_fit_the_task_is_invalid(
+    store: LocalStore, miner: LocalAccount, schema: DataSchema, metric: Metric, detail: str
+) -> None:
+    bundle = encode_architecture(SPEC, init_weights(SPEC, 0))
+    node = record(bundle, store, miner.address, kind=NodeKind.ARCHITECTURE)
+    verdict, spec = check_architecture(node, store, CAP, schema, metric)
+    assert (verdict.valid, verdict.reason, spec) == (False, f"spec: {detail}", None)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (BlobNotFound("bafkreimissing"), "blob-missing: bafkreimissing"),
+        (BlobTooLarge("over"), "too-large: over"),
+        (IntegrityError("bytes"), "cid-mismatch: bytes"),
+        (SpecError("misfit"), "spec: misfit"),
+        (WeightsError("not safetensors"), "weights: not safetensors"),
+        (WeightsError("a non-finite value"), "non-finite: a non-finite value"),
+        (EnvelopeError("tampered"), "undecryptable: tampered"),
+    ],
+)
+def test_an_error_past_the_checks_becomes_the_nodes_refusal(error: Exception, reason: str) -> None:
+    assert isinstance(error, NODE_ERRORS)
+    assert refusal(NODE, error) == Verdict(NODE, False, reason)
+
+
+def test_errors_that_are_not_the_nodes_fault_are_not_node_errors() -> None:
+    assert not isinstance(StoreUnavailable("down"), NODE_ERRORS)
+    with pytest.raises(TypeError):
+        refusal(NODE, StoreUnavailable("down"))

@@ -24,6 +24,7 @@ from marketplace.errors import DataFormatError, SpecError, WeightsError
 from marketplace.evaluation import (
     SSE_ROW_CAP,
     Dataset,
+    check_schema_fits,
     deterministic,
     load_dataset,
     predict,
@@ -521,6 +522,28 @@ def test_specs_that_do_not_fit_the_data_are_refused(dataset: Dataset) -> None:
         score(MLP, weights, regression, Metric.ACCURACY)
     with pytest.raises(WeightsError, match="missing tensors"):
         score(MLP, init_weights(CONV2D, 0), dataset, Metric.ACCURACY)
+
+
+def test_the_task_schema_refuses_a_spec_before_any_file_is_read() -> None:
+    digits = DataSchema(num_features=64, num_classes=10)
+    check_schema_fits(MLP, digits, Metric.ACCURACY)
+    with pytest.raises(SpecError, match=r"^the spec outputs shape \(10,\), the task needs \(5,\)$"):
+        check_schema_fits(MLP, DataSchema(num_features=64, num_classes=5), Metric.ACCURACY)
+    with pytest.raises(SpecError, match=r"^input_shape \(64,\) holds 64 values, the data has 8"):
+        check_schema_fits(MLP, DataSchema(num_features=8, num_classes=10), Metric.ACCURACY)
+    with pytest.raises(SpecError, match="negated_sse metric needs regression targets"):
+        check_schema_fits(MLP, digits, Metric.NEGATED_SSE)
+    tokens = DataSchema(input="tokens", num_features=12, num_classes=3, vocab_size=50)
+    check_schema_fits(TOKENS, tokens, Metric.ACCURACY)
+    check_schema_fits(TOKENS, tokens.model_copy(update={"vocab_size": None}), Metric.ACCURACY)
+    wide = tokens.model_copy(update={"vocab_size": 51})
+    with pytest.raises(
+        SpecError,
+        match=r"^layers\[0\] \(embedding_mean\) has 50 embeddings, the task's vocabulary has 51",
+    ):
+        check_schema_fits(TOKENS, wide, Metric.ACCURACY)
+    with pytest.raises(SpecError, match="the spec takes int64 input, the data holds float32"):
+        check_schema_fits(TOKENS, DataSchema(num_features=12, num_classes=3), Metric.ACCURACY)
 
 
 def test_torch_settings_are_restored(dataset: Dataset) -> None:
