@@ -35,7 +35,13 @@ from marketplace.chain import ChainClient
 from marketplace.codec import encode_weights
 from marketplace.crypto import sha256
 from marketplace.envelope import seal
-from marketplace.errors import ConfigError, DataFormatError, MarketplaceError
+from marketplace.errors import (
+    ConfigError,
+    DataFormatError,
+    MarketplaceError,
+    StorageError,
+    StoreUnavailable,
+)
 from marketplace.evaluation import Dataset, load_dataset
 from marketplace.faults import crash_point, pause_point
 from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
@@ -556,12 +562,21 @@ class Miner:
     def _open_merge(
         self, task_id: int, records: Mapping[int, NodeRecord], merge: NodeRecord, spec: TaskSpec
     ) -> MergeBundle | None:
-        """The merge's plaintext if it is confirmed and sealed to this miner, else None."""
+        """The merge's plaintext if it is confirmed, readable and sealed to this miner, else
+        None: a blob the store does not give (missing, too large, not its CID) is skipped like
+        one that does not open, so the miner builds on another merge or the architecture. An
+        unreachable store still raises: the pass waits for it (`OutageGuard`)."""
         if self._confirmations(task_id, merge.node_id) < self._quorum(task_id):
             return None
         cap = spec.max_blob_bytes
-        with self.watch.measure("storage"):
-            blob = self.store.get(merge.cid, cap)
+        try:
+            with self.watch.measure("storage"):
+                blob = self.store.get(merge.cid, cap)
+        except StoreUnavailable:
+            raise
+        except StorageError as exc:
+            log.warning("merge %d cannot be fetched: %s", merge.node_id, exc)
+            return None
         if sha256(blob) != merge.digest:
             return None
         _, model = self._architecture(task_id, records, merge.node_id, spec)
