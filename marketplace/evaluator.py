@@ -5,9 +5,12 @@
 - rounds closed and not merged: for each architecture the round's updates built on, check
   every update, `merge_round` them on the sealed validation set, seal the merge to the
   evaluators, the sponsor and the registered miners, upload and post it (another evaluator's
-  identical merge is confirmed instead);
+  merge is confirmed instead, only once its blob is fetched, opened and found to be this
+  evaluator's merge bit for bit);
 - after the reveal: decide and score every node on the revealed file, the leave-one-out score
-  of every merge, the payouts by the reward rule, upload the report, post its root.
+  of every merge, the payouts by the reward rule, upload the report, post its root. A merge
+  the quorum had not confirmed by the reveal is not fetched or scored: its verdict is
+  `unconfirmed` (`rewards.unconfirmed_merges`).
 
 The chain says which merges and roots are posted; the state file keeps the posted report's
 CID between scoring and posting, so a restart posts the same report instead of scoring again.
@@ -82,6 +85,7 @@ from marketplace.secagg import SecAggError, decode_submission, sum_round, uncanc
 from marketplace.state import StateFile
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
+    MergeBundle,
     account_key,
     encode_merge,
     merge_readers,
@@ -93,6 +97,7 @@ from marketplace.tasks import (
     read_spec,
     revealed_validation,
     seal_merge,
+    unconfirmed,
 )
 from marketplace.timing import Stopwatch
 
@@ -233,9 +238,9 @@ class Evaluator:
             return None
         tensors = _tensors(result.weights)
         plain_digest = weights_digest(tensors)
+        model = self._architecture(view, arch_id)
         for record in of_kind(view.records, NodeKind.MERGE):
-            same = record.round == round_index and record.parents == result.kept
-            if same and record.plaintext_digest == plain_digest:
+            if self._recomputed(view, record, model, round_index, result, plain_digest):
                 with self.watch.measure("chain"):
                     self.chain.confirm_merge(
                         self.address, task_id, record.node_id, plain_digest, record.parents
@@ -248,6 +253,28 @@ class Evaluator:
             f"round {round_index}: posted merge {node_id} of {list(result.kept)} "
             f"(score {result.score}, left out {list(result.left_out)})"
         )
+
+    def _recomputed(
+        self,
+        view: TaskView,
+        record: NodeRecord,
+        model: ModelSpec,
+        round_index: int,
+        result: MergeResult,
+        plain_digest: bytes,
+    ) -> bool:
+        """Whether the posted merge `record` is this evaluator's `result` bit for bit: the same
+        round, parents, samples and plaintext digest on-chain, and a blob that is fetched, opens
+        and holds those weights, round and round score (what miners choose a parent by). Only
+        then is it confirmed: a digest alone can be copied by an evaluator that never uploads."""
+        posted = (record.round, record.parents, record.samples, record.plaintext_digest)
+        if posted != (round_index, result.kept, result.samples, plain_digest):
+            return False
+        opened = self._open_posted(view, record, model)
+        if isinstance(opened, Verdict):
+            log.warning("merge %d is not confirmed: %s", record.node_id, opened.reason)
+            return False
+        return (opened.round, opened.round_score) == (round_index, result.score)
 
     def _post_merge(
         self,
@@ -508,8 +535,10 @@ class Evaluator:
         if file is None:
             raise MarketplaceError(f"task {task_id}'s validation set is not revealed yet")
         dataset = _dataset(file, spec, "the revealed validation file")
-        scores: dict[int, Score] = {}
+        scores: dict[int, Score] = unconfirmed(self.chain, task_id, view.records)
         for node_id in sorted(view.records):
+            if node_id in scores:  # a merge short of the quorum: not fetched, not scored
+                continue
             if self.verdict(view, node_id).sealed:  # seen only in its round's sum: it stands
                 parent = scores[view.records[node_id].parents[0]]  # at its base's score
                 scores[node_id] = Score(node_id=node_id, valid=True, value=parent.value)
@@ -655,6 +684,15 @@ class Evaluator:
         )
 
     def _check_merge(self, view: TaskView, record: NodeRecord, model: ModelSpec) -> Verdict:
+        opened = self._open_posted(view, record, model)
+        if isinstance(opened, Verdict):
+            return opened
+        return Verdict.accepted(record.node_id, opened.weights)
+
+    def _open_posted(
+        self, view: TaskView, record: NodeRecord, model: ModelSpec
+    ) -> MergeBundle | Verdict:
+        """The posted merge's plaintext, or the verdict that refuses it."""
         cap = view.spec.max_blob_bytes
         try:
             blob = self.store.get(record.cid, cap)
@@ -670,7 +708,7 @@ class Evaluator:
             return Verdict.refused(record.node_id, Refusal.WEIGHTS, str(exc))
         if weights_digest(bundle.weights) != record.plaintext_digest:
             return Verdict.refused(record.node_id, Refusal.DIGEST_MISMATCH, "plaintext digest")
-        return Verdict.accepted(record.node_id, bundle.weights)
+        return bundle
 
     # ------------------------------------------------------------------ helpers
 

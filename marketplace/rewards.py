@@ -6,12 +6,21 @@ account, an account's weight being the sum over its nodes; the rounding dust (le
 per account and pool) is paid to nobody and stays in escrow for the sponsor to reclaim, as do
 pools nobody earns and forfeited deposits. So the total never exceeds the pools' floors plus the
 refunded deposits, which never exceeds the bounty plus the deposits.
+
+Only confirmed merges count. A merge that fewer than the task's quorum of evaluators had
+confirmed by the reveal (when merges stop being posted) is not scored: it comes to
+`compute_payouts` as an invalid score whose reason starts with `UNCONFIRMED`
+(`unconfirmed_merges`), so, like any invalid node, it cannot win, serves as nobody's gain
+baseline, and neither credits nor keeps (for compute) its parents; its parents earn what they
+earn without it. The report shows it with that reason, and `verify` recomputes the set from
+the chain. (Excluding such merges from the tree instead would make the report's node list
+differ from the chain's, which `verify` checks.)
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from eth_utils.address import to_checksum_address
@@ -22,6 +31,7 @@ from marketplace.messages import NodeKind, NodeRecord, Payout, Score, TaskSpec
 
 BPS = 10_000
 ROOT = 0  # the task: the parent of every architecture
+UNCONFIRMED = "unconfirmed"  # the reason code of a merge short of the quorum
 
 K = TypeVar("K", bound=Hashable)
 
@@ -53,7 +63,8 @@ def compute_payouts(
 
     Args:
         nodes: every node of the task (architectures, updates, merges), in any order.
-        scores: node id -> the evaluator's verdict, one for every node.
+        scores: node id -> the evaluator's verdict, one for every node; a merge short of the
+            quorum must come as its `unconfirmed_merges` score.
         loo_scores: merge id -> parent id -> score of that merge without that parent
             (`MergeResult.loo_scores`); required for every valid merge but those of secure
             aggregation rounds (`aggregate_shares`).
@@ -101,6 +112,23 @@ def compute_payouts(
             deposits[node.author] += deposit
 
     return _payouts(expertise, data, compute, deposits, points)
+
+
+def unconfirmed_merges(
+    nodes: Iterable[NodeRecord], confirmations: Mapping[int, int], quorum: int
+) -> dict[int, Score]:
+    """Merge id -> its invalid score, for every merge with fewer than `quorum` confirmations
+    (`confirmations`: merge id -> count; a merge missing from it has none). These scores
+    replace the merges' verdicts before `compute_payouts` (see the module docstring)."""
+    return {
+        node.node_id: Score(
+            node_id=node.node_id,
+            valid=False,
+            reason=f"{UNCONFIRMED}: {count} of the {quorum} confirmations the quorum needs",
+        )
+        for node in nodes
+        if node.kind == NodeKind.MERGE and (count := confirmations.get(node.node_id, 0)) < quorum
+    }
 
 
 def payout_leaves(payouts: Sequence[Payout]) -> list[PayoutLeaf]:

@@ -42,9 +42,9 @@ from marketplace.envelope import (
     seal,
 )
 from marketplace.errors import EnvelopeError, IntegrityError, SpecError
-from marketplace.messages import NodeKind, NodeRecord, TaskSpec
+from marketplace.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.models import ModelSpec
-from marketplace.rewards import architecture_of
+from marketplace.rewards import architecture_of, unconfirmed_merges
 from marketplace.secagg import derive_key
 from marketplace.storage import BlobStore
 
@@ -307,6 +307,35 @@ def architecture_spec(
 
 def nodes_by_id(chain: ChainClient, task_id: int) -> dict[int, NodeRecord]:
     return {record.node_id: record for record in chain.nodes(task_id)}
+
+
+def settled_confirmations(
+    chain: ChainClient, task_id: int, records: Mapping[int, NodeRecord]
+) -> dict[int, int]:
+    """Merge id -> how many evaluators had confirmed it when the validation set was revealed.
+
+    Merges are posted only until the reveal, so the count then is the one settlement uses: a
+    `confirmMerge` sent later (the contract takes one) changes nothing, and every evaluator and
+    `verify` count the same whenever they run. The poster's bit is set at post (1); each
+    `MergeConfirmed` event carries the count after it. Before the reveal: every confirmation.
+    """
+    revealed = chain.events("ValidationRevealed", taskId=task_id)
+    cutoff = (revealed[0].block_number, revealed[0].log_index) if revealed else None
+    counts = {merge.node_id: 1 for merge in of_kind(records, NodeKind.MERGE)}
+    for event in chain.events("MergeConfirmed", taskId=task_id):
+        node_id = int(event.args["nodeId"])
+        if node_id in counts and (cutoff is None or (event.block_number, event.log_index) < cutoff):
+            counts[node_id] = max(counts[node_id], int(event.args["confirmations"]))
+    return counts
+
+
+def unconfirmed(
+    chain: ChainClient, task_id: int, records: Mapping[int, NodeRecord]
+) -> dict[int, Score]:
+    """The task's merges short of its quorum at the reveal, each with its invalid score: what
+    settlement and `verify` give them instead of a verdict (`rewards.unconfirmed_merges`)."""
+    counts = settled_confirmations(chain, task_id, records)
+    return unconfirmed_merges(records.values(), counts, chain.task(task_id).quorum)
 
 
 def of_kind(records: Mapping[int, NodeRecord], kind: NodeKind) -> list[NodeRecord]:

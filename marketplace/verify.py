@@ -3,10 +3,11 @@
 What anyone can check, with no key: the revealed validation file against the commitment; each
 posted report against its root and total, and its node list against the chain's tree; the
 payouts recomputed by the reward rule from the report's scores and the chain's tree (bounty,
-deposit, split), hashed into the Merkle root; and every architecture (public) scored again on
-the revealed file, with its FLOPs. With a key, more: a sponsor or a registered miner also
-re-scores every merge (sealed to them); an evaluator's key re-scores every node and every
-leave-one-out, that is the whole evaluation.
+deposit, split), hashed into the Merkle root; that the report left out (verdict `unconfirmed`)
+exactly the merges the quorum had not confirmed by the reveal; and every architecture (public)
+scored again on the revealed file, with its FLOPs. With a key, more: a sponsor or a registered
+miner also re-scores every merge (sealed to them); an evaluator's key re-scores every node and
+every leave-one-out, that is the whole evaluation.
 
 Nothing another party published makes `verify` raise: a revealed file, a report or a node that
 cannot be read is a failed check (or an unreadable node) with the reason. A verifier with the
@@ -16,6 +17,7 @@ the revealed CID does not give the file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
@@ -32,9 +34,9 @@ from marketplace.errors import (
     MarketplaceError,
 )
 from marketplace.evaluator import Evaluator
-from marketplace.messages import NodeKind, TaskSpec
+from marketplace.messages import NodeKind, Score, TaskSpec
 from marketplace.report import PayoutReport, payout_entries, posted_roots, read_report
-from marketplace.rewards import compute_payouts
+from marketplace.rewards import UNCONFIRMED, compute_payouts
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
     can_read,
@@ -42,6 +44,7 @@ from marketplace.tasks import (
     open_validation,
     read_spec,
     revealed_validation,
+    unconfirmed,
 )
 
 
@@ -103,6 +106,7 @@ def verify_task(
         result.add("reports", False, "no payout root posted")
         return result
     records = nodes_by_id(chain, task_id)
+    left_out = unconfirmed(chain, task_id, records)
     for root in posted:
         who = f"{root.evaluator[:10]}..."
         check = read_report(store, root, task_id)
@@ -114,6 +118,7 @@ def verify_task(
         tree = {(r.node_id, r.kind, r.author.lower(), r.parents) for r in records.values()}
         claimed = {(n.node_id, n.kind, n.author.lower(), n.parents) for n in report.nodes}
         result.add(f"{who} tree", tree == claimed, f"{len(claimed)} nodes vs {len(tree)} on-chain")
+        _check_unconfirmed(report, left_out, who, result)
         try:
             payouts = compute_payouts(
                 list(records.values()),
@@ -140,8 +145,21 @@ def verify_task(
             report.validation_digest == sha256(file).hex(),
             "the report scored the revealed file",
         )
-        _rescore(chain, store, task_id, chain_id, report, file, account, key, result)
+        _rescore(chain, store, task_id, chain_id, report, file, account, key, left_out, result)
     return result
+
+
+def _check_unconfirmed(
+    report: PayoutReport, left_out: Mapping[int, Score], who: str, result: Verification
+) -> None:
+    """The report left out exactly the merges the quorum had not confirmed by the reveal."""
+    said = {n.node_id: n.reason for n in report.nodes if n.reason.startswith(UNCONFIRMED)}
+    expected = {node_id: score.reason for node_id, score in left_out.items()}
+    result.add(
+        f"{who} unconfirmed merges",
+        said == expected,
+        f"left out {sorted(said)}; unconfirmed on-chain at the reveal: {sorted(expected)}",
+    )
 
 
 def _rescore(
@@ -153,9 +171,11 @@ def _rescore(
     file: bytes,
     account: LocalAccount | None,
     key: X25519KeyPair | None,
+    left_out: Mapping[int, Score],
     result: Verification,
 ) -> None:
-    """Score again every node this verifier can read, and compare with the report."""
+    """Score again every node this verifier can read, and compare with the report (a merge
+    in `left_out`, unconfirmed, is decided from the chain alone, as the evaluator did)."""
     from eth_account import Account
 
     from marketplace.evaluation import load_dataset
@@ -177,7 +197,7 @@ def _rescore(
     reported = {n.node_id: n for n in report.nodes}
     mismatches = []
     for node_id, record in sorted(view.records.items()):
-        if record.kind is not NodeKind.ARCHITECTURE:
+        if record.kind is not NodeKind.ARCHITECTURE and node_id not in left_out:
             try:
                 blob = store.get(record.cid, view.spec.max_blob_bytes)
             except (BlobNotFound, BlobTooLarge, IntegrityError):
@@ -185,8 +205,10 @@ def _rescore(
             if not can_read(blob, scorer.key):
                 result.unreadable.append(node_id)
                 continue
-        score = scorer.node_result(view, node_id, dataset)
-        mine = (score.valid, score.value)
+        mine = (False, 0)
+        if node_id not in left_out:
+            score = scorer.node_result(view, node_id, dataset)
+            mine = (score.valid, score.value)
         theirs = (reported[node_id].valid, reported[node_id].score) if node_id in reported else None
         result.rescored.append(node_id)
         if mine != theirs:

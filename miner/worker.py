@@ -572,7 +572,10 @@ class Miner:
     def _open_merge(
         self, task_id: int, records: Mapping[int, NodeRecord], merge: NodeRecord, spec: TaskSpec
     ) -> MergeBundle | None:
-        """The merge's plaintext if it is confirmed and sealed to this miner, else None."""
+        """The merge's plaintext if it is confirmed, readable and sealed to this miner, else
+        None: a blob the store does not give (missing, too large, not its CID) is skipped like
+        one that does not open, so the miner builds on another merge or the architecture. An
+        unreachable store still raises: the pass waits for it (`OutageGuard`)."""
         if self._confirmations(task_id, merge.node_id) < self._quorum(task_id):
             return None
         cap = spec.max_blob_bytes

@@ -322,6 +322,7 @@ def test_verify_flags_each_poisoned_report_and_passes_the_honest_one(
     assert [c.name for c in verification.checks if c.name.startswith(honest) and c.ok] == [
         f"{honest} report",
         f"{honest} tree",
+        f"{honest} unconfirmed merges",
         f"{honest} root",
         f"{honest} validation file",
     ]

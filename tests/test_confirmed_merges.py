@@ -1,0 +1,355 @@
+"""Only confirmed merges count (issue 14, attacks 5 and 6), with three evaluators and a quorum of
+two: an evaluator confirms a merge only after fetching, opening and recomputing it bit for bit;
+settlement scores no merge short of the quorum at the reveal; a miner skips a merge it cannot
+fetch. Each attack runs through `ChainClient`, `Miner` and `Evaluator` on eth-tester."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from marketplace import errors
+from marketplace.cid import cid_of
+from marketplace.devchain import advance_to
+from marketplace.evaluation import Dataset, to_csv
+from marketplace.evaluator import Evaluator, TaskView
+from marketplace.merge import MergeResult
+from marketplace.messages import NodeKind, NodeRecord, Phase
+from marketplace.report import PayoutReport, agreed_report, posted_reports
+from marketplace.rewards import BPS, apportion
+from marketplace.state import StateFile
+from marketplace.storage import LocalStore
+from marketplace.tasks import account_key, nodes_by_id, settled_confirmations
+from marketplace.verify import verify_task
+from miner.trainer import TrainConfig, Trainer, TrainResult
+from miner.worker import Miner, MinerConfig
+from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market
+
+SYBIL_SAMPLES = 1_000_000
+UNCONFIRMED_1 = "unconfirmed: 1 of the 2 confirmations the quorum needs"
+
+
+class MislabellingTrainer(Trainer):
+    """The sybil: trains on its rows with every label shifted by one (an update that only
+    hurts) and declares a million rows."""
+
+    def train(self, *args: Any, **kwargs: Any) -> TrainResult:
+        spec, weights, dataset, *rest = args
+        shifted = Dataset(dataset.features, (dataset.labels + 1) % 10, dataset.num_classes)
+        result = super().train(spec, weights, shifted, *rest, **kwargs)
+        return replace(result, samples=SYBIL_SAMPLES)
+
+
+class ValidationMerger(Evaluator):
+    """A rogue evaluator: in a round its sybil submitted in, its 'merge' is a model trained on
+    the sealed validation set whose only parent is the sybil's update."""
+
+    sybil = ""
+
+    def merge_of(
+        self, task_id: int, view: TaskView, arch_id: int, updates: list[NodeRecord]
+    ) -> MergeResult:
+        planted = [u for u in updates if u.author == self.sybil]
+        if not planted:
+            return super().merge_of(task_id, view, arch_id, updates)
+        validation = self._sealed_validation(task_id, view.spec)
+        start = self.verdict(view, planted[0].node_id).weights
+        assert start is not None
+        config = TrainConfig(epochs=30, batch_size=32, learning_rate=1e-2, optimizer="adam", seed=0)
+        trained = Trainer().train(TINY, start, validation, config)
+        weights = {name: t.detach().numpy() for name, t in sorted(trained.weights.items())}
+        score = self._score_arrays(TINY, weights, validation, view.spec)
+        kept = (planted[0].node_id,)
+        return MergeResult(kept, weights, score, {kept[0]: 0}, SYBIL_SAMPLES, (), ())
+
+
+class UploadsNothing(LocalStore):
+    """A rogue evaluator's store: `put` names the blob's CID and keeps nothing."""
+
+    def put(self, data: bytes) -> str:
+        return cid_of(data)
+
+
+class InflatedScore(Evaluator):
+    """A rogue evaluator: the honest merge, posted with a round score miners would prefer."""
+
+    def merge_of(
+        self, task_id: int, view: TaskView, arch_id: int, updates: list[NodeRecord]
+    ) -> MergeResult:
+        honest = super().merge_of(task_id, view, arch_id, updates)
+        return replace(honest, score=honest.score + 10_000)
+
+
+def _three_evaluators(
+    market: Market, rogue_type: type[Evaluator], store: LocalStore | None = None
+) -> tuple[list[Evaluator], Evaluator]:
+    """A 2-round task with evaluators (first, second, rogue) and quorum 2; the honest two and
+    the rogue (which reads `market.store` through `store` if given)."""
+    first, second, rogue = market.evaluator_account, market.keys[3], market.keys[7]
+    market.create(rounds=2, evaluators=[first, second, rogue], quorum=2)
+    market.propose()
+    honest = [market.make_evaluator(first), market.make_evaluator(second)]
+    state = StateFile(market.folder / "state" / "rogue.json")
+    bad = rogue_type(market.chain, store or market.store, rogue, state, market.chain_id)
+    return honest, bad
+
+
+def _sybil(market: Market) -> Miner:
+    account: LocalAccount = market.keys[8]
+    path = market.folder / "private" / "sybil.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(to_csv(market.shards[3]))
+    state = StateFile(market.folder / "state" / "sybil.json")
+    config = MinerConfig(epochs=2, seed=3)
+    trainer = MislabellingTrainer()
+    return Miner(market.chain, market.store, account, trainer, path, state, market.chain_id, config)
+
+
+def _close(market: Market, round_index: int, evaluators: list[Evaluator]) -> list[list[str]]:
+    advance_to(market.w3, market.chain.task(market.task_id).round_end(round_index))
+    return [evaluator.step(market.task_id) for evaluator in evaluators]
+
+
+def _merges(market: Market, round_index: int) -> list[NodeRecord]:
+    records = nodes_by_id(market.chain, market.task_id)
+    return [r for r in records.values() if r.kind is NodeKind.MERGE and r.round == round_index]
+
+
+def _confirmations(market: Market, node_id: int) -> int:
+    return bin(market.chain.node(market.task_id, node_id).confirmations).count("1")
+
+
+def _settle(market: Market, honest: list[Evaluator]) -> PayoutReport:
+    """The honest evaluators settle the revealed task, which is finalized; the agreed report."""
+    for evaluator in honest:
+        evaluator.step(market.task_id)
+    report = agreed_report(market.chain, market.store, market.task_id)
+    market.finalize()
+    return report
+
+
+def _relay_claims(market: Market, report: PayoutReport) -> None:
+    """Account 9 relays every claim: each account's balance grows by exactly its leaf."""
+    for entry in report.payouts:
+        before = market.chain.balance(entry.account)
+        market.chain.claim(
+            market.keys[9].address, market.task_id, entry.leaf(), entry.proof_bytes()
+        )
+        assert market.chain.balance(entry.account) - before == entry.amount
+    return report
+
+
+def _verified(market: Market) -> None:
+    public = verify_task(market.chain, market.store, market.task_id, market.chain_id)
+    assert public.ok, public.checks
+    account = market.evaluator_account
+    full = verify_task(
+        market.chain, market.store, market.task_id, market.chain_id, account, account_key(account)
+    )
+    assert full.ok and full.unreadable == [], full.checks
+
+
+def test_a_merge_the_quorum_did_not_confirm_is_not_scored_and_earns_its_sybil_nothing(
+    tmp_path: Path,
+) -> None:
+    market = new_market(tmp_path)
+    honest, rogue = _three_evaluators(market, ValidationMerger)
+    sybil = _sybil(market)
+    rogue.sybil = sybil.address  # type: ignore[attr-defined]
+    market.add_miners(3, epochs=1)
+    # Round 0: the rogue merges honestly first; the others recompute it and confirm it.
+    for miner in market.miners:
+        miner.submit_round(market.task_id)
+    rogue_lines, *confirmed = _close(market, 0, [rogue, *honest])
+    (merge0,) = _merges(market, 0)
+    assert len(rogue_lines) == 1 and rogue_lines[0].startswith("round 0: posted merge")
+    assert confirmed == [[f"round 0: confirmed merge {merge0.node_id}"]] * 2
+    # Round 1: the sybil's update, and the rogue's validation-trained 'merge' of it alone.
+    for miner in [*market.miners, sybil]:
+        miner.submit_round(market.task_id)
+    _close(market, 1, [rogue, *honest])
+    planted, honest_merge = _merges(market, 1)
+    (sybil_update,) = planted.parents
+    assert planted.author == rogue.address and planted.samples == SYBIL_SAMPLES
+    assert _confirmations(market, planted.node_id) == 1  # its poster's: nobody recomputed it
+    assert _confirmations(market, honest_merge.node_id) == 2
+    assert sybil_update not in honest_merge.parents  # a million rows that hurt: left out
+
+    market.reveal()
+    report = _settle(market, honest)
+    _relay_claims(market, report)
+
+    nodes = {n.node_id: n for n in report.nodes}
+    assert (nodes[planted.node_id].valid, nodes[planted.node_id].reason) == (False, UNCONFIRMED_1)
+    assert nodes[sybil_update].valid and nodes[sybil_update].gain == 0  # worse than its parent
+    assert report.winner != planted.node_id
+    paid = {p.account: p for p in report.payouts}
+    # The sybil's update alone: valid (deposit back), no gain, in no scored merge: no pool.
+    assert paid[sybil.address].model_dump(exclude={"index", "proof"}) == {
+        "account": sybil.address,
+        "amount": DEPOSIT,
+        "points": 0,
+        "expertise": 0,
+        "data": 0,
+        "compute": 0,
+        "deposits": DEPOSIT,
+    }
+    assert paid[market.scientist.address].amount == BOUNTY * SPLIT.expertise_bps // BPS + DEPOSIT
+    miners = [m.address for m in market.miners]
+    data_pool = BOUNTY * SPLIT.data_bps // BPS
+    points = {a: paid[a].points for a in miners if a in paid}
+    assert {a: paid[a].data for a in points if paid[a].data} == apportion(data_pool, points)
+    assert data_pool - 3 < sum(paid[a].data for a in points) <= data_pool
+    compute_pool = BOUNTY * SPLIT.compute_bps // BPS  # the sybil's update earned none of it
+    assert compute_pool - 3 < sum(paid[a].compute for a in points) <= compute_pool
+    assert {p.account for p in report.payouts} == {*miners, sybil.address, market.scientist.address}
+    for account in miners:
+        entry = paid[account]
+        assert entry.deposits == 2 * DEPOSIT  # two valid updates each
+        assert entry.amount == entry.data + entry.compute + entry.deposits
+    _verified(market)
+
+
+def test_a_merge_posted_without_its_blob_is_not_confirmed_and_miners_build_on_the_honest_one(
+    tmp_path: Path,
+) -> None:
+    market = new_market(tmp_path)
+    honest, rogue = _three_evaluators(
+        market, Evaluator, store=UploadsNothing(market.folder / "blobs")
+    )
+    market.add_miners(3, epochs=1)
+    events: list[str] = []
+    honest_merges = []
+    for round_index in range(2):
+        for miner in market.miners:
+            assert not miner._pass(market.task_id, events.append)
+        posted, first, second = _close(market, round_index, [rogue, *honest])
+        blobless, kept = _merges(market, round_index)
+        assert len(posted) == 1 and posted[0].startswith(f"round {round_index}: posted")
+        assert blobless.author == rogue.address and kept.author == honest[0].address
+        # Copied exactly: same parents, samples and plaintext digest; only the blob is missing.
+        same = ("parents", "samples", "plaintext_digest")
+        assert [getattr(blobless, f) for f in same] == [getattr(kept, f) for f in same]
+        assert not market.store.has(blobless.cid)
+        assert first[0].startswith(f"round {round_index}: posted merge {kept.node_id}")
+        assert second == [f"round {round_index}: confirmed merge {kept.node_id}"]
+        assert (_confirmations(market, blobless.node_id), _confirmations(market, kept.node_id)) == (
+            1,
+            2,
+        )
+        honest_merges.append(kept.node_id)
+    round_one = [
+        r
+        for r in nodes_by_id(market.chain, market.task_id).values()
+        if r.kind is NodeKind.UPDATE and r.round == 1
+    ]
+    assert sorted(r.author for r in round_one) == sorted(m.address for m in market.miners)
+    assert {r.parents for r in round_one} == {(honest_merges[0],)}
+
+    market.reveal()
+    report = _settle(market, honest)
+
+    assert market.chain.phase(market.task_id) is Phase.CLAIMS
+    roots = posted_reports(market.chain, market.task_id)
+    assert roots[honest[0].address][:2] == roots[honest[1].address][:2]
+    nodes = {n.node_id: n for n in report.nodes}
+    blobless_ids = [
+        m.node_id for r in (0, 1) for m in _merges(market, r) if m.author == rogue.address
+    ]
+    assert [(nodes[i].valid, nodes[i].reason) for i in blobless_ids] == [(False, UNCONFIRMED_1)] * 2
+    assert all(nodes[i].valid for i in honest_merges)
+    assert report.winner is not None and report.winner not in blobless_ids
+    assert nodes[report.winner].author != rogue.address
+    paid = {p.account: p for p in report.payouts}
+    assert rogue.address not in paid
+    data_pool = BOUNTY * SPLIT.data_bps // BPS
+    assert data_pool - 3 < sum(paid[m.address].data for m in market.miners) <= data_pool
+    for miner in market.miners:  # each claims its leaf in its own pass
+        assert miner._pass(market.task_id, events.append)
+    claimed = market.chain.events("Claimed", taskId=market.task_id)
+    assert {e.args["account"]: e.args["amount"] for e in claimed} == {
+        m.address: paid[m.address].amount for m in market.miners
+    }
+    _verified(market)
+
+
+def test_a_merge_posted_with_an_inflated_round_score_is_not_confirmed(tmp_path: Path) -> None:
+    market = new_market(tmp_path)
+    honest, rogue = _three_evaluators(market, InflatedScore)
+    market.add_miners(2, epochs=1)
+    for miner in market.miners:
+        miner.submit_round(market.task_id)
+
+    _close(market, 0, [rogue, *honest])
+
+    inflated, kept = _merges(market, 0)
+    assert (inflated.author, kept.author) == (rogue.address, honest[0].address)
+    assert inflated.plaintext_digest == kept.plaintext_digest  # the same weights
+    assert (_confirmations(market, inflated.node_id), _confirmations(market, kept.node_id)) == (
+        1,
+        2,
+    )
+
+
+def test_a_confirmed_merge_whose_blob_is_gone_is_skipped_and_the_miner_builds_on_the_architecture(
+    tmp_path: Path,
+) -> None:
+    market = new_market(tmp_path)
+    market.create(rounds=2)
+    architecture = market.propose()
+    market.make_evaluator()
+    market.add_miners(2, epochs=1)
+    market.run_rounds(1)
+    (merge,) = _merges(market, 0)
+    assert _confirmations(market, merge.node_id) == market.chain.task(market.task_id).quorum == 1
+    blob = market.store.root / merge.cid[-3:-1] / merge.cid
+    blob.unlink()  # the store lost it (or it was never there)
+
+    events: list[str] = []
+    for miner in market.miners:
+        assert not miner._pass(market.task_id, events.append)
+
+    round_one = [
+        r
+        for r in nodes_by_id(market.chain, market.task_id).values()
+        if r.kind is NodeKind.UPDATE and r.round == 1
+    ]
+    assert [r.parents for r in round_one] == [(architecture,)] * 2
+    assert events == [
+        f"round 1: submitted node {r.node_id} (parent {architecture}, {r.samples} rows)"
+        for r in round_one
+    ]
+
+
+def test_a_confirmation_sent_after_the_reveal_is_refused_and_changes_no_verdict(
+    tmp_path: Path,
+) -> None:
+    market = new_market(tmp_path)
+    honest, rogue = _three_evaluators(market, InflatedScore)
+    market.add_miners(2, epochs=1)
+    for miner in market.miners:
+        miner.submit_round(market.task_id)
+    _close(market, 0, [rogue, *honest])
+    _close(market, 1, [rogue, *honest])
+    inflated, kept = _merges(market, 0)
+    market.reveal()
+
+    late = honest[1].address  # merges are posted and confirmed only until the reveal
+    with pytest.raises(errors.WrongPhase):
+        market.chain.confirm_merge(
+            late, market.task_id, inflated.node_id, inflated.plaintext_digest, inflated.parents
+        )
+
+    assert _confirmations(market, inflated.node_id) == 1
+    records = nodes_by_id(market.chain, market.task_id)
+    counts = settled_confirmations(market.chain, market.task_id, records)
+    assert counts == {inflated.node_id: 1, kept.node_id: 2}
+    report = _settle(market, honest)
+    nodes = {n.node_id: n for n in report.nodes}
+    assert (nodes[inflated.node_id].valid, nodes[inflated.node_id].reason) == (False, UNCONFIRMED_1)
+    assert nodes[kept.node_id].valid
+    _verified(market)
