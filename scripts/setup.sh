@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for a fresh machine: a Python 3.11 venv with every dependency pinned
 # (requirements.lock, torch's CPU build included), the project installed editable, and the npm
-# tools (solcjs, OpenZeppelin, anvil, js-ipfs) from package-lock.json, and Chromium and wrk from
+# tools (solcjs, OpenZeppelin, anvil, forge, js-ipfs) from package-lock.json, and Chromium and wrk from
 # Debian. Re-running skips what is current.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,7 +29,7 @@ fi
 
 if [ ! -f "$stamps/npm" ] || [ package-lock.json -nt "$stamps/npm" ] || [ ! -d node_modules ]; then
   command -v npm >/dev/null || { echo "setup: npm (Node 20) is required" >&2; exit 1; }
-  echo "setup: installing pinned npm tools (solcjs, OpenZeppelin, anvil, js-ipfs; about 3 minutes)"
+  echo "setup: installing pinned npm tools (solcjs, OpenZeppelin, anvil, forge, js-ipfs; about 3 minutes)"
   # `npm ci` rejects this lock (npm 11 wants every platform's optional anvil binary listed);
   # `npm install` follows the same lock and pins.
   npm install --no-audit --no-fund --loglevel=error
