@@ -17,10 +17,8 @@ test: setup
 	$(FORGE_TEST)
 
 ## Invariants of the escrow under random action sequences (tests/forge/, foundry.toml), offline
-## with the project's solcjs. First build about 1-2 min, then about 50 s of fuzzing.
-## Excluded until the contract stops returning the bounty to the sponsor of an unsettled task
-## with submissions (today's `reclaim` in Phase.Unsettled): remove the --no-match-test then.
-FORGE_TEST := $(FORGE) test --offline --no-match-test invariant_sponsorGetsOnlyTheUnallocatedPartAfterWork
+## with the project's solcjs. First build about 1-2 min, then about 30 s of fuzzing.
+FORGE_TEST := $(FORGE) test --offline
 forge-test: setup
 	$(FORGE_TEST)
 

@@ -23,6 +23,7 @@ contract MarketHandler {
     uint256 internal constant CLOSED = 1 << uint256(IGradientMarketplace.Phase.Closed);
     uint256 internal constant UNREVEALED = 1 << uint256(IGradientMarketplace.Phase.Unrevealed);
     uint256 internal constant UNSETTLED = 1 << uint256(IGradientMarketplace.Phase.Unsettled);
+    uint256 internal constant CANCELLED = 1 << uint256(IGradientMarketplace.Phase.Cancelled);
 
     uint256 public constant MAX_TASKS = 6;
     uint256 public constant MIN_WINDOW = 20;
@@ -42,6 +43,7 @@ contract MarketHandler {
     mapping(uint256 taskId => bytes32) internal _salt;
     mapping(uint256 taskId => uint256[]) internal _merges;
     mapping(uint256 taskId => mapping(uint256 nodeId => bytes32)) internal _plaintext;
+    mapping(uint256 taskId => mapping(uint256 nodeId => uint32[])) internal _parents;
     /// @dev The leaves of every root an evaluator posted, so a final one can be claimed.
     mapping(bytes32 root => PayoutTree.Leaf[]) internal _leaves;
 
@@ -50,6 +52,8 @@ contract MarketHandler {
     mapping(uint256 taskId => uint256) public paidOut;
     /// @notice What the sponsor received from a task (`reclaim`, `cancelTask`).
     mapping(uint256 taskId => uint256) public sponsorReceived;
+    /// @notice Whether anything was submitted once the task's rounds were open.
+    mapping(uint256 taskId => bool) public workedInRounds;
     /// @notice What each account received from the market, by its balance.
     mapping(address account => uint256) public received;
     uint256 public totalReceived;
@@ -147,6 +151,7 @@ contract MarketHandler {
         VM.prank(actor);
         market.proposeArchitecture{value: deposit}(taskId, keccak256(abi.encode(actorSeed)), "arch");
         paidIn[taskId] += deposit;
+        if (clock >= market.getTask(taskId).start) workedInRounds[taskId] = true;
     }
 
     function submitUpdate(uint256 taskSeed, uint256 actorSeed, uint256 parentSeed) external atClock {
@@ -160,6 +165,7 @@ contract MarketHandler {
             taskId, parent, uint32(1 + parentSeed % 500), 0, keccak256(abi.encode(parentSeed)), bytes32(0), "update"
         );
         paidIn[taskId] += v.deposit;
+        workedInRounds[taskId] = true; // updates are taken only while a round is open
     }
 
     /// @notice An evaluator merges up to three existing nodes (strictly increasing ids).
@@ -184,14 +190,15 @@ contract MarketHandler {
         uint256 nodeId = market.postMerge(taskId, round, parents, 0, plaintext, plaintext, "merge");
         _merges[taskId].push(nodeId);
         _plaintext[taskId][nodeId] = plaintext;
+        _parents[taskId][nodeId] = parents;
     }
 
     /// @notice An evaluator confirms a merge's plaintext digest (preferring a merge and an
-    /// evaluator that still lack that confirmation, in any task: the call checks no phase).
+    /// evaluator that still lack that confirmation, in any task: the call checks the phase).
     function confirmMerge(uint256 taskSeed, uint256 evaluatorSeed, uint256 mergeSeed) external atClock {
         (uint256 taskId, uint256 nodeId, address evaluator) = _unconfirmed(taskSeed, evaluatorSeed, mergeSeed);
         VM.prank(evaluator);
-        market.confirmMerge(taskId, nodeId, _plaintext[taskId][nodeId]);
+        market.confirmMerge(taskId, nodeId, _plaintext[taskId][nodeId], _parents[taskId][nodeId]);
     }
 
     function revealValidation(uint256 taskSeed) external atClock {
@@ -250,9 +257,11 @@ contract MarketHandler {
         _leafPaid[taskId][leaf.index] = true;
     }
 
-    /// @notice Refunds a node: its deposit, plus an equal share of the bounty if never revealed.
+    /// @notice Refunds a node: its deposit, plus (unless cancelled) its share of the withheld
+    /// bounty: one per kept node when merges were kept, else one per submission, the k-th share
+    /// floor(B(k+1)/N) - floor(Bk/N).
     function refund(uint256 taskSeed, uint256 nodeSeed) external atClock {
-        uint256 taskId = _taskIn(taskSeed, UNREVEALED | UNSETTLED);
+        uint256 taskId = _taskIn(taskSeed, UNREVEALED | UNSETTLED | CANCELLED);
         IGradientMarketplace.TaskView memory v = market.getTask(taskId);
         uint256 nodeId = _nodeWhere(taskId, v, nodeSeed, _isRefundable);
         IGradientMarketplace.Phase phase = market.phase(taskId);
@@ -261,13 +270,15 @@ contract MarketHandler {
         market.refund(taskId, nodeId);
         if (_nodeRefunded[taskId][nodeId]) _wrong("node refunded twice");
         _nodeRefunded[taskId][nodeId] = true;
-        if (phase == IGradientMarketplace.Phase.Unrevealed) {
-            _paid(taskId, author, before, toBefore, v.deposit + v.bounty / v.submissionCount, "refund unrevealed");
-        } else {
-            // Unsettled: the deposit at least (a bounty share for kept updates is being added).
-            uint256 got = _paid(taskId, author, before, toBefore, type(uint256).max, "refund unsettled");
-            if (got < v.deposit) _wrong("refund unsettled below deposit");
+        uint256 share;
+        if (phase != IGradientMarketplace.Phase.Cancelled) {
+            uint256 shares = v.keptUpdates == 0 ? v.submissionCount : v.keptUpdates;
+            if (v.keptUpdates == 0 || market.getNode(taskId, nodeId).kept) {
+                uint256 k = v.sharesPaid;
+                share = v.bounty * (k + 1) / shares - v.bounty * k / shares;
+            }
         }
+        _paid(taskId, author, before, toBefore, v.deposit + share, "refund");
     }
 
     function reclaim(uint256 taskSeed) external atClock {

@@ -8,6 +8,10 @@ interface Vm {
     function prank(address sender) external;
     /// @dev Deploys a contract from forge's build output (`file.sol:Name`).
     function deployCode(string calldata artifactPath) external returns (address deployed);
+    /// @dev The same, with ABI-encoded constructor arguments.
+    function deployCode(string calldata artifactPath, bytes calldata constructorArgs)
+        external
+        returns (address deployed);
 }
 
 /// @dev Where forge answers cheatcodes.
