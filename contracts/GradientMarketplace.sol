@@ -58,6 +58,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         uint40 revealedAt;      // the evaluation window runs from here
         uint32 keptUpdates;     // updates kept in a merge that reached the quorum
         uint32 sharesPaid;      // withheld-bounty shares paid so far
+        uint24 joinCount;       // secure aggregation joins, each with a deposit
         // slot 4: the payout ledger (what the sponsor reclaimed is derived: `_reclaimed`)
         uint128 payoutTotal;
         uint128 claimed;
@@ -186,7 +187,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IGradientMarketplace
-    function joinRound(uint256 taskId, uint256 base, bytes32 maskKey) external {
+    function joinRound(uint256 taskId, uint256 base, bytes32 maskKey) external payable nonReentrant {
         Task storage t = _existing(taskId);
         uint64 roundsEnd = _roundsEnd(t);
         if (block.timestamp < t.start || block.timestamp >= roundsEnd || t.flags & CANCELLED != 0) {
@@ -198,7 +199,9 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         uint64 closes = opens + t.roundDuration / 2;
         if (block.timestamp >= closes) revert JoinWindowClosed(taskId, opens, closes);
         if (base == 0 || base > t.nodeCount) revert InvalidParent(taskId, base);
+        ++t.joinCount; // checked: a task takes at most 2**24 - 1 joins
         emit RoundJoined(taskId, round, msg.sender, base, maskKey);
+        _collect(t.token, t.deposit);
     }
 
     /// @inheritdoc IGradientMarketplace
@@ -477,6 +480,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         v.revealedAt = t.revealedAt;
         v.keptUpdates = t.keptUpdates;
         v.sharesPaid = t.sharesPaid;
+        v.joinCount = t.joinCount;
     }
 
     /// @inheritdoc IGradientMarketplace
@@ -609,14 +613,17 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     /// @dev A submission's share of a withheld bounty: with kept submissions, one share each
     /// (others get none); with none, one per submission. Shares are paid in order and the k-th is
     /// floor(B(k+1)/N) - floor(Bk/N), so together they are exactly B: no dust is stranded. The
-    /// kept set is final by then: merges are posted and confirmed only until the reveal.
+    /// kept set is final by then: merges are posted and confirmed only until the reveal. B is the
+    /// bounty plus the join deposits: without a settled root nobody judged which joins were
+    /// followed by a well-formed submission, so all of them are forfeited to the shares.
     function _withheldShare(uint256 taskId, Task storage t, uint256 nodeId) internal returns (uint256) {
         uint256 shares = t.keptUpdates;
         if (shares == 0) shares = t.nodeCount - t.mergeCount;
         else if (_keptWords[taskId][nodeId >> 8] & (1 << (nodeId & 0xff)) == 0) return 0;
         uint256 k = t.sharesPaid;
         t.sharesPaid = uint32(k + 1); // k < shares, a uint32
-        return (uint256(t.bounty) * (k + 1)) / shares - (uint256(t.bounty) * k) / shares;
+        uint256 pool = uint256(t.bounty) + uint256(t.deposit) * t.joinCount;
+        return (pool * (k + 1)) / shares - (pool * k) / shares;
     }
 
     /// @dev Reputation is money someone else paid for verified gain: at most the leaf's amount,
@@ -663,7 +670,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     }
 
     function _escrow(Task storage t) internal view returns (uint256) {
-        return uint256(t.bounty) + uint256(t.deposit) * (t.nodeCount - t.mergeCount);
+        return uint256(t.bounty) + uint256(t.deposit) * (t.nodeCount - t.mergeCount + t.joinCount);
     }
 
     function _voteKey(uint256 taskId, bytes32 root, uint256 total) internal pure returns (bytes32) {

@@ -31,6 +31,12 @@ unmasking step after it:
    abandoned, and the next round re-runs with fresh masks (the context binds the round).
 
 Every mask key is bound to the round's context: chain, contract, task, round and base.
+
+Joining costs the task's deposit (so that filling a group with joins that never submit costs
+the spammer). A settled root refunds a join when its joiner's first submission of the round,
+on the joined base, was valid (`join_refunds`), or when the join was not admitted to a group
+(a late, repeated or unusable join, or one in a round that is not aggregated): only an
+admitted member that did not submit forfeits it.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from phe import paillier
 
 from marketplace.chain import ChainClient
 from marketplace.checks import Refusal, Verdict, check_aggregate_update
-from marketplace.messages import Aggregation, ChainEvent, NodeKind, NodeRecord
+from marketplace.messages import Aggregation, ChainEvent, NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.secagg import (
     MaskedRound,
     Packing,
@@ -108,6 +114,19 @@ def groups_of(
     max_miners: int,
 ) -> dict[int, Group]:
     """Base -> group, from a round's RoundJoined events in chain order."""
+    groups = {}
+    for base, joined in _admitted(joins, max_miners).items():
+        context = round_context(chain_id, contract, task_id, round_index, base)
+        keys = {i: X25519PublicKey.from_public_bytes(key) for i, (_, key) in enumerate(joined)}
+        groups[base] = Group(
+            task_id, round_index, base, tuple(a for a, _ in joined), MaskedRound(context, keys)
+        )
+    return groups
+
+
+def _admitted(joins: Sequence[ChainEvent], max_miners: int) -> dict[int, list[tuple[str, bytes]]]:
+    """Base -> its members (account, mask key) in join order: the first join of each account,
+    if its key is usable, the first `max_miners` on each base."""
     first: dict[str, tuple[int, bytes]] = {}
     for event in joins:
         account = str(to_checksum_address(str(event.args["account"])))
@@ -116,14 +135,59 @@ def groups_of(
     for account, (base, key) in first.items():  # dicts keep the log order
         if len(members.setdefault(base, [])) < max_miners and _agreeable(key):
             members[base].append((account, key))
-    groups = {}
-    for base, joined in members.items():
-        context = round_context(chain_id, contract, task_id, round_index, base)
-        keys = {i: X25519PublicKey.from_public_bytes(key) for i, (_, key) in enumerate(joined)}
-        groups[base] = Group(
-            task_id, round_index, base, tuple(a for a, _ in joined), MaskedRound(context, keys)
-        )
-    return groups
+    return members
+
+
+def join_refunds(
+    joins: Sequence[ChainEvent],
+    records: Mapping[int, NodeRecord],
+    scores: Mapping[int, Score],
+    spec: TaskSpec,
+    deposit: int,
+) -> dict[str, int]:
+    """Account -> the join deposits a settled root refunds it (see the module docstring), from
+    the task's RoundJoined events in chain order and the settlement's scores: every evaluator
+    and `verify` derive the same from public data."""
+    by_round: dict[int, list[ChainEvent]] = {}
+    for event in joins:
+        by_round.setdefault(int(event.args["round"]), []).append(event)
+    refunds: dict[str, int] = {}
+    for round_index, events in by_round.items():
+        aggregation = spec.aggregation
+        members = {}
+        if aggregation is not None and aggregation.applies(round_index):
+            admitted = _admitted(events, aggregation.max_miners)
+            members = {account: base for base, joined in admitted.items() for account, _ in joined}
+        seen: set[str] = set()
+        for event in events:
+            account = str(to_checksum_address(str(event.args["account"])))
+            base = int(event.args["base"])
+            counted = account not in seen and members.get(account) == base
+            seen.add(account)
+            if not counted or _submitted(account, round_index, base, records, scores):
+                refunds[account] = refunds.get(account, 0) + deposit
+    return refunds
+
+
+def _submitted(
+    account: str,
+    round_index: int,
+    base: int,
+    records: Mapping[int, NodeRecord],
+    scores: Mapping[int, Score],
+) -> bool:
+    """Whether `account`'s first update of the round is on `base` and valid."""
+    mine = sorted(
+        node_id
+        for node_id, record in records.items()
+        if record.kind is NodeKind.UPDATE
+        and record.round == round_index
+        and record.author.lower() == account.lower()
+    )
+    if not mine:
+        return False
+    first = records[mine[0]]
+    return first.parents[0] == base and scores[first.node_id].valid
 
 
 _PROBE = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))

@@ -181,10 +181,13 @@ class ChainClient:
     def join_round(self, sender: str, task_id: int, base: int, mask_key: bytes) -> TxResult:
         """Join the open round's secure aggregation on `base` with the X25519 key the round's
         pairwise masks are agreed with (during the round's first half)."""
-        return self._transact(sender, "joinRound", [task_id, base, mask_key])
+        args = [task_id, base, mask_key]
+        return self._transact(sender, "joinRound", args, value=self._deposit_value(task_id))
 
-    def round_joins(self, task_id: int, round_index: int) -> list[ChainEvent]:
-        """The RoundJoined events of one round, in chain order."""
+    def round_joins(self, task_id: int, round_index: int | None = None) -> list[ChainEvent]:
+        """The RoundJoined events of one round (of every round if None), in chain order."""
+        if round_index is None:
+            return self.events("RoundJoined", taskId=task_id)
         return self.events("RoundJoined", taskId=task_id, round=round_index)
 
     def reveal_mask_seeds(

@@ -35,6 +35,7 @@ from marketplace.aggregation import (
     REVEAL_FRACTION,
     Group,
     apply_mean,
+    join_refunds,
     open_group_sum,
     packing,
     public_key,
@@ -552,7 +553,12 @@ class Evaluator:
         }
         task = self.chain.task(task_id)
         records = list(view.records.values())
-        payouts = compute_payouts(records, scores, loo, flops, spec, task.bounty, task.deposit)
+        joins = join_refunds(
+            self.chain.round_joins(task_id), view.records, scores, spec, task.deposit
+        )
+        payouts = compute_payouts(
+            records, scores, loo, flops, spec, task.bounty, task.deposit, joins
+        )
         entries, root, total = payout_entries(payouts)
         gains = node_gains(records, scores)
         nodes = tuple(

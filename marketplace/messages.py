@@ -118,6 +118,7 @@ class TaskState(Frozen):
     revealed_at: int  # 0 until the reveal; the evaluation window runs from it
     kept_updates: int  # updates kept in merges the quorum confirmed: a withheld bounty's shares
     shares_paid: int
+    join_count: int  # secure aggregation joins, each with a deposit in the escrow
 
     @property
     def is_eth(self) -> bool:

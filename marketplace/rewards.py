@@ -58,6 +58,7 @@ def compute_payouts(
     spec: TaskSpec,
     bounty: int,
     deposit: int,
+    join_refunds: Mapping[str, int] | None = None,
 ) -> list[Payout]:
     """What each account is owed by a task whose nodes are scored: DESIGN.md's reward rule.
 
@@ -73,6 +74,8 @@ def compute_payouts(
         spec: the task spec (reward split, cap on declared samples).
         bounty: the escrowed bounty.
         deposit: the deposit every architecture and update carried.
+        join_refunds: account -> the secure aggregation join deposits refunded to it
+            (`aggregation.join_refunds`); paid with its deposits.
 
     Returns:
         One `Payout` per account that is owed money or reputation points, sorted by address
@@ -110,6 +113,8 @@ def compute_payouts(
     for node in by_id.values():
         if node.kind != NodeKind.MERGE and scores[node.node_id].valid:
             deposits[node.author] += deposit
+    for account, amount in (join_refunds or {}).items():
+        deposits[_checksum(account)] += amount
 
     return _payouts(expertise, data, compute, deposits, points)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
 
+from marketplace.aggregation import join_refunds
 from marketplace.chain import ChainClient
 from marketplace.crypto import sha256, validation_commitment
 from marketplace.envelope import X25519KeyPair
@@ -107,6 +108,7 @@ def verify_task(
         return result
     records = nodes_by_id(chain, task_id)
     left_out = unconfirmed(chain, task_id, records)
+    joined = chain.round_joins(task_id)
     for root in posted:
         who = f"{root.evaluator[:10]}..."
         check = read_report(store, root, task_id)
@@ -120,14 +122,17 @@ def verify_task(
         result.add(f"{who} tree", tree == claimed, f"{len(claimed)} nodes vs {len(tree)} on-chain")
         _check_unconfirmed(report, left_out, who, result)
         try:
+            scores = report.scores()
+            joins = join_refunds(joined, records, scores, spec, task.deposit)
             payouts = compute_payouts(
                 list(records.values()),
-                report.scores(),
+                scores,
                 report.loo_scores,
                 report.flops_per_sample,
                 spec,
                 task.bounty,
                 task.deposit,
+                joins,
             )
             _, recomputed_root, recomputed_total = payout_entries(payouts)
         except (MarketplaceError, ValueError, LookupError, ArithmeticError) as exc:

@@ -189,7 +189,7 @@ def test_aggregate_rounds_post_the_decrypted_sum_and_share_gains_by_samples(
     expected_data = apportion(data_pool, points)
     for miner in market.miners:
         payout = next(p for p in report.payouts if p.account == miner.address)
-        assert payout.deposits == 2 * DEPOSIT
+        assert payout.deposits == 4 * DEPOSIT  # two updates, and the two joins they followed
         assert payout.points == points.get(miner.address, 0)
         assert payout.data == expected_data.get(miner.address, 0)
     assert verify_task(
@@ -282,13 +282,14 @@ def test_without_every_survivors_seeds_the_group_is_abandoned_and_rerun(market: 
     line = market.end_round(1)[0]
     assert line.startswith("round 1: posted merge 8, the decrypted sum of [5, 6, 7] on 1")
 
-    # Those who submitted in the abandoned round keep their deposits; the drop-out had none.
+    # Those who submitted in the abandoned round keep their deposits (of their updates and of
+    # the joins they followed up); the drop-out joined and never submitted: it forfeits its join.
     market.reveal()
     report = evaluator.evaluate(task_id)
     nodes = {n.node_id: n for n in report.nodes}
     assert nodes[2].valid and nodes[3].valid and nodes[4].valid and nodes[2].gain == 0
     deposits = {p.account: p.deposits for p in report.payouts}
-    assert deposits[market.miners[0].address] == 2 * DEPOSIT
+    assert deposits[market.miners[0].address] == 4 * DEPOSIT
     assert market.miners[3].address not in deposits
 
 
@@ -447,3 +448,55 @@ def test_a_task_can_aggregate_some_rounds_and_merge_the_others_in_clear(tmp_path
         assert nodes[parent].score == nodes[merge0].score and nodes[parent].valid
     sponsor_key = account_key(market.sponsor)
     assert verify_task(chain, market.store, task_id, market.chain_id, key=sponsor_key).ok
+
+
+def test_join_spam_forfeits_its_deposits_and_followed_joins_are_refunded(tmp_path: Path) -> None:
+    """Issue 14, attack 9: joins were free, so three of them filled a group and locked the honest
+    miners out. Now each join pays the deposit: a spammer that fills the group and never submits
+    forfeits its joins; a miner kept out of the group, or one whose submission counted, gets its
+    join back at settlement."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    market = new_market(tmp_path)
+    market.create(rounds=2, aggregation=aggregation_of(market, max_miners=2))
+    market.propose()
+    evaluator = market.make_evaluator()
+    market.add_miners(2, epochs=1)
+    task_id, chain = market.task_id, market.chain
+    spammers = [market.keys[8].address, market.keys[9].address]
+    for spammer in spammers:  # round 0: they fill the group on the architecture first
+        key = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        joined = chain.join_round(spammer, task_id, 1, key)
+        assert joined.event("RoundJoined").args["account"] == spammer
+    assert chain.task(task_id).join_count == 2
+    assert chain.balance(chain.address) == BOUNTY + 3 * DEPOSIT  # the architecture, two joins
+    join_and_train(market, range(2))  # the honest miners join too, past the group's two places
+    assert chain.task(task_id).join_count == 4
+    advance_to(market.w3, midpoint(market, 0))
+    assert [m.submit_round(task_id) for m in market.miners] == [None, None]  # kept out
+    assert market.end_round(0) == [  # the spammers' group never submits: no merge
+        "round 0, base 1: abandoned: 0 of 2 miners who joined submitted a well-formed update, "
+        "and a sum needs two (a sum of one is that update)"
+    ]
+    # Round 1: no merge to wait for past a quarter round; the honest miners join alone.
+    advance_to(market.w3, chain.task(task_id).round_end(0) + ROUND // 4)
+    join_and_train(market, range(2))
+    advance_to(market.w3, midpoint(market, 1))
+    assert all(m.submit_round(task_id) is not None for m in market.miners)
+    assert market.end_round(1) == [  # opened and scored, but one epoch does not beat the base
+        "round 1, base 1: the mean of 2 updates scores 41, below its base's 48: not posted, and "
+        "the next round builds on the base again"
+    ]
+
+    market.reveal()
+    evaluator.step(task_id)
+    report = evaluator.evaluate(task_id)
+    deposits = {p.account: p.deposits for p in report.payouts}
+    # Each honest miner: its update's deposit, its round-1 join (followed by a submission that
+    # counted) and its round-0 join (kept out of the group): three deposits.
+    assert [deposits[m.address] for m in market.miners] == [3 * DEPOSIT, 3 * DEPOSIT]
+    assert not set(spammers) & set(deposits)  # the spam joins are forfeited
+    task = chain.task(task_id)
+    assert (task.join_count, task.escrow) == (6, BOUNTY + 9 * DEPOSIT)
+    assert task.escrow - task.payout_total >= 2 * DEPOSIT  # the forfeits stay for the sponsor
+    assert verify_task(chain, market.store, task_id, market.chain_id).ok

@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from eth_abi import encode
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import ContractLogicError
 
 from marketplace import errors
 from marketplace.chain import PUBLIC_MIN_WINDOW, ChainClient
@@ -20,6 +22,7 @@ from tests.helpers import (
     digest,
     funded_task,
     reveal,
+    selector,
     send_reveal,
     spent,
     submit,
@@ -108,9 +111,12 @@ def _round_with_merge(
     task_id: int,
     evaluator: str,
     advance_to: Callable[[int], int],
+    arch: bool = True,
 ) -> tuple[int, int]:
-    """An architecture, two honest updates on it, and round 0's merge of both (1-of-1)."""
-    architecture(market, accounts[2], task_id)
+    """An architecture (unless there is one), two honest updates on it, and round 0's merge of
+    both (1-of-1)."""
+    if arch:
+        architecture(market, accounts[2], task_id)
     first = submit(market, accounts[3], task_id, 1, "a")
     second = submit(market, accounts[4], task_id, 1, "b")
     advance_to(market.task(task_id).round_end(0))
@@ -315,3 +321,38 @@ def test_confirmations_name_the_posted_parents_and_end_at_the_reveal(
         market.confirm_merge(trio[2], task_id, merge_id, digest("p"), [first, second])
     assert late.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
     assert market.node(task_id, merge_id).confirmations == 0b011
+
+
+def test_join_deposits_are_escrowed_and_shared_when_settlement_is_withheld(
+    market: ChainClient,
+    accounts: list[str],
+    sponsor: str,
+    evaluator: str,
+    task_params: Callable[..., TaskParams],
+    advance_to: Callable[[int], int],
+) -> None:
+    task_id = create_task(market, sponsor, task_params())
+    architecture(market, accounts[2], task_id)
+    key = bytes.fromhex("09" * 32)
+    free_join = market.contract.functions.joinRound(task_id, 1, key)
+    with pytest.raises(ContractLogicError) as refused:  # a join pays the deposit
+        free_join.call({"from": accounts[6], "value": 0})
+    wrong_value = selector("WrongValue(uint256,uint256)") + encode(
+        ["uint256", "uint256"], [0, DEPOSIT]
+    )
+    assert refused.value.data == "0x" + wrong_value.hex()
+    for joiner in (accounts[6], accounts[7]):
+        market.join_round(joiner, task_id, 1, key)
+    task = market.task(task_id)
+    assert (task.join_count, task.escrow) == (2, 10 * ETHER + 3 * DEPOSIT)
+    assert market.balance(market.address) == 10 * ETHER + 3 * DEPOSIT
+    first, second = _round_with_merge(market, accounts, task_id, evaluator, advance_to, arch=False)
+    advance_to(market.task(task_id).reveal_deadline)  # the sponsor withholds the reveal
+    # Nobody judged which joins were followed up: their deposits join the bounty's shares.
+    pool = 10 * ETHER + 2 * DEPOSIT
+    amounts = [
+        market.refund(accounts[8], task_id, n).event("Refunded").args["amount"]
+        for n in (first, second, 1)
+    ]
+    assert amounts == [DEPOSIT + pool // 2, DEPOSIT + pool - pool // 2, DEPOSIT]
+    assert market.balance(market.address) == 0

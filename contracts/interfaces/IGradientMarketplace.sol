@@ -80,10 +80,11 @@ interface IGradientMarketplace {
         uint64 evaluationDeadline; // revealedAt + evaluationWindow; before the reveal, the latest it can be
         uint64 challengeEnd;      // while a root is agreed but not final; 0 before and after
         uint64 claimDeadline;     // 0 until the root is final
-        uint256 escrow;           // bounty + deposits taken
+        uint256 escrow;           // bounty + deposits taken (submissions and joins)
         uint40 revealedAt;        // 0 until the reveal
         uint32 keptUpdates;       // updates kept in merges that reached the quorum
         uint32 sharesPaid;        // shares of a withheld bounty paid so far
+        uint24 joinCount;         // secure aggregation joins (each paid the deposit)
     }
 
     /// @notice One node of the model DAG as stored (one slot; a merge has a second one).
@@ -274,9 +275,12 @@ interface IGradientMarketplace {
     ) external payable returns (uint256 nodeId);
 
     /// @notice Joins the open round's secure aggregation on `base` (during the round's first
-    /// half), announcing the X25519 key the round's pairwise masks are agreed with. Recorded in
-    /// the event only: who took part is read from the log, so joining stores nothing.
-    function joinRound(uint256 taskId, uint256 base, bytes32 maskKey) external;
+    /// half), announcing the X25519 key the round's pairwise masks are agreed with, and paying
+    /// the task's deposit. Who took part is read from the log; the contract only counts joins
+    /// (their deposits are in the escrow). A settled root refunds a join's deposit when the
+    /// joiner's sealed submission counted (or it was not admitted to a group), else it is
+    /// forfeited; without a settled root join deposits join the withheld bounty's shares.
+    function joinRound(uint256 taskId, uint256 base, bytes32 maskKey) external payable;
 
     /// @notice After round `round` closed: reveals the sender's pairwise mask seeds with the
     /// members of its group on `base` that did not submit (in their join order), so the key

@@ -76,7 +76,7 @@ contract MarketHandler {
 
     /// @notice The selectors forge may call.
     function actions() external pure returns (bytes4[] memory selectors) {
-        selectors = new bytes4[](14);
+        selectors = new bytes4[](15);
         selectors[0] = this.createTask.selector;
         selectors[1] = this.proposeArchitecture.selector;
         selectors[2] = this.submitUpdate.selector;
@@ -92,6 +92,7 @@ contract MarketHandler {
         selectors[12] = this.warp.selector;
         // Twice: a quorum takes up to three posts in one evaluation window.
         selectors[13] = this.postPayoutRoot.selector;
+        selectors[14] = this.joinRound.selector;
     }
 
     function taskCount() external view returns (uint256) {
@@ -166,6 +167,18 @@ contract MarketHandler {
         );
         paidIn[taskId] += v.deposit;
         workedInRounds[taskId] = true; // updates are taken only while a round is open
+    }
+
+    /// @notice An actor joins a secure aggregation round on an existing node, paying the deposit.
+    function joinRound(uint256 taskSeed, uint256 actorSeed, uint256 baseSeed) external atClock {
+        uint256 taskId = _taskIn(taskSeed, ROUNDS);
+        IGradientMarketplace.TaskView memory v = market.getTask(taskId);
+        require(v.nodeCount != 0, "nothing to join on");
+        address actor = _actors[actorSeed % 3];
+        VM.deal(actor, actor.balance + v.deposit);
+        VM.prank(actor);
+        market.joinRound{value: v.deposit}(taskId, 1 + baseSeed % v.nodeCount, bytes32(baseSeed));
+        paidIn[taskId] += v.deposit;
     }
 
     /// @notice An evaluator merges up to three existing nodes (strictly increasing ids).
@@ -275,7 +288,8 @@ contract MarketHandler {
             uint256 shares = v.keptUpdates == 0 ? v.submissionCount : v.keptUpdates;
             if (v.keptUpdates == 0 || market.getNode(taskId, nodeId).kept) {
                 uint256 k = v.sharesPaid;
-                share = v.bounty * (k + 1) / shares - v.bounty * k / shares;
+                uint256 pool = v.bounty + v.deposit * v.joinCount; // join deposits are forfeited
+                share = pool * (k + 1) / shares - pool * k / shares;
             }
         }
         _paid(taskId, author, before, toBefore, v.deposit + share, "refund");
