@@ -24,9 +24,15 @@ Reason codes, in the order an update is checked:
     spec             (architectures) no spec in the bundle, a spec that is refused, or one
                      that does not fit the task's data schema and metric (`check_schema_fits`);
                      (updates, merges) built on an invalid architecture
+    over-budget      (architectures) scoring it once costs more multiply-adds than the task's
+                     budget (`evaluation.check_budget`): refused before anyone trains it
     weights          not safetensors, wrong names, shapes or dtypes
     non-finite       a NaN or an infinity in the weights
     no-update        every weight within `tolerance` of the parent's
+
+Two more codes come from the evaluator, not from a node's bytes: `over-cap` (an account's
+update past the task's `max_submissions_per_round` in its round, in node id order) and
+`scoring-timeout` (scoring the node took longer than the task's `scoring_seconds`).
 
 Architecture bundles are public (not sealed): canonical safetensors bytes
 (`codec.encode_weights`) of the initial weights, whose `__metadata__` maps "model_spec" to the
@@ -59,12 +65,14 @@ from marketplace.errors import (
     BlobTooLarge,
     EnvelopeError,
     IntegrityError,
+    OverBudget,
+    ScoringTimeout,
     SpecError,
     WeightsError,
 )
-from marketplace.evaluation import check_schema_fits
+from marketplace.evaluation import check_budget, check_schema_fits
 from marketplace.merge import is_no_update
-from marketplace.messages import DataSchema, Metric, NodeKind, NodeRecord
+from marketplace.messages import DataSchema, Metric, NodeKind, NodeRecord, TaskSpec
 from marketplace.models import ModelSpec, check_weights
 from marketplace.secagg import SecAggError
 from marketplace.storage import BlobStore
@@ -95,6 +103,9 @@ class Refusal(StrEnum):
     WEIGHTS = "weights"
     NON_FINITE = "non-finite"
     NO_UPDATE = "no-update"
+    OVER_BUDGET = "over-budget"
+    OVER_CAP = "over-cap"
+    SCORING_TIMEOUT = "scoring-timeout"
 
 
 _CODES = frozenset(code.value for code in Refusal)
@@ -267,10 +278,17 @@ def decode_architecture(
 
 
 def check_architecture(
-    record: NodeRecord, store: BlobStore, max_size: int, schema: DataSchema, metric: Metric
+    record: NodeRecord,
+    store: BlobStore,
+    max_size: int,
+    schema: DataSchema,
+    metric: Metric,
+    *,
+    task: TaskSpec | None = None,
 ) -> tuple[Verdict, ModelSpec | None]:
     """Decide an architecture node: fetch, digest, `decode_architecture`, then whether the spec
-    fits the task (`check_schema_fits`: input dtype and width, output width for `metric`).
+    fits the task (`check_schema_fits`: input dtype and width, output width for `metric`) and,
+    given the `task`, its scoring budget (`check_budget`: refused `over-budget`).
 
     Returns:
         The verdict and, when it is valid, the spec (the verdict holds the initial weights).
@@ -286,6 +304,10 @@ def check_architecture(
         try:
             spec, weights = decode_architecture(blob, max_size)
             check_schema_fits(spec, schema, metric)
+            if task is not None:
+                check_budget(spec, task)
+        except OverBudget as exc:
+            raise _Refused(Refusal.OVER_BUDGET, str(exc)) from None
         except SpecError as exc:
             raise _Refused(Refusal.SPEC, str(exc)) from None
         except WeightsError as exc:
@@ -305,9 +327,10 @@ NODE_ERRORS = (
     WeightsError,
     EnvelopeError,
     SecAggError,
+    ScoringTimeout,
 )
-"""What a node's bytes can raise when used; any other error (a store that cannot be reached,
-the chain, a bug) is not the node's fault and must propagate."""
+"""What a node's bytes can raise when used (or take too long to score); any other error (a
+store that cannot be reached, the chain, a bug) is not the node's fault and must propagate."""
 
 
 def refusal(node_id: int, exc: Exception) -> Verdict:
@@ -319,9 +342,11 @@ def refusal(node_id: int, exc: Exception) -> Verdict:
         (BlobNotFound, Refusal.BLOB_MISSING),
         (BlobTooLarge, Refusal.TOO_LARGE),
         (IntegrityError, Refusal.CID_MISMATCH),
+        (OverBudget, Refusal.OVER_BUDGET),  # before SpecError, its base
         (SpecError, Refusal.SPEC),
         (EnvelopeError, Refusal.UNDECRYPTABLE),
         (SecAggError, Refusal.WEIGHTS),
+        (ScoringTimeout, Refusal.SCORING_TIMEOUT),
     )
     for kind, code in codes:
         if isinstance(exc, kind):

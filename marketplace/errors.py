@@ -45,6 +45,14 @@ class SpecError(MarketplaceError):
     """A model spec or task spec is refused (unknown layer, too large, malformed)."""
 
 
+class OverBudget(SpecError):
+    """Scoring the model on the task's validation rows costs more than the task's budget."""
+
+
+class ScoringTimeout(MarketplaceError):
+    """Scoring one node took longer than the task's `scoring_seconds`."""
+
+
 class WeightsError(MarketplaceError):
     """Weights bytes are refused: not safetensors, wrong names, shapes or dtypes, non-finite."""
 

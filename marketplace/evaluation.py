@@ -17,6 +17,11 @@ Scores are integers:
 The model runs on the CPU, in eval mode, without autograd, on one thread, with torch's
 deterministic algorithms, in batches of `EVAL_BATCH_SIZE` rows in file order. The settings are
 process-wide: scoring restores them afterwards but is not meant to run on several threads.
+
+Bounded work (DESIGN.md, "Bounded evaluator work"): a task's validation set is scored on its
+first `TaskSpec.validation_rows` rows (`load_validation`); `check_budget` prices a model at
+multiply-adds per row x those rows against the task's budget before anyone trains it; and
+`score` takes a time limit, checked between batches, as a safety net (`ScoringTimeout`).
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ import io
 import math
 import os
 import re
+import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -37,10 +43,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from marketplace.errors import DataFormatError, SpecError
+from marketplace.errors import DataFormatError, OverBudget, ScoringTimeout, SpecError
 from marketplace.layers import EmbeddingMean
-from marketplace.messages import DataSchema, Metric
-from marketplace.models import ModelSpec, build_model, output_shape
+from marketplace.messages import DataSchema, Metric, TaskSpec
+from marketplace.models import ModelSpec, build_model, macs_per_sample, output_shape
 
 if TYPE_CHECKING:
     import torch
@@ -72,6 +78,21 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def head(self, rows: int) -> Dataset:
+        """The first `rows` rows (all of them when there are fewer)."""
+        if rows >= len(self):
+            return self
+        return Dataset(self.features[:rows], self.labels[:rows], self.num_classes)
+
+
+def load_validation(source: bytes, spec: TaskSpec) -> Dataset:
+    """A task's validation file as scored: `load_dataset`, then only the first
+    `spec.validation_rows` rows when the spec declares them. A file with more rows than its
+    spec declared costs no more than the budget the architectures were priced at; every
+    evaluator and `verify` read it the same way."""
+    dataset = load_dataset(source, spec.data, spec.max_blob_bytes)
+    return dataset.head(spec.validation_rows) if spec.validation_rows else dataset
 
 
 def load_dataset(
@@ -341,13 +362,22 @@ def deterministic() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+Clock = Callable[[], float]
+"""Seconds from a monotonic clock (`time.monotonic`; tests pass a fake)."""
+
+
 def predict(
-    spec: ModelSpec, weights: Mapping[str, torch.Tensor], features: Features
+    spec: ModelSpec,
+    weights: Mapping[str, torch.Tensor],
+    features: Features,
+    deadline: float | None = None,
+    clock: Clock = time.monotonic,
 ) -> npt.NDArray[np.float32]:
     """The model's float32 outputs (rows, *output_shape) for (rows, num_features) features.
 
     Each row is reshaped to the spec's `input_shape`; rows run in order, `EVAL_BATCH_SIZE`
-    at a time, under `deterministic()`.
+    at a time, under `deterministic()`. With a `deadline` (in `clock`'s seconds), raises
+    ScoringTimeout once `clock()` passes it, checked after each batch.
     """
     import torch
 
@@ -365,23 +395,39 @@ def predict(
         inputs = inputs.reshape(rows, *spec.input_shape)
         for start in range(0, rows, EVAL_BATCH_SIZE):
             outputs.append(model(inputs[start : start + EVAL_BATCH_SIZE]).numpy())
+            if deadline is not None and clock() > deadline:
+                done = min(start + EVAL_BATCH_SIZE, rows)
+                raise ScoringTimeout(
+                    f"scoring passed its time limit after {done:,} of {rows:,} rows"
+                )
     if not outputs:
         return np.empty((0, *output_shape(spec)), dtype=np.float32)
     return np.concatenate(outputs)
 
 
 def score(
-    spec: ModelSpec, weights: Mapping[str, torch.Tensor], dataset: Dataset, metric: Metric
+    spec: ModelSpec,
+    weights: Mapping[str, torch.Tensor],
+    dataset: Dataset,
+    metric: Metric,
+    seconds: float | None = None,
+    clock: Clock = time.monotonic,
 ) -> int:
     """The integer score of `weights` on `dataset` (see the module docstring for the rules).
+
+    `seconds`: the time limit of this scoring (None: none), from the call to the last batch.
+    A limit is not deterministic across machines: the budget (`check_budget`) is what bounds
+    the work; the limit only keeps a slow machine from being stuck on one node.
 
     Raises:
         SpecError: the spec does not fit the data or the metric (input or output shape, dtype).
         WeightsError: the weights do not fit the spec.
+        ScoringTimeout: scoring took longer than `seconds`.
     """
+    deadline = None if seconds is None else clock() + seconds
     metric = Metric(metric)
     check_fits(spec, dataset, metric)
-    outputs = predict(spec, weights, dataset.features)
+    outputs = predict(spec, weights, dataset.features, deadline, clock)
     if metric is Metric.ACCURACY:
         return count_correct(outputs, dataset.labels.astype(np.int64))
     return negated_sse(outputs[:, 0], dataset.labels.astype(np.float64))
@@ -411,6 +457,23 @@ def check_schema_fits(spec: ModelSpec, schema: DataSchema, metric: Metric) -> No
         raise SpecError(
             f"layers[0] (embedding_mean) has {first.num_embeddings} embeddings, "
             f"the task's vocabulary has {vocabulary} tokens"
+        )
+
+
+def scoring_macs(spec: ModelSpec, rows: int) -> int:
+    """The multiply-adds of scoring `spec` once on `rows` validation rows."""
+    return macs_per_sample(spec) * rows
+
+
+def check_budget(spec: ModelSpec, task: TaskSpec) -> None:
+    """Raise OverBudget unless scoring `spec` once on the task's validation rows costs at most
+    the task's `max_scoring_macs`: known from the two specs alone, before anyone trains."""
+    rows, budget = task.budget_rows, task.max_scoring_macs
+    cost = scoring_macs(spec, rows)
+    if cost > budget:
+        raise OverBudget(
+            f"scoring it costs {macs_per_sample(spec):,} multiply-adds per row x {rows:,} "
+            f"validation rows = {cost:,}, over the task's budget of {budget:,}"
         )
 
 

@@ -12,6 +12,12 @@
   the quorum had not confirmed by the reveal is not fetched or scored: its verdict is
   `unconfirmed` (`rewards.unconfirmed_merges`).
 
+The work is bounded (DESIGN.md, "Bounded evaluator work"): an architecture over the task's
+scoring budget is refused `over-budget` unscored, an account's updates past the task's cap
+per round are `over-cap` unread, a round merge makes at most 3k scorings for k updates,
+settlement one per node and one per merge parent, and a scoring past `scoring_seconds`
+makes its node invalid (`scoring-timeout`) instead of holding settlement up.
+
 The chain says which merges and roots are posted; the state file keeps the posted report's
 CID between scoring and posting, so a restart posts the same report instead of scoring again.
 """
@@ -64,12 +70,13 @@ from marketplace.errors import (
     EnvelopeError,
     IntegrityError,
     MarketplaceError,
+    ScoringTimeout,
     SpecError,
     StorageError,
     ValidationUnavailable,
     WeightsError,
 )
-from marketplace.evaluation import Dataset, load_dataset, score
+from marketplace.evaluation import Clock, Dataset, load_validation, score
 from marketplace.faults import crash_point
 from marketplace.merge import Candidate, MergeResult, merge_round, weighted_average
 from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, Score, TaskSpec
@@ -128,6 +135,7 @@ class Evaluator:
         state: this evaluator's state file (None: score and check, never post).
         chain_id: envelopes are bound to it.
         key: the X25519 key that reads sealed blobs (default: the account's `account_key`).
+        clock: times each scoring against the task's `scoring_seconds` (tests pass a fake).
     """
 
     def __init__(
@@ -139,6 +147,7 @@ class Evaluator:
         chain_id: int,
         watch: Stopwatch | None = None,
         key: X25519KeyPair | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.chain = chain
         self.store = store
@@ -154,6 +163,8 @@ class Evaluator:
         self._views: dict[int, TaskView] = {}
         self._paillier: tuple[paillier.PaillierPublicKey, paillier.PaillierPrivateKey] | None = None
         self.check_seconds: dict[int, float] = {}  # node id -> time to fetch, open and check it
+        self.clock = clock
+        self.scorings = 0  # models run on a validation set, over this evaluator's life
 
     # ------------------------------------------------------------------ the loop
 
@@ -252,7 +263,8 @@ class Evaluator:
         )
         return (
             f"round {round_index}: posted merge {node_id} of {list(result.kept)} "
-            f"(score {result.score}, left out {list(result.left_out)})"
+            f"(score {result.score}, left out {list(result.left_out)}, "
+            f"{result.scorings} scorings)"
         )
 
     def _recomputed(
@@ -536,6 +548,7 @@ class Evaluator:
         if file is None:
             raise MarketplaceError(f"task {task_id}'s validation set is not revealed yet")
         dataset = _dataset(file, spec, "the revealed validation file")
+        scorings = self.scorings
         scores: dict[int, Score] = unconfirmed(self.chain, task_id, view.records)
         for node_id in sorted(view.records):
             if node_id in scores:  # a merge short of the quorum: not fetched, not scored
@@ -546,11 +559,9 @@ class Evaluator:
             else:
                 scores[node_id] = self.node_result(view, node_id, dataset)
         loo = self.leave_one_out(view, scores, dataset)
-        flops = {
-            arch_id: flops_per_sample(model)
-            for arch_id, model in view.architectures.items()
-            if scores[arch_id].valid
-        }
+        # Every architecture whose verdict is valid: one whose own scoring timed out (on this
+        # machine) still prices its updates' compute.
+        flops = {arch_id: flops_per_sample(model) for arch_id, model in view.architectures.items()}
         task = self.chain.task(task_id)
         records = list(view.records.values())
         joins = join_refunds(
@@ -587,18 +598,23 @@ class Evaluator:
             payouts=entries,
             root="0x" + root.hex(),
             total=total,
+            scorings=self.scorings - scorings,
         )
 
     def node_result(self, view: TaskView, node_id: int, dataset: Dataset) -> Score:
         """The node's verdict and its score on `dataset`; a node whose checked bytes still fail
-        to score (`NODE_ERRORS`) is invalid with the reason."""
+        to score (`NODE_ERRORS`), or take longer than the task's `scoring_seconds`, is invalid
+        with the reason."""
         verdict = self.verdict(view, node_id)
         if not verdict.valid:
             return Score(node_id=node_id, valid=False, reason=verdict.reason)
         try:
             value = self.node_score(view, node_id, dataset)
         except NODE_ERRORS as exc:
-            return Score(node_id=node_id, valid=False, reason=refusal(node_id, exc).reason)
+            reason = refusal(node_id, exc).reason
+            if isinstance(exc, ScoringTimeout):  # this machine's clock: others may disagree
+                log.warning("node %d is invalid on this machine: %s", node_id, reason)
+            return Score(node_id=node_id, valid=False, reason=reason)
         return Score(node_id=node_id, valid=True, value=value)
 
     def node_score(self, view: TaskView, node_id: int, dataset: Dataset) -> int:
@@ -607,33 +623,48 @@ class Evaluator:
         return self._score(model, self.verdict(view, node_id), dataset, view.spec)
 
     def leave_one_out(
-        self, view: TaskView, scores: Mapping[int, Score], dataset: Dataset
+        self, view: TaskView, scores: dict[int, Score], dataset: Dataset
     ) -> dict[int, dict[int, int]]:
-        """Merge id -> parent id -> score of the merge's average without that parent."""
+        """Merge id -> parent id -> score of the merge's average without that parent: one
+        scoring per parent. A merge one of whose scorings passes the time limit is made invalid
+        in `scores` (`scoring-timeout`) and gets no entry; merges go in node id order, so a
+        later merge's baseline sees it."""
         loo: dict[int, dict[int, int]] = {}
         for merge in of_kind(view.records, NodeKind.MERGE):
             if not scores[merge.node_id].valid or view.spec.aggregates(merge.round):
                 continue  # an aggregate merge's parents are never seen alone: shared by samples
-            model = self._architecture(view, architecture_of(view.records, merge.node_id))
-            parts = {}
-            for parent in merge.parents:
-                verdict = self.verdict(view, parent)
-                if verdict.weights is not None:
-                    samples = self._credited_samples(view.spec, view.records[parent])
-                    parts[parent] = (_arrays(verdict.weights), samples)
-            grandparents = {
-                g for p in merge.parents for g in view.records[p].parents if g in view.records
-            }
-            base = max((scores[g].value for g in grandparents if scores[g].valid), default=0)
-            loo[merge.node_id] = {}
-            for parent in merge.parents:
-                rest = [parts[p] for p in sorted(parts) if p != parent]
-                loo[merge.node_id][parent] = (
-                    self._score_arrays(model, weighted_average(rest), dataset, view.spec)
-                    if rest
-                    else base
-                )
+            try:
+                loo[merge.node_id] = self._merge_loo(view, scores, merge, dataset)
+            except ScoringTimeout as exc:
+                reason = refusal(merge.node_id, exc).reason
+                log.warning("merge %d is invalid on this machine: %s", merge.node_id, reason)
+                scores[merge.node_id] = Score(node_id=merge.node_id, valid=False, reason=reason)
         return loo
+
+    def _merge_loo(
+        self, view: TaskView, scores: Mapping[int, Score], merge: NodeRecord, dataset: Dataset
+    ) -> dict[int, int]:
+        """Parent id -> score of `merge`'s average without that parent."""
+        model = self._architecture(view, architecture_of(view.records, merge.node_id))
+        parts = {}
+        for parent in merge.parents:
+            verdict = self.verdict(view, parent)
+            if verdict.weights is not None:
+                samples = self._credited_samples(view.spec, view.records[parent])
+                parts[parent] = (_arrays(verdict.weights), samples)
+        grandparents = {
+            g for p in merge.parents for g in view.records[p].parents if g in view.records
+        }
+        base = max((scores[g].value for g in grandparents if scores[g].valid), default=0)
+        entries = {}
+        for parent in merge.parents:
+            rest = [parts[p] for p in sorted(parts) if p != parent]
+            entries[parent] = (
+                self._score_arrays(model, weighted_average(rest), dataset, view.spec)
+                if rest
+                else base
+            )
+        return entries
 
     # ------------------------------------------------------------------ verdicts
 
@@ -657,11 +688,19 @@ class Evaluator:
         if record.kind is NodeKind.ARCHITECTURE:
             spec = view.spec
             verdict, model = check_architecture(
-                record, self.store, spec.max_blob_bytes, spec.data, spec.metric
+                record, self.store, spec.max_blob_bytes, spec.data, spec.metric, task=spec
             )
             if model is not None:
                 view.architectures[node_id] = model
             return verdict
+        if record.kind is NodeKind.UPDATE and not view.spec.aggregates(record.round):
+            earlier = _earlier_submissions(view.records, record)
+            if earlier >= view.spec.max_submissions_per_round:
+                detail = (
+                    f"{record.author} already submitted {earlier} updates in round "
+                    f"{record.round}, the task's cap is {view.spec.max_submissions_per_round}"
+                )  # nothing is fetched: the cap bounds the work of reading updates too
+                return Verdict.refused(node_id, Refusal.OVER_CAP, detail)
         arch_id = architecture_of(view.records, node_id)
         if not self.verdict(view, arch_id).valid:
             return Verdict.refused(node_id, Refusal.SPEC, f"architecture {arch_id} is invalid")
@@ -781,8 +820,11 @@ class Evaluator:
 
     def _score(self, model: ModelSpec, verdict: Verdict, dataset: Dataset, spec: TaskSpec) -> int:
         assert verdict.weights is not None
+        self.scorings += 1
         with self.watch.measure("scoring"):
-            return score(model, verdict.weights, dataset, spec.metric)
+            return score(
+                model, verdict.weights, dataset, spec.metric, spec.scoring_seconds, self.clock
+            )
 
     def _score_arrays(
         self,
@@ -791,16 +833,33 @@ class Evaluator:
         dataset: Dataset,
         spec: TaskSpec,
     ) -> int:
+        self.scorings += 1
         with self.watch.measure("scoring"):
-            return score(model, _tensors(weights), dataset, spec.metric)
+            return score(
+                model, _tensors(weights), dataset, spec.metric, spec.scoring_seconds, self.clock
+            )
 
 
 def _dataset(file: bytes, spec: TaskSpec, what: str) -> Dataset:
-    """The sponsor's validation file read (ValidationUnavailable if it is malformed)."""
+    """The sponsor's validation file read, as many rows as the spec declares
+    (ValidationUnavailable if it is malformed)."""
     try:
-        return load_dataset(file, spec.data, spec.max_blob_bytes)
+        return load_validation(file, spec)
     except DataFormatError as exc:
         raise ValidationUnavailable(f"{what} does not load: {exc}") from None
+
+
+def _earlier_submissions(records: Mapping[int, NodeRecord], record: NodeRecord) -> int:
+    """The updates `record`'s author submitted in its round before it (lower node ids)."""
+    author = record.author.lower()
+    return sum(
+        1
+        for other in records.values()
+        if other.kind is NodeKind.UPDATE
+        and other.round == record.round
+        and other.author.lower() == author
+        and other.node_id < record.node_id
+    )
 
 
 def _arrays(weights: Mapping[str, torch.Tensor]) -> dict[str, npt.NDArray[np.float32]]:

@@ -1,4 +1,5 @@
-"""The round merge: a deterministic sample-weighted average, less the updates that hurt it.
+"""The round merge: a deterministic sample-weighted average, less the updates that hurt it,
+found in at most 3k scorings for k updates (DESIGN.md, "Bounded evaluator work").
 
 Pure functions over weights given as `Mapping[str, np.ndarray]` (tensor name -> array). The
 scorer is injected, so the evaluator passes the real one and tests pass a fake. Every evaluator
@@ -53,6 +54,7 @@ class MergeResult:
         samples: the declared samples of the kept updates, summed (the merge's `samples`).
         no_updates: candidates within `tolerance` of their parent, sorted: never merged.
         left_out: candidates whose removal raised the merge's score, in the order removed.
+        scorings: how many times `merge_round` called the scorer (at most 3k for k updates).
     """
 
     kept: tuple[int, ...]
@@ -62,6 +64,7 @@ class MergeResult:
     samples: int
     no_updates: tuple[int, ...]
     left_out: tuple[int, ...]
+    scorings: int = 0
 
 
 def weighted_average(updates: Sequence[tuple[Weights, int]]) -> Merged:
@@ -119,16 +122,24 @@ def is_no_update(weights: Weights, parent_weights: Weights, tolerance: float) ->
 def merge_round(
     candidates: Sequence[Candidate], score: Scorer, tolerance: float, *, base_score: int
 ) -> MergeResult:
-    """The round's merge: average the updates, less any whose removal raises the merge's score.
+    """The round's merge: average the updates, less those whose removal raises its score.
 
     1. Candidates within `tolerance` of their parent are no updates and are dropped.
-    2. The rest are averaged by declared samples (in node id order).
-    3. Leave-one-out filter: score the merge of the kept set and, for each kept update, the
-       merge without it. If some removal raises the score, remove the update whose removal
-       raises it most (ties: the highest node id, the latest submission) and repeat; stop when
-       no removal raises the score. Each step removes one update, so there are at most
-       `len(candidates)` steps, and each strictly raises the score: the merge never scores
-       below the plain average of all updates.
+    2. The rest, k updates, are averaged by declared samples (in node id order).
+    3. One leave-one-out pass: the score of the average and, for each update, of the average
+       without it (k + 1 scorings). The suspects are the updates whose removal raised it.
+    4. Bounded greedy filter: each suspect once, most raising first (ties: the highest node
+       id, the latest submission), is left out if leaving it out of what is still kept
+       raises the score (at most one scoring each, the first is the pass's own). Every
+       removal strictly raises the score: the merge never scores below the plain average.
+    5. The reward rule's leave-one-out scores of the kept set: the pass's own when nothing
+       was left out, else one scoring per kept update.
+
+    So at most 1 + k + (k - 1) + (k - 1) <= 3k scorings (`MergeResult.scorings` counts them;
+    a subset is never scored twice), where repeating the pass until nothing hurts took up to
+    k(k + 1)/2. The price: an update that hurts only once others are gone can stay (its
+    leave-one-out score in `loo_scores` then exceeds the merge's, so the reward rule gives it
+    no share of the merge's gain).
 
     The merge of no update is the model the round built on, so it scores `base_score`: with one
     update kept, "the merge without it" scores `base_score` (a lone update that scores below it
@@ -164,25 +175,25 @@ def merge_round(
     def without(ids: tuple[int, ...], removed: int) -> tuple[int, ...]:
         return tuple(i for i in ids if i != removed)
 
+    current = merged_score(kept)
+    raised = {i: merged_score(without(kept, i)) - current for i in kept}
+    suspects = sorted((i for i in kept if raised[i] > 0), key=lambda i: (-raised[i], -i))
     left_out: list[int] = []
-    for _ in range(len(kept)):
-        current = merged_score(kept)
-        raised = {i: merged_score(without(kept, i)) - current for i in kept}
-        best = max(raised.values())
-        if best <= 0:
-            break
-        victim = max(i for i in kept if raised[i] == best)
-        left_out.append(victim)
-        kept = without(kept, victim)
+    for suspect in suspects:
+        trial = without(kept, suspect)
+        if merged_score(trial) > current:
+            kept, current = trial, merged_score(trial)
+            left_out.append(suspect)
 
     return MergeResult(
         kept=kept,
         weights=average(kept) if kept else {},
-        score=merged_score(kept),
+        score=current,
         loo_scores={i: merged_score(without(kept, i)) for i in kept},
         samples=sum(by_id[i].samples for i in kept),
         no_updates=no_updates,
         left_out=tuple(left_out),
+        scorings=len(cache) - 1,  # every entry but the base was one call of `score`
     )
 
 

@@ -192,6 +192,8 @@ class TxResult(Frozen):
 # ------------------------------------------------------------------ task spec (JSON on IPFS)
 
 MIB = 1024 * 1024
+DEFAULT_SCORING_MACS = 10**10  # one scoring: about 3 s at the 3.2 G multiply-adds/s issue 14 saw
+DEFAULT_SCORING_SECONDS = 300.0  # 100x that: a net for a slow machine, not the budget
 
 
 class Metric(StrEnum):
@@ -257,6 +259,14 @@ class TaskSpec(Frozen):
     sponsor_key: str = Field(default="", max_length=66)  # X25519, hex: merges are sealed to it
     validation_cid: str = Field(default="", max_length=128)  # the validation set, sealed
     aggregation: Aggregation | None = None  # secure aggregation rounds (None: every merge in clear)
+    # Bounded evaluator work (DESIGN.md, "Bounded evaluator work"). One scoring runs a model on
+    # the first `validation_rows` rows (`create_task` declares the file's count; 0: undeclared,
+    # every row, and the budget is checked per row); an architecture whose multiply-adds per
+    # row x those rows exceed `max_scoring_macs` is refused before anyone trains it.
+    validation_rows: int = Field(default=0, ge=0, le=2**40)
+    max_scoring_macs: int = Field(default=DEFAULT_SCORING_MACS, gt=0, lt=2**63)
+    max_submissions_per_round: int = Field(default=1, ge=1, le=1_000)  # updates, per account
+    scoring_seconds: float = Field(default=DEFAULT_SCORING_SECONDS, gt=0, le=86_400)  # a net
 
     @model_validator(mode="after")
     def _metric_fits_labels(self) -> TaskSpec:
@@ -266,6 +276,11 @@ class TaskSpec(Frozen):
         if self.metric is Metric.NEGATED_SSE and classes is not None:
             raise ValueError("negated_sse is for regression: data.num_classes must be null")
         return self
+
+    @property
+    def budget_rows(self) -> int:
+        """The validation rows one scoring is priced at (at least one)."""
+        return max(self.validation_rows, 1)
 
     def aggregates(self, round_index: int) -> bool:
         """Whether round `round_index` is a secure aggregation round."""

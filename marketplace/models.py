@@ -6,7 +6,8 @@ shapes do not chain, or that is too large, is refused (`SpecError`) before anyth
 Parameters are named as `nn.Sequential` names them: "<layer index>.<weight|bias>".
 
 torch is imported only inside the functions that need it, so parsing and pricing a spec
-(`parameter_shapes`, `flops_per_sample`) works in processes that never load torch.
+(`parameter_shapes`, `flops_per_sample`, `macs_per_sample`) works in processes that never
+load torch.
 """
 
 from __future__ import annotations
@@ -164,7 +165,13 @@ def flops_per_sample(spec: ModelSpec) -> int:
     activations, norms, pooling, dropout) counts zero: it is small next to the products, and
     the count only has to be exact, deterministic and proportional to the real cost.
     """
-    return 6 * sum(step.macs for step in _plan(spec))
+    return 6 * macs_per_sample(spec)
+
+
+def macs_per_sample(spec: ModelSpec) -> int:
+    """Forward multiply-adds for one sample (counted as `flops_per_sample` says): what one
+    validation row costs to score, and what a task's scoring budget is priced in."""
+    return sum(step.macs for step in _plan(spec))
 
 
 def build_model(

@@ -75,6 +75,7 @@ class PayoutReport(Frozen):
     payouts: tuple[PayoutEntry, ...]
     root: str
     total: int
+    scorings: int = 0  # models this evaluator ran on the validation set to settle (nodes, LOO)
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(indent=1).encode()

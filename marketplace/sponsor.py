@@ -21,8 +21,8 @@ from marketplace.chain import ChainClient
 from marketplace.checks import encode_architecture
 from marketplace.crypto import sha256, validation_commitment
 from marketplace.envelope import public_key_from_hex
-from marketplace.errors import ConfigError
-from marketplace.evaluation import load_dataset
+from marketplace.errors import ConfigError, OverBudget
+from marketplace.evaluation import check_budget, load_dataset
 from marketplace.messages import ZERO_ADDRESS, Aggregation, TaskParams, TaskSpec, TxResult
 from marketplace.models import ModelSpec
 from marketplace.secagg import SecAggError
@@ -61,8 +61,9 @@ def create_task(
 ) -> CreatedTask:
     """Create a task whose validation set is `validation` (CSV or .npz bytes).
 
-    `spec` and `params` are completed here: the evaluator keys, the sponsor's key and the
-    sealed validation set go in the spec; its digest and CID, and the commitment, in params.
+    `spec` and `params` are completed here: the evaluator keys, the sponsor's key, the sealed
+    validation set and its row count (what one scoring is priced at) go in the spec; its digest
+    and CID, and the commitment, in params.
 
     Raises:
         ConfigError: the validation file does not fit the spec's data schema, the sponsor
@@ -95,6 +96,7 @@ def create_task(
             "evaluator_keys": tuple(key.hex() for key in readers),
             "sponsor_key": sponsor_key.public_hex,
             "validation_cid": validation_cid,
+            "validation_rows": len(rows),
         }
     )
     TaskSpec.model_validate(full_spec.model_dump())  # the completed spec is still valid
@@ -150,9 +152,18 @@ def propose_architecture(
     model: ModelSpec,
     weights: Mapping[str, torch.Tensor],
 ) -> TxResult:
-    """Publish the architecture's bundle and propose it (paying the deposit)."""
+    """Publish the architecture's bundle and propose it (paying the deposit).
+
+    Raises:
+        ConfigError: the bundle is over the task's size cap, or scoring the model costs more
+            than the task's budget: the evaluators would refuse it and keep the deposit.
+    """
     bundle = encode_architecture(model, weights)
     spec = read_spec(chain, store, task_id)
+    try:
+        check_budget(model, spec)
+    except OverBudget as exc:
+        raise ConfigError(f"the task's evaluators would refuse this architecture: {exc}") from None
     if len(bundle) > spec.max_blob_bytes:
         raise ConfigError(
             f"the bundle is {len(bundle):,} bytes, over the task's cap of {spec.max_blob_bytes:,}"

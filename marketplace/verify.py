@@ -183,7 +183,7 @@ def _rescore(
     in `left_out`, unconfirmed, is decided from the chain alone, as the evaluator did)."""
     from eth_account import Account
 
-    from marketplace.evaluation import load_dataset
+    from marketplace.evaluation import load_validation
 
     scorer = Evaluator(
         chain,
@@ -195,7 +195,7 @@ def _rescore(
     )
     view = scorer.view(task_id)
     try:
-        dataset = load_dataset(file, view.spec.data, view.spec.max_blob_bytes)
+        dataset = load_validation(file, view.spec)  # the rows the evaluators scored
     except DataFormatError as exc:
         result.add("scores", False, f"the validation file does not load: {exc}")
         return

@@ -43,7 +43,7 @@ from marketplace.errors import (
     NoMatchingReport,
     SpecError,
 )
-from marketplace.evaluation import Dataset, check_schema_fits, load_dataset
+from marketplace.evaluation import Dataset, check_budget, check_schema_fits, load_dataset
 from marketplace.faults import crash_point, pause_point
 from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
 from marketplace.models import ModelSpec
@@ -631,6 +631,7 @@ class Miner:
                         records, node_id, self.store, spec.max_blob_bytes
                     )
                 check_schema_fits(model, spec.data, spec.metric)
+                check_budget(model, spec)  # over it, the evaluators refuse it unscored
             except NODE_ERRORS as exc:
                 if not isinstance(exc, BlobNotFound):  # IPFS may still find it later
                     self._refused[key] = str(exc)

@@ -199,6 +199,20 @@ def test_user_mistakes_are_one_readable_error(
         "error: array 'x' declares shape (17179869184, 64) of float64: 8,796,093,022,208 bytes, "
         "over the cap of 67,108,864"
     )
+    judge = sponsor(
+        devnet,
+        "task",
+        "create",
+        "--validation",
+        str(files / "val.csv"),
+        "--bounty",
+        "1",
+        "--evaluator",
+        "dev:0",
+        "--account",
+        "0",
+    )
+    assert readable_error(judge) == "error: the sponsor cannot be one of its own task's evaluators"
     (files / "bad.json").write_text('{"name": "x", "metric": ')
     assert "bad task spec" in readable_error(
         create(devnet, files, "--spec", str(files / "bad.json"))
