@@ -26,9 +26,10 @@ unmasking step after it:
    (`secagg.uncancelled_masks`). A member reveals only if two or more submitted (else the
    "sum" would be one update). A drop-out's submission that surfaces late (a transaction
    mined after the close, its blob already public) stays hidden by the drop-out's own mask,
-   which it never reveals. Without every survivor's seeds by a quarter round after the close
-   (inside the next round's join window, so the re-run can start at once), the group is
-   abandoned, and the next round re-runs with fresh masks (the context binds the round).
+   which it never reveals. Without every survivor's seeds by the end of the next round's merge
+   window, a quarter round after the close (`RoundSchedule.merge_due`; inside the next round's
+   join window, so the re-run can start at once), the group is abandoned, and the next round
+   re-runs with fresh masks (the context binds the round).
 
 Every mask key is bound to the round's context: chain, contract, task, round and base.
 
@@ -67,7 +68,6 @@ from marketplace.secagg import (
 from marketplace.storage import BlobStore
 
 MIN_MEMBERS = 2  # below this the "sum" is one update: never aggregated
-REVEAL_FRACTION = 4  # survivors reveal seeds within 1/4 of a round after the close
 
 
 @dataclass(frozen=True)

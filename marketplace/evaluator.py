@@ -38,7 +38,6 @@ from phe import paillier
 
 from marketplace.aggregation import (
     MIN_MEMBERS,
-    REVEAL_FRACTION,
     Group,
     apply_mean,
     join_refunds,
@@ -197,7 +196,7 @@ class Evaluator:
         """Post (or confirm) the merge of every closed round not merged yet."""
         task = self.chain.task(task_id)
         now = int(self.chain.w3.eth.get_block("latest")["timestamp"])
-        closed = [r for r in range(task.rounds) if task.round_end(r) <= now]
+        closed = task.schedule.closed(now)  # as soon as the contract takes their merges
         if not closed:
             return []
         view = self.view(task_id)
@@ -414,8 +413,7 @@ class Evaluator:
             )
         seeds = revealed_seeds(self.chain, group, sorted(submitted), dropped)
         if len(seeds) < len(submitted):
-            task = self.chain.task(task_id)
-            deadline = task.round_end(group.round) + task.round_duration // REVEAL_FRACTION
+            deadline = self.chain.task(task_id).schedule.merge_due(group.round + 1)
             if int(self.chain.w3.eth.get_block("latest")["timestamp"]) < deadline:
                 return ""  # the members have until the deadline to reveal their seeds
             return (

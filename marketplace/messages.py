@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from marketplace.schedule import RoundSchedule
+
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 MAX_EVALUATORS = 8
 
@@ -124,9 +126,14 @@ class TaskState(Frozen):
     def is_eth(self) -> bool:
         return self.token == ZERO_ADDRESS
 
+    @property
+    def schedule(self) -> RoundSchedule:
+        """When its rounds open, merge, reach their midpoints and close."""
+        return RoundSchedule(self.start, self.round_duration, self.rounds)
+
     def round_end(self, round_index: int) -> int:
         """When round `round_index` closes."""
-        return self.start + (round_index + 1) * self.round_duration
+        return self.schedule.closes(round_index)
 
 
 class NodeState(Frozen):

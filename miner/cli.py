@@ -46,7 +46,7 @@ from marketplace.state import StateFile
 from marketplace.tasks import read_spec
 from miner.ledger import DEFAULT_BUDGET, PrivacyLedger, fingerprint
 from miner.trainer import Trainer
-from miner.worker import Miner, MinerConfig, load_private_data
+from miner.worker import Miner, MinerConfig, Waiting, load_private_data
 
 app = typer.Typer(
     help="Train tasks' models on your private data and get paid for what they gain.",
@@ -170,6 +170,11 @@ def run(
             guard = OutageGuard(settings.outage_seconds, console.print)
             pause = poll or settings.poll_seconds
             submission = guard.retry(lambda: miner.submit_round(task), pause)
+            if isinstance(submission, Waiting):  # the previous round's merge is due first
+                console.print(str(submission))
+            while isinstance(submission, Waiting):
+                time.sleep(pause)
+                submission = guard.retry(lambda: miner.submit_round(task), pause)
             if submission is None:
                 raise ConfigError(
                     f"task {task} has no open round ({connection.chain.phase(task).name})"
@@ -259,6 +264,7 @@ def watch(
     connection = signer(settings)
     miner = _miner(connection, settings, data, MinerConfig(epochs=epochs, seed=seed), None)
     fits: dict[int, bool] = {}
+    waited: set[tuple[int, int]] = set()
 
     def one_pass() -> None:
         for task_id in range(1, connection.chain.task_count() + 1):
@@ -275,7 +281,11 @@ def watch(
                 continue
             try:
                 submission = miner.submit_round(task_id)
-                if submission is not None and not submission.found:
+                if isinstance(submission, Waiting):
+                    if (task_id, submission.round) not in waited:  # once, not every pass
+                        waited.add((task_id, submission.round))
+                        console.print(f"task {task_id} {submission}")
+                elif submission is not None and not submission.found:
                     console.print(
                         f"task {task_id} round {submission.round}: node {submission.node_id}"
                     )

@@ -23,7 +23,6 @@ from eth_account.signers.local import LocalAccount
 
 from marketplace.aggregation import (
     MIN_MEMBERS,
-    REVEAL_FRACTION,
     Group,
     groups_of,
     round_groups,
@@ -127,6 +126,21 @@ class MinerConfig:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """An open round this miner does not train for yet: the previous round's merge is due by
+    `until`, the end of the round's merge window (marketplace.schedule). The next pass looks
+    again; from `until` on it trains on the best node it can read."""
+
+    task_id: int
+    round: int
+    until: int  # chain time
+
+    def __str__(self) -> str:
+        previous = self.round - 1
+        return f"round {self.round}: waiting for round {previous}'s merge (until {self.until})"
+
+
+@dataclass(frozen=True)
 class Submission:
     """One update this miner submitted (or found already submitted after a restart)."""
 
@@ -193,13 +207,17 @@ class Miner:
             tuple[int, int], tuple[TrainResult, dict[str, torch.Tensor], float]
         ] = {}
         self._groups: dict[tuple[int, int], dict[int, Group]] = {}  # (task, round) -> groups
+        self._waited: set[tuple[int, int]] = set()  # (task, round) said to wait for a merge
 
     # ------------------------------------------------------------------ one round
 
-    def submit_round(self, task_id: int) -> Submission | None:
-        """Train and submit for the task's open round, once; None if no round is open.
+    def submit_round(self, task_id: int) -> Submission | Waiting | None:
+        """Train and submit for the task's open round, once; None if no round is open (or,
+        in a secure aggregation round, nothing is to be submitted yet).
 
-        Returns the submission already on-chain if this miner submitted in this round before.
+        Returns the submission already on-chain if this miner submitted in this round before,
+        and `Waiting`, without training, while the previous round's merge is due
+        (`merge_wait`).
         """
         task = self.chain.task(task_id)
         now = int(self.chain.w3.eth.get_block("latest")["timestamp"])
@@ -233,6 +251,9 @@ class Miner:
             return self._submit(task_id, round_index, saved, resumed=True)
         if spec.aggregates(round_index):
             return self._aggregate_round(task_id, task, round_index, records, spec, saved, now)
+        waiting = self.merge_wait(task_id, task, round_index, records, spec, now)
+        if waiting is not None:
+            return waiting
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         parent, model_spec, weights = self.choose_parent(task_id, records, spec)
@@ -312,30 +333,26 @@ class Miner:
         spec: TaskSpec,
         saved: dict[str, object],
         now: int,
-    ) -> Submission | None:
-        """A secure aggregation round (marketplace.aggregation): join in its first half and
-        train meanwhile; once the masked set is fixed at the midpoint, seal the delta against
-        it, upload and submit. None while there is nothing to submit yet (or at all)."""
+    ) -> Submission | Waiting | None:
+        """A secure aggregation round (marketplace.aggregation): join in its first half, once
+        the previous round's merge is readable or its merge window has passed, and train
+        meanwhile; once the masked set is fixed at the midpoint, seal the delta against it,
+        upload and submit. None while there is nothing to submit yet (or at all)."""
         aggregation = spec.aggregation
         assert aggregation is not None
-        midpoint = task.start + round_index * task.round_duration + task.round_duration // 2
+        midpoint = task.schedule.midpoint(round_index)
         key = miner_key(self.account, task_id)
         joins = self.chain.round_joins(task_id, round_index)
         mine = [e for e in joins if str(e.args["account"]).lower() == self.address.lower()]
-        opens = task.start + round_index * task.round_duration
-        merged_before = any(m.round == round_index - 1 for m in of_kind(records, NodeKind.MERGE))
         if mine:
             base = int(mine[0].args["base"])
         elif now >= midpoint:
             log.info("task %d round %d: joined too late; the masks are fixed", task_id, round_index)
             return None
-        elif (
-            round_index
-            and not merged_before
-            and now < opens + task.round_duration // REVEAL_FRACTION
-        ):
-            return None  # the last round's merge is due by a quarter round in: build on it
         else:
+            waiting = self.merge_wait(task_id, task, round_index, records, spec, now)
+            if waiting is not None:
+                return waiting
             base, _, _ = self.choose_parent(task_id, records, spec)
             with self.watch.measure("chain"):
                 self.chain.join_round(self.address, task_id, base, key.public_bytes)
@@ -529,6 +546,29 @@ class Miner:
 
     # ------------------------------------------------------------------ the parent
 
+    def merge_wait(
+        self,
+        task_id: int,
+        task: TaskState,
+        round_index: int,
+        records: Mapping[int, NodeRecord],
+        spec: TaskSpec,
+        now: int,
+    ) -> Waiting | None:
+        """`Waiting` while round `round_index` is in its merge window and no merge of the
+        round before, confirmed by the quorum, opens for this miner yet; else None (train now).
+
+        The round race (docs/DESIGN.md): the contract takes round r - 1's merge only once round
+        r has opened, so a miner that trained at once would build every round on an older node
+        than the merge that is moments away. The wait is bounded by the window: after it, the
+        miner builds on the best it can read. A configured parent never waits."""
+        schedule = task.schedule
+        if self.config.parent is not None or not schedule.in_merge_window(round_index, now):
+            return None
+        if self._readable_merges(task_id, records, spec, round_index - 1):
+            return None
+        return Waiting(task_id, round_index, schedule.merge_due(round_index))
+
     def choose_parent(
         self, task_id: int, records: Mapping[int, NodeRecord], spec: TaskSpec
     ) -> tuple[int, ModelSpec, dict[str, torch.Tensor]]:
@@ -543,15 +583,9 @@ class Miner:
             return self._weights_of(task_id, records, self.config.parent, spec)
         merges = of_kind(records, NodeKind.MERGE)
         for round_index in sorted({m.round for m in merges}, reverse=True):
-            opened = [
-                (bundle.round_score, -merge.node_id, merge.node_id, bundle)
-                for merge in merges
-                if merge.round == round_index
-                for bundle in [self._open_merge(task_id, records, merge, spec)]
-                if bundle is not None
-            ]
+            opened = self._readable_merges(task_id, records, spec, round_index)
             if opened:
-                _, _, node_id, bundle = max(opened, key=lambda item: item[:2])
+                node_id, bundle = max(opened, key=lambda item: (item[1].round_score, -item[0]))
                 _, model = self._architecture(task_id, records, node_id, spec)
                 return node_id, model, bundle.weights
         wanted = self.config.architecture
@@ -568,6 +602,19 @@ class Miner:
             except NODE_ERRORS as exc:
                 log.info("architecture %d skipped: %s", architecture.node_id, exc)
         raise ConfigError(f"task {task_id} has no architecture this miner can train yet")
+
+    def _readable_merges(
+        self, task_id: int, records: Mapping[int, NodeRecord], spec: TaskSpec, round_index: int
+    ) -> list[tuple[int, MergeBundle]]:
+        """(node id, plaintext) of every merge of round `round_index` that opens for this
+        miner (`_open_merge`)."""
+        return [
+            (merge.node_id, bundle)
+            for merge in of_kind(records, NodeKind.MERGE)
+            if merge.round == round_index
+            for bundle in [self._open_merge(task_id, records, merge, spec)]
+            if bundle is not None
+        ]
 
     def _open_merge(
         self, task_id: int, records: Mapping[int, NodeRecord], merge: NodeRecord, spec: TaskSpec
@@ -709,13 +756,18 @@ class Miner:
             sleep(poll_seconds)
 
     def _pass(self, task_id: int, on_event: Callable[[str], None]) -> bool:
-        """One look at the task: submit if a round is open, collect if owed; whether done."""
+        """One look at the task: submit if a round is open (or say, once, that it waits for the
+        previous round's merge: the next pass looks again), collect if owed; whether done."""
         if self.finished(task_id):
             return True
         for line in self.reveal_masks(task_id):
             on_event(line)
         submission = self.submit_round(task_id)
-        if submission is not None and not submission.found:
+        if isinstance(submission, Waiting):
+            if (task_id, submission.round) not in self._waited:  # said once, not every poll
+                self._waited.add((task_id, submission.round))
+                on_event(str(submission))
+        elif submission is not None and not submission.found:
             on_event(
                 f"round {submission.round}: submitted node {submission.node_id} "
                 f"(parent {submission.parent}, {submission.samples} rows)"

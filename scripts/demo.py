@@ -85,7 +85,7 @@ from marketplace.tasks import account_key, paillier_hex  # noqa: E402
 from marketplace.timing import Stopwatch, Timed  # noqa: E402
 from miner.ledger import PrivacyLedger, fingerprint  # noqa: E402
 from miner.trainer import TrainConfig, Trainer  # noqa: E402
-from miner.worker import Miner, MinerConfig, Submission  # noqa: E402
+from miner.worker import Miner, MinerConfig, Submission, Waiting  # noqa: E402
 
 IMPORTED = time.perf_counter()
 ETHER = 10**18
@@ -329,19 +329,15 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     task = chain.task(task_id)
     for round_index in range(args.rounds):
         if args.aggregate:  # the first half: join and train; the masked set is fixed midway
-            opens = task.start + round_index * ROUND_SECONDS
-            merged = [n for n in chain.nodes(task_id) if n.kind is NodeKind.MERGE]
-            if round_index and not any(n.round == round_index - 1 for n in merged):
-                advance_chain_to(w3, opens + ROUND_SECONDS // 4)  # miners wait this long for it
             for miner in miners:
-                assert miner.submit_round(task_id) is None
-            advance_chain_to(w3, opens + ROUND_SECONDS // 2)
+                assert _submit_after_merge_wait(w3, miner, task_id) is None
+            advance_chain_to(w3, task.schedule.midpoint(round_index))
         for i, miner in enumerate(miners):
             if args.drop_out and round_index == 1 and i == len(miners) - 1:
                 console.print(f"round 1: miner-{i + 1} joined and trained, and drops out now")
                 continue
-            submission = miner.submit_round(task_id)
-            assert submission is not None
+            submission = _submit_after_merge_wait(w3, miner, task_id)
+            assert isinstance(submission, Submission)
             submissions.append(submission)
         advance_chain_to(w3, task.round_end(round_index))
         for i, miner in enumerate(miners):  # secure aggregation: unmask the round's sum
@@ -512,6 +508,17 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _submit_after_merge_wait(w3: Web3, miner: Miner, task_id: int) -> Submission | None:
+    """`submit_round`, the clock moved to the end of the merge window while the miner waits
+    for the previous round's merge (only when no merge of it was posted: no update kept)."""
+    result = miner.submit_round(task_id)
+    while isinstance(result, Waiting):
+        console.print(f"  {result}: none was posted")
+        advance_chain_to(w3, result.until)
+        result = miner.submit_round(task_id)
+    return result
 
 
 def _first_architecture(start_on: str, arch_ids: list[int], miner: int) -> int:

@@ -24,7 +24,7 @@ from marketplace.storage import LocalStore
 from marketplace.tasks import account_key
 from miner.ledger import PrivacyLedger
 from miner.trainer import Trainer
-from miner.worker import Miner, MinerConfig
+from miner.worker import Miner, MinerConfig, Submission, Waiting
 
 ETHER = 10**18
 ROUND = 3600
@@ -172,10 +172,20 @@ class Market:
         assert self.evaluator is not None
         return self.evaluator.step(self.task_id)
 
+    def submit(self, miner: Miner) -> Submission | None:
+        """The miner's `submit_round`; while it waits for the previous round's merge (none was
+        posted, confirmed or readable), the clock moves to the end of the merge window first."""
+        result = miner.submit_round(self.task_id)
+        if isinstance(result, Waiting):
+            advance_to(self.w3, result.until)
+            result = miner.submit_round(self.task_id)
+        assert not isinstance(result, Waiting)
+        return result
+
     def run_rounds(self, rounds: int) -> None:
         for round_index in range(rounds):
             for miner in self.miners:
-                miner.submit_round(self.task_id)
+                self.submit(miner)
             self.end_round(round_index)
 
     def reveal(self) -> None:

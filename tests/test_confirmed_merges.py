@@ -168,9 +168,11 @@ def test_a_merge_the_quorum_did_not_confirm_is_not_scored_and_earns_its_sybil_no
     (merge0,) = _merges(market, 0)
     assert len(rogue_lines) == 1 and rogue_lines[0].startswith("round 0: posted merge")
     assert confirmed == [[f"round 0: confirmed merge {merge0.node_id}"]] * 2
-    # Round 1: the sybil's update, and the rogue's validation-trained 'merge' of it alone.
+    # Round 1: the sybil's update, and the rogue's validation-trained 'merge' of it alone. The
+    # sybil, new, cannot read merge0 (it is sealed to the miners registered by then): it waits
+    # out the merge window, then builds on the architecture.
     for miner in [*market.miners, sybil]:
-        miner.submit_round(market.task_id)
+        market.submit(miner)
     _close(market, 1, [rogue, *honest])
     planted, honest_merge = _merges(market, 1)
     (sybil_update,) = planted.parents
@@ -310,6 +312,12 @@ def test_a_confirmed_merge_whose_blob_is_gone_is_skipped_and_the_miner_builds_on
     blob.unlink()  # the store lost it (or it was never there)
 
     events: list[str] = []
+    for miner in market.miners:  # the blob may still turn up: each waits for it, bounded
+        assert not miner._pass(market.task_id, events.append)
+    schedule = market.chain.task(market.task_id).schedule
+    waiting = f"round 1: waiting for round 0's merge (until {schedule.merge_due(1)})"
+    assert events == [waiting, waiting]
+    advance_to(market.w3, schedule.merge_due(1))
     for miner in market.miners:
         assert not miner._pass(market.task_id, events.append)
 
@@ -319,7 +327,7 @@ def test_a_confirmed_merge_whose_blob_is_gone_is_skipped_and_the_miner_builds_on
         if r.kind is NodeKind.UPDATE and r.round == 1
     ]
     assert [r.parents for r in round_one] == [(architecture,)] * 2
-    assert events == [
+    assert events[2:] == [
         f"round 1: submitted node {r.node_id} (parent {architecture}, {r.samples} rows)"
         for r in round_one
     ]

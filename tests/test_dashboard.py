@@ -113,7 +113,7 @@ def test_the_dashboard_draws_the_market_and_follows_it_live(
 
         with service.rpc.exclusive():  # the rest of the task's life, the page left open
             for miner in market.miners:
-                miner.submit_round(market.task_id)
+                market.submit(miner)
             market.end_round(1)
             market.reveal()
             assert market.evaluator is not None

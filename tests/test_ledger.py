@@ -113,7 +113,7 @@ def test_a_miner_is_stopped_before_training_past_its_budget(tmp_path: Path) -> N
     market.end_round(0)
     nodes = len(market.chain.nodes(market.task_id))
     with pytest.raises(PrivacyBudgetExceeded, match="past its budget of 5"):
-        miner.submit_round(market.task_id)
+        market.submit(miner)
     assert len(market.chain.nodes(market.task_id)) == nodes  # nothing trained or sent
     assert list((tmp_path / "state" / "sealed").glob("*")) == []  # nothing sealed either
 
@@ -121,7 +121,7 @@ def test_a_miner_is_stopped_before_training_past_its_budget(tmp_path: Path) -> N
     market.add_miners(1, epochs=1, ledger=ledger)
     market.miners[1].data = data
     with pytest.raises(PrivacyBudgetExceeded, match="without DP"):
-        market.miners[1].submit_round(market.task_id)
+        market.submit(market.miners[1])
 
     shown = CliRunner().invoke(
         miner_app, ["privacy", "--data", str(data), "--data-dir", str(tmp_path), "--dp-budget", "5"]
