@@ -200,7 +200,9 @@ def _rescore(
         result.add("scores", False, f"the validation file does not load: {exc}")
         return
     reported = {n.node_id: n for n in report.nodes}
-    mismatches = []
+    mismatches: list[str] = []
+    rescored: list[int] = []  # this report's: `result` holds every report's, each node once
+    unreadable: list[int] = []
     for node_id, record in sorted(view.records.items()):
         if record.kind is not NodeKind.ARCHITECTURE and node_id not in left_out:
             try:
@@ -208,20 +210,22 @@ def _rescore(
             except (BlobNotFound, BlobTooLarge, IntegrityError):
                 blob = b""  # the evaluator's verdict on it is re-derived only if readable
             if not can_read(blob, scorer.key):
-                result.unreadable.append(node_id)
+                unreadable.append(node_id)
                 continue
         mine = (False, 0)
         if node_id not in left_out:
             score = scorer.node_result(view, node_id, dataset)
             mine = (score.valid, score.value)
         theirs = (reported[node_id].valid, reported[node_id].score) if node_id in reported else None
-        result.rescored.append(node_id)
+        rescored.append(node_id)
         if mine != theirs:
             mismatches.append(f"node {node_id}: {mine} vs reported {theirs}")
+    result.rescored = sorted({*result.rescored, *rescored})
+    result.unreadable = sorted({*result.unreadable, *unreadable})
     result.add(
         "scores",
         not mismatches,
-        f"{len(result.rescored)} nodes re-scored, {len(result.unreadable)} sealed from this key"
+        f"{len(rescored)} nodes re-scored, {len(unreadable)} sealed from this key"
         + (": " + "; ".join(mismatches) if mismatches else ""),
     )
 

@@ -28,6 +28,7 @@ from marketplace.report import (
     claim_payout,
     posted_roots,
 )
+from marketplace.tasks import account_key
 from marketplace.verify import verify_task
 from tests.market import Market, new_market
 
@@ -326,3 +327,23 @@ def test_verify_flags_each_poisoned_report_and_passes_the_honest_one(
         f"{honest} root",
         f"{honest} validation file",
     ]
+
+
+def test_verify_counts_each_node_once_however_many_reports_it_rescores(
+    poisoned: tuple[Market, PayoutReport],
+) -> None:
+    market, truth = poisoned
+    account = market.evaluator_account
+    verification = verify_task(
+        market.chain,
+        market.store,
+        market.task_id,
+        market.chain_id,
+        account,
+        account_key(account),
+    )
+
+    nodes = sorted(n.node_id for n in truth.nodes)
+    assert (verification.rescored, verification.unreadable) == (nodes, [])
+    scores = [c.detail for c in verification.checks if c.name == "scores"]
+    assert scores == [f"{len(nodes)} nodes re-scored, 0 sealed from this key"] * 3
