@@ -81,6 +81,7 @@ class Market:
         rounds: int = 2,
         evaluators: list[LocalAccount] | None = None,
         aggregation: Aggregation | None = None,
+        max_submissions_per_round: int = 1,
         **params: Any,
     ) -> int:
         evaluators = evaluators or [self.evaluator_account]
@@ -90,6 +91,7 @@ class Market:
             data=DataSchema(num_features=64, num_classes=10),
             split=SPLIT,
             aggregation=aggregation,
+            max_submissions_per_round=max_submissions_per_round,
         )
         task_params = TaskParams(
             bounty=BOUNTY,

@@ -78,6 +78,11 @@ SEALED_FROM_VERIFIER = ("update-random-bytes", "update-not-uploaded", "update-se
 
 SEEN: Counter[str] = Counter()  # corruption kinds over the examples run, printed once
 
+# The attacker sends several corrupted updates a round from one account, so that each is judged
+# for what it is; the per-account cap that would refuse them first has its own test
+# (tests/test_bounded_work.py).
+CAP: dict[str, int] = {"max_submissions_per_round": 16}
+
 
 @dataclass(frozen=True)
 class Case:
@@ -225,10 +230,10 @@ class Outcome:
 def _setup(market: Market, case: Case) -> Outcome:
     first, second, rogue_account = market.evaluator_account, market.keys[3], market.keys[7]
     if case.three:
-        market.create(rounds=2, evaluators=[first, second, rogue_account], quorum=2)
+        market.create(rounds=2, evaluators=[first, second, rogue_account], quorum=2, **CAP)
         honest = [market.make_evaluator(first), market.make_evaluator(second)]
     else:
-        market.create(rounds=2)
+        market.create(rounds=2, **CAP)
         honest = [market.make_evaluator()]
     rogue = None
     if case.three:
