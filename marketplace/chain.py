@@ -60,11 +60,13 @@ GAS_LIMITS = {
 }
 GAS_PER_EVALUATOR = 30_000
 GAS_PER_KEPT_PARENT = 9_000  # read the parent, mark it kept, plus its calldata
-# The shortest window a task may set on a shared chain; devnets deploy with DEV_MIN_WINDOW.
-PUBLIC_MIN_WINDOW = 3600
-DEV_MIN_WINDOW = 0
 GAS_PER_SEED = 1_500
 GAS_PER_PROOF_STEP = 1_500
+
+# The shortest round or phase window a task may set on a shared chain (the contract's
+# `minWindow`); devnets, whose clock the tests and the demo move, deploy with DEV_MIN_WINDOW.
+PUBLIC_MIN_WINDOW = 3600
+DEV_MIN_WINDOW = 0
 
 ERC20_ABI: list[dict[str, Any]] = [
     {

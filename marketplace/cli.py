@@ -158,7 +158,7 @@ def deploy(
             "on a devnet whose clock you move)",
             min=0,
         ),
-    ] = 3600,
+    ] = 3600,  # chain.PUBLIC_MIN_WINDOW, written out: this module imports web3 only when used
 ) -> None:
     """Deploy a fresh marketplace from this account on the chain --rpc names (any JSON-RPC
     node); prints its address, for --contract or GM_CONTRACT."""

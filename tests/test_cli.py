@@ -212,6 +212,7 @@ def test_deploy_puts_a_fresh_marketplace_on_the_chain_and_prints_its_address(
     assert address != devnet.info.contract
     fresh = ChainClient(chain.w3, address)
     assert fresh.task_count() == 0
+    assert fresh.min_window() == 3600  # a public chain's: an hour, unless --min-window says less
     assert chain.w3.eth.get_transaction_count(account.address) == 1
 
 
