@@ -55,6 +55,7 @@ from phe import paillier
 from marketplace.chain import ChainClient
 from marketplace.checks import Refusal, Verdict, check_aggregate_update
 from marketplace.messages import Aggregation, ChainEvent, NodeKind, NodeRecord, Score, TaskSpec
+from marketplace.rewards import updates_by
 from marketplace.secagg import (
     MaskedRound,
     Packing,
@@ -164,30 +165,11 @@ def join_refunds(
             base = int(event.args["base"])
             counted = account not in seen and members.get(account) == base
             seen.add(account)
-            if not counted or _submitted(account, round_index, base, records, scores):
+            mine = updates_by(records, account, round_index)
+            submitted = bool(mine) and records[mine[0]].parents[0] == base and scores[mine[0]].valid
+            if not counted or submitted:  # its first update of the round, on the base, valid
                 refunds[account] = refunds.get(account, 0) + deposit
     return refunds
-
-
-def _submitted(
-    account: str,
-    round_index: int,
-    base: int,
-    records: Mapping[int, NodeRecord],
-    scores: Mapping[int, Score],
-) -> bool:
-    """Whether `account`'s first update of the round is on `base` and valid."""
-    mine = sorted(
-        node_id
-        for node_id, record in records.items()
-        if record.kind is NodeKind.UPDATE
-        and record.round == round_index
-        and record.author.lower() == account.lower()
-    )
-    if not mine:
-        return False
-    first = records[mine[0]]
-    return first.parents[0] == base and scores[first.node_id].valid
 
 
 _PROBE = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
@@ -318,13 +300,7 @@ def submission_verdict(
             Refusal.BINDING,
             f"{record.author} did not join round {record.round} on node {base}",
         )
-    if any(
-        other.kind is NodeKind.UPDATE
-        and other.round == record.round
-        and other.author.lower() == record.author.lower()
-        and other.node_id < record.node_id
-        for other in records.values()
-    ):
+    if updates_by(records, record.author, record.round)[0] != record.node_id:
         return Verdict.refused(
             record.node_id, Refusal.BINDING, f"a second submission in round {record.round}"
         )

@@ -87,7 +87,13 @@ from marketplace.report import (
     payout_entries,
     posted_reports,
 )
-from marketplace.rewards import architecture_of, compute_payouts, find_winner, node_gains
+from marketplace.rewards import (
+    architecture_of,
+    compute_payouts,
+    find_winner,
+    node_gains,
+    updates_by,
+)
 from marketplace.secagg import SecAggError, decode_submission, sum_round, uncancelled_masks
 from marketplace.state import StateFile
 from marketplace.storage import BlobStore
@@ -102,9 +108,9 @@ from marketplace.tasks import (
     open_validation,
     paillier_key,
     read_spec,
-    revealed_validation,
     seal_merge,
     unconfirmed,
+    validation_file,
 )
 from marketplace.timing import Stopwatch
 
@@ -692,7 +698,7 @@ class Evaluator:
                 view.architectures[node_id] = model
             return verdict
         if record.kind is NodeKind.UPDATE and not view.spec.aggregates(record.round):
-            earlier = _earlier_submissions(view.records, record)
+            earlier = updates_by(view.records, record.author, record.round).index(node_id)
             if earlier >= view.spec.max_submissions_per_round:
                 detail = (
                     f"{record.author} already submitted {earlier} updates in round "
@@ -794,23 +800,9 @@ class Evaluator:
         return self._sealed_files[task_id]
 
     def _revealed_file(self, task_id: int, spec: TaskSpec) -> bytes | None:
-        """The revealed validation file (None before the reveal): from its revealed CID, else
-        this evaluator's sealed copy, whose sha256 must be the revealed digest."""
-        events = self.chain.events("ValidationRevealed", taskId=task_id)
-        if not events:
-            return None
-        try:
-            return revealed_validation(self.chain, self.store, task_id, spec.max_blob_bytes)
-        except (BlobNotFound, BlobTooLarge, IntegrityError) as exc:
-            unreadable = f"the revealed file {events[0].args['cid']} cannot be used ({exc})"
-        try:
-            sealed = self._sealed_file(task_id, spec)
-        except ValidationUnavailable as exc:
-            raise ValidationUnavailable(f"{unreadable}, and {exc}") from None
-        if sha256(sealed) != bytes(events[0].args["fileDigest"]):
-            raise ValidationUnavailable(f"{unreadable}, and the sealed copy is another file")
-        log.warning("task %d: %s; scoring the sealed copy (same digest)", task_id, unreadable)
-        return sealed
+        """The revealed validation file (None before the reveal), or this evaluator's sealed
+        copy of it when the revealed CID does not give it (`tasks.validation_file`)."""
+        return validation_file(self.chain, self.store, spec, task_id, self.key, self.chain_id)
 
     @staticmethod
     def _credited_samples(spec: TaskSpec, record: NodeRecord) -> int:
@@ -845,19 +837,6 @@ def _dataset(file: bytes, spec: TaskSpec, what: str) -> Dataset:
         return load_validation(file, spec)
     except DataFormatError as exc:
         raise ValidationUnavailable(f"{what} does not load: {exc}") from None
-
-
-def _earlier_submissions(records: Mapping[int, NodeRecord], record: NodeRecord) -> int:
-    """The updates `record`'s author submitted in its round before it (lower node ids)."""
-    author = record.author.lower()
-    return sum(
-        1
-        for other in records.values()
-        if other.kind is NodeKind.UPDATE
-        and other.round == record.round
-        and other.author.lower() == author
-        and other.node_id < record.node_id
-    )
 
 
 def _arrays(weights: Mapping[str, torch.Tensor]) -> dict[str, npt.NDArray[np.float32]]:

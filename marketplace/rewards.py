@@ -427,6 +427,19 @@ def architecture_of(by_id: Mapping[int, NodeRecord], node_id: int) -> int:
     return node.node_id
 
 
+def updates_by(by_id: Mapping[int, NodeRecord], author: str, round_index: int) -> list[int]:
+    """The ids of `author`'s updates in round `round_index`, in submission order: the first is
+    the one a secure aggregation group counts, those past a cap are over it."""
+    author = author.lower()
+    return sorted(
+        node.node_id
+        for node in by_id.values()
+        if node.kind is NodeKind.UPDATE
+        and node.round == round_index
+        and node.author.lower() == author
+    )
+
+
 def _is_valid(scores: Mapping[int, Score], node_id: int) -> bool:
     score = scores.get(node_id)
     return score is not None and score.valid

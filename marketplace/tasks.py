@@ -41,7 +41,14 @@ from marketplace.envelope import (
     public_key_from_hex,
     seal,
 )
-from marketplace.errors import EnvelopeError, IntegrityError, SpecError
+from marketplace.errors import (
+    BlobNotFound,
+    BlobTooLarge,
+    EnvelopeError,
+    IntegrityError,
+    SpecError,
+    ValidationUnavailable,
+)
 from marketplace.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.models import ModelSpec
 from marketplace.rewards import architecture_of, unconfirmed_merges
@@ -190,6 +197,40 @@ def revealed_validation(
             f"task {task_id}'s revealed validation file is not the revealed digest"
         )
     return file
+
+
+def validation_file(
+    chain: ChainClient,
+    store: BlobStore,
+    spec: TaskSpec,
+    task_id: int,
+    key: X25519KeyPair | None,
+    chain_id: int,
+) -> bytes | None:
+    """The revealed validation file (None before the reveal): from its revealed CID, else the
+    copy sealed to `key` (an evaluator's or the sponsor's) when its sha256 is the revealed
+    digest, so a sponsor that reveals a CID nobody stored cannot stop settlement.
+
+    Raises:
+        ValidationUnavailable: neither gives the file (with both reasons).
+    """
+    events = chain.events("ValidationRevealed", taskId=task_id)
+    if not events:
+        return None
+    args = events[0].args
+    try:
+        return revealed_validation(chain, store, task_id, spec.max_blob_bytes)
+    except (BlobNotFound, BlobTooLarge, IntegrityError) as exc:
+        unreadable = f"the revealed file {args['cid']} cannot be read ({exc})"
+    if key is None:
+        raise ValidationUnavailable(unreadable)
+    try:
+        sealed, _ = open_validation(chain, store, spec, task_id, key, chain_id)
+    except (EnvelopeError, BlobNotFound, BlobTooLarge, IntegrityError) as exc:
+        raise ValidationUnavailable(f"{unreadable}, and the sealed copy: {exc}") from None
+    if sha256(sealed) != bytes(args["fileDigest"]):
+        raise ValidationUnavailable(f"{unreadable}, and the sealed copy is another file")
+    return sealed
 
 
 # ------------------------------------------------------------------------------ the tree

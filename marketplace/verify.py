@@ -30,22 +30,21 @@ from marketplace.errors import (
     BlobNotFound,
     BlobTooLarge,
     DataFormatError,
-    EnvelopeError,
     IntegrityError,
     MarketplaceError,
+    ValidationUnavailable,
 )
 from marketplace.evaluator import Evaluator
-from marketplace.messages import NodeKind, Score, TaskSpec
+from marketplace.messages import NodeKind, Score
 from marketplace.report import PayoutReport, payout_entries, posted_roots, read_report
 from marketplace.rewards import UNCONFIRMED, compute_payouts
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
     can_read,
     nodes_by_id,
-    open_validation,
     read_spec,
-    revealed_validation,
     unconfirmed,
+    validation_file,
 )
 
 
@@ -85,16 +84,12 @@ def verify_task(
     result = Verification(task_id)
     task = chain.task(task_id)
     spec = read_spec(chain, store, task_id)
-    events = chain.events("ValidationRevealed", taskId=task_id)
     try:
-        file = revealed_validation(chain, store, task_id, spec.max_blob_bytes)
-    except (BlobNotFound, BlobTooLarge, IntegrityError) as exc:
-        file = _sealed_copy(chain, store, spec, task_id, chain_id, key)
-        if file is None:
-            cid = events[0].args["cid"]
-            reason = f"the revealed file {cid} cannot be read ({exc}): nothing can be recomputed"
-            result.add("validation", False, reason)
-            return result
+        file = validation_file(chain, store, spec, task_id, key, chain_id)
+    except ValidationUnavailable as exc:
+        result.add("validation", False, f"{exc}: nothing can be recomputed")
+        return result
+    events = chain.events("ValidationRevealed", taskId=task_id)
     if file is None or not events:
         result.add("validation", False, "the validation set is not revealed")
         return result
@@ -228,21 +223,3 @@ def _rescore(
         f"{len(rescored)} nodes re-scored, {len(unreadable)} sealed from this key"
         + (": " + "; ".join(mismatches) if mismatches else ""),
     )
-
-
-def _sealed_copy(
-    chain: ChainClient,
-    store: BlobStore,
-    spec: TaskSpec,
-    task_id: int,
-    chain_id: int,
-    key: X25519KeyPair | None,
-) -> bytes | None:
-    """The validation file as sealed to `key` (the sponsor's or an evaluator's), if it opens
-    and matches the commitment, which the revealed digest matched too; else None."""
-    if key is None:
-        return None
-    try:
-        return open_validation(chain, store, spec, task_id, key, chain_id)[0]
-    except (EnvelopeError, BlobNotFound, BlobTooLarge, IntegrityError):
-        return None
