@@ -619,7 +619,7 @@ def create_app(
         rows = reader.rows(
             """SELECT v.node_id, v.score, v.gain, n.kind, n.author FROM report_nodes v
                JOIN nodes n ON n.task_id = v.task_id AND n.node_id = v.node_id
-               WHERE v.task_id = ? AND v.evaluator = ? AND v.valid = 1
+               WHERE v.task_id = ? AND v.evaluator = ? AND v.valid = 1 AND n.kind != 'update'
                ORDER BY v.score DESC, v.gain DESC, v.node_id LIMIT ?""",
             task_id,
             report["evaluator"],

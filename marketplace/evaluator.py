@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -75,19 +75,29 @@ from marketplace.errors import (
     ValidationUnavailable,
     WeightsError,
 )
-from marketplace.evaluation import Clock, Dataset, load_validation, score
+from marketplace.evaluation import Clock, Dataset, ceiling, load_validation, score
 from marketplace.faults import crash_point
-from marketplace.merge import Candidate, MergeResult, merge_round, weighted_average
+from marketplace.merge import (
+    Candidate,
+    MergeResult,
+    MergeRule,
+    merge_counts,
+    merge_round,
+    weighted_average,
+)
 from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, Score, TaskSpec
 from marketplace.models import ModelSpec, flops_per_sample
 from marketplace.report import (
     MAX_REPORT_BYTES,
     NodeVerdict,
     PayoutReport,
+    coalition_key,
     payout_entries,
     posted_reports,
 )
 from marketplace.rewards import (
+    Evidence,
+    Frontier,
     architecture_of,
     compute_payouts,
     find_winner,
@@ -95,6 +105,7 @@ from marketplace.rewards import (
     updates_by,
 )
 from marketplace.secagg import SecAggError, decode_submission, sum_round, uncancelled_masks
+from marketplace.shapley import Coalition
 from marketplace.state import StateFile
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
@@ -118,6 +129,8 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+NO_MERGE = MergeResult(kept=(), weights={}, score=0, samples=0, no_updates=(), left_out=())
 
 
 @dataclass
@@ -337,17 +350,15 @@ class Evaluator:
         """The round's merge of `updates` (one architecture), on the sealed validation set;
         empty when the architecture is invalid (its updates are too)."""
         if not self.verdict(view, arch_id).valid:
-            return MergeResult((), {}, 0, {}, 0, (), ())
+            return NO_MERGE
         validation = self._sealed_validation(task_id, view.spec)
         model = self._architecture(view, arch_id)
         candidates = []
-        parents: set[int] = set()
         for record in updates:
             verdict = self.verdict(view, record.node_id)
             parent_verdict = self.verdict(view, record.parents[0])
             if not verdict.valid or parent_verdict.weights is None or verdict.weights is None:
                 continue
-            parents.add(record.parents[0])
             candidates.append(
                 Candidate(
                     record.node_id,
@@ -357,15 +368,28 @@ class Evaluator:
                 )
             )
         if not candidates:
-            return MergeResult((), {}, 0, {}, 0, (), ())
-        base = max(
-            self._score(model, self.verdict(view, p), validation, view.spec) for p in parents
-        )
+            return NO_MERGE
         return merge_round(
             candidates,
             lambda weights: self._score_arrays(model, weights, validation, view.spec),
-            view.spec.no_update_tolerance,
-            base_score=base,
+            MergeRule.of(view.spec),
+            base_score=self._frontier(view, arch_id, updates[0].round, validation),
+        )
+
+    def _frontier(self, view: TaskView, arch_id: int, round_index: int, dataset: Dataset) -> int:
+        """The best score among the architecture and its valid merges of earlier rounds: the
+        model every miner of the round could start from (`rewards.Frontier`)."""
+        bases = [arch_id] + [
+            merge.node_id
+            for merge in of_kind(view.records, NodeKind.MERGE)
+            if merge.round < round_index and architecture_of(view.records, merge.node_id) == arch_id
+        ]
+        model = self._architecture(view, arch_id)
+        verdicts = [self.verdict(view, node_id) for node_id in bases]
+        return max(
+            self._score(model, verdict, dataset, view.spec)
+            for verdict in verdicts
+            if verdict.valid and verdict.weights is not None
         )
 
     def _merged(self, task_id: int, view: TaskView, round_index: int, arch_id: int) -> bool:
@@ -562,7 +586,7 @@ class Evaluator:
                 scores[node_id] = Score(node_id=node_id, valid=True, value=parent.value)
             else:
                 scores[node_id] = self.node_result(view, node_id, dataset)
-        loo = self.leave_one_out(view, scores, dataset)
+        coalitions, added = self.evidence(view, scores, dataset)
         # Every architecture whose verdict is valid: one whose own scoring timed out (on this
         # machine) still prices its updates' compute.
         flops = {arch_id: flops_per_sample(model) for arch_id, model in view.architectures.items()}
@@ -571,9 +595,8 @@ class Evaluator:
         joins = join_refunds(
             self.chain.round_joins(task_id), view.records, scores, spec, task.deposit
         )
-        payouts = compute_payouts(
-            records, scores, loo, flops, spec, task.bounty, task.deposit, joins
-        )
+        evidence = Evidence(coalitions, added, flops, ceiling(dataset, spec.metric))
+        payouts = compute_payouts(records, scores, evidence, spec, task.bounty, task.deposit, joins)
         entries, root, total = payout_entries(payouts)
         gains = node_gains(records, scores)
         nodes = tuple(
@@ -597,8 +620,13 @@ class Evaluator:
             validation_digest=sha256(file).hex(),
             winner=find_winner(records, scores),
             nodes=nodes,
-            loo_scores=loo,
+            coalitions={
+                merge_id: {coalition_key(c): value for c, value in table.items()}
+                for merge_id, table in coalitions.items()
+            },
+            added=added,
             flops_per_sample=flops,
+            ceiling=evidence.ceiling,
             payouts=entries,
             root="0x" + root.hex(),
             total=total,
@@ -626,49 +654,95 @@ class Evaluator:
         model = self._architecture(view, architecture_of(view.records, node_id))
         return self._score(model, self.verdict(view, node_id), dataset, view.spec)
 
-    def leave_one_out(
+    def evidence(
         self, view: TaskView, scores: dict[int, Score], dataset: Dataset
-    ) -> dict[int, dict[int, int]]:
-        """Merge id -> parent id -> score of the merge's average without that parent: one
-        scoring per parent. A merge one of whose scorings passes the time limit is made invalid
-        in `scores` (`scoring-timeout`) and gets no entry; merges go in node id order, so a
-        later merge's baseline sees it."""
-        loo: dict[int, dict[int, int]] = {}
-        for merge in of_kind(view.records, NodeKind.MERGE):
-            if not scores[merge.node_id].valid or view.spec.aggregates(merge.round):
-                continue  # an aggregate merge's parents are never seen alone: shared by samples
+    ) -> tuple[dict[int, dict[Coalition, int]], dict[int, int]]:
+        """What the reward rule replays besides the scores (`rewards.Evidence`): the coalition
+        scores of every merge in clear that rose above its frontier, and the added score of
+        every update its round's merge left out. A merge one of whose scorings passes the time
+        limit is made invalid in `scores` (`scoring-timeout`), and the frontiers after it are
+        worked out again."""
+        coalitions: dict[int, dict[Coalition, int]] = {}
+        while True:
+            frontier = Frontier(view.records, scores, view.spec.min_gain)
+            pending = [
+                merge_id
+                for merge_id in frontier.gaining_merges()
+                if merge_id not in coalitions
+                and not view.spec.aggregates(view.records[merge_id].round)
+            ]
+            if not pending:
+                return coalitions, self._added(view, scores, frontier, dataset)
             try:
-                loo[merge.node_id] = self._merge_loo(view, scores, merge, dataset)
+                coalitions[pending[0]] = self._coalitions(view, frontier, pending[0], dataset)
             except ScoringTimeout as exc:
-                reason = refusal(merge.node_id, exc).reason
-                log.warning("merge %d is invalid on this machine: %s", merge.node_id, reason)
-                scores[merge.node_id] = Score(node_id=merge.node_id, valid=False, reason=reason)
-        return loo
+                reason = refusal(pending[0], exc).reason
+                log.warning("merge %d is invalid on this machine: %s", pending[0], reason)
+                scores[pending[0]] = Score(node_id=pending[0], valid=False, reason=reason)
+                coalitions.clear()
 
-    def _merge_loo(
-        self, view: TaskView, scores: Mapping[int, Score], merge: NodeRecord, dataset: Dataset
+    def _coalitions(
+        self, view: TaskView, frontier: Frontier, merge_id: int, dataset: Dataset
+    ) -> dict[Coalition, int]:
+        """Coalition of the merge's valid update parents -> the score of their average."""
+        parents = [
+            p
+            for p in view.records[merge_id].parents
+            if view.records[p].kind is NodeKind.UPDATE and frontier.scores[p].valid
+        ]
+        base = frontier.of(merge_id)
+        assert base is not None  # a merge that gained has a frontier
+        average = self._averager(view, merge_id, dataset)
+        played = MergeRule.of(view.spec).contributions(
+            parents, lambda coalition: average(coalition) if coalition else base
+        )
+        return {coalition: value for coalition, value in played.coalitions.items() if coalition}
+
+    def _added(
+        self, view: TaskView, scores: Mapping[int, Score], frontier: Frontier, dataset: Dataset
     ) -> dict[int, int]:
-        """Parent id -> score of `merge`'s average without that parent."""
-        model = self._architecture(view, architecture_of(view.records, merge.node_id))
-        parts = {}
-        for parent in merge.parents:
-            verdict = self.verdict(view, parent)
-            if verdict.weights is not None:
-                samples = self._credited_samples(view.spec, view.records[parent])
-                parts[parent] = (_arrays(verdict.weights), samples)
-        grandparents = {
-            g for p in merge.parents for g in view.records[p].parents if g in view.records
-        }
-        base = max((scores[g].value for g in grandparents if scores[g].valid), default=0)
-        entries = {}
-        for parent in merge.parents:
-            rest = [parts[p] for p in sorted(parts) if p != parent]
-            entries[parent] = (
-                self._score_arrays(model, weighted_average(rest), dataset, view.spec)
-                if rest
-                else base
+        """Update id -> the score of its round's merge with it added, for every valid update
+        in clear that the merge left out (`rewards` judges it harmful by that score)."""
+        added = {}
+        for record in of_kind(view.records, NodeKind.UPDATE):
+            if not scores[record.node_id].valid or view.spec.aggregates(record.round):
+                continue
+            arch_id = architecture_of(view.records, record.node_id)
+            merge_id = frontier.round_merge(arch_id, record.round)
+            if merge_id is None or record.node_id in view.records[merge_id].parents:
+                continue
+            kept = [
+                p
+                for p in view.records[merge_id].parents
+                if view.records[p].kind is NodeKind.UPDATE and scores[p].valid
+            ]
+            coalition = tuple(sorted((*kept, record.node_id)))
+            try:
+                added[record.node_id] = self._averager(view, merge_id, dataset)(coalition)
+            except ScoringTimeout:  # this machine's clock: the update is given the doubt
+                added[record.node_id] = scores[merge_id].value
+        return added
+
+    def _averager(
+        self, view: TaskView, node_id: int, dataset: Dataset
+    ) -> Callable[[Coalition], int]:
+        """The score of a set of updates' average (as `merge_round` averages them), for updates
+        of `node_id`'s architecture."""
+        model = self._architecture(view, architecture_of(view.records, node_id))
+
+        def average(coalition: Coalition) -> int:
+            records = [view.records[i] for i in coalition]
+            counts = merge_counts(
+                [self._credited_samples(view.spec, r) for r in records], view.spec.merge_weighting
             )
-        return entries
+            parts = []
+            for record, count in zip(records, counts, strict=True):
+                weights = self.verdict(view, record.node_id).weights
+                assert weights is not None  # a valid update in clear
+                parts.append((_arrays(weights), count))
+            return self._score_arrays(model, weighted_average(parts), dataset, view.spec)
+
+        return average
 
     # ------------------------------------------------------------------ verdicts
 

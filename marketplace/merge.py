@@ -1,5 +1,5 @@
-"""The round merge: a deterministic sample-weighted average, less the updates that hurt it,
-found in at most 3k scorings for k updates (DESIGN.md, "Bounded evaluator work").
+"""The round merge: the average of the round's updates that add to it, chosen by their Shapley
+values (DESIGN.md, "Credit for verified improvement").
 
 Pure functions over weights given as `Mapping[str, np.ndarray]` (tensor name -> array). The
 scorer is injected, so the evaluator passes the real one and tests pass a fake. Every evaluator
@@ -11,13 +11,17 @@ rounded, so no platform-dependent reduction order), then casts to float32.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from marketplace.errors import DagError, WeightsError
+from marketplace.shapley import Contributions, Value, shapley
+
+if TYPE_CHECKING:
+    from marketplace.messages import TaskSpec
 
 Weights = Mapping[str, npt.NDArray[Any]]
 """Tensor name -> array: what a safetensors file decodes to."""
@@ -40,30 +44,70 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class MergeRule:
+    """How a round is merged: the task spec's settings (`MergeRule.of`).
+
+    Attributes:
+        tolerance: max |w - parent| of an update that is no update.
+        min_gain: the least score gain that counts as improvement (smaller is noise).
+        exact_max: Shapley values are exact up to this many updates, sampled above it.
+        permutations: the orders sampled above `exact_max`.
+        weighting: "equal" (every kept update counts once) or "median" (by declared samples
+            clipped to the median of the averaged updates'): declared samples cannot steer more.
+    """
+
+    tolerance: float
+    min_gain: int
+    exact_max: int
+    permutations: int
+    weighting: str = "equal"
+
+    @classmethod
+    def of(cls, spec: TaskSpec) -> MergeRule:
+        return cls(
+            tolerance=spec.no_update_tolerance,
+            min_gain=spec.min_gain,
+            exact_max=spec.shapley_exact_max,
+            permutations=spec.shapley_permutations,
+            weighting=spec.merge_weighting,
+        )
+
+    def contributions(self, ids: Sequence[int], value: Value) -> Contributions:
+        """The Shapley values of `ids` under this rule's budget (orders truncated once a prefix
+        is within less than `min_gain` of the whole: the rest is noise)."""
+        return shapley(
+            ids,
+            value,
+            exact_max=self.exact_max,
+            permutations=self.permutations,
+            truncation=self.min_gain - 1,
+        )
+
+
+@dataclass(frozen=True)
 class MergeResult:
-    """The round's merge and what the reward rule needs to credit it.
+    """The round's merge.
 
     Attributes:
         kept: the ids of the updates averaged, sorted: the merge node's parents. Empty when no
-            candidate survives; then there is nothing to post, `weights` is empty and `score`
-            is `base_score` (the round leaves the model where it was).
+            average beats the round's starting model by at least `min_gain`; then there is
+            nothing to post, `weights` is empty and `score` is `base_score`.
         weights: the merged weights (float32, names sorted).
         score: the merge's score.
-        loo_scores: for each kept id, the score of the merge without it (`base_score` when it is
-            the only one kept): the reward rule's leave-one-out input for this merge.
         samples: the declared samples of the kept updates, summed (the merge's `samples`).
         no_updates: candidates within `tolerance` of their parent, sorted: never merged.
-        left_out: candidates whose removal raised the merge's score, in the order removed.
-        scorings: how many times `merge_round` called the scorer (at most 3k for k updates).
+        left_out: the other candidates (not no updates), by id.
+        contributions: the kept updates' Shapley values over the round's starting model.
+        scorings: how many times `merge_round` called the scorer.
     """
 
     kept: tuple[int, ...]
     weights: Merged
     score: int
-    loo_scores: dict[int, int]
     samples: int
     no_updates: tuple[int, ...]
     left_out: tuple[int, ...]
+    contributions: dict[int, int] = field(default_factory=dict)
     scorings: int = 0
 
 
@@ -119,80 +163,100 @@ def is_no_update(weights: Weights, parent_weights: Weights, tolerance: float) ->
     return True
 
 
+def merge_counts(samples: Sequence[int], weighting: str) -> list[int]:
+    """Each update's weight in an average: 1 each ("equal"), or its declared samples clipped to
+    the lower median of `samples` ("median"), so declaring more than the median buys nothing."""
+    if weighting == "equal" or not samples:
+        return [1] * len(samples)
+    if weighting != "median":
+        raise ValueError(f"unknown merge weighting {weighting!r}")
+    median = lower_median(samples)
+    return [min(count, median) for count in samples]
+
+
+def lower_median(values: Sequence[int]) -> int:
+    """The lower median of `values` (0 if there are none): one an outlier cannot raise."""
+    return sorted(values)[(len(values) - 1) // 2] if values else 0
+
+
 def merge_round(
-    candidates: Sequence[Candidate], score: Scorer, tolerance: float, *, base_score: int
+    candidates: Sequence[Candidate], score: Scorer, rule: MergeRule, *, base_score: int
 ) -> MergeResult:
-    """The round's merge: average the updates, less those whose removal raises its score.
+    """The round's merge: the best-scoring average of the round's updates.
 
-    1. Candidates within `tolerance` of their parent are no updates and are dropped.
-    2. The rest, k updates, are averaged by declared samples (in node id order).
-    3. One leave-one-out pass: the score of the average and, for each update, of the average
-       without it (k + 1 scorings). The suspects are the updates whose removal raised it.
-    4. Bounded greedy filter: each suspect once, most raising first (ties: the highest node
-       id, the latest submission), is left out if leaving it out of what is still kept
-       raises the score (at most one scoring each, the first is the pass's own). Every
-       removal strictly raises the score: the merge never scores below the plain average.
-    5. The reward rule's leave-one-out scores of the kept set: the pass's own when nothing
-       was left out, else one scoring per kept update.
+    1. Candidates within `rule.tolerance` of their parent are no updates and are dropped.
+    2. The rest are scored in coalitions, a coalition's value being the score of its average
+       (`merge_counts`): every coalition for k <= `rule.exact_max` updates, else the prefixes of
+       the `rule.permutations` seeded orders of `shapley.shapley`, the whole set and the set
+       of updates whose sampled Shapley values are positive. The
+       empty coalition's value is `base_score`: the score of the best model the round could
+       start from (its frontier), whatever parent each update names.
+    3. The best-scoring coalition is kept (ties: fewer updates, so an update that changes
+       nothing is not merged; then the lowest ids). With every coalition scored, several junk
+       updates that each hurt only alongside the others are all left out, which one removal
+       at a time missed; two models trained apart from random weights that average worse than
+       either leave only the better one; and updates on label-skewed shards that each score
+       below the frontier alone but gain together are kept together.
+    4. If it does not beat `base_score` by `rule.min_gain`, nothing is kept: a merge below its
+       base is never posted, built on or credited.
+    5. The kept updates' Shapley values (free when exact: every coalition is scored).
 
-    So at most 1 + k + (k - 1) + (k - 1) <= 3k scorings (`MergeResult.scorings` counts them;
-    a subset is never scored twice), where repeating the pass until nothing hurts took up to
-    k(k + 1)/2. The price: an update that hurts only once others are gone can stay (its
-    leave-one-out score in `loo_scores` then exceeds the merge's, so the reward rule gives it
-    no share of the merge's gain).
-
-    The merge of no update is the model the round built on, so it scores `base_score`: with one
-    update kept, "the merge without it" scores `base_score` (a lone update that scores below it
-    is left out). Pass the score of the candidates' parent (with several parents, the best of
-    them). Candidates must share one architecture (the same tensor names and shapes).
+    Scorings: 2^k - 1 for k <= `rule.exact_max`; above it, at most `rule.permutations` x k
+    + 2, and as many again for the kept set's values. A coalition is never scored twice
+    (`MergeResult.scorings` counts them). Candidates must share one architecture.
 
     Raises:
         DagError: two candidates have the same node id.
         ValueError: a negative tolerance or sample count.
         WeightsError: the candidates' tensor names or shapes differ.
     """
-    if tolerance < 0:
-        raise ValueError(f"negative tolerance {tolerance}")
+    if rule.tolerance < 0:
+        raise ValueError(f"negative tolerance {rule.tolerance}")
     ordered = sorted(candidates, key=lambda candidate: candidate.node_id)
     by_id = {candidate.node_id: candidate for candidate in ordered}
     if len(by_id) != len(ordered):
         raise DagError("two merge candidates have the same node id")
 
     no_updates = tuple(
-        c.node_id for c in ordered if is_no_update(c.weights, c.parent_weights, tolerance)
+        c.node_id for c in ordered if is_no_update(c.weights, c.parent_weights, rule.tolerance)
     )
-    kept = tuple(c.node_id for c in ordered if c.node_id not in no_updates)
+    updates = tuple(c.node_id for c in ordered if c.node_id not in no_updates)
     cache: dict[tuple[int, ...], int] = {(): base_score}
 
     def average(ids: tuple[int, ...]) -> Merged:
-        return weighted_average([(by_id[i].weights, by_id[i].samples) for i in ids])
+        counts = merge_counts([by_id[i].samples for i in ids], rule.weighting)
+        return weighted_average(
+            [(by_id[i].weights, count) for i, count in zip(ids, counts, strict=True)]
+        )
 
     def merged_score(ids: tuple[int, ...]) -> int:
         if ids not in cache:
             cache[ids] = int(score(average(ids)))
         return cache[ids]
 
-    def without(ids: tuple[int, ...], removed: int) -> tuple[int, ...]:
-        return tuple(i for i in ids if i != removed)
-
-    current = merged_score(kept)
-    raised = {i: merged_score(without(kept, i)) - current for i in kept}
-    suspects = sorted((i for i in kept if raised[i] > 0), key=lambda i: (-raised[i], -i))
-    left_out: list[int] = []
-    for suspect in suspects:
-        trial = without(kept, suspect)
-        if merged_score(trial) > current:
-            kept, current = trial, merged_score(trial)
-            left_out.append(suspect)
+    kept: tuple[int, ...] = ()
+    values: dict[int, int] = {}
+    if updates:
+        first = rule.contributions(updates, merged_score)  # every coalition, or a sample
+        merged_score(updates)
+        merged_score(tuple(first.positive()))  # sampled: the updates that add, on average
+        kept = max(
+            (c for c in list(cache) if c),
+            key=lambda c: (cache[c], -len(c), [-i for i in c]),
+        )
+    if kept and merged_score(kept) < base_score + rule.min_gain:
+        kept = ()  # no significant gain over the round's starting model
+    if kept:
+        values = rule.contributions(kept, merged_score).values
 
     return MergeResult(
         kept=kept,
         weights=average(kept) if kept else {},
-        score=current,
-        loo_scores={i: merged_score(without(kept, i)) for i in kept},
+        score=merged_score(kept),
         samples=sum(by_id[i].samples for i in kept),
         no_updates=no_updates,
-        left_out=tuple(left_out),
+        left_out=tuple(i for i in updates if i not in kept),
+        contributions=values,
         scorings=len(cache) - 1,  # every entry but the base was one call of `score`
     )
 

@@ -274,6 +274,16 @@ class TaskSpec(Frozen):
     max_scoring_macs: int = Field(default=DEFAULT_SCORING_MACS, gt=0, lt=2**63)
     max_submissions_per_round: int = Field(default=1, ge=1, le=1_000)  # updates, per account
     scoring_seconds: float = Field(default=DEFAULT_SCORING_SECONDS, gt=0, le=86_400)  # a net
+    # Credit for verified improvement (DESIGN.md): a gain under `min_gain` (score units:
+    # validation rows for accuracy) is noise; Shapley values are exact up to
+    # `shapley_exact_max` updates a merge, else from `shapley_permutations` seeded orders;
+    # merges weigh updates equally or by samples clipped to the median; no account takes more
+    # than `max_account_share_bps` of the data pool (the rest goes back to the sponsor).
+    min_gain: int = Field(default=2, ge=1, le=2**62)
+    shapley_exact_max: int = Field(default=6, ge=0, le=10)
+    shapley_permutations: int = Field(default=16, ge=1, le=1_000)
+    merge_weighting: Literal["equal", "median"] = "equal"
+    max_account_share_bps: int = Field(default=5_000, gt=0, le=10_000)
 
     @model_validator(mode="after")
     def _metric_fits_labels(self) -> TaskSpec:

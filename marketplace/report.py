@@ -1,4 +1,5 @@
-"""The evaluator's payout report: every node's verdict and score, the leave-one-out scores, and
+"""The evaluator's payout report: every node's verdict and score, the evidence the reward rule
+replays (coalition scores, added scores, FLOPs, the ceiling), and
 every payout leaf with its Merkle proof, as a JSON blob whose CID the chain records with the
 root (`PayoutRootPosted.reportCid`). A claimant needs nothing else; `verify` recomputes it.
 """
@@ -16,14 +17,28 @@ from marketplace.chain import ChainClient
 from marketplace.crypto import PayoutLeaf, payout_tree
 from marketplace.errors import IntegrityError, MarketplaceError, NoMatchingReport, SpecError
 from marketplace.messages import Frozen, NodeKind, Payout, Score
-from marketplace.rewards import payout_leaves
+from marketplace.rewards import Evidence, payout_leaves
+from marketplace.shapley import Coalition
 from marketplace.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
 MAX_REPORT_BYTES = 32 * 1024 * 1024
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: coalition and added scores replace leave-one-out (issue 15)
 UINT256 = 2**256
+
+
+def coalition_key(coalition: Coalition) -> str:
+    """A coalition as the report writes it: its ids, comma-separated."""
+    return ",".join(map(str, coalition))
+
+
+def coalition_of(key: str) -> Coalition:
+    """A report's coalition key read back (ValueError if it is not sorted, distinct ids)."""
+    ids = tuple(int(part) for part in key.split(",")) if key else ()
+    if list(ids) != sorted(set(ids)):
+        raise ValueError(f"{key!r} is not a sorted list of distinct ids")
+    return ids
 
 
 class NodeVerdict(Frozen):
@@ -70,12 +85,27 @@ class PayoutReport(Frozen):
     validation_digest: str  # sha256 of the validation file scored on, hex
     winner: int | None
     nodes: tuple[NodeVerdict, ...]
-    loo_scores: dict[int, dict[int, int]] = Field(default_factory=dict)
+    # merge id -> "id,id,..." (a coalition of its update parents) -> the score of their average
+    coalitions: dict[int, dict[str, int]] = Field(default_factory=dict)
+    added: dict[int, int] = Field(default_factory=dict)  # left-out update -> its merge with it
     flops_per_sample: dict[int, int] = Field(default_factory=dict)
+    ceiling: int = 0  # the best score possible on the validation set
     payouts: tuple[PayoutEntry, ...]
     root: str
     total: int
-    scorings: int = 0  # models this evaluator ran on the validation set to settle (nodes, LOO)
+    scorings: int = 0  # models this evaluator ran on the validation set to settle
+
+    def evidence(self) -> Evidence:
+        """What the reward rule replays, as `compute_payouts` takes it (SpecError if a
+        coalition is not a list of node ids)."""
+        try:
+            coalitions = {
+                merge: {coalition_of(key): value for key, value in table.items()}
+                for merge, table in self.coalitions.items()
+            }
+        except ValueError:
+            raise SpecError("a coalition in the report is not a list of node ids") from None
+        return Evidence(coalitions, self.added, self.flops_per_sample, self.ceiling)
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json(indent=1).encode()

@@ -1,39 +1,74 @@
-"""The reward rule (DESIGN.md) as pure functions of the model DAG, the scores and the split.
+"""The reward rule (DESIGN.md, "Credit for verified improvement") as pure functions of the
+model DAG, the scores and what the evaluator measured besides them (`Evidence`).
+
+Credit is improvement over the frontier: the best confirmed model of an architecture when a
+round opened (`Frontier`), not the parent a submitter names, so rebuilding on an old node
+earns nothing. The sponsor's model is the best confirmed merge (`find_winner`); the winner's
+improvement over its architecture is credited back through the rounds that built it, each
+round weighted by the share of the remaining error it closed (so the first steps from random
+weights do not dwarf the later ones), and within a round to the merge's updates by their
+Shapley values (`marketplace.shapley`: copies split one value, junk gets none). Declared
+samples steer nothing: merges weigh updates equally (or clipped to the median), the compute
+pool pays each merge's FLOPs at its median samples, split by positive contribution. An update
+that improved nothing and hurt its round forfeits its deposit (`_harmful`). No account takes
+more than `max_account_share_bps` of the data pool.
 
 Everything is integer arithmetic in wei (or token units), so every evaluator computes the same
 leaves bit for bit. Each pool is split with `apportion`: floor(pool * weight / total weight) per
-account, an account's weight being the sum over its nodes; the rounding dust (less than one unit
-per account and pool) is paid to nobody and stays in escrow for the sponsor to reclaim, as do
-pools nobody earns and forfeited deposits. So the total never exceeds the pools' floors plus the
-refunded deposits, which never exceeds the bounty plus the deposits.
+account; the rounding dust, the capped excess, pools nobody earns and forfeited deposits stay
+in escrow for the sponsor to reclaim. So the total never exceeds the bounty plus the deposits.
 
 Only confirmed merges count. A merge that fewer than the task's quorum of evaluators had
 confirmed by the reveal (when merges stop being posted) is not scored: it comes to
 `compute_payouts` as an invalid score whose reason starts with `UNCONFIRMED`
-(`unconfirmed_merges`), so, like any invalid node, it cannot win, serves as nobody's gain
-baseline, and neither credits nor keeps (for compute) its parents; its parents earn what they
-earn without it. The report shows it with that reason, and `verify` recomputes the set from
-the chain. (Excluding such merges from the tree instead would make the report's node list
-differ from the chain's, which `verify` checks.)
+(`unconfirmed_merges`), so, like any invalid node, it cannot win, is nobody's frontier and
+credits nobody. The report shows it with that reason, and `verify` recomputes the set from
+the chain.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from eth_utils.address import to_checksum_address
 
 from marketplace.crypto import PayoutLeaf
 from marketplace.errors import DagError
+from marketplace.merge import MergeRule, lower_median
 from marketplace.messages import NodeKind, NodeRecord, Payout, Score, TaskSpec
+from marketplace.shapley import Coalition
 
 BPS = 10_000
 ROOT = 0  # the task: the parent of every architecture
 UNCONFIRMED = "unconfirmed"  # the reason code of a merge short of the quorum
+CREDIT_SCALE = 1_000_000  # a round that closes all the remaining error is worth this much credit
 
 K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the evaluator measured on the validation set besides each node's score.
+
+    Attributes:
+        coalitions: merge id -> coalition of its valid update parents (sorted ids) -> the
+            score of their average: what the merge's Shapley values are replayed from (the
+            empty coalition is the merge's frontier, computed here from the scores). Needed
+            for every valid merge that gained, but a secure aggregation round's.
+        added: update id -> the score of its round's merge with it added, for every valid
+            update of a round in clear that its round's merge left out.
+        flops_per_sample: architecture id -> training FLOPs per sample of that architecture.
+        ceiling: the best score possible on the validation set (its rows, for accuracy; 0
+            for negated SSE): how much error was left when a round opened.
+    """
+
+    coalitions: Mapping[int, Mapping[Coalition, int]] = field(default_factory=dict)
+    added: Mapping[int, int] = field(default_factory=dict)
+    flops_per_sample: Mapping[int, int] = field(default_factory=dict)
+    ceiling: int = 0
 
 
 def apportion(amount: int, weights: Mapping[K, int]) -> dict[K, int]:
@@ -53,25 +88,20 @@ def apportion(amount: int, weights: Mapping[K, int]) -> dict[K, int]:
 def compute_payouts(
     nodes: Sequence[NodeRecord],
     scores: Mapping[int, Score],
-    loo_scores: Mapping[int, Mapping[int, int]],
-    flops_per_sample: Mapping[int, int],
+    evidence: Evidence,
     spec: TaskSpec,
     bounty: int,
     deposit: int,
     join_refunds: Mapping[str, int] | None = None,
 ) -> list[Payout]:
-    """What each account is owed by a task whose nodes are scored: DESIGN.md's reward rule.
+    """What each account is owed by a task whose nodes are scored (the module docstring).
 
     Args:
         nodes: every node of the task (architectures, updates, merges), in any order.
         scores: node id -> the evaluator's verdict, one for every node; a merge short of the
             quorum must come as its `unconfirmed_merges` score.
-        loo_scores: merge id -> parent id -> score of that merge without that parent
-            (`MergeResult.loo_scores`); required for every valid merge but those of secure
-            aggregation rounds (`aggregate_shares`).
-        flops_per_sample: architecture id -> training FLOPs per sample of that architecture;
-            required for every architecture that has an update earning compute.
-        spec: the task spec (reward split, cap on declared samples).
+        evidence: the coalition scores, added scores, FLOPs and ceiling (`Evidence`).
+        spec: the task spec (reward split, merge rule, share cap, cap on declared samples).
         bounty: the escrowed bounty.
         deposit: the deposit every architecture and update carried.
         join_refunds: account -> the secure aggregation join deposits refunded to it
@@ -83,35 +113,41 @@ def compute_payouts(
 
     Raises:
         DagError: the DAG or the inputs are inconsistent (duplicate id, unknown parent, cycle,
-            a score or leave-one-out entry for a missing node, a node without a score...).
+            a score or coalition for a missing node, a node without a score, a coalition or
+            an added score the rule needs and does not have, a score above the ceiling...).
         ValueError: a negative bounty or deposit.
     """
     if bounty < 0 or deposit < 0:
         raise ValueError("bounty and deposit must not be negative")
     by_id = _index(nodes)
     _check_scores(by_id, scores)
-    _check_loo(by_id, scores, loo_scores, spec)
-    gains = node_gains(nodes, scores)
+    _check_evidence(by_id, scores, evidence)
+    frontier = Frontier(by_id, scores, spec.min_gain)
+    shares = {
+        merge_id: _merge_shares(by_id[merge_id], by_id, frontier, evidence, spec)
+        for merge_id in frontier.gaining_merges()
+    }
     split = spec.split
     expertise: dict[str, int] = {}
-    data: dict[str, int] = {}
     points: dict[str, int] = {}
-
+    data: dict[str, int] = {}
     best = find_winner(nodes, scores)
     if best is not None:
-        architecture = architecture_of(by_id, best)
-        if scores[architecture].valid:
-            expertise = {by_id[architecture].author: bounty * split.expertise_bps // BPS}
-        points = _credited(by_id, scores, loo_scores, gains, _ancestors(by_id, best), spec)
-        data = apportion(bounty * split.data_bps // BPS, points)
-
+        expertise = {
+            by_id[architecture_of(by_id, best)].author: bounty * split.expertise_bps // BPS
+        }
+        points = _trajectory_credit(by_id, best, frontier, shares, evidence.ceiling)
+        pool = bounty * split.data_bps // BPS
+        cap = pool * spec.max_account_share_bps // BPS
+        data = {a: min(amount, cap) for a, amount in apportion(pool, points).items()}
     compute = apportion(
         bounty * split.compute_bps // BPS,
-        _training_flops(by_id, scores, gains, flops_per_sample, spec.max_samples_credited),
+        _compute_weights(by_id, shares, evidence.flops_per_sample, spec.max_samples_credited),
     )
     deposits: dict[str, int] = defaultdict(int)
     for node in by_id.values():
-        if node.kind != NodeKind.MERGE and scores[node.node_id].valid:
+        valid = node.kind != NodeKind.MERGE and scores[node.node_id].valid
+        if valid and not _harmful(node, by_id, scores, frontier, evidence, spec):
             deposits[node.author] += deposit
     for account, amount in (join_refunds or {}).items():
         deposits[_checksum(account)] += amount
@@ -145,128 +181,199 @@ def payout_leaves(payouts: Sequence[Payout]) -> list[PayoutLeaf]:
 
 
 def find_winner(nodes: Sequence[NodeRecord], scores: Mapping[int, Score]) -> int | None:
-    """The valid node with the best score, ties to the lowest id (the earliest); None if none."""
-    valid = [node.node_id for node in nodes if _is_valid(scores, node.node_id)]
+    """The sponsor's model: the valid merge or architecture with the best score, ties to the
+    lowest id (the earliest); None if there is none. An update is never the winner: it is one
+    owner's model, and the round's merge already holds it if it adds to the others."""
+    valid = [
+        node.node_id
+        for node in nodes
+        if node.kind != NodeKind.UPDATE and _is_valid(scores, node.node_id)
+    ]
     return min(valid, key=lambda node_id: (-scores[node_id].value, node_id), default=None)
 
 
 def node_gains(nodes: Sequence[NodeRecord], scores: Mapping[int, Score]) -> dict[int, int]:
-    """Node id -> its gain: how far it improved on what it started from (0 if it did not).
-
-    An update's gain is over its parent; a merge's is over the best of its parents and their
-    parents (a merge is credited for what averaging added above its best input). Only valid
-    nodes count, as gainers and as baselines: a node none of whose baselines is valid has no
-    verified improvement, so no gain. An architecture (a child of the root) has no gain.
-    """
+    """Node id -> how far it improved on its frontier (0 if it did not, or is an architecture
+    or invalid): what the report shows next to each score."""
     by_id = {node.node_id: node for node in nodes}
-    gains: dict[int, int] = {}
-    for node in nodes:
-        baseline: set[int] = set()
-        if node.kind in (NodeKind.UPDATE, NodeKind.MERGE):
-            baseline.update(p for p in node.parents if p != ROOT)
-        if node.kind == NodeKind.MERGE:
-            for parent in node.parents:
-                if parent in by_id:
-                    baseline.update(p for p in by_id[parent].parents if p != ROOT)
-        valid_baseline = [scores[p].value for p in baseline if _is_valid(scores, p)]
-        if not _is_valid(scores, node.node_id) or not valid_baseline:
-            gains[node.node_id] = 0
-        else:
-            gains[node.node_id] = max(0, scores[node.node_id].value - max(valid_baseline))
-    return gains
+    frontier = Frontier(by_id, scores, 0)
+    return {node.node_id: frontier.gain(node.node_id) for node in nodes}
 
 
-def merge_shares(
-    merge: NodeRecord,
-    gain: int,
-    nodes: Mapping[int, NodeRecord],
-    scores: Mapping[int, Score],
-    loo_scores: Mapping[int, Mapping[int, int]],
-) -> dict[int, int]:
-    """Parent id -> its part of `gain`, the merge's gain, by leave-one-out.
+class Frontier:
+    """The best confirmed model of each architecture as each round opened.
 
-    Parent i weighs max(0, score(merge) - score(merge without i)); when every weight is zero,
-    its declared samples. Only the valid updates the merge averaged share (an architecture or a
-    merge as parent, or an invalid parent, gets nothing). Split by `apportion`.
+    The frontier of round r of architecture a is the best score among a itself and the valid
+    merges of a's rounds before r (a round's merge is posted after the round closes): what
+    every miner of round r could read and start from. An update's or merge's gain is its score
+    above its round's frontier, whatever parent it names.
     """
-    merge_score = scores[merge.node_id].value
-    sharing = [
-        p for p in merge.parents if _is_valid(scores, p) and nodes[p].kind == NodeKind.UPDATE
-    ]
-    weights = {p: max(0, merge_score - loo_scores[merge.node_id][p]) for p in sharing}
-    if not any(weights.values()):
-        weights = {p: nodes[p].samples for p in sharing}
-    return apportion(gain, weights)
+
+    def __init__(self, by_id: Mapping[int, NodeRecord], scores: Mapping[int, Score], min_gain: int):
+        self.by_id = by_id
+        self.scores = scores
+        self.min_gain = min_gain
+        self.best: dict[tuple[int, int], int] = {}  # (architecture, round) -> its best merge
+        for node_id in sorted(by_id):
+            node = by_id[node_id]
+            if node.kind is NodeKind.MERGE and _is_valid(scores, node_id):
+                key = (architecture_of(by_id, node_id), node.round)
+                if key not in self.best or scores[node_id].value > scores[self.best[key]].value:
+                    self.best[key] = node_id
+
+    def at(self, architecture: int, round_index: int) -> int | None:
+        """The frontier's score (None if the architecture is invalid)."""
+        if not _is_valid(self.scores, architecture):
+            return None
+        earlier = [
+            self.scores[merge].value
+            for (arch, round_), merge in self.best.items()
+            if arch == architecture and round_ < round_index
+        ]
+        return max([self.scores[architecture].value, *earlier])
+
+    def of(self, node_id: int) -> int | None:
+        """The frontier of a node's round and architecture."""
+        return self.at(architecture_of(self.by_id, node_id), self.by_id[node_id].round)
+
+    def gain(self, node_id: int) -> int:
+        """How far a valid update or merge rose above its frontier (0 if not, or if under
+        `min_gain`: noise); 0 for an architecture or an invalid node."""
+        node = self.by_id[node_id]
+        base = self.of(node_id)
+        if node.kind is NodeKind.ARCHITECTURE or base is None:
+            return 0
+        if not _is_valid(self.scores, node_id):
+            return 0
+        gain = self.scores[node_id].value - base
+        return gain if gain >= max(self.min_gain, 1) else 0
+
+    def gaining_merges(self) -> list[int]:
+        """The valid merges that rose at least `min_gain` above their frontier, by id."""
+        return [
+            node_id
+            for node_id in sorted(self.by_id)
+            if self.by_id[node_id].kind is NodeKind.MERGE and self.gain(node_id) > 0
+        ]
+
+    def round_merge(self, architecture: int, round_index: int) -> int | None:
+        """The round's best valid merge of the architecture (ties: the lowest id)."""
+        return self.best.get((architecture, round_index))
 
 
-def aggregate_shares(
-    merge: NodeRecord, gain: int, nodes: Mapping[int, NodeRecord], cap: int
-) -> dict[int, int]:
-    """Parent id -> its part of the gain of a merge computed from encrypted updates (a secure
-    aggregation round): by declared samples, each capped at `cap` (the task's
-    `max_samples_credited`). Nobody sees an update alone, so leave-one-out cannot weigh them:
-    an owner who declares more rows than it trained on gains up to the cap, and a useless or
-    poisoned update is paid like a good one, its harm bounded only by clipping (README)."""
-    if cap <= 0:
-        raise ValueError("the samples cap must be positive")
-    sharing = [p for p in merge.parents if p in nodes and nodes[p].kind == NodeKind.UPDATE]
-    return apportion(gain, {p: min(nodes[p].samples, cap) for p in sharing})
-
-
-def _credited(
+def _merge_shares(
+    merge: NodeRecord,
     by_id: Mapping[int, NodeRecord],
-    scores: Mapping[int, Score],
-    loo_scores: Mapping[int, Mapping[int, int]],
-    gains: Mapping[int, int],
-    lineage: set[int],
+    frontier: Frontier,
+    evidence: Evidence,
     spec: TaskSpec,
-) -> dict[str, int]:
-    """Author -> the gains credited to them over `lineage`: their updates' own gains plus their
-    shares of the merges' gains (by leave-one-out; by capped samples for a secure aggregation
-    merge). These are the data weights and the points."""
-    credited: dict[str, int] = defaultdict(int)
-    for node_id in sorted(lineage):
-        node = by_id[node_id]
-        if node.kind == NodeKind.UPDATE:
-            credited[node.author] += gains[node_id]
-        elif node.kind == NodeKind.MERGE and gains[node_id] > 0:
-            if spec.aggregates(node.round):
-                shares = aggregate_shares(node, gains[node_id], by_id, spec.max_samples_credited)
-            else:
-                shares = merge_shares(node, gains[node_id], by_id, scores, loo_scores)
-            for parent, share in shares.items():
-                credited[by_id[parent].author] += share
-    return {author: gain for author, gain in credited.items() if gain > 0}
+) -> dict[int, int]:
+    """Update parent id -> its (scaled) Shapley value in `merge`, replayed from the evidence's
+    coalition scores; a secure aggregation merge's parents are never seen alone, so each
+    counts once (a useless one is paid like a good one there: README)."""
+    sharing = [p for p in merge.parents if by_id[p].kind is NodeKind.UPDATE]
+    valid = [p for p in sharing if _is_valid(frontier.scores, p)]
+    if spec.aggregates(merge.round):
+        return dict.fromkeys(valid, 1)
+    base = frontier.of(merge.node_id)
+    table = evidence.coalitions.get(merge.node_id, {})
+
+    def value(coalition: Coalition) -> int:
+        if not coalition:
+            assert base is not None  # a gaining merge has a frontier
+            return base
+        if coalition not in table:
+            raise DagError(f"merge {merge.node_id} has no score for coalition {list(coalition)}")
+        return table[coalition]
+
+    return MergeRule.of(spec).contributions(valid, value).values
 
 
-def _training_flops(
+def _trajectory_credit(
     by_id: Mapping[int, NodeRecord],
-    scores: Mapping[int, Score],
-    gains: Mapping[int, int],
+    winner: int,
+    frontier: Frontier,
+    shares: Mapping[int, Mapping[int, int]],
+    ceiling: int,
+) -> dict[str, int]:
+    """Author -> credit for the winner's improvement over its architecture: every round up to
+    the winner's whose best merge raised the frontier, weighted by the share of the remaining
+    error it closed (its gain x CREDIT_SCALE / (ceiling - frontier)), split among that
+    merge's updates by positive Shapley value. These are the data weights and the points."""
+    if by_id[winner].kind is not NodeKind.MERGE:
+        return {}
+    architecture = architecture_of(by_id, winner)
+    credit: dict[str, int] = defaultdict(int)
+    for round_index in range(by_id[winner].round + 1):
+        merge = winner if round_index == by_id[winner].round else None
+        merge = merge or frontier.round_merge(architecture, round_index)
+        if merge is None or merge not in shares:
+            continue  # no merge, or one that did not rise above the frontier by min_gain
+        base = frontier.at(architecture, round_index)
+        assert base is not None
+        if frontier.scores[merge].value > ceiling:
+            raise DagError(f"merge {merge} scores above the ceiling {ceiling}")
+        weight = frontier.gain(merge) * CREDIT_SCALE // (ceiling - base)
+        positive = {p: v for p, v in shares[merge].items() if v > 0}
+        for parent, part in apportion(weight, positive).items():
+            credit[by_id[parent].author] += part
+    return {author: amount for author, amount in credit.items() if amount > 0}
+
+
+def _compute_weights(
+    by_id: Mapping[int, NodeRecord],
+    shares: Mapping[int, Mapping[int, int]],
     flops_per_sample: Mapping[int, int],
     max_samples: int,
 ) -> dict[str, int]:
-    """Author -> the training FLOPs of their valid updates that gained or were kept in a valid
-    merge: FLOPs per sample of the architecture x declared samples (capped at `max_samples`)."""
-    kept = {
-        parent
-        for node in by_id.values()
-        if node.kind == NodeKind.MERGE and _is_valid(scores, node.node_id)
-        for parent in node.parents
-    }
+    """Author -> the training FLOPs credited to them: each merge that gained pays the FLOPs of
+    its positive contributors as if each trained the median of the merge's declared samples
+    (capped at `max_samples`), split among them by Shapley value."""
     flops: dict[str, int] = defaultdict(int)
-    for node_id in sorted(by_id):
-        node = by_id[node_id]
-        if node.kind != NodeKind.UPDATE or not _is_valid(scores, node_id):
+    for merge_id, values in sorted(shares.items()):
+        positive = {p: v for p, v in values.items() if v > 0}
+        if not positive:
             continue
-        if gains[node_id] == 0 and node_id not in kept:
-            continue
-        architecture = architecture_of(by_id, node_id)
+        architecture = architecture_of(by_id, merge_id)
         per_sample = flops_per_sample.get(architecture)
         if per_sample is None or per_sample < 0:
             raise DagError(f"no valid FLOPs per sample for architecture {architecture}")
-        flops[node.author] += per_sample * min(node.samples, max_samples)
+        declared = [min(by_id[p].samples, max_samples) for p in sorted(values)]
+        median = lower_median(declared)
+        total = per_sample * median * len(positive)
+        for parent, part in apportion(total, positive).items():
+            flops[by_id[parent].author] += part
     return flops
+
+
+def _harmful(
+    node: NodeRecord,
+    by_id: Mapping[int, NodeRecord],
+    scores: Mapping[int, Score],
+    frontier: Frontier,
+    evidence: Evidence,
+    spec: TaskSpec,
+) -> bool:
+    """Whether a valid update hurt its round in clear, and forfeits its deposit: it improved
+    nothing on its own (it scores under its frontier + `min_gain`), its round's merge left it
+    out, and the merge scores at least `min_gain` lower with it added; or, in a round with no
+    merge, it scores at least `min_gain` below its frontier. An honest update left out only
+    because the merge is better without it (two models trained apart from random weights)
+    improved on its own: it keeps its deposit."""
+    if node.kind is not NodeKind.UPDATE or spec.aggregates(node.round):
+        return False
+    architecture = architecture_of(by_id, node.node_id)
+    merge = frontier.round_merge(architecture, node.round)
+    if merge is None:
+        base = frontier.of(node.node_id)
+        return base is not None and scores[node.node_id].value <= base - spec.min_gain
+    base = frontier.of(node.node_id)
+    improved = base is None or scores[node.node_id].value >= base + spec.min_gain
+    if improved or node.node_id in by_id[merge].parents:
+        return False
+    if node.node_id not in evidence.added:
+        raise DagError(f"update {node.node_id} was left out of merge {merge}: no added score")
+    return evidence.added[node.node_id] <= scores[merge].value - spec.min_gain
 
 
 def _payouts(
@@ -278,7 +385,7 @@ def _payouts(
 ) -> list[Payout]:
     """One `Payout` per account owed anything, merged by checksum address, sorted by address."""
     parts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for field, amounts in (
+    for part, amounts in (
         ("expertise", expertise),
         ("data", data),
         ("compute", compute),
@@ -286,7 +393,7 @@ def _payouts(
         ("points", points),
     ):
         for account, amount in amounts.items():
-            parts[_checksum(account)][field] += amount
+            parts[_checksum(account)][part] += amount
     payouts = []
     for account in sorted(parts, key=lambda a: int(a, 16)):
         p = parts[account]
@@ -381,25 +488,21 @@ def _check_scores(by_id: Mapping[int, NodeRecord], scores: Mapping[int, Score]) 
         raise DagError(f"no score for nodes {missing}")
 
 
-def _check_loo(
-    by_id: Mapping[int, NodeRecord],
-    scores: Mapping[int, Score],
-    loo_scores: Mapping[int, Mapping[int, int]],
-    spec: TaskSpec,
+def _check_evidence(
+    by_id: Mapping[int, NodeRecord], scores: Mapping[int, Score], evidence: Evidence
 ) -> None:
-    for merge_id, entries in loo_scores.items():
+    for merge_id, table in evidence.coalitions.items():
         merge = by_id.get(merge_id)
         if merge is None or merge.kind != NodeKind.MERGE:
-            raise DagError(f"leave-one-out scores for node {merge_id}, which is not a merge")
-        stray = sorted(set(entries) - set(merge.parents))
+            raise DagError(f"coalition scores for node {merge_id}, which is not a merge")
+        stray = sorted({p for coalition in table for p in coalition} - set(merge.parents))
         if stray:
-            raise DagError(f"leave-one-out scores for {stray}, not parents of merge {merge_id}")
-    for node in by_id.values():
-        needs_loo = not spec.aggregates(node.round)  # aggregate merges share by samples
-        if node.kind == NodeKind.MERGE and scores[node.node_id].valid and needs_loo:
-            missing = sorted(set(node.parents) - set(loo_scores.get(node.node_id, {})))
-            if missing:
-                raise DagError(f"merge {node.node_id} has no leave-one-out score for {missing}")
+            raise DagError(f"coalition scores name {stray}, not parents of merge {merge_id}")
+    for update_id in evidence.added:
+        if update_id not in by_id or by_id[update_id].kind != NodeKind.UPDATE:
+            raise DagError(f"an added score for node {update_id}, which is not an update")
+    if any(score.valid and score.value > evidence.ceiling for score in scores.values()):
+        raise DagError(f"a score is above the validation set's ceiling {evidence.ceiling}")
 
 
 def _parents(by_id: Mapping[int, NodeRecord], node_id: int) -> list[int]:

@@ -32,8 +32,10 @@ from marketplace.errors import (
     DataFormatError,
     IntegrityError,
     MarketplaceError,
+    SpecError,
     ValidationUnavailable,
 )
+from marketplace.evaluation import ceiling, load_validation
 from marketplace.evaluator import Evaluator
 from marketplace.messages import NodeKind, Score
 from marketplace.report import PayoutReport, payout_entries, posted_roots, read_report
@@ -119,11 +121,14 @@ def verify_task(
         try:
             scores = report.scores()
             joins = join_refunds(joined, records, scores, spec, task.deposit)
+            evidence = report.evidence()
+            best = ceiling(load_validation(file, spec), spec.metric)
+            if evidence.ceiling != best:
+                raise SpecError(f"its ceiling {evidence.ceiling} is not the file's {best}")
             payouts = compute_payouts(
                 list(records.values()),
                 scores,
-                report.loo_scores,
-                report.flops_per_sample,
+                evidence,
                 spec,
                 task.bounty,
                 task.deposit,
@@ -177,8 +182,6 @@ def _rescore(
     """Score again every node this verifier can read, and compare with the report (a merge
     in `left_out`, unconfirmed, is decided from the chain alone, as the evaluator did)."""
     from eth_account import Account
-
-    from marketplace.evaluation import load_validation
 
     scorer = Evaluator(
         chain,

@@ -115,6 +115,12 @@ def main() -> None:
         default="both",
         help="round 0: two miners per architecture, or all on one",
     )
+    parser.add_argument(
+        "--merge-weighting",
+        choices=("equal", "median"),
+        default="equal",
+        help="merges weigh updates equally, or by declared samples clipped to the median",
+    )
     parser.add_argument("--quick", action="store_true", help="2 rounds, a small second model")
     parser.add_argument(
         "--dp-epsilon",
@@ -239,6 +245,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         data=DataSchema(num_features=64, num_classes=10),
         split=RewardSplit(expertise_bps=2000, data_bps=5000, compute_bps=2000),
         max_blob_bytes=8 * 1024 * 1024,
+        merge_weighting=args.merge_weighting,
         aggregation=Aggregation(
             key_holder=evaluator_account.address,
             paillier_n=paillier_hex(evaluator_account),

@@ -24,7 +24,8 @@ from marketplace.aggregation import (
 from marketplace.devchain import advance_to
 from marketplace.errors import ConfigError
 from marketplace.messages import Aggregation, ChainEvent, NodeKind, NodeRecord, Phase
-from marketplace.rewards import aggregate_shares, apportion
+from marketplace.report import coalition_of
+from marketplace.rewards import CREDIT_SCALE, apportion
 from marketplace.secagg import (
     SecAggError,
     decode_submission,
@@ -108,7 +109,7 @@ def opened(market: Market, record: NodeRecord) -> dict[str, torch.Tensor]:
     ).weights
 
 
-def test_aggregate_rounds_post_the_decrypted_sum_and_share_gains_by_samples(
+def test_aggregate_rounds_post_the_decrypted_sum_and_share_gains_equally(
     market: Market,
 ) -> None:
     trainer = RecordingTrainer()
@@ -165,7 +166,7 @@ def test_aggregate_rounds_post_the_decrypted_sum_and_share_gains_by_samples(
     assert all(np.array_equal(got[name].numpy(), want[name]) for name in want)
 
     # Settlement: an update never seen alone stands at its base's score and gains nothing;
-    # a merge's gain goes to its members by their declared samples.
+    # a merge's credit goes to its members in equal parts (nobody saw them apart).
     market.reveal()
     evaluator.step(task_id)
     report = evaluator.evaluate(task_id)
@@ -174,16 +175,22 @@ def test_aggregate_rounds_post_the_decrypted_sum_and_share_gains_by_samples(
         assert nodes[update].valid and nodes[update].score == nodes[parent].score
         assert nodes[update].gain == 0
     assert nodes[5].gain == max(0, nodes[5].score - nodes[1].score)
-    assert nodes[9].gain == max(0, nodes[9].score - nodes[5].score)
-    assert report.loo_scores == {}
+    assert nodes[9].gain == max(0, nodes[9].score - max(nodes[1].score, nodes[5].score))
+    assert report.coalitions == {}
     assert report.winner in (1, 5, 9)
     lineage = {1: [], 5: [5], 9: [5, 9]}[report.winner]
     points: dict[str, int] = {}
+    frontier = nodes[1].score
     for merge_id in lineage:
-        shares = aggregate_shares(records[merge_id], nodes[merge_id].gain, records, 1_000_000)
-        for parent, share in shares.items():
-            author = records[parent].author
-            points[author] = points.get(author, 0) + share
+        gain = nodes[merge_id].score - frontier
+        if gain >= 2:  # the spec's min_gain
+            weight = gain * CREDIT_SCALE // (report.ceiling - frontier)
+            updates = [p for p in records[merge_id].parents if records[p].kind is NodeKind.UPDATE]
+            members = dict.fromkeys(updates, 1)
+            for parent, share in apportion(weight, members).items():
+                author = records[parent].author
+                points[author] = points.get(author, 0) + share
+        frontier = max(frontier, nodes[merge_id].score)
     points = {a: p for a, p in points.items() if p}
     data_pool = BOUNTY * SPLIT.data_bps // 10_000
     expected_data = apportion(data_pool, points)
@@ -440,9 +447,10 @@ def test_a_task_can_aggregate_some_rounds_and_merge_the_others_in_clear(tmp_path
     records = nodes_by_id(chain, task_id)
     merges = [r for r in records.values() if r.kind is NodeKind.MERGE]
     assert [m.round for m in merges] == [0, 1]
-    # Leave-one-out for the merge in clear; none for the aggregate one (shared by samples).
-    assert set(report.loo_scores) == {merge0}
-    assert set(report.loo_scores[merge0]) == set(records[merge0].parents)
+    # Coalition scores for the merge in clear; none for the aggregate one (shared equally).
+    assert set(report.coalitions) == {merge0}
+    members = {i for key in report.coalitions[merge0] for i in coalition_of(key)}
+    assert members == set(records[merge0].parents)
     nodes = {n.node_id: n for n in report.nodes}
     for parent in merges[1].parents:  # sealed: at its base's score
         assert nodes[parent].score == nodes[merge0].score and nodes[parent].valid

@@ -24,7 +24,7 @@ from marketplace.devchain import advance_to, now
 from marketplace.devchain import tester_of as chain_tester
 from marketplace.devnet import free_port, start_devnet
 from marketplace.indexer import Indexer
-from marketplace.messages import Phase
+from marketplace.messages import NodeKind, Phase
 from marketplace.report import PayoutReport, agreed_report
 from tests.helpers import eth_task
 from tests.market import Market, new_market
@@ -149,10 +149,12 @@ def test_the_tree_comes_in_pages_by_node_id_when_asked(served: Served) -> None:
     assert served.get("/api/v1/tasks/1/tree", after=last)["nodes"] == []
 
 
-def test_the_leaderboard_ranks_valid_nodes_and_leads_with_the_winner(served: Served) -> None:
+def test_the_leaderboard_ranks_valid_models_and_leads_with_the_winner(served: Served) -> None:
     report = served.report
     board = served.get("/api/v1/tasks/1/leaderboard", limit=3)
-    scores = sorted(((v.score, v.gain, -v.node_id) for v in report.nodes if v.valid), reverse=True)
+    # The models a sponsor can be given: merges and architectures (an update never wins).
+    models = [v for v in report.nodes if v.valid and v.kind is not NodeKind.UPDATE]
+    scores = sorted(((v.score, v.gain, -v.node_id) for v in models), reverse=True)
     assert [(e["score"], e["gain"], -e["node_id"]) for e in board["entries"]] == scores[:3]
     assert [e["rank"] for e in board["entries"]] == [1, 2, 3]
     assert board["entries"][0]["node_id"] == report.winner

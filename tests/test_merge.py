@@ -1,8 +1,10 @@
-"""The round merge: a deterministic sample-weighted average, less the updates that hurt it."""
+"""The round merge: a deterministic average of the updates whose Shapley values are positive."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
+from math import factorial
 from typing import Any
 
 import numpy as np
@@ -15,8 +17,10 @@ from marketplace.errors import DagError, WeightsError
 from marketplace.merge import (
     Candidate,
     MergeResult,
+    MergeRule,
     Scorer,
     is_no_update,
+    merge_counts,
     merge_round,
     weighted_average,
 )
@@ -120,64 +124,80 @@ def test_is_no_update_refuses_different_layouts() -> None:
 PARENT = w(0.0, 0.0)
 TARGET = {"w": np.array([1.0, 1.0])}
 BASE = -2000  # the parent's score under distance_scorer(TARGET)
+RULE = MergeRule(tolerance=TOLERANCE, min_gain=2, exact_max=6, permutations=16)
 
 
 def test_merge_keeps_weak_updates_that_gain_together_and_drops_poison_and_copies() -> None:
     # a and b each score below the parent (-3250 < -2000) while their average gains (-125);
-    # d pulls the merge away (removing it raises the score); e is a copy of the parent.
+    # d pulls every average away from the target; e is a copy of the parent.
     candidates = [
         Candidate(node_id=4, weights=w(-10.0, -10.0), samples=1, parent_weights=PARENT),
         Candidate(node_id=2, weights=w(2.5, 0.0), samples=1, parent_weights=PARENT),
         Candidate(node_id=5, weights=w(0.0, 0.0), samples=9, parent_weights=PARENT),
-        Candidate(node_id=3, weights=w(0.0, 2.5), samples=1, parent_weights=PARENT),
+        Candidate(node_id=3, weights=w(0.0, 2.5), samples=1_000_000, parent_weights=PARENT),
     ]
 
-    result = merge_round(candidates, distance_scorer(TARGET), TOLERANCE, base_score=BASE)
+    result = merge_round(candidates, distance_scorer(TARGET), RULE, base_score=BASE)
 
     assert result.kept == (2, 3)
-    assert result.weights["w"].tolist() == [1.25, 1.25]
+    assert result.weights["w"].tolist() == [1.25, 1.25]  # equal weights, whatever is declared
     assert result.score == -125
-    assert result.loo_scores == {2: -3250, 3: -3250}
-    assert result.samples == 2
+    assert result.contributions == {2: 1875, 3: 1875}  # x 2!: (-125 - -2000) / 2 each
+    assert result.samples == 1_000_001
     assert result.no_updates == (5,)
     assert result.left_out == (4,)
+    assert result.scorings == 7  # {2}, {3}, {4}, three pairs, all three
 
 
-def test_merge_removes_one_update_at_a_time_latest_first_on_ties() -> None:
-    # Removing 2 or 3 raises the score equally: 3 (the later) goes first, then 2 still hurts.
-    parent = w(9.0, 9.0)
+def test_two_junk_updates_that_hurt_only_together_are_both_left_out_at_once() -> None:
+    # Leaving out 7 or 8 alone from {1, 7, 8} raises nothing the leave-one-out filter saw
+    # (they pull in opposite directions and cancel); every small coalition shows the harm.
     candidates = [
-        Candidate(node_id=1, weights=w(0.0, 0.0), samples=10, parent_weights=parent),
-        Candidate(node_id=2, weights=w(3.0, 0.0), samples=1, parent_weights=parent),
-        Candidate(node_id=3, weights=w(0.0, 3.0), samples=1, parent_weights=parent),
+        Candidate(node_id=1, weights=w(1.0, 1.0), samples=1, parent_weights=PARENT),
+        Candidate(node_id=7, weights=w(9.0, -7.0), samples=1, parent_weights=PARENT),
+        Candidate(node_id=8, weights=w(-7.0, 9.0), samples=1, parent_weights=PARENT),
     ]
-    scorer = distance_scorer({"w": np.zeros(2)})
 
-    result = merge_round(candidates, scorer, TOLERANCE, base_score=-162_000)
+    result = merge_round(candidates, distance_scorer(TARGET), RULE, base_score=BASE)
 
-    assert result.left_out == (3, 2)
     assert result.kept == (1,)
+    assert set(result.left_out) == {7, 8}
     assert result.score == 0
-    assert result.loo_scores == {1: -162_000}
 
 
-def test_a_lone_update_is_merged_only_if_it_beats_the_base_score() -> None:
+def test_the_median_weighting_clips_what_an_update_declares_to_the_median() -> None:
+    candidates = [
+        Candidate(node_id=1, weights=w(0.5, 0.5), samples=10, parent_weights=PARENT),
+        Candidate(node_id=2, weights=w(1.5, 1.5), samples=10**6, parent_weights=PARENT),
+    ]
+    rule = MergeRule(TOLERANCE, 2, 6, 16, weighting="median")
+
+    result = merge_round(candidates, distance_scorer(TARGET), rule, base_score=BASE)
+
+    assert result.weights["w"].tolist() == [1.0, 1.0]  # 10 and min(10**6, 10): equal
+    assert merge_counts([10, 10**6, 30], "median") == [10, 30, 30]
+    assert merge_counts([10, 10**6, 30], "equal") == [1, 1, 1]
+
+
+def test_a_merge_that_does_not_beat_the_base_by_min_gain_is_not_posted() -> None:
     better = Candidate(node_id=7, weights=w(0.5, 0.5), samples=3, parent_weights=PARENT)
     worse = Candidate(node_id=8, weights=w(3.0, 3.0), samples=3, parent_weights=PARENT)
     scorer = distance_scorer(TARGET)
 
-    kept = merge_round([better], scorer, TOLERANCE, base_score=BASE)
-    dropped = merge_round([worse], scorer, TOLERANCE, base_score=BASE)
+    kept = merge_round([better], scorer, RULE, base_score=BASE)
+    dropped = merge_round([worse], scorer, RULE, base_score=BASE)
+    marginal = merge_round([better], scorer, RULE, base_score=-501)
 
-    assert (kept.kept, kept.score, kept.loo_scores) == ((7,), -500, {7: BASE})
+    assert (kept.kept, kept.score, kept.contributions) == ((7,), -500, {7: 1500})
     assert (dropped.kept, dropped.weights, dropped.score) == ((), {}, BASE)
-    assert (dropped.left_out, dropped.loo_scores, dropped.samples) == ((8,), {}, 0)
+    assert (dropped.left_out, dropped.contributions, dropped.samples) == ((8,), {}, 0)
+    assert (marginal.kept, marginal.left_out, marginal.score) == ((), (7,), -501)
 
 
 def test_a_round_of_copies_has_nothing_to_merge() -> None:
     copy = Candidate(node_id=3, weights=PARENT, samples=5, parent_weights=PARENT)
 
-    result = merge_round([copy], distance_scorer(TARGET), TOLERANCE, base_score=BASE)
+    result = merge_round([copy], distance_scorer(TARGET), RULE, base_score=BASE)
 
     assert (result.kept, result.no_updates, result.score, result.weights) == ((), (3,), BASE, {})
 
@@ -185,32 +205,14 @@ def test_a_round_of_copies_has_nothing_to_merge() -> None:
 def test_merge_refuses_duplicate_ids_and_negative_tolerance() -> None:
     c = Candidate(node_id=3, weights=w(1.0, 1.0), samples=1, parent_weights=PARENT)
     with pytest.raises(DagError):
-        merge_round([c, c], distance_scorer(TARGET), TOLERANCE, base_score=BASE)
+        merge_round([c, c], distance_scorer(TARGET), RULE, base_score=BASE)
     with pytest.raises(ValueError):
-        merge_round([c], distance_scorer(TARGET), -1.0, base_score=BASE)
+        merge_round([c], distance_scorer(TARGET), replace(RULE, tolerance=-1.0), base_score=BASE)
 
 
-def test_merge_scores_each_subset_once() -> None:
-    calls: list[bytes] = []
-    inner = distance_scorer(TARGET)
-
-    def counting(weights: Mapping[str, npt.NDArray[np.float32]]) -> int:
-        calls.append(weights["w"].tobytes())
-        return inner(weights)
-
-    candidates = [
-        Candidate(node_id=i, weights=w(10.0**i, 1.0), samples=1, parent_weights=PARENT)
-        for i in (1, 2, 3)  # every subset averages to different weights
-    ]
-    merge_round(candidates, counting, TOLERANCE, base_score=BASE)
-
-    assert len(calls) == len(set(calls))
-
-
-def test_a_merge_of_20_updates_drops_5_poisoned_ones_in_40_scorings() -> None:
-    # Issue 14, attack 8: the repeated leave-one-out filter re-scored every kept update after
-    # each removal (here 106 scorings, about k^2/4). One pass (21), the 4 suspects not yet
-    # scored by it (4), the kept set's leave-one-out (15): 40 <= 3k = 60.
+def test_a_merge_of_20_updates_drops_5_poisoned_ones_within_its_sampling_budget() -> None:
+    # Above `exact_max` the values come from 16 seeded orders: at most 16 x 20 coalitions a
+    # pass, each scored once.
     poisoned = {4: 1, 9: 2, 13: 3, 17: 4, 20: 5}  # node id -> how far it pulls
     candidates = [
         Candidate(
@@ -226,33 +228,12 @@ def test_a_merge_of_20_updates_drops_5_poisoned_ones_in_40_scorings() -> None:
     calls: list[bytes] = []
 
     result = merge_round(
-        candidates, counting(distance_scorer(TARGET), calls), TOLERANCE, base_score=BASE
+        candidates, counting(distance_scorer(TARGET), calls), RULE, base_score=BASE
     )
 
-    assert result.left_out == (20, 17, 13, 9, 4)  # the furthest first
-    assert result.kept == tuple(i for i in range(1, 21) if i not in poisoned)
-    assert result.score == 0
-    assert result.scorings == len(calls) == len(set(calls)) == 40
-    assert result.scorings <= 3 * len(candidates)
-
-
-def test_a_suspect_that_helps_once_another_is_left_out_is_tried_once_and_stays() -> None:
-    # Leaving out 3 raises the average's score most (-1562 -> -250), then 1 (-> -1000). Once 3
-    # is left out, leaving out 1 too would fall to -9000: 1 stays.
-    parent = w(9.0, 9.0)
-    candidates = [
-        Candidate(node_id=1, weights=w(2.0, 0.0), samples=1, parent_weights=parent),
-        Candidate(node_id=2, weights=w(-3.0, 0.0), samples=1, parent_weights=parent),
-        Candidate(node_id=3, weights=w(3.0, 0.0), samples=2, parent_weights=parent),
-    ]
-    calls: list[bytes] = []
-    scorer = counting(distance_scorer({"w": np.zeros(2)}), calls)
-
-    result = merge_round(candidates, scorer, TOLERANCE, base_score=-162_000)
-
-    assert (result.kept, result.left_out, result.score) == ((1, 2), (3,), -250)
-    assert result.loo_scores == {1: -9000, 2: -4000}
-    assert result.scorings == len(calls) == 6  # {1,2,3}, the three without one, {2}, {1}
+    assert set(poisoned) <= set(result.left_out)
+    assert result.kept and not set(result.kept) & set(poisoned)
+    assert result.scorings == len(calls) == 294  # each coalition once: <= 2 x (16 x 20 + 2)
 
 
 # ------------------------------------------------------------------ merge_round, properties
@@ -300,69 +281,39 @@ def test_merge_is_the_same_bytes_whatever_the_order_and_however_often(
     random.shuffle(shuffled)
     scorer = distance_scorer(target)
 
-    first = merge_round(candidates, scorer, TOLERANCE, base_score=base)
-    again = merge_round(candidates, scorer, TOLERANCE, base_score=base)
-    reordered = merge_round(shuffled, scorer, TOLERANCE, base_score=base)
+    first = merge_round(candidates, scorer, RULE, base_score=base)
+    again = merge_round(candidates, scorer, RULE, base_score=base)
+    reordered = merge_round(shuffled, scorer, RULE, base_score=base)
 
     for other in (again, reordered):
         assert as_bytes(other) == as_bytes(first)
-        assert (other.kept, other.score, other.loo_scores) == (
-            first.kept,
-            first.score,
-            first.loo_scores,
-        )
-        assert (other.no_updates, other.left_out) == (first.no_updates, first.left_out)
+        assert other == replace(first, weights=other.weights)
 
 
 @FAST
 @given(rounds())
-def test_the_filter_makes_at_most_3k_scorings_and_never_scores_below_the_plain_average(
+def test_a_posted_merge_beats_its_base_and_every_update_is_accounted_for(
     case: tuple[list[Candidate], dict[str, npt.NDArray[Any]], int],
 ) -> None:
-    # Replaces "no kept update hurts the merge": the repeated leave-one-out filter that
-    # guaranteed it took up to k(k+1)/2 scorings (issue 14, attack 8). One pass, then each
-    # suspect tried once, guarantees what is asserted here.
     candidates, target, base = case
     scorer = distance_scorer(target)
     calls: list[bytes] = []
 
-    result = merge_round(candidates, counting(scorer, calls), TOLERANCE, base_score=base)
+    result = merge_round(candidates, counting(scorer, calls), RULE, base_score=base)
 
     copies = {c.node_id for c in candidates if is_no_update(c.weights, c.parent_weights, TOLERANCE)}
     assert set(result.no_updates) == copies
     assert not copies & set(result.kept)
     assert set(result.kept) | set(result.left_out) | copies == {c.node_id for c in candidates}
+    assert not set(result.kept) & set(result.left_out)
     assert list(result.kept) == sorted(result.kept)
-    assert set(result.loo_scores) == set(result.kept)
     k = len(candidates) - len(copies)
-    assert result.scorings == len(calls) <= 3 * k
+    assert result.scorings == len(calls) <= 2**k - 1
     if result.kept:
-        assert result.score == scorer(result.weights)
+        assert result.score == scorer(result.weights) >= base + RULE.min_gain
         assert result.samples == sum(c.samples for c in candidates if c.node_id in result.kept)
-    updates = sorted_by_id(candidates, copies)
-    if not updates:
-        return
-    # Only an update whose removal raised the plain average's score is left out, most raising
-    # (then latest) first, and each removal raised the score: at least the plain average's.
-    ids = sorted(c.node_id for c in candidates if c.node_id not in copies)
-    plain = scorer(weighted_average(updates))
-
-    def without(i: int) -> int:
-        rest = [u for j, u in zip(ids, updates, strict=True) if j != i]
-        return scorer(weighted_average(rest)) if rest else base
-
-    raised = {i: without(i) - plain for i in ids}
-    assert all(raised[i] > 0 for i in result.left_out)
-    order = [(-raised[i], -i) for i in result.left_out]
-    assert order == sorted(order)
-    assert result.score >= plain
-    if not result.left_out:  # the pass found no suspect: no kept update hurts the merge
-        assert all(loo <= result.score for loo in result.loo_scores.values())
-
-
-def sorted_by_id(candidates: list[Candidate], skip: set[int]) -> list[tuple[Any, int]]:
-    return [
-        (c.weights, c.samples)
-        for c in sorted(candidates, key=lambda c: c.node_id)
-        if c.node_id not in skip
-    ]
+        assert sum(result.contributions.values()) == factorial(len(result.kept)) * (
+            result.score - base
+        )
+    else:
+        assert (result.score, result.weights, result.samples) == (base, {}, 0)
