@@ -274,6 +274,7 @@ class TaskSpec(Frozen):
     max_scoring_macs: int = Field(default=DEFAULT_SCORING_MACS, gt=0, lt=2**63)
     max_submissions_per_round: int = Field(default=1, ge=1, le=1_000)  # updates, per account
     scoring_seconds: float = Field(default=DEFAULT_SCORING_SECONDS, gt=0, le=86_400)  # a net
+    prox_mu: float = Field(default=0.0, ge=0, le=10)  # miners' default FedProx mu; off-chain only
 
     @model_validator(mode="after")
     def _metric_fits_labels(self) -> TaskSpec:
