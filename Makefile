@@ -3,7 +3,7 @@ PY := .venv/bin/python
 # npm's forge (pinned in package.json) ships its Linux x64 binary in an optional dependency.
 FORGE := node_modules/@foundry-rs/forge-linux-amd64/bin/forge
 
-.PHONY: setup test forge-test demo devnet engines engines-stop engines-status gas bench bench-indexer bench-paillier load-api build lint clean
+.PHONY: setup test forge-test demo devnet engines engines-stop engines-status gas bench bench-indexer bench-paillier bench-market load-api build lint clean
 
 setup:
 	@scripts/setup.sh
@@ -51,6 +51,11 @@ bench: setup
 ## The indexer's rate on 10,000 events from anvil, next to raw eth_getLogs in the same run.
 bench-indexer: setup
 	$(PY) scripts/bench_indexer.py
+
+## The market's test accuracy next to FedAvg's and FedProx's on the demo's shards, as ratios to
+## centralized training (seeds 0-4, alpha 0.5 and 0.1); flags: ARGS="--no-market --rounds 4,20".
+bench-market: setup
+	$(PY) scripts/bench_market.py $(ARGS)
 
 ## Packed Paillier vs one value per ciphertext (10,000 and 100,000 values, one core).
 bench-paillier: setup

@@ -284,6 +284,7 @@ class TaskSpec(Frozen):
     shapley_permutations: int = Field(default=16, ge=1, le=1_000)
     merge_weighting: Literal["equal", "median"] = "equal"
     max_account_share_bps: int = Field(default=5_000, gt=0, le=10_000)
+    prox_mu: float = Field(default=0.0, ge=0, le=10)  # miners' default FedProx mu; off-chain only
 
     @model_validator(mode="after")
     def _metric_fits_labels(self) -> TaskSpec:

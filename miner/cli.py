@@ -126,6 +126,10 @@ def run(
     ] = None,
     dp_delta: Annotated[float, typer.Option(help="DP delta (below 1 / your rows).")] = 1e-5,
     max_grad_norm: Annotated[float, typer.Option(help="DP per-sample clipping norm.")] = 1.0,
+    prox_mu: Annotated[
+        float | None,
+        typer.Option(help="FedProx proximal weight (default: the task spec's prox_mu)."),
+    ] = None,
     dp_budget: Annotated[
         float,
         typer.Option(help="Total epsilon this data may spend, over every task and round."),
@@ -151,7 +155,6 @@ def run(
     and never submits twice in a round.
     """
     settings = options(data_dir, rpc, contract, ipfs, account, keystore)
-    connection = signer(settings)
     config = MinerConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -161,9 +164,12 @@ def run(
         dp_epsilon=dp_epsilon,
         dp_delta=dp_delta,
         max_grad_norm=max_grad_norm,
+        prox_mu=prox_mu,
         architecture=arch,
         parent=parent,
     )
+    config.train_config(0)  # a bad training option is one line now, not an error in round 0
+    connection = signer(settings)
     with _progress() as progress:
         miner = _miner(connection, settings, data, config, progress, dp_budget)
         if once:

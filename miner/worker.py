@@ -91,6 +91,7 @@ class MinerConfig:
         seed: training seed; each round trains with seed + round. With DP a fresh secret seed
             is drawn every round instead (the noise must not be reproducible by others).
         dp_epsilon, dp_delta, max_grad_norm: DP-SGD with Opacus when `dp_epsilon` is set.
+        prox_mu: the weight of FedProx's proximal term (None: the task spec's `prox_mu`).
         architecture: the architecture to train when no merge is readable (None: the first).
         parent: always build on this node (None: the latest readable merge, else the
             architecture).
@@ -104,10 +105,13 @@ class MinerConfig:
     dp_epsilon: float | None = None
     dp_delta: float = 1e-5
     max_grad_norm: float = 1.0
+    prox_mu: float | None = None
     architecture: int | None = None
     parent: int | None = None
 
-    def train_config(self, round_index: int) -> TrainConfig:
+    def train_config(self, round_index: int, task_prox_mu: float = 0.0) -> TrainConfig:
+        """The round's training config; `task_prox_mu`: the task spec's suggested `prox_mu`,
+        used unless this config sets its own."""
         dp = None
         seed = self.seed + round_index
         if self.dp_epsilon is not None:
@@ -122,6 +126,7 @@ class MinerConfig:
             optimizer=self.optimizer,  # type: ignore[arg-type]  # checked by TrainConfig
             seed=seed,
             dp=dp,
+            prox_mu=task_prox_mu if self.prox_mu is None else self.prox_mu,
         )
 
 
@@ -285,9 +290,8 @@ class Miner:
         """Train on the private data, the round's DP spend recorded in the ledger first."""
         dataset = self._dataset(spec)
         spend = self._reserve_privacy(task_id, round_index)
-        result = self.trainer.train(
-            model_spec, weights, dataset, self.config.train_config(round_index), self.progress
-        )
+        config = self.config.train_config(round_index, spec.prox_mu)
+        result = self.trainer.train(model_spec, weights, dataset, config, self.progress)
         if spend is not None and self.ledger is not None and result.epsilon is not None:
             self.ledger.settle(*spend, result.epsilon)
         return result

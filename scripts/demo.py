@@ -14,8 +14,10 @@ in-process eth-tester chain and one local blob store; the clock is moved instead
 folder, on free ports) and stopped after it, every transaction signed here. `--serve PORT`
 (with `--engines`): `marketplace serve` follows the run, so the dashboard at
 http://127.0.0.1:PORT/ shows the market as it happens, and stays up after it until Ctrl-C.
-`--dp-epsilon E`: every data owner trains with DP-SGD and a privacy ledger holding E, spending
-E / rounds a round; the report shows what each spent next to its best update's test accuracy.
+`--prox-mu MU`: the task spec suggests FedProx's proximal term of weight MU, and every data
+owner trains with it (default 0: none). `--dp-epsilon E`: every data owner trains with DP-SGD
+and a privacy ledger holding E, spending E / rounds a round; the report shows what each spent
+next to its best update's test accuracy.
 `--aggregate`: every round is a secure aggregation round (packed Paillier, pairwise masks):
 the four data owners join on the latest merge in the round's first half, seal their clipped
 deltas in the second, and the evaluator posts the merge it decrypted from the round's sum,
@@ -84,12 +86,15 @@ from marketplace.storage import BlobStore, IpfsStore, LocalStore  # noqa: E402
 from marketplace.tasks import account_key, paillier_hex  # noqa: E402
 from marketplace.timing import Stopwatch, Timed  # noqa: E402
 from miner.ledger import PrivacyLedger, fingerprint  # noqa: E402
-from miner.trainer import TrainConfig, Trainer  # noqa: E402
+from miner.trainer import TrainConfig, Trainer, TrainResult  # noqa: E402
 from miner.worker import Miner, MinerConfig, Submission, Waiting  # noqa: E402
 
 IMPORTED = time.perf_counter()
 ETHER = 10**18
 ROUND_SECONDS = 3600
+OWNERS = 4
+SMALL_SEED, LARGE_SEED = 1, 2  # the two architectures' initial weights
+LARGE_WIDTHS = (64, 2048, 64, 10)  # the 1 MB MLP
 console = Console()
 
 
@@ -102,13 +107,56 @@ def mlp(*widths: int) -> ModelSpec:
     return ModelSpec(input_shape=[widths[0]], layers=layers)
 
 
-def main() -> None:
+def demo_data(seed: int, alpha: float) -> tuple[Dataset, Dataset, list[Dataset]]:
+    """(validation, test, the data owners' shards): digits split by `seed`, the training part
+    cut into label-skewed shards by Dirichlet(`alpha`). scripts/bench_market.py shares it."""
+    train, validation, test = digits_splits(seed=seed)
+    shard_rows = dirichlet_shards(train.labels, OWNERS, alpha, seed=seed + 1, min_size=20)
+    return validation, test, [subset(train, rows) for rows in shard_rows]
+
+
+def owner_config(args: argparse.Namespace, owner: int, **more: Any) -> MinerConfig:
+    """Data owner `owner`'s (0-based) local training: the demo's epochs and learning rate."""
+    return MinerConfig(
+        epochs=args.epochs, learning_rate=args.lr, seed=args.seed + 10 * owner, **more
+    )
+
+
+def centralized(
+    trainer: Trainer,
+    model: ModelSpec,
+    model_seed: int,
+    shards: list[Dataset],
+    args: argparse.Namespace,
+) -> TrainResult:
+    """The baseline: `model` from its architecture's weights, trained on the union of the
+    shards for as many epochs as a data owner trains in the whole market."""
+    union = Dataset(
+        np.concatenate([s.features for s in shards]),
+        np.concatenate([s.labels for s in shards]),
+        10,
+    )
+    config = TrainConfig(
+        epochs=args.epochs * args.rounds,
+        batch_size=32,
+        learning_rate=args.lr,
+        optimizer="adam",
+        seed=args.seed,
+    )
+    return trainer.train(model, init_weights(model, model_seed), union, config)
+
+
+def options() -> argparse.ArgumentParser:
+    """The demo's flags and defaults (scripts/bench_market.py reads them too)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=5, help="local epochs per round")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=5e-4, help="local learning rate (Adam)")
+    parser.add_argument(
+        "--prox-mu", type=float, default=0.0, help="FedProx proximal weight in local training"
+    )
     parser.add_argument(
         "--start-on",
         choices=("both", "small", "large"),
@@ -147,6 +195,11 @@ def main() -> None:
         help="with --engines: the API and dashboard on PORT, live, kept up after the run",
     )
     parser.add_argument("--out", type=Path, default=Path(".market/demo"), help="plot folder")
+    return parser
+
+
+def main() -> None:
+    parser = options()
     args = parser.parse_args()
     if args.drop_out and not args.aggregate:
         parser.error("--drop-out is for --aggregate rounds")
@@ -223,9 +276,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     chain_id = int(w3.eth.chain_id)
 
     # ------------------------------------------------------------- data (never leaves)
-    train, validation, test = digits_splits(seed=args.seed)
-    shard_rows = dirichlet_shards(train.labels, 4, args.alpha, seed=args.seed + 1, min_size=20)
-    shards = [subset(train, rows) for rows in shard_rows]
+    validation, test, shards = demo_data(args.seed, args.alpha)
     private = folder / "private"
     private.mkdir()
     for i, shard in enumerate(shards):
@@ -254,6 +305,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         )
         if args.aggregate
         else None,
+        prox_mu=args.prox_mu,  # the miners follow the spec's suggestion
     )
     params = TaskParams(
         bounty=10 * ETHER,
@@ -284,9 +336,12 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     )
 
     small = mlp(64, 128, 10)
-    large = mlp(64, 64, 10) if args.quick else mlp(64, 2048, 64, 10)
+    large = mlp(64, 64, 10) if args.quick else mlp(*LARGE_WIDTHS)
     arch_ids = []
-    for scientist, model, seed in ((scientists[0], small, 1), (scientists[1], large, 2)):
+    for scientist, model, seed in (
+        (scientists[0], small, SMALL_SEED),
+        (scientists[1], large, LARGE_SEED),
+    ):
         result = propose_architecture(
             chain, store, scientist, task_id, model, init_weights(model, seed)
         )
@@ -312,10 +367,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             private / f"miner-{i + 1}.csv",
             StateFile(folder / "state" / f"miner-{i + 1}.json"),
             chain_id,
-            MinerConfig(
-                epochs=args.epochs,
-                learning_rate=args.lr,
-                seed=args.seed + 10 * i,
+            owner_config(
+                args,
+                i,
                 dp_epsilon=per_round,
                 architecture=_first_architecture(args.start_on, arch_ids, i),
             ),
@@ -392,25 +446,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     assert winner_weights is not None
     winner_model = view.architectures[arch_of_winner]
     winner_correct = score(winner_model, winner_weights, test, Metric.ACCURACY)
-    union = Dataset(
-        np.concatenate([s.features for s in shards]),
-        np.concatenate([s.labels for s in shards]),
-        10,
-    )
     started = time.perf_counter()
-    seed = 1 if arch_of_winner == arch_ids[0] else 2
-    central = trainer.train(
-        winner_model,
-        init_weights(winner_model, seed),
-        union,
-        TrainConfig(
-            epochs=args.epochs * args.rounds,
-            batch_size=32,
-            learning_rate=args.lr,
-            optimizer="adam",
-            seed=args.seed,
-        ),
-    )
+    seed = SMALL_SEED if arch_of_winner == arch_ids[0] else LARGE_SEED
+    central = centralized(trainer, winner_model, seed, shards, args)
     central_seconds = time.perf_counter() - started
     central_correct = score(winner_model, central.weights, test, Metric.ACCURACY)
     ratio = winner_correct / central_correct

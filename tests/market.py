@@ -82,6 +82,7 @@ class Market:
         evaluators: list[LocalAccount] | None = None,
         aggregation: Aggregation | None = None,
         max_submissions_per_round: int = 1,
+        prox_mu: float = 0.0,
         **params: Any,
     ) -> int:
         evaluators = evaluators or [self.evaluator_account]
@@ -92,6 +93,7 @@ class Market:
             split=SPLIT,
             aggregation=aggregation,
             max_submissions_per_round=max_submissions_per_round,
+            prox_mu=prox_mu,
         )
         task_params = TaskParams(
             bounty=BOUNTY,

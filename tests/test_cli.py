@@ -22,7 +22,9 @@ from marketplace.devnet import Devnet
 from marketplace.evaluation import to_csv
 from marketplace.shards import digits_splits
 from marketplace.tasks import account_key, paillier_hex
+from miner import cli as miner_cli
 from miner.cli import app as miner_app
+from miner.trainer import TrainConfig, Trainer
 from sponsor_cli.app import app as sponsor_app
 from tests.helpers import readable_error
 
@@ -193,6 +195,71 @@ def test_miner_watch_submits_to_every_open_task_its_data_fits(devnet: Devnet, fi
     assert watched.exit_code == 0, watched.output
     mine = [r for r in chain.nodes(task_id) if r.author == miner]
     assert [(r.round, r.parents) for r in mine] == [(0, (1,))]  # on the architecture
+
+
+def test_miner_run_trains_with_the_prox_mu_flag(
+    devnet: Devnet, files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = chain_of(devnet)
+    assert create(devnet, files).exit_code == 0
+    task_id = chain.task_count()
+    spec = str(files / "mlp.json")
+    proposed = invoke(
+        sponsor_app,
+        devnet,
+        "arch",
+        "propose",
+        "--task",
+        str(task_id),
+        "--spec",
+        spec,
+        "--seed",
+        "1",
+        "--account",
+        "2",
+    )
+    assert proposed.exit_code == 0, proposed.output
+    configs: list[TrainConfig] = []
+
+    class Recording(Trainer):
+        def train(self, spec, weights, dataset, config, progress=None):  # type: ignore[no-untyped-def]
+            configs.append(config)
+            return super().train(spec, weights, dataset, config, progress)
+
+    monkeypatch.setattr(miner_cli, "Trainer", Recording)
+
+    ran = invoke(
+        miner_app,
+        devnet,
+        "run",
+        "--task",
+        str(task_id),
+        "--data",
+        str(files / "val.csv"),
+        "--account",
+        "7",
+        "--once",
+        "--epochs",
+        "1",
+        "--prox-mu",
+        "0.25",
+    )
+
+    assert ran.exit_code == 0, ran.output
+    assert [config.prox_mu for config in configs] == [0.25]
+    assert "round 0: submitted node" in ran.output
+
+
+def test_a_negative_prox_mu_is_one_readable_line(files: Path) -> None:
+    result = runner.invoke(
+        miner_app,
+        ["run", "--task", "1", "--data", str(files / "val.csv"), "--prox-mu", "-1"],
+        env={"GM_DATA_DIR": str(files / "state")},
+    )
+
+    assert readable_error(result) == (
+        "error: TrainConfig.prox_mu: Input should be greater than or equal to 0"
+    )
 
 
 def test_deploy_puts_a_fresh_marketplace_on_the_chain_and_prints_its_address(

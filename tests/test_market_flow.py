@@ -19,7 +19,7 @@ from marketplace.report import PayoutReport, agreed_report, claim_payout, posted
 from marketplace.tasks import account_key, miner_key, nodes_by_id
 from marketplace.verify import verify_task
 from miner import worker as worker_module
-from miner.trainer import Trainer
+from miner.trainer import TrainConfig, Trainer
 from miner.worker import Miner
 from tests.market import BOUNTY, DEPOSIT, Market, new_market
 
@@ -35,6 +35,17 @@ class CountingTrainer(Trainer):
     def train(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.calls += 1
         return super().train(*args, **kwargs)
+
+
+class RecordingTrainer(Trainer):
+    """Trains as usual and keeps every run's TrainConfig."""
+
+    def __init__(self) -> None:
+        self.configs: list[TrainConfig] = []
+
+    def train(self, spec, weights, dataset, config, progress=None):  # type: ignore[no-untyped-def]
+        self.configs.append(config)
+        return super().train(spec, weights, dataset, config, progress)
 
 
 def restarted(market: Market, miner: Miner, trainer: Trainer) -> Miner:
@@ -346,3 +357,20 @@ def test_an_upload_that_fails_is_retried_with_the_same_sealed_blob_without_train
     (update,) = [r for r in market.chain.nodes(market.task_id) if r.kind is NodeKind.UPDATE]
     assert update.digest.hex() == saved["digest"] and update.cid == submission.cid
     assert not kept.exists()  # uploaded: the kept copy is let go
+
+
+def test_a_miner_trains_with_the_task_specs_prox_mu_unless_it_sets_its_own(
+    tmp_path: Path,
+) -> None:
+    market = new_market(tmp_path)
+    market.create(rounds=1, prox_mu=0.3)
+    market.propose()
+    market.make_evaluator()
+    trainer = RecordingTrainer()
+    market.add_miners(2, trainer=trainer, epochs=1)
+    market.miners[1].config = replace(market.miners[1].config, prox_mu=0.0)
+
+    for miner in market.miners:
+        market.submit(miner)
+
+    assert [config.prox_mu for config in trainer.configs] == [0.3, 0.0]

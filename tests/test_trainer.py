@@ -1,4 +1,5 @@
-"""Local training: accuracy on digits, bit-identical reruns, progress, the caller's RNG, DP-SGD."""
+"""Local training: accuracy on digits, bit-identical reruns, progress, the caller's RNG, DP-SGD,
+FedProx's proximal term."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from marketplace.evaluation import Dataset, score
 from marketplace.messages import Metric
 from marketplace.models import ModelSpec, check_weights, init_weights
 from marketplace.shards import digits_splits
+from miner import trainer as trainer_module
 from miner.trainer import DPConfig, TrainConfig, Trainer, TrainingError, TrainResult
 from tests.helpers import MLP_SPEC
 
@@ -80,6 +82,11 @@ def accuracy(weights: dict[str, torch.Tensor], dataset: Dataset, spec: ModelSpec
 
 def identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The L2 distance between two weight sets, over every tensor."""
+    return math.sqrt(sum(float(((a[name] - b[name]).double() ** 2).sum()) for name in a))
 
 
 def line_data(rows: int = 200, scale: float = 1.0) -> Dataset:
@@ -291,6 +298,59 @@ def test_dp_survives_empty_poisson_batches() -> None:
     check_weights(LINE, result.weights)
 
 
+# ---------------------------------------------------------------------- the proximal term
+
+
+def test_prox_mu_zero_skips_the_term_and_trains_bit_identically(
+    plain: TrainResult, train_set: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_term(*args: object) -> None:
+        raise AssertionError("the proximal term was built with mu 0")
+
+    monkeypatch.setattr(trainer_module, "_Anchor", no_term)
+    config = PLAIN.model_copy(update={"prox_mu": 0.0})
+
+    again = Trainer().train(MLP, init_weights(MLP, 0), train_set, config)
+
+    assert PLAIN.prox_mu == 0.0  # the default
+    assert identical(again.weights, plain.weights)
+    assert again.loss == plain.loss
+
+
+def test_a_larger_prox_mu_ends_strictly_closer_to_the_start(
+    plain: TrainResult, train_set: Dataset, validation: Dataset
+) -> None:
+    start = init_weights(MLP, 0)
+    runs = {
+        mu: Trainer().train(MLP, start, train_set, PLAIN.model_copy(update={"prox_mu": mu}))
+        for mu in (0.1, 1.0)
+    }
+
+    assert distance(plain.weights, start) > distance(runs[0.1].weights, start)
+    assert distance(runs[0.1].weights, start) > distance(runs[1.0].weights, start)
+    assert not identical(runs[0.1].weights, plain.weights)
+    assert accuracy(runs[0.1].weights, validation) >= PLAIN_ACCURACY  # still learns
+    again = Trainer().train(MLP, start, train_set, PLAIN.model_copy(update={"prox_mu": 0.1}))
+    assert identical(again.weights, runs[0.1].weights)  # deterministic with the term too
+
+
+def test_dp_training_with_prox_mu_ends_closer_to_the_start_at_the_same_epsilon(
+    train_set: Dataset,
+) -> None:
+    assert DP.dp is not None
+    config = DP.model_copy(
+        update={"epochs": 1, "dp": DP.dp.model_copy(update={"accountant": "rdp"})}
+    )
+    start = init_weights(MLP, 0)
+
+    free = Trainer().train(MLP, start, train_set, config)
+    held = Trainer().train(MLP, start, train_set, config.model_copy(update={"prox_mu": 1.0}))
+
+    assert distance(held.weights, start) < distance(free.weights, start)
+    assert held.epsilon == free.epsilon  # the term's gradient comes after the noise: no spend
+    assert held.steps == free.steps
+
+
 # -------------------------------------------------------------------------------- refusals
 
 
@@ -312,6 +372,9 @@ def test_dp_survives_empty_poisson_batches() -> None:
         ({"seed": 2**63}, "TrainConfig.seed"),
         ({"momentum": 0.9}, "TrainConfig.momentum"),
         ({"dp": 4.0}, "TrainConfig.dp"),
+        ({"prox_mu": -0.1}, "TrainConfig.prox_mu"),
+        ({"prox_mu": 11.0}, "TrainConfig.prox_mu"),
+        ({"prox_mu": math.nan}, "TrainConfig.prox_mu"),
         ({"dp": {"epsilon": 0.0, "delta": 1e-5, "max_grad_norm": 1.0}}, "DPConfig.epsilon"),
         ({"dp": {"epsilon": math.nan, "delta": 1e-5, "max_grad_norm": 1.0}}, "DPConfig.epsilon"),
         ({"dp": {"epsilon": 1e3, "delta": 1e-5, "max_grad_norm": 1.0}}, "DPConfig.epsilon"),
@@ -335,6 +398,13 @@ def test_nonsense_config_is_refused_naming_the_field(change: dict[str, Any], fie
 def test_dp_config_refuses_a_bad_value_on_its_own() -> None:
     with pytest.raises(ConfigError, match=r"^DPConfig\.epsilon: Input should be greater than 0"):
         DPConfig(epsilon=-1.0, delta=1e-5, max_grad_norm=1.0)
+
+
+def test_a_negative_prox_mu_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError) as refused:
+        TrainConfig(**{**PLAIN.model_dump(), "prox_mu": -1.0})
+
+    assert str(refused.value) == ("TrainConfig.prox_mu: Input should be greater than or equal to 0")
 
 
 def test_integers_are_accepted_where_a_real_is_expected() -> None:
