@@ -75,7 +75,7 @@ from marketplace.messages import (  # noqa: E402
     TaskParams,
     TaskSpec,
 )
-from marketplace.models import ModelSpec, init_weights  # noqa: E402
+from marketplace.models import ModelSpec, init_weights, mlp  # noqa: E402
 from marketplace.report import PayoutReport, agreed_report, claim_payout  # noqa: E402
 from marketplace.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
 from marketplace.sponsor import create_task, propose_architecture, reveal  # noqa: E402
@@ -91,15 +91,6 @@ IMPORTED = time.perf_counter()
 ETHER = 10**18
 ROUND_SECONDS = 3600
 console = Console()
-
-
-def mlp(*widths: int) -> ModelSpec:
-    layers: list[dict[str, Any]] = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
-        layers.append({"type": "linear", "in_features": a, "out_features": b})
-        if i < len(widths) - 2:
-            layers.append({"type": "relu"})
-    return ModelSpec(input_shape=[widths[0]], layers=layers)
 
 
 def main() -> None:
