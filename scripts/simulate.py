@@ -120,9 +120,9 @@ def _eth(wei: int) -> str:
 
 def print_run(seed: int, name: str, run: MarketRun) -> None:
     table = Table(
-        title=f"seed {seed}, {name}: {run.config.dataset}, {run.config.rounds} rounds "
-        f"({run.seconds:.1f} s); paid in ETH, share of the data + compute pools "
-        f"({_eth(run.pools)} ETH)"
+        title=f"seed {seed}, {name} ({run.config.dataset}, {run.config.rounds} rounds, "
+        f"{run.seconds:.1f} s)",
+        caption=f"ETH; share: of the data + compute pools ({_eth(run.pools)} ETH)",
     )
     columns = ("kind", "accounts", "submissions", "valid", "data", "compute", "expertise")
     for column in (*columns, "deposits", "share", "points"):
