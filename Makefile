@@ -3,7 +3,7 @@ PY := .venv/bin/python
 # npm's forge (pinned in package.json) ships its Linux x64 binary in an optional dependency.
 FORGE := node_modules/@foundry-rs/forge-linux-amd64/bin/forge
 
-.PHONY: setup test forge-test demo devnet engines engines-stop engines-status gas bench bench-indexer bench-paillier bench-market load-api build lint clean
+.PHONY: setup test forge-test demo simulate devnet engines engines-stop engines-status gas bench bench-indexer bench-paillier bench-market load-api build lint clean
 
 setup:
 	@scripts/setup.sh
@@ -26,6 +26,13 @@ forge-test: setup
 ALPHA ?= 0.5
 demo: setup
 	$(PY) scripts/demo.py --alpha $(ALPHA)
+
+## Who the reward rule pays when agents game it: honest miners, each adversary kind alone, all
+## together, on the real contract in-process; ends with a SIMULATE line. SIMULATE_ARGS, e.g.
+## "--dataset digits --seeds 0-4" or "--mix honest=3,sybil=1" (scripts/simulate.py --help).
+SIMULATE_ARGS ?=
+simulate: setup
+	$(PY) scripts/simulate.py $(SIMULATE_ARGS)
 
 ## A local chain for programs in separate processes (ENGINE=anvil for npm's anvil).
 ENGINE ?= tester

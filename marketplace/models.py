@@ -137,6 +137,17 @@ def _plan(spec: ModelSpec) -> list[_Step]:
     return steps
 
 
+def mlp(*widths: int) -> ModelSpec:
+    """A plain MLP over flat rows: linear layers of these widths (input first, classes last)
+    with a ReLU between each two, e.g. `mlp(64, 128, 10)`."""
+    layers: list[dict[str, Any]] = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
+        layers.append({"type": "linear", "in_features": a, "out_features": b})
+        if i < len(widths) - 2:
+            layers.append({"type": "relu"})
+    return ModelSpec(input_shape=[widths[0]], layers=layers)
+
+
 def parameter_shapes(spec: ModelSpec) -> dict[str, Shape]:
     """Every parameter's name and shape, in `build_model(spec).state_dict()` order."""
     return {

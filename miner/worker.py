@@ -279,6 +279,36 @@ class Miner:
             task_id, round_index, saved, blob, parent, result, seconds, started
         )
 
+    def submit_weights(
+        self, task_id: int, weights: Mapping[str, torch.Tensor], parent: int, samples: int
+    ) -> Submission:
+        """Seal `weights` to the evaluators, upload them and submit them in the open round as
+        an update of `parent` declaring `samples` rows: the path `submit_round` takes after
+        training, with the weights, the parent and the row count chosen by the caller (the
+        simulator's adversaries, scripts/simulation). Nothing is kept in the state file, so a
+        restart does not resume it, and every call submits (the task's per-account cap
+        judges the extra ones)."""
+        spec = read_spec(self.chain, self.store, task_id)
+        round_index = self.chain.current_round(task_id)
+        blob = seal(
+            encode_weights(weights),
+            evaluator_keys(spec),
+            self.account,
+            task_id=task_id,
+            parent=parent,
+            kind="update",
+            chain_id=self.chain_id,
+        )
+        with self.watch.measure("storage"):
+            cid = self.store.put(blob)
+        sent: dict[str, object] = {
+            "parent": parent,
+            "samples": samples,
+            "digest": sha256(blob).hex(),
+            "cid": cid,
+        }
+        return self._submit(task_id, round_index, sent, resumed=False)
+
     def _train(
         self,
         task_id: int,

@@ -77,7 +77,7 @@ from marketplace.messages import (  # noqa: E402
     TaskParams,
     TaskSpec,
 )
-from marketplace.models import ModelSpec, init_weights  # noqa: E402
+from marketplace.models import ModelSpec, init_weights, mlp  # noqa: E402
 from marketplace.report import PayoutReport, agreed_report, claim_payout  # noqa: E402
 from marketplace.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
 from marketplace.sponsor import create_task, propose_architecture, reveal  # noqa: E402
@@ -96,15 +96,6 @@ OWNERS = 4
 SMALL_SEED, LARGE_SEED = 1, 2  # the two architectures' initial weights
 LARGE_WIDTHS = (64, 2048, 64, 10)  # the 1 MB MLP
 console = Console()
-
-
-def mlp(*widths: int) -> ModelSpec:
-    layers: list[dict[str, Any]] = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
-        layers.append({"type": "linear", "in_features": a, "out_features": b})
-        if i < len(widths) - 2:
-            layers.append({"type": "relu"})
-    return ModelSpec(input_shape=[widths[0]], layers=layers)
 
 
 def demo_data(seed: int, alpha: float) -> tuple[Dataset, Dataset, list[Dataset]]:

@@ -366,3 +366,14 @@ def test_specs_parse_and_price_without_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.split() == ["690", "17664", "False"]
+
+
+def test_mlp_is_linear_layers_of_the_widths_with_relus_between() -> None:
+    from marketplace.models import mlp, parameter_count
+
+    spec = mlp(30, 32, 2)
+
+    assert [layer.type for layer in spec.layers] == ["linear", "relu", "linear"]
+    assert spec.input_shape == (30,)
+    assert parameter_count(spec) == 30 * 32 + 32 + 32 * 2 + 2
+    assert [layer.type for layer in mlp(64, 10).layers] == ["linear"]

@@ -13,6 +13,7 @@ from marketplace import shards
 from marketplace.errors import ConfigError
 from marketplace.evaluation import Dataset
 from marketplace.shards import (
+    breast_cancer_splits,
     digits_splits,
     dirichlet_shards,
     holdout_rows,
@@ -195,3 +196,19 @@ def test_digits_splits_are_deterministic_disjoint_and_stratified() -> None:
 def test_digits_splits_refuse_fractions_that_leave_no_training_rows() -> None:
     with pytest.raises(ConfigError, match="sum to below 1"):
         digits_splits(seed=0, validation=0.5, test=0.5)
+
+
+def test_breast_cancer_splits_are_stratified_and_standardized_on_the_training_part() -> None:
+    train, validation, test = breast_cancer_splits(seed=0)
+    again = breast_cancer_splits(seed=0)
+
+    assert (len(train), len(validation), len(test)) == (341, 114, 114)
+    for part, twin in zip((train, validation, test), again, strict=True):
+        assert np.array_equal(part.features, twin.features)
+        assert part.num_classes == 2 and part.features.shape[1] == 30
+        assert part.features.dtype == np.float32 and not part.features.flags.writeable
+        # 212 malignant, 357 benign in all: each part keeps the mix within a row.
+        assert abs(np.bincount(part.labels, minlength=2)[0] - 212 * len(part) / 569) < 1
+    assert np.allclose(train.features.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(train.features.std(axis=0), 1, atol=1e-4)
+    assert not np.allclose(validation.features.mean(axis=0), 0, atol=1e-5)

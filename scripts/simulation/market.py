@@ -1,0 +1,527 @@
+"""One simulated market, from the task to the sponsor's reclaim, and its exact accounting.
+
+The market of `make demo` on one in-process eth-tester chain and a local blob store, the clock
+moved instead of waited on: a sponsor posts a 10 ETH task (the validation split sealed to one
+honest evaluator, a test split nobody sees), two data scientists propose a good and a weak
+architecture, the agents (`agents.py`) act every round and the evaluator merges; then the
+sponsor reveals, the evaluator posts the payout root and report, the sponsor finalizes, every
+leaf is claimed and the sponsor reclaims the rest. Money is read back from the posted report
+(each leaf's parts) and from the chain (Claimed, Refunded and Reclaimed events, the contract's
+balance), so the figures are whatever the current reward rule pays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.types import BlockIdentifier
+
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient, ChainEvent
+from marketplace.devchain import local_web3, tester_of
+from marketplace.devnet import advance_chain_to
+from marketplace.evaluation import Dataset, score, to_csv
+from marketplace.evaluator import Evaluator
+from marketplace.messages import (
+    DataSchema,
+    Metric,
+    NodeKind,
+    NodeRecord,
+    Phase,
+    RewardSplit,
+    TaskParams,
+    TaskSpec,
+)
+from marketplace.models import ModelSpec, init_weights, mlp
+from marketplace.report import PayoutReport, agreed_report, claim_payout
+from marketplace.rewards import BPS, architecture_of
+from marketplace.shards import breast_cancer_splits, digits_splits, dirichlet_shards, subset
+from marketplace.sponsor import create_task, propose_architecture, reveal
+from marketplace.state import StateFile
+from marketplace.storage import LocalStore
+from marketplace.tasks import account_key, nodes_by_id
+from miner.trainer import TrainConfig, Trainer
+
+from .agents import KINDS, Agent, Env
+
+ETHER = 10**18
+BOUNTY = 10 * ETHER
+DEPOSIT = ETHER // 100
+ROUND_SECONDS = 3600
+SPLIT = RewardSplit(expertise_bps=2000, data_bps=5000, compute_bps=2000)
+FUNDING = 10 * ETHER  # what each agent account is given (deposits are 0.01 ETH)
+AGENT_KEYS = 1_000  # agent accounts are the keys AGENT_KEYS + 0, + 1, ... (eth-tester: 1-10)
+ARCH_SEEDS = (1, 2)  # the good and the weak architecture's initial weights
+
+Splits = Callable[[int], tuple[Dataset, Dataset, Dataset]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A data set and the two architectures its data scientists propose."""
+
+    splits: Splits
+    features: int
+    classes: int
+    good: ModelSpec
+    weak: ModelSpec  # underfits: a hidden layer narrower than the classes need
+
+
+DATASETS: dict[str, Problem] = {
+    "digits": Problem(lambda s: digits_splits(seed=s), 64, 10, mlp(64, 128, 10), mlp(64, 2, 10)),
+    "breast_cancer": Problem(
+        lambda s: breast_cancer_splits(seed=s), 30, 2, mlp(30, 32, 2), mlp(30, 1, 2)
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MarketConfig:
+    """One market: the data set, who takes part (kind, count), the rounds and the seed.
+
+    `without`: one agent (by name, e.g. "honest-2") left out, everything else the same (its
+    accounts, seeds and shard are drawn as if it were there): the true marginal value run.
+    """
+
+    dataset: str = "breast_cancer"
+    roster: tuple[tuple[str, int], ...] = (("honest", 3),)
+    rounds: int = 4
+    seed: int = 0
+    alpha: float = 0.5
+    epochs: int = 5
+    learning_rate: float = 1e-3
+    without: str | None = None
+
+    def names(self) -> list[str]:
+        """Every agent's name in the full roster, in acting order."""
+        return [f"{kind}-{i + 1}" for kind, count in self.roster for i in range(count)]
+
+
+@dataclass(frozen=True)
+class Paid:
+    """What some accounts were paid by the task, from the agreed report's leaves (wei), the
+    reputation points of those leaves, and what the chain's Claimed events paid them."""
+
+    data: int = 0
+    compute: int = 0
+    expertise: int = 0
+    deposits: int = 0
+    points: int = 0
+    claimed: int = 0
+
+    def __add__(self, other: Paid) -> Paid:
+        return Paid(
+            self.data + other.data,
+            self.compute + other.compute,
+            self.expertise + other.expertise,
+            self.deposits + other.deposits,
+            self.points + other.points,
+            self.claimed + other.claimed,
+        )
+
+    @property
+    def amount(self) -> int:
+        return self.data + self.compute + self.expertise + self.deposits
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One agent (or the data scientists) in one market."""
+
+    name: str
+    kind: str
+    accounts: tuple[str, ...]
+    submissions: int
+    valid: int
+    paid: Paid
+
+
+@dataclass(frozen=True)
+class Escrow:
+    """Every wei into and out of the contract for the task, from the chain."""
+
+    bounty: int
+    deposits_in: int  # the deposit of every architecture and update submitted
+    held: int  # the contract's balance before the first claim
+    claimed: int  # Claimed events
+    refunded: int  # Refunded events
+    reclaimed: int  # Reclaimed events
+    left: int  # the contract's balance after the reclaim
+
+    @property
+    def balanced(self) -> bool:
+        """bounty + deposits in == claims + refunds + reclaim, to the wei, nothing left."""
+        paid_out = self.claimed + self.refunded + self.reclaimed
+        return self.held == self.bounty + self.deposits_in == paid_out and self.left == 0
+
+
+@dataclass(frozen=True)
+class MarketRun:
+    config: MarketConfig
+    agents: tuple[Outcome, ...]
+    scientists: Outcome
+    escrow: Escrow
+    pools: int  # the data and compute pools, wei
+    report: PayoutReport
+    records: dict[int, NodeRecord]
+    reputation: dict[str, int]  # account -> the chain's reputation after the claims
+    winner_score: int  # validation rows right
+    winner_accuracy: float  # on the test split
+    central_accuracy: float | None  # the winner's architecture trained on the honest union
+    seconds: float
+
+    def share(self, outcomes: Iterable[Outcome]) -> float:
+        """What these took of the data + compute pools."""
+        return sum(o.paid.data + o.paid.compute for o in outcomes) / self.pools
+
+    def of_kind(self, kind: str) -> list[Outcome]:
+        return [o for o in self.agents if o.kind == kind]
+
+    @property
+    def sponsor_paid(self) -> int:
+        """What the sponsor gave away: the bounty less what it reclaimed (the deposits paid
+        back are the submitters' own money)."""
+        return self.escrow.bounty - self.escrow.reclaimed
+
+
+class IndexedChain(ChainClient):
+    """The project's `ChainClient` reading events from a local copy of the contract's log.
+
+    eth-tester answers each `eth_getLogs` by serializing every receipt of every block in its
+    range, and the roles read the node list, the spec and the keys from block 0 several times
+    a step, so a market's reads grew quadratically with its transactions (87 s for 2 rounds of
+    the `together` scenario, most of it there). Here each block's logs are fetched once, and
+    `events` and `logs` filter the copy as eth_getLogs would; contract calls are reused while
+    the chain has not moved (every transaction mines a block)."""
+
+    def __init__(self, w3: Web3, address: str) -> None:
+        super().__init__(w3, address)
+        self._log: list[tuple[tuple[str, ...], ChainEvent]] = []  # (topics as 0x hex, event)
+        self._synced = -1  # the last block copied
+        self._calls: dict[tuple[str, str], Any] = {}
+        self._calls_at = -1
+
+    def _sync(self) -> int:
+        """Copy the logs of the blocks mined since the last read; the latest block number."""
+        latest = int(self.w3.eth.block_number)
+        if latest > self._synced:
+            query = {"address": self.address, "fromBlock": self._synced + 1, "toBlock": latest}
+            for entry in self.w3.eth.get_logs(query):  # type: ignore[arg-type]
+                event = self._decoder.decode(entry)
+                if event is not None:
+                    topics = tuple(HexBytes(t).to_0x_hex().lower() for t in entry["topics"])
+                    self._log.append((topics, event))
+            self._synced = latest
+        return latest
+
+    def logs(
+        self, from_block: int, to_block: int | str, topics: list[Any] | None = None
+    ) -> list[ChainEvent]:
+        upper = self._upper(to_block)
+        return [
+            event
+            for have, event in self._log
+            if from_block <= event.block_number <= upper and _topics_match(have, topics or [])
+        ]
+
+    def events(
+        self, name: str, from_block: int = 0, to_block: int | str = "latest", **filters: Any
+    ) -> list[ChainEvent]:
+        upper = self._upper(to_block)
+        return [
+            event
+            for _, event in self._log
+            if event.name == name
+            and from_block <= event.block_number <= upper
+            and all(_arg_matches(event.args[k], v) for k, v in filters.items())
+        ]
+
+    def _upper(self, to_block: int | str) -> int:
+        latest = self._sync()
+        return latest if isinstance(to_block, str) else min(int(to_block), latest)
+
+    def _call(self, fn_name: str, *args: Any, block: BlockIdentifier = "latest") -> Any:
+        if block != "latest":
+            return super()._call(fn_name, *args, block=block)
+        latest = int(self.w3.eth.block_number)
+        if latest != self._calls_at:
+            self._calls.clear()
+            self._calls_at = latest
+        key = (fn_name, repr(args))
+        if key not in self._calls:
+            self._calls[key] = super()._call(fn_name, *args)
+        return self._calls[key]
+
+
+def _topics_match(have: tuple[str, ...], wanted: list[Any]) -> bool:
+    """eth_getLogs' topic filter: per position None (any), one topic, or a list (any of)."""
+    for position, spec in enumerate(wanted):
+        if spec is None:
+            continue
+        options = [spec] if isinstance(spec, str) else spec
+        if position >= len(have) or have[position] not in {o.lower() for o in options}:
+            return False
+    return True
+
+
+def _arg_matches(value: Any, wanted: Any) -> bool:
+    """web3's argument filter: equal (addresses in any case), or any of a list."""
+    if isinstance(wanted, list | tuple):
+        return any(_arg_matches(value, w) for w in wanted)
+    if isinstance(value, str) and isinstance(wanted, str):
+        return value.lower() == wanted.lower()
+    return bool(value == wanted)
+
+
+def run_market(config: MarketConfig, folder: Path, centralized: bool = True) -> MarketRun:
+    """Run one market to the end; `centralized`: also train the baseline for the accuracy
+    ratio (the marginal value runs skip it)."""
+    started = time.perf_counter()
+    problem = DATASETS[config.dataset]
+    w3 = local_web3()
+    keys = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, 11)]
+    sponsor, evaluator_account, scientists = keys[0], keys[1], keys[2:4]
+    deployed = ChainClient.deploy(w3, keys[9].address, min_window=DEV_MIN_WINDOW)
+    chain = IndexedChain(w3, deployed.address)
+    store = LocalStore(folder / "blobs")
+    chain_id = int(w3.eth.chain_id)
+    train, validation, test = problem.splits(config.seed)
+
+    spec = TaskSpec(
+        name=config.dataset,
+        metric=Metric.ACCURACY,
+        data=DataSchema(num_features=problem.features, num_classes=problem.classes),
+        split=SPLIT,
+        max_blob_bytes=8 * 1024 * 1024,
+    )
+    params = TaskParams(
+        bounty=BOUNTY,
+        deposit=DEPOSIT,
+        validation_commit=bytes(32),
+        round_duration=ROUND_SECONDS,
+        rounds=config.rounds,
+        reveal_window=ROUND_SECONDS,
+        evaluation_window=ROUND_SECONDS,
+        challenge_window=600,
+        claim_window=7 * 86_400,
+        evaluators=(evaluator_account.address,),
+    )
+    evaluator_key = [account_key(evaluator_account).public_hex]
+    task_id = create_task(
+        chain, store, sponsor, chain_id, to_csv(validation), spec, params, evaluator_key
+    ).task_id
+    arch_ids: list[int] = []
+    for scientist, model, seed in zip(
+        scientists, (problem.good, problem.weak), ARCH_SEEDS, strict=True
+    ):
+        proposed = propose_architecture(
+            chain, store, scientist, task_id, model, init_weights(model, seed)
+        )
+        assert proposed.value is not None
+        arch_ids.append(proposed.value)
+
+    trainer = Trainer()
+    env = Env(
+        w3, chain, store, folder, task_id, config.rounds, trainer, config.epochs,
+        config.learning_rate,
+    )  # fmt: skip
+    agents = _agents(config, env, train, arch_ids)
+    evaluator = Evaluator(
+        chain, store, evaluator_account, StateFile(folder / "state" / "evaluator.json"), chain_id
+    )
+    task = chain.task(task_id)
+    for round_index in range(config.rounds):
+        for agent in agents:
+            agent.act(env, round_index)
+        advance_chain_to(w3, task.round_end(round_index))
+        evaluator.step(task_id)
+
+    assert chain.phase(task_id) is Phase.REVEAL
+    reveal(chain, store, sponsor, chain_id, task_id)
+    evaluator.step(task_id)
+    report = agreed_report(chain, store, task_id)
+    advance_chain_to(w3, chain.task(task_id).settled_at + params.challenge_window)
+    chain.finalize(sponsor.address, task_id)
+    held = int(w3.eth.get_balance(chain.address))
+    for entry in report.payouts:
+        claim_payout(chain, store, entry.account, task_id)
+    chain.reclaim(sponsor.address, task_id)
+
+    records = nodes_by_id(chain, task_id)
+    escrow = _escrow(chain, task_id, records, held)
+    claimed = _event_sums(chain, "Claimed", task_id, "account")
+    outcomes = tuple(_outcome(a.name, a.accounts, records, report, claimed) for a in agents)
+    science = _outcome("scientists", scientists, records, report, claimed)
+    winner = report.winner
+    assert winner is not None  # the architectures are valid nodes
+    view = evaluator.view(task_id)
+    model = view.architectures[architecture_of(records, winner)]
+    weights = view.verdicts[winner].weights
+    assert weights is not None
+    central = None
+    if centralized:
+        union = [a.shard for a in agents if a.honest and a.shard is not None]
+        seed = ARCH_SEEDS[arch_ids.index(architecture_of(records, winner))]
+        central = _centralized(trainer, model, seed, union, test, config)
+    everyone = [o for outcome in (*outcomes, science) for o in outcome.accounts]
+    return MarketRun(
+        config,
+        outcomes,
+        science,
+        escrow,
+        BOUNTY * (SPLIT.data_bps + SPLIT.compute_bps) // BPS,
+        report,
+        records,
+        {account: chain.reputation(account) for account in everyone},
+        next(n.score for n in report.nodes if n.node_id == winner),
+        score(model, weights, test, Metric.ACCURACY) / len(test),
+        central,
+        time.perf_counter() - started,
+    )
+
+
+def _agents(config: MarketConfig, env: Env, train: Dataset, arch_ids: list[int]) -> list[Agent]:
+    """The roster's agents but `config.without`: accounts, shards and seeds are drawn for the
+    full roster, so leaving one out changes nothing else. Honest miners start on the two
+    architectures in turn; adversaries on the good one."""
+    names = config.names()
+    kinds = [KINDS[name.rsplit("-", 1)[0]] for name in names]
+    holders = [i for i, cls in enumerate(kinds) if cls.needs_data]
+    rows = dirichlet_shards(train.labels, len(holders), config.alpha, config.seed + 1, 20)
+    shards = {i: subset(train, r) for i, r in zip(holders, rows, strict=True)}
+    agents = []
+    next_key = AGENT_KEYS
+    honest_seen = 0
+    for i, (name, cls) in enumerate(zip(names, kinds, strict=True)):
+        accounts = [_funded(env.w3, next_key + k) for k in range(cls.accounts_used)]
+        next_key += cls.accounts_used
+        architecture = arch_ids[honest_seen % 2] if cls.honest else arch_ids[0]
+        honest_seen += cls.honest
+        if name != config.without:
+            seed = config.seed + 10 * i
+            agents.append(cls(name, env, accounts, shards.get(i), seed, architecture))
+    return agents
+
+
+def _funded(w3: Web3, key: int) -> LocalAccount:
+    """A fresh account the in-process chain signs for, given FUNDING by a dev account."""
+    account: LocalAccount = Account.from_key(key.to_bytes(32, "big"))
+    tester_of(w3).add_account("0x" + bytes(account.key).hex())
+    w3.eth.send_transaction({"from": w3.eth.accounts[9], "to": account.address, "value": FUNDING})
+    return account
+
+
+def _escrow(chain: ChainClient, task_id: int, records: dict[int, NodeRecord], held: int) -> Escrow:
+    paying = [r for r in records.values() if r.kind in (NodeKind.ARCHITECTURE, NodeKind.UPDATE)]
+    return Escrow(
+        BOUNTY,
+        DEPOSIT * len(paying),
+        held,
+        sum(_event_sums(chain, "Claimed", task_id, "account").values()),
+        sum(_event_sums(chain, "Refunded", task_id, "author").values()),
+        sum(_event_sums(chain, "Reclaimed", task_id, "sponsor").values()),
+        int(chain.w3.eth.get_balance(chain.address)),
+    )
+
+
+def _event_sums(chain: ChainClient, name: str, task_id: int, who: str) -> dict[str, int]:
+    sums: dict[str, int] = {}
+    for event in chain.events(name, taskId=task_id):
+        account = str(event.args[who]).lower()
+        sums[account] = sums.get(account, 0) + int(event.args["amount"])
+    return sums
+
+
+def _outcome(
+    name: str,
+    accounts: list[LocalAccount],
+    records: dict[int, NodeRecord],
+    report: PayoutReport,
+    claimed: dict[str, int],
+) -> Outcome:
+    addresses = tuple(str(a.address) for a in accounts)
+    mine = {a.lower() for a in addresses}
+    verdicts = {n.node_id: n for n in report.nodes}
+    submitted = [
+        r.node_id
+        for r in records.values()
+        if r.kind is not NodeKind.MERGE and r.author.lower() in mine
+    ]
+    paid = Paid()
+    for address in addresses:
+        entry = report.entry_for(address)
+        if entry is not None:
+            parts = (entry.data, entry.compute, entry.expertise, entry.deposits, entry.points)
+            paid += Paid(*parts, claimed.get(address.lower(), 0))
+    return Outcome(
+        name,
+        name.rsplit("-", 1)[0],
+        addresses,
+        len(submitted),
+        sum(verdicts[n].valid for n in submitted),
+        paid,
+    )
+
+
+def _centralized(
+    trainer: Trainer,
+    model: ModelSpec,
+    seed: int,
+    shards: list[Dataset],
+    test: Dataset,
+    config: MarketConfig,
+) -> float:
+    """Test accuracy of the winner's architecture trained on the union of the honest shards
+    for as many epochs as the market's rounds x local epochs (as `make demo` computes it)."""
+    union = Dataset(
+        np.concatenate([s.features for s in shards]),
+        np.concatenate([s.labels for s in shards]),
+        shards[0].num_classes,
+    )
+    central = trainer.train(
+        model,
+        init_weights(model, seed),
+        union,
+        TrainConfig(
+            epochs=config.epochs * config.rounds,
+            batch_size=32,
+            learning_rate=config.learning_rate,
+            optimizer="adam",
+            seed=config.seed,
+        ),
+    )
+    return score(model, central.weights, test, Metric.ACCURACY) / len(test)
+
+
+def audit(run: MarketRun) -> list[str]:
+    """What is wrong with the run's money (nothing, for any sane reward rule): the escrow
+    balanced to the wei, the sponsor paying at most the bounty, every agent claiming exactly
+    its leaves and holding exactly their reputation points."""
+    problems = []
+    escrow = run.escrow
+    if not escrow.balanced:
+        problems.append(f"the escrow does not balance: {escrow}")
+    beyond_deposits = sum(e.amount - e.deposits for e in run.report.payouts)
+    if run.sponsor_paid > escrow.bounty or beyond_deposits > escrow.bounty:
+        problems.append(
+            f"the sponsor paid {run.sponsor_paid} (leaves less deposits: {beyond_deposits}), "
+            f"over the bounty {escrow.bounty}"
+        )
+    for outcome in (*run.agents, run.scientists):
+        paid = outcome.paid
+        if paid.claimed != paid.amount:
+            problems.append(f"{outcome.name} claimed {paid.claimed}, its leaves say {paid.amount}")
+        points = sum(run.reputation[a] for a in outcome.accounts)
+        if points != outcome.paid.points:
+            problems.append(
+                f"{outcome.name} holds {points} points, its leaves say {outcome.paid.points}"
+            )
+    return problems
