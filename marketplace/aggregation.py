@@ -14,9 +14,9 @@ unmasking step after it:
    Paillier key) as a GMSA blob, uploads it, and submits it as an update of the base.
 3. After the round (the key holder, an evaluator): the encrypted sum of each group's
    submissions, decrypted once; the merge is base + sum / k, the plain mean of the k clipped
-   deltas (declared samples cannot weigh updates nobody sees: they only split the reward,
-   `rewards.aggregate_shares`). A group of one would be its member's update in clear: it is
-   never aggregated, and its member does not submit.
+   deltas (declared samples cannot weigh updates nobody sees, and the reward is split
+   equally among the members, `rewards._merge_shares`). A group of one would be its member's
+   update in clear: it is never aggregated, and its member does not submit.
 4. Unmasking (after the round, every member that submitted): each sealed its delta under its
    own mask too (double masking, `secagg.self_mask_key`), and a member without a well-formed
    submission (a drop-out) leaves the pairwise masks it shared uncancelled. So each member

@@ -692,7 +692,7 @@ class Evaluator:
         ]
         base = frontier.of(merge_id)
         assert base is not None  # a merge that gained has a frontier
-        average = self._averager(view, merge_id, dataset)
+        average = self.averager(view, merge_id, dataset)
         played = MergeRule.of(view.spec).contributions(
             parents, lambda coalition: average(coalition) if coalition else base
         )
@@ -702,10 +702,14 @@ class Evaluator:
         self, view: TaskView, scores: Mapping[int, Score], frontier: Frontier, dataset: Dataset
     ) -> dict[int, int]:
         """Update id -> the score of its round's merge with it added, for every valid update
-        in clear that the merge left out (`rewards` judges it harmful by that score)."""
+        in clear that the merge left out and that improved nothing on its own (`rewards` judges
+        it harmful by that score; one that improved keeps its deposit whatever it is)."""
         added = {}
         for record in of_kind(view.records, NodeKind.UPDATE):
             if not scores[record.node_id].valid or view.spec.aggregates(record.round):
+                continue
+            base = frontier.of(record.node_id)
+            if base is None or scores[record.node_id].value >= base + view.spec.min_gain:
                 continue
             arch_id = architecture_of(view.records, record.node_id)
             merge_id = frontier.round_merge(arch_id, record.round)
@@ -718,12 +722,12 @@ class Evaluator:
             ]
             coalition = tuple(sorted((*kept, record.node_id)))
             try:
-                added[record.node_id] = self._averager(view, merge_id, dataset)(coalition)
+                added[record.node_id] = self.averager(view, merge_id, dataset)(coalition)
             except ScoringTimeout:  # this machine's clock: the update is given the doubt
                 added[record.node_id] = scores[merge_id].value
         return added
 
-    def _averager(
+    def averager(
         self, view: TaskView, node_id: int, dataset: Dataset
     ) -> Callable[[Coalition], int]:
         """The score of a set of updates' average (as `merge_round` averages them), for updates

@@ -24,6 +24,7 @@ from eth_account.signers.local import LocalAccount
 
 from marketplace.aggregation import join_refunds
 from marketplace.chain import ChainClient
+from marketplace.checks import NODE_ERRORS
 from marketplace.crypto import sha256, validation_commitment
 from marketplace.envelope import X25519KeyPair
 from marketplace.errors import (
@@ -35,11 +36,18 @@ from marketplace.errors import (
     SpecError,
     ValidationUnavailable,
 )
-from marketplace.evaluation import ceiling, load_validation
-from marketplace.evaluator import Evaluator
+from marketplace.evaluation import Dataset, ceiling, load_validation
+from marketplace.evaluator import Evaluator, TaskView
 from marketplace.messages import NodeKind, Score
-from marketplace.report import PayoutReport, payout_entries, posted_roots, read_report
-from marketplace.rewards import UNCONFIRMED, compute_payouts
+from marketplace.report import (
+    PayoutReport,
+    coalition_of,
+    payout_entries,
+    posted_roots,
+    read_report,
+)
+from marketplace.rewards import UNCONFIRMED, Frontier, architecture_of, compute_payouts
+from marketplace.shapley import Coalition
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
     can_read,
@@ -225,4 +233,55 @@ def _rescore(
         not mismatches,
         f"{len(rescored)} nodes re-scored, {len(unreadable)} sealed from this key"
         + (": " + "; ".join(mismatches) if mismatches else ""),
+    )
+    _rescore_evidence(scorer, view, report, dataset, set(result.unreadable), result)
+
+
+def _rescore_evidence(
+    scorer: Evaluator,
+    view: TaskView,
+    report: PayoutReport,
+    dataset: Dataset,
+    unreadable: set[int],
+    result: Verification,
+) -> None:
+    """Score again every coalition and added score of the report whose updates this verifier
+    can read: what the Shapley values, and so the data and compute shares, are replayed from."""
+    claims: list[tuple[int, Coalition, int]] = []
+    try:
+        for merge_id, table in report.coalitions.items():
+            claims += [(merge_id, coalition_of(key), value) for key, value in table.items()]
+    except ValueError as exc:
+        result.add(f"{report.evaluator[:10]}... coalitions", False, str(exc))
+        return
+    scores = report.scores()
+    frontier = Frontier(view.records, scores, 0)
+    for update_id, value in report.added.items():
+        record = view.records.get(update_id)
+        if record is None or scores.get(update_id) is None:
+            continue  # the rule refuses such a report: the root check says so
+        arch_id = architecture_of(view.records, update_id)
+        merge = frontier.round_merge(arch_id, record.round)
+        if merge is not None:
+            members = (*view.records[merge].parents, update_id)
+            updates = [
+                p for p in members if view.records[p].kind is NodeKind.UPDATE and scores[p].valid
+            ]
+            claims.append((merge, tuple(sorted(updates)), value))
+    mismatches, checked = [], 0
+    for merge_id, coalition, value in claims:
+        if merge_id not in view.records or set(coalition) & unreadable:
+            continue
+        try:
+            mine: int | str = scorer.averager(view, merge_id, dataset)(coalition)
+        except (*NODE_ERRORS, AssertionError, KeyError) as exc:
+            mine = f"unscorable ({exc})"
+        checked += 1
+        if mine != value:
+            mismatches.append(f"merge {merge_id} {list(coalition)}: {mine} vs reported {value}")
+    result.add(
+        f"{report.evaluator[:10]}... coalitions",
+        not mismatches,
+        f"{checked} of {len(claims)} coalition scores re-scored"
+        + (": " + "; ".join(mismatches[:5]) if mismatches else ""),
     )

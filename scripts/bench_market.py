@@ -10,9 +10,10 @@ architecture's initial weights):
   global model with exactly the demo miners' local step (`demo.owner_config(...).train_config`:
   epochs, batch, learning rate, Adam, per-owner and per-round seeds, `miner.trainer.Trainer`),
   then the global model is their sample-weighted average; the model after R rounds is scored;
-- the market: `scripts/demo.py --seed S --alpha A --rounds R` plus `--market-args` as a
-  subprocess, its `accuracy_ratio` read from its last line (`--no-market` skips it; it takes
-  4-5 minutes at 20 rounds, so its rounds are `--market-rounds`, 4 by default).
+- the market: `scripts/demo.py --seed S --alpha A --rounds R` plus each `--market-args` (a
+  row each) as a subprocess, its `accuracy_ratio` read from its last line (`--no-market`
+  skips it; it takes 4-5 minutes at 20 rounds, so its rounds are `--market-rounds`, 4 by
+  default).
 
 Prints the mean and minimum over the seeds (and each seed's figure) and ends with one line:
 
@@ -45,7 +46,7 @@ from marketplace.models import ModelSpec, init_weights
 from miner.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("market", "FedAvg", "FedProx")
+METHODS = ("FedAvg", "FedProx")  # the baselines' rows, after one row per market configuration
 DEMO_LINE = re.compile(r"DEMO OK accuracy_ratio=([0-9.]+) .*")
 Weights = dict[str, torch.Tensor]
 Cell = tuple[str, float, int]  # (method, alpha, rounds)
@@ -101,6 +102,11 @@ def federated(
     return after
 
 
+def market_row(extra: str) -> str:
+    """A market row's name: the demo's flags it ran with."""
+    return f"market {extra}".strip()
+
+
 def market_ratio(seed: int, alpha: float, rounds: int, extra: str) -> float:
     """The demo's accuracy_ratio for this seed, alpha and rounds (and `--market-args`)."""
     with tempfile.TemporaryDirectory(prefix="bench-market-") as out:
@@ -154,11 +160,13 @@ def main() -> None:
     parser.add_argument("--prox-mu", type=float, default=0.1, help="FedProx's proximal weight")
     parser.add_argument(
         "--market-args",
-        default="--start-on large",
-        help='more flags for scripts/demo.py, e.g. "--start-on large --prox-mu 0.1"',
+        action="append",
+        help='more flags for scripts/demo.py, e.g. "--start-on large --prox-mu 0.1"; repeat it '
+        'for one market row each (default: one row, "--start-on large")',
     )
     parser.add_argument("--no-market", action="store_true", help="only the baselines")
     args = parser.parse_args()
+    args.market_args = args.market_args or ["--start-on large"]
     seeds = [int(s) for s in numbers(args.seeds, int)]
     alphas = [float(a) for a in numbers(args.alphas, float)]
     rounds = sorted(int(r) for r in numbers(args.rounds, int))
@@ -167,7 +175,8 @@ def main() -> None:
     )
 
     per_seed: dict[Cell, dict[int, float]] = {}
-    jobs = len(seeds) * len(alphas) * (8 * max(rounds) + len(rounds) + len(market_rounds))
+    markets = len(market_rounds) * len(args.market_args)
+    jobs = len(seeds) * len(alphas) * (8 * max(rounds) + len(rounds) + markets)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -181,9 +190,10 @@ def main() -> None:
                 bar.update(task, description=f"seed {seed}, alpha {alpha}: baselines")
                 found = baselines(seed, alpha, rounds, args.prox_mu, lambda: bar.advance(task))
                 for r in market_rounds:
-                    bar.update(task, description=f"seed {seed}, alpha {alpha}: market, {r} rounds")
-                    found[("market", alpha, r)] = market_ratio(seed, alpha, r, args.market_args)
-                    bar.advance(task)
+                    for extra in args.market_args:
+                        bar.update(task, description=f"seed {seed}, alpha {alpha}: {extra}, {r}")
+                        found[(market_row(extra), alpha, r)] = market_ratio(seed, alpha, r, extra)
+                        bar.advance(task)
                 for cell, ratio in found.items():
                     per_seed.setdefault(cell, {})[seed] = ratio
     report(per_seed, seeds, alphas, sorted(set(rounds) | set(market_rounds)), args)
@@ -196,11 +206,11 @@ def report(
     rounds: list[int],
     args: argparse.Namespace,
 ) -> None:
-    market = "" if args.no_market else f"; market: demo.py {args.market_args}"
     title = (
         f"test accuracy / centralized, mean (min) over seeds {args.seeds}; 64-2048-64-10, "
-        f"FedProx mu {args.prox_mu}{market}"
+        f"FedProx mu {args.prox_mu}"
     )
+    methods = [*([] if args.no_market else map(market_row, args.market_args)), *METHODS]
     console.print(title)
     table = Table()
     table.add_column("")
@@ -208,7 +218,7 @@ def report(
     for alpha, r in cells:
         table.add_column(f"alpha {alpha}, {r} rounds", justify="right")
     summary = []
-    for method in METHODS:
+    for method in methods:
         row = []
         for alpha, r in cells:
             figures = per_seed.get((method, alpha, r))
@@ -217,7 +227,8 @@ def report(
                 continue
             mean, low = statistics.fmean(figures.values()), min(figures.values())
             row.append(f"{mean:.3f} ({low:.3f})")
-            summary.append(f"{method.lower()}.alpha{alpha}.rounds{r}={mean:.4f}/{low:.4f}")
+            name = method.lower().replace(" --", "+").replace(" ", "=")
+            summary.append(f"{name}.alpha{alpha}.rounds{r}={mean:.4f}/{low:.4f}")
         table.add_row(method, *row)
     console.print(table)
     seeds_table = Table(title="each seed's ratio")
@@ -225,7 +236,7 @@ def report(
     for seed in seeds:
         seeds_table.add_column(f"seed {seed}", justify="right")
     for (method, alpha, r), figures in sorted(
-        per_seed.items(), key=lambda c: (METHODS.index(c[0][0]), -c[0][1], c[0][2])
+        per_seed.items(), key=lambda c: (methods.index(c[0][0]), -c[0][1], c[0][2])
     ):
         seeds_table.add_row(
             f"{method}, alpha {alpha}, {r} rounds", *(f"{figures[s]:.3f}" for s in seeds)

@@ -62,16 +62,21 @@ end
 
 
 def score_every_node(index_file: Path, seed: int = 7) -> int:
-    """A matching report for task 1 scoring every node; the winner's id."""
+    """A matching report for task 1 scoring every node; the winner's id (the best merge or
+    architecture)."""
     db = sqlite3.connect(index_file)
     (evaluator,) = db.execute("SELECT json_extract(evaluators, '$[0]') FROM tasks").fetchone()
     (block,) = db.execute("SELECT max(block_number) FROM nodes").fetchone()
     rng = random.Random(seed)
+    nodes = db.execute("SELECT node_id, kind FROM nodes WHERE task_id = 1").fetchall()
     rows = [
         (1, evaluator, node, 1, "", rng.randrange(10**6), rng.randrange(-(10**5), 10**5), block)
-        for (node,) in db.execute("SELECT node_id FROM nodes WHERE task_id = 1")
+        for node, _ in nodes
     ]
-    winner = max(rows, key=lambda row: (row[5], row[6], -row[2]))[2]
+    models = {node for node, kind in nodes if kind != "update"}  # an update never wins
+    winner = max(
+        (row for row in rows if row[2] in models), key=lambda row: (row[5], row[6], -row[2])
+    )[2]
     with db:
         db.executemany("INSERT INTO report_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute(

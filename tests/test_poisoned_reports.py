@@ -7,6 +7,7 @@ every posted report, say why the poisoned ones do not match, and carry on with t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -153,7 +154,7 @@ def poisoned(tmp_path: Path) -> tuple[Market, PayoutReport]:
     market.create(rounds=1, evaluators=[honest_account, liar, rogue], quorum=2)
     market.propose()
     evaluators = [market.make_evaluator(honest_account), market.make_evaluator(liar)]
-    market.add_miners(2, epochs=1)
+    market.add_miners(2, epochs=5)  # both updates improve on the architecture: both are owed
     for miner in market.miners:
         miner.submit_round(market.task_id)
     advance_to(market.w3, market.chain.task(market.task_id).round_end(0))
@@ -326,6 +327,7 @@ def test_verify_flags_each_poisoned_report_and_passes_the_honest_one(
         f"{honest} unconfirmed merges",
         f"{honest} root",
         f"{honest} validation file",
+        f"{honest} coalitions",  # none readable without an evaluator's key: nothing to refute
     ]
 
 
@@ -347,3 +349,52 @@ def test_verify_counts_each_node_once_however_many_reports_it_rescores(
     assert (verification.rescored, verification.unreadable) == (nodes, [])
     scores = [c.detail for c in verification.checks if c.name == "scores"]
     assert scores == [f"{len(nodes)} nodes re-scored, 0 sealed from this key"] * 3
+
+
+def test_verify_rescores_coalitions_and_catches_a_report_that_inflates_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 15: the Shapley values are replayed from the report's coalition scores, so a liar
+    # who inflates one update's coalitions and posts the root they imply passes the root
+    # check; the verifier who can read the updates scores every coalition again.
+    market = new_market(tmp_path)
+    honest_account, liar, third = market.evaluator_account, market.keys[3], market.keys[7]
+    market.create(rounds=1, evaluators=[honest_account, liar, third], quorum=2)
+    market.propose()
+    honest, lying = market.make_evaluator(honest_account), market.make_evaluator(liar)
+    market.add_miners(3, epochs=3)
+    for miner in market.miners:
+        miner.submit_round(market.task_id)
+    advance_to(market.w3, market.chain.task(market.task_id).round_end(0))
+    for evaluator in (honest, lying):
+        evaluator.step(market.task_id)  # posts the merge, confirms it
+    market.reveal()
+    truth = honest.evaluate(market.task_id)
+    (merge_id,) = truth.coalitions
+    favoured = min(int(key) for key in truth.coalitions[merge_id] if "," not in key)
+    real = lying.averager
+
+    def inflated(view: Any, node_id: int, dataset: Any) -> Any:
+        score = real(view, node_id, dataset)
+        return lambda coalition: score(coalition) + (9 if favoured in coalition else 0)
+
+    monkeypatch.setattr(lying, "averager", inflated)
+    lie, _ = lying.settle(market.task_id)
+    honest.step(market.task_id)
+
+    assert lie.coalitions != truth.coalitions  # with several kept updates, so would the root
+    verification = verify_task(
+        market.chain,
+        market.store,
+        market.task_id,
+        market.chain_id,
+        honest_account,
+        account_key(honest_account),
+    )
+    failed = {check.name: check.detail for check in verification.checks if not check.ok}
+    name = f"{liar.address[:10]}... coalitions"
+    assert list(failed) == [name]
+    assert f"merge {merge_id} [{favoured}]: " in failed[name]
+    assert f"{honest_account.address[:10]}... coalitions" in {
+        check.name for check in verification.checks if check.ok
+    }

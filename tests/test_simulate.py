@@ -192,3 +192,22 @@ def test_flags_parse_into_scenarios_and_seeds() -> None:
     ]
     assert scenarios("together")["together"][0] == ("honest", 3)
     assert len(scenarios("all")) == 9
+
+
+def test_the_free_rider_and_the_rewind_copier_are_paid_nothing_from_the_pools(
+    short_run: MarketRun,
+) -> None:
+    # Issue 15's rule: the free-rider's noisy copy of the merge improves nothing and hurts the
+    # merge (left out, deposits forfeited); the rewind-copier is measured from the frontier,
+    # cannot win, and its update adds nothing the round's merge keeps.
+    (free_rider,) = short_run.of_kind("free_rider")
+    (copier,) = short_run.of_kind("rewind_copier")
+    assert _leaves(short_run.report, free_rider) == dict.fromkeys(
+        ("data", "compute", "expertise", "deposits", "points"), 0
+    )
+    copied = _leaves(short_run.report, copier)
+    assert (copied["data"], copied["compute"], copied["points"]) == (0, 0, 0)
+    honest = short_run.share(short_run.of_kind("honest"))
+    paid = sum(e.data + e.compute for e in short_run.report.payouts)
+    assert honest == paid / short_run.pools > 0
+    assert short_run.records[short_run.report.winner or 0].kind is NodeKind.MERGE
