@@ -6,8 +6,9 @@ library the CLIs run. Per run: a table per agent kind (accounts, submissions, va
 agreed payout report paid it, its share of the data + compute pools, reputation) and the
 sponsor's refund; the run fails if the money does not balance to the wei or the sponsor paid
 more than the bounty. In the honest scenario, each honest miner's data payout next to its true
-marginal value (the market run again without it). Then per-seed figures, their mean and
-minimum over the seeds, and one last line:
+marginal value (the market run again without it). Where a sybil takes part, the market again
+with the sybil acting from one account: the attack is its excess over that share. Then per-seed
+figures, their mean and minimum over the seeds, and one last line:
 
     SIMULATE honest_share=<x> worst_adversary_share=<x> adversary_total_share=<x>
              spearman=<x> accuracy_ratio=<x>    (on one line)
