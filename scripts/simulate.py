@@ -6,8 +6,9 @@ library the CLIs run. Per run: a table per agent kind (accounts, submissions, va
 agreed payout report paid it, its share of the data + compute pools, reputation) and the
 sponsor's refund; the run fails if the money does not balance to the wei or the sponsor paid
 more than the bounty. In the honest scenario, each honest miner's data payout next to its true
-marginal value (the market run again without it). Then per-seed figures, their mean and
-minimum over the seeds, and one last line:
+marginal value (the market run again without it). Where a sybil takes part, the market again
+with the sybil acting from one account: the attack is its excess over that share. Then per-seed
+figures, their mean and minimum over the seeds, and one last line:
 
     SIMULATE honest_share=<x> worst_adversary_share=<x> adversary_total_share=<x>
              spearman=<x> accuracy_ratio=<x>    (on one line)
@@ -31,9 +32,11 @@ from simulation.scenarios import (
     ALONE,
     FIGURES,
     MIX,
+    SYBIL,
     Marginal,
     Roster,
     SeedResult,
+    adversary_share,
     parse_mix,
     parse_seeds,
     scenarios,
@@ -44,6 +47,8 @@ from simulation.scenarios import (
 )
 
 console = Console(width=160)  # tables whole in a log, not cut to 80 columns
+SYBIL_RAW = "sybil, raw (3 accounts)"
+SYBIL_SINGLE = "sybil's shard, 1 account"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, values in result.marginal.items():
             print_marginal(result.seed, name, values)
     print_alone(results)
+    print_sybil(results)
     print_figures(results)
     console.print(f"wall time {time.perf_counter() - started:.1f} s")
     for failure in failures:
@@ -165,23 +171,59 @@ def print_marginal(seed: int, name: str, values: list[Marginal]) -> None:
 
 
 def print_alone(results: list[SeedResult]) -> None:
-    """Each adversary kind's share when alone with honest miners, mean and max over seeds."""
+    """Each adversary kind's share when alone with honest miners, mean and max over seeds; the
+    sybil's raw share, its shard's share from one account and the excess (the figure)."""
     shares: dict[str, list[float]] = defaultdict(list)
     for result in results:
-        for name, run in result.runs.items():
+        for name in result.runs:
             if name.startswith(ALONE):
                 kind = name.removeprefix(ALONE)
-                shares[kind].append(run.share(run.of_kind(kind)))
+                shares[kind].append(result.excess(name, kind))
+                if kind == SYBIL:
+                    shares[SYBIL_RAW].append(result.share(name, kind))
+                    shares[SYBIL_SINGLE].append(result.single_share(name, kind))
     if not shares:
         return
-    table = Table(title="each adversary kind alone with 3 honest miners: its share of the pools")
+    table = Table(
+        title="each adversary kind alone with 3 honest miners: its share of the pools",
+        caption="sybil: its excess over the same shard submitted from one account (the "
+        "counterfactual run); worst_adversary_share uses the excess",
+    )
     for column in ("kind", "mean", "max"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     for kind in ADVERSARY_KINDS:
-        if kind in shares:
-            values = shares[kind]
-            table.add_row(kind, f"{sum(values) / len(values):.2%}", f"{max(values):.2%}")
+        extra = (SYBIL_RAW, SYBIL_SINGLE) if kind == SYBIL else ()
+        for row in (kind, *extra):
+            if row in shares:
+                values = shares[row]
+                label = "sybil, excess" if row == SYBIL else row
+                table.add_row(label, f"{sum(values) / len(values):.2%}", f"{max(values):.2%}")
     console.print(table)
+
+
+def print_sybil(results: list[SeedResult]) -> None:
+    """Per seed and scenario with a sybil: its share from 3 accounts, its shard's share from
+    one account, the excess, and the adversaries' total counted raw and by the excess."""
+    table = Table(
+        title="the sybil: its share, the same shard's from one account, the excess",
+        caption="adversary_total_share counts the sybil by its excess (0 if negative)",
+    )
+    columns = ("seed", "scenario", "sybil", "one account", "excess", "adversaries raw")
+    for column in (*columns, "adversaries, excess"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for result in results:
+        for name in result.single:
+            table.add_row(
+                str(result.seed),
+                name,
+                f"{result.share(name, SYBIL):.2%}",
+                f"{result.single_share(name, SYBIL):.2%}",
+                f"{result.excess(name, SYBIL):+.2%}",
+                f"{adversary_share(result.runs[name]):.2%}",
+                f"{result.attack_share(name):.2%}",
+            )
+    if table.row_count:
+        console.print(table)
 
 
 def print_figures(results: list[SeedResult]) -> None:

@@ -26,12 +26,17 @@ from scripts.simulation.market import (
     run_market,
 )
 from scripts.simulation.scenarios import (
+    ALONE,
     MIX,
+    ONE_ACCOUNT,
+    SYBIL,
+    TOGETHER,
     Marginal,
     SeedResult,
     parse_mix,
     parse_seeds,
     scenarios,
+    simulate,
     simulate_line,
     spearman,
 )
@@ -164,6 +169,55 @@ def test_a_market_without_an_honest_miner_keeps_everything_else(tmp_path: Path) 
 
     assert update_of(without) == update_of(whole)  # same shard, seed, architecture: same model
     assert audit(without) == []
+
+
+def test_the_sybil_is_counted_by_its_excess_over_its_shard_from_one_account(
+    tmp_path: Path,
+) -> None:
+    base = MarketConfig(rounds=1, epochs=1)
+    roster = parse_mix("honest=2,sybil=1")
+    told: list[tuple[str, MarketRun]] = []
+    [result] = simulate(
+        base, [0], {MIX: roster}, lambda n, r: False, lambda s, n, run: told.append((n, run))
+    )
+    run, single = result.runs[MIX], result.single[MIX]
+    assert [name for name, _ in told] == [MIX, MIX + ONE_ACCOUNT]
+    assert single.config == replace(run.config, single_account=("sybil-1",))
+    assert audit(run) == [] and audit(single) == []
+    # Everyone keeps their accounts; the sybil acts from its first one only.
+    assert [o.accounts for o in single.agents[:2]] == [o.accounts for o in run.agents[:2]]
+    [sybil], [alone] = run.of_kind(SYBIL), single.of_kind(SYBIL)
+    assert (len(sybil.accounts), sybil.submissions) == (3, 3)
+    assert alone.accounts == sybil.accounts[:1] and alone.submissions == 1
+
+    def updates(market: MarketRun, accounts: tuple[str, ...]) -> list[tuple[int, int, int]]:
+        """(parent, rows, validation score) of each update from these accounts."""
+        scores = {n.node_id: n.score for n in market.report.nodes}
+        return [
+            (r.parents[0], r.samples, scores[r.node_id])
+            for r in market.records.values()
+            if r.author in accounts
+        ]
+
+    # The same shard, seed and update path: the one update is the three copies' update.
+    [update] = updates(single, alone.accounts)
+    assert updates(run, sybil.accounts) == [update] * 3
+
+    raw, fair = run.share([sybil]), single.share([alone])
+    assert raw > 0 and fair > 0  # so the figures below tell the excess from either share
+    assert result.share(MIX, SYBIL) == raw and result.single_share(MIX, SYBIL) == fair
+    assert result.excess(MIX, SYBIL) == raw - fair
+    figures = result.figures()
+    assert figures["worst_adversary_share"] == max(0.0, raw - fair)
+    assert figures["adversary_total_share"] == max(0.0, raw - fair)
+    # Against itself the excess is 0; with no counterfactual run the raw share counts.
+    assert SeedResult(0, {MIX: run}, single={MIX: run}).figures()["adversary_total_share"] == 0
+    assert SeedResult(0, {MIX: run}).figures()["adversary_total_share"] == raw
+    alone_and_together = SeedResult(
+        0, {ALONE + SYBIL: run, TOGETHER: run}, single={ALONE + SYBIL: single, TOGETHER: single}
+    )
+    assert alone_and_together.figures()["worst_adversary_share"] == max(0.0, raw - fair)
+    assert alone_and_together.figures()["adversary_total_share"] == max(0.0, raw - fair)
 
 
 def test_spearman_ranks_with_average_ties_and_is_nan_without_a_ranking() -> None:

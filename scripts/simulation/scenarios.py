@@ -7,14 +7,20 @@ adversary kind), or one `mix` given on the command line. Shares are of the data 
 The figures of one seed:
 - honest_share: what the honest kinds took in `together` (else in `mix`, else in `honest`);
 - worst_adversary_share: the largest share one adversary kind took alone (else, in `mix`, the
-  largest any one adversary kind took there);
-- adversary_total_share: what every adversary took in `together` (else in `mix`);
+  largest any one adversary kind took there), the sybil counted by its excess (below);
+- adversary_total_share: what every adversary took in `together` (else in `mix`), the sybil
+  counted by its excess;
 - spearman: Spearman's rank correlation between the honest miners' data payouts and their true
   marginal values (the winner's validation score with the miner minus without it, the whole
   market run again without it) in `honest` (else in `mix`);
 - accuracy_ratio: the winner's test accuracy over the same architecture trained centrally on
   the honest shards, in `honest` (else in `mix`, else in `together`).
 The SIMULATE line shows each figure's mean over the seeds; nan where a figure was not measured.
+
+The sybil is a real data owner: its fair share is what its shard earns submitted once, from one
+account. Wherever a scenario has a sybil, its market is run again with every sybil acting from
+its first account only (`MarketConfig.single_account`: same shard, seeds and update path), and
+the attack is the excess: the sybil's share minus its share in that run, none if negative.
 """
 
 from __future__ import annotations
@@ -29,13 +35,15 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-from .agents import ADVERSARY_KINDS, HONEST_KINDS
+from .agents import ADVERSARY_KINDS, HONEST_KINDS, kind_of
 from .market import MarketConfig, MarketRun, run_market
 
 HONEST = "honest"
 TOGETHER = "together"
 MIX = "mix"
 ALONE = "alone-"
+SYBIL = "sybil"
+ONE_ACCOUNT = ", sybil from one account"  # the counterfactual run's name: scenario + this
 FIGURES = (
     "honest_share",
     "worst_adversary_share",
@@ -98,19 +106,42 @@ class SeedResult:
     seed: int
     runs: dict[str, MarketRun] = field(default_factory=dict)  # scenario -> run
     marginal: dict[str, list[Marginal]] = field(default_factory=dict)  # scenario -> miners
+    # scenario -> the same market with every sybil acting from one account
+    single: dict[str, MarketRun] = field(default_factory=dict)
+
+    def share(self, name: str, kind: str) -> float:
+        """What `kind` took in scenario `name`."""
+        return self.runs[name].share(self.runs[name].of_kind(kind))
+
+    def single_share(self, name: str, kind: str) -> float:
+        """What `kind` took in scenario `name`'s one-account run (nan if there is none)."""
+        run = self.single.get(name)
+        return math.nan if run is None else run.share(run.of_kind(kind))
+
+    def excess(self, name: str, kind: str) -> float:
+        """What `kind` took in `name` beyond its fair share: its share, less, for the sybil,
+        its share from one account (the raw share if that run is missing)."""
+        fair = self.single_share(name, kind) if kind == SYBIL else math.nan
+        return self.share(name, kind) - (0.0 if math.isnan(fair) else fair)
+
+    def attack_share(self, name: str) -> float:
+        """What every adversary in `name` took beyond its fair share (an excess below 0 counts
+        as 0: a sybil that loses by splitting does not offset what others take)."""
+        kinds = _adversary_kinds(self.runs[name])
+        return sum(max(0.0, self.excess(name, kind)) for kind in kinds)
 
     def figures(self) -> dict[str, float]:
         nan = math.nan
         honest_run = self._first(TOGETHER, MIX, HONEST)
-        total_run = self._first(TOGETHER, MIX)
+        total_name = next((n for n in (TOGETHER, MIX) if n in self.runs), None)
         alone = [
-            run.share(run.of_kind(name.removeprefix(ALONE)))
-            for name, run in self.runs.items()
+            max(0.0, self.excess(name, name.removeprefix(ALONE)))
+            for name in self.runs
             if name.startswith(ALONE)
         ]
         mix = self.runs.get(MIX)
         if not alone and mix is not None:
-            alone = [mix.share(mix.of_kind(kind)) for kind in _adversary_kinds(mix)]
+            alone = [max(0.0, self.excess(MIX, kind)) for kind in _adversary_kinds(mix)]
         marginal = self.marginal.get(HONEST) or self.marginal.get(MIX)
         accuracy_run = self._first(HONEST, MIX, TOGETHER)
         ratio = nan
@@ -119,7 +150,7 @@ class SeedResult:
         return {
             "honest_share": nan if honest_run is None else honest_share(honest_run),
             "worst_adversary_share": max(alone, default=nan),
-            "adversary_total_share": nan if total_run is None else adversary_share(total_run),
+            "adversary_total_share": nan if total_name is None else self.attack_share(total_name),
             "spearman": nan if not marginal else spearman_of(marginal),
             "accuracy_ratio": ratio,
         }
@@ -189,6 +220,12 @@ def simulate(
                 on_run(seed, name, run)
                 if marginal(name, roster):
                     result.marginal[name] = marginal_values(run, Path(folder))
+                sybils = tuple(n for n in config.names() if kind_of(n) == SYBIL)
+                if sybils:
+                    single = replace(config, single_account=sybils)
+                    counterfactual = run_market(single, Path(folder) / "single", False)
+                    result.single[name] = counterfactual
+                    on_run(seed, name + ONE_ACCOUNT, counterfactual)
         results.append(result)
     return results
 
