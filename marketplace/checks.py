@@ -103,6 +103,7 @@ class Refusal(StrEnum):
     WEIGHTS = "weights"
     NON_FINITE = "non-finite"
     NO_UPDATE = "no-update"
+    COPY = "copy"  # the same weights as an earlier update (issue 15: one update, one voice)
     OVER_BUDGET = "over-budget"
     OVER_CAP = "over-cap"
     SCORING_TIMEOUT = "scoring-timeout"

@@ -81,9 +81,8 @@ from marketplace.merge import (
     Candidate,
     MergeResult,
     MergeRule,
-    merge_counts,
+    coalition_value,
     merge_round,
-    weighted_average,
 )
 from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, Score, TaskSpec
 from marketplace.models import ModelSpec, flops_per_sample
@@ -142,6 +141,7 @@ class TaskView:
     architectures: dict[int, ModelSpec] = field(default_factory=dict)
     verdicts: dict[int, Verdict] = field(default_factory=dict)
     groups: dict[int, dict[int, Group]] = field(default_factory=dict)  # round -> base -> group
+    digests: dict[int, bytes] = field(default_factory=dict)  # update in clear -> its weights'
 
 
 class Evaluator:
@@ -369,28 +369,35 @@ class Evaluator:
             )
         if not candidates:
             return NO_MERGE
+        base_score, base_weights = self._frontier(view, arch_id, updates[0].round, validation)
         return merge_round(
             candidates,
             lambda weights: self._score_arrays(model, weights, validation, view.spec),
             MergeRule.of(view.spec),
-            base_score=self._frontier(view, arch_id, updates[0].round, validation),
+            base_score=base_score,
+            anchor=base_weights,
         )
 
-    def _frontier(self, view: TaskView, arch_id: int, round_index: int, dataset: Dataset) -> int:
-        """The best score among the architecture and its valid merges of earlier rounds: the
-        model every miner of the round could start from (`rewards.Frontier`)."""
+    def _frontier(
+        self, view: TaskView, arch_id: int, round_index: int, dataset: Dataset
+    ) -> tuple[int, Mapping[str, npt.NDArray[np.float32]]]:
+        """The best of the architecture and its valid merges of earlier rounds (ties: the
+        latest), its score and weights: the model every miner of the round could start from
+        (`rewards.Frontier`)."""
         bases = [arch_id] + [
             merge.node_id
             for merge in of_kind(view.records, NodeKind.MERGE)
             if merge.round < round_index and architecture_of(view.records, merge.node_id) == arch_id
         ]
         model = self._architecture(view, arch_id)
-        verdicts = [self.verdict(view, node_id) for node_id in bases]
-        return max(
-            self._score(model, verdict, dataset, view.spec)
-            for verdict in verdicts
-            if verdict.valid and verdict.weights is not None
-        )
+        scored = []
+        for node_id in bases:
+            verdict = self.verdict(view, node_id)
+            if verdict.valid and verdict.weights is not None:
+                score = self._score(model, verdict, dataset, view.spec)
+                scored.append((score, node_id, _arrays(verdict.weights)))
+        best_score, _, weights = max(scored, key=lambda entry: entry[:2])
+        return best_score, weights
 
     def _merged(self, task_id: int, view: TaskView, round_index: int, arch_id: int) -> bool:
         """Whether this evaluator posted or confirmed a merge of the round and architecture."""
@@ -692,7 +699,7 @@ class Evaluator:
         ]
         base = frontier.of(merge_id)
         assert base is not None  # a merge that gained has a frontier
-        average = self.averager(view, merge_id, dataset)
+        average = self.averager(view, frontier, merge_id, dataset)
         played = MergeRule.of(view.spec).contributions(
             parents, lambda coalition: average(coalition) if coalition else base
         )
@@ -722,31 +729,36 @@ class Evaluator:
             ]
             coalition = tuple(sorted((*kept, record.node_id)))
             try:
-                added[record.node_id] = self.averager(view, merge_id, dataset)(coalition)
+                added[record.node_id] = self.averager(view, frontier, merge_id, dataset)(coalition)
             except ScoringTimeout:  # this machine's clock: the update is given the doubt
                 added[record.node_id] = scores[merge_id].value
         return added
 
     def averager(
-        self, view: TaskView, node_id: int, dataset: Dataset
+        self, view: TaskView, frontier: Frontier, merge_id: int, dataset: Dataset
     ) -> Callable[[Coalition], int]:
-        """The score of a set of updates' average (as `merge_round` averages them), for updates
-        of `node_id`'s architecture."""
-        model = self._architecture(view, architecture_of(view.records, node_id))
+        """A coalition's value, as `merge_round` values it (`merge.coalition_value`): the
+        better score of the updates' average without and with the merge's frontier model."""
+        model = self._architecture(view, architecture_of(view.records, merge_id))
+        base = frontier.base(architecture_of(view.records, merge_id), view.records[merge_id].round)
+        anchor = None if base is None else self.verdict(view, base).weights
 
-        def average(coalition: Coalition) -> int:
-            records = [view.records[i] for i in coalition]
-            counts = merge_counts(
-                [self._credited_samples(view.spec, r) for r in records], view.spec.merge_weighting
-            )
+        def value(coalition: Coalition) -> int:
             parts = []
-            for record, count in zip(records, counts, strict=True):
-                weights = self.verdict(view, record.node_id).weights
+            for node_id in coalition:
+                weights = self.verdict(view, node_id).weights
                 assert weights is not None  # a valid update in clear
-                parts.append((_arrays(weights), count))
-            return self._score_arrays(model, weighted_average(parts), dataset, view.spec)
+                parts.append(
+                    (_arrays(weights), self._credited_samples(view.spec, view.records[node_id]))
+                )
+            return coalition_value(
+                parts,
+                view.spec.merge_weighting,
+                None if anchor is None else _arrays(anchor),
+                lambda weights: self._score_arrays(model, weights, dataset, view.spec),
+            )[0]
 
-        return average
+        return value
 
     # ------------------------------------------------------------------ verdicts
 
@@ -798,12 +810,42 @@ class Evaluator:
             return Verdict.refused(
                 record.node_id, Refusal.BINDING, f"built on invalid node {record.parents[0]}"
             )
+        verdict = self._check_blob(view, record, model, parent.weights)
+        if verdict.weights is None:
+            return verdict
+        original = self._original(view, record.node_id, weights_digest(verdict.weights))
+        if original is not None:  # one update, one voice: the first to submit it
+            detail = f"the same weights as update {original}, submitted earlier"
+            return Verdict.refused(record.node_id, Refusal.COPY, detail)
+        return verdict
+
+    def _original(self, view: TaskView, node_id: int, digest: bytes) -> int | None:
+        """The earliest update in clear with these weights, if it is not `node_id` (every
+        earlier one is decided first, so the answer does not depend on the order asked)."""
+        view.digests[node_id] = digest
+        for earlier in sorted(view.records):
+            record = view.records[earlier]
+            if earlier >= node_id:
+                break
+            if record.kind is NodeKind.UPDATE and not view.spec.aggregates(record.round):
+                self.verdict(view, earlier)  # records its digest
+                if view.digests.get(earlier) == digest:
+                    return earlier
+        return None
+
+    def _check_blob(
+        self,
+        view: TaskView,
+        record: NodeRecord,
+        model: ModelSpec,
+        parent_weights: Mapping[str, torch.Tensor],
+    ) -> Verdict:
         return check_update(
             record,
             self.store,
             self.key,
             model,
-            parent.weights,
+            dict(parent_weights),
             record.task_id,
             view.spec.no_update_tolerance,
             view.spec.max_blob_bytes,

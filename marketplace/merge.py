@@ -98,6 +98,7 @@ class MergeResult:
         no_updates: candidates within `tolerance` of their parent, sorted: never merged.
         left_out: the other candidates (not no updates), by id.
         contributions: the kept updates' Shapley values over the round's starting model.
+        anchored: whether the merge averages the round's starting model in (`blend`).
         scorings: how many times `merge_round` called the scorer.
     """
 
@@ -108,6 +109,7 @@ class MergeResult:
     no_updates: tuple[int, ...]
     left_out: tuple[int, ...]
     contributions: dict[int, int] = field(default_factory=dict)
+    anchored: bool = False
     scorings: int = 0
 
 
@@ -179,14 +181,51 @@ def lower_median(values: Sequence[int]) -> int:
     return sorted(values)[(len(values) - 1) // 2] if values else 0
 
 
+def blend(
+    parts: Sequence[tuple[Weights, int]], weighting: str, anchor: Weights | None = None
+) -> Merged:
+    """The average of `parts`, (weights, declared samples) pairs in node id order, weighed as a
+    merge weighs them (`merge_counts`); with `anchor`, the round's starting model counted as
+    one more update (at the median weight), averaged in last."""
+    counts = merge_counts([samples for _, samples in parts], weighting)
+    members = [(weights, count) for (weights, _), count in zip(parts, counts, strict=True)]
+    if anchor is not None:
+        members.append((anchor, lower_median(counts)))
+    return weighted_average(members)
+
+
+def coalition_value(
+    parts: Sequence[tuple[Weights, int]], weighting: str, anchor: Weights | None, score: Scorer
+) -> tuple[int, bool]:
+    """A coalition's value: the better score of its average without and with the round's
+    starting model (`blend`), and whether with it is better (ties: without).
+
+    The starting model is free to every coalition, so an update that only pulls the average
+    back towards it (a noisy copy of it, or a step on a handful of rows) adds nothing a
+    coalition could not have for free: it cannot earn what averaging with the frontier is
+    worth (a damped step often scores better than a full one)."""
+    plain = int(score(blend(parts, weighting)))
+    if anchor is None:
+        return plain, False
+    anchored = int(score(blend(parts, weighting, anchor)))
+    return (anchored, True) if anchored > plain else (plain, False)
+
+
 def merge_round(
-    candidates: Sequence[Candidate], score: Scorer, rule: MergeRule, *, base_score: int
+    candidates: Sequence[Candidate],
+    score: Scorer,
+    rule: MergeRule,
+    *,
+    base_score: int,
+    anchor: Weights | None = None,
 ) -> MergeResult:
     """The round's merge: the best-scoring average of the round's updates.
 
     1. Candidates within `rule.tolerance` of their parent are no updates and are dropped.
     2. The rest are scored in coalitions, a coalition's value being the score of its average
-       (`merge_counts`): every coalition for k <= `rule.exact_max` updates, else the prefixes of
+       (`merge_counts`), or of its average with `anchor` (the round's starting model, free to
+       every coalition: `coalition_value`) if that is better: every coalition for
+       k <= `rule.exact_max` updates, else the prefixes of
        the `rule.permutations` seeded orders of `shapley.shapley`, the whole set and the set
        of updates whose sampled Shapley values are positive. The
        empty coalition's value is `base_score`: the score of the best model the round could
@@ -201,9 +240,10 @@ def merge_round(
        base is never posted, built on or credited.
     5. The kept updates' Shapley values (free when exact: every coalition is scored).
 
-    Scorings: 2^k - 1 for k <= `rule.exact_max`; above it, at most `rule.permutations` x k
-    + 2, and as many again for the kept set's values. A coalition is never scored twice
-    (`MergeResult.scorings` counts them). Candidates must share one architecture.
+    Scorings, twice these with an anchor: 2^k - 1 for k <= `rule.exact_max`; above it, at most
+    `rule.permutations` x k + 2, and as many again for the kept set's values. A coalition is
+    never scored twice (`MergeResult.scorings` counts them). Candidates must share one
+    architecture.
 
     Raises:
         DagError: two candidates have the same node id.
@@ -222,16 +262,16 @@ def merge_round(
     )
     updates = tuple(c.node_id for c in ordered if c.node_id not in no_updates)
     cache: dict[tuple[int, ...], int] = {(): base_score}
+    anchored: set[tuple[int, ...]] = set()  # the coalitions that score better with the anchor
 
-    def average(ids: tuple[int, ...]) -> Merged:
-        counts = merge_counts([by_id[i].samples for i in ids], rule.weighting)
-        return weighted_average(
-            [(by_id[i].weights, count) for i, count in zip(ids, counts, strict=True)]
-        )
+    def parts(ids: tuple[int, ...]) -> list[tuple[Weights, int]]:
+        return [(by_id[i].weights, by_id[i].samples) for i in ids]
 
     def merged_score(ids: tuple[int, ...]) -> int:
         if ids not in cache:
-            cache[ids] = int(score(average(ids)))
+            cache[ids], with_anchor = coalition_value(parts(ids), rule.weighting, anchor, score)
+            if with_anchor:
+                anchored.add(ids)
         return cache[ids]
 
     kept: tuple[int, ...] = ()
@@ -241,23 +281,24 @@ def merge_round(
         merged_score(updates)
         merged_score(tuple(first.positive()))  # sampled: the updates that add, on average
         kept = max(
-            (c for c in list(cache) if c),
-            key=lambda c: (cache[c], -len(c), [-i for i in c]),
+            (c for c in list(cache) if c), key=lambda c: (cache[c], -len(c), [-i for i in c])
         )
     if kept and merged_score(kept) < base_score + rule.min_gain:
         kept = ()  # no significant gain over the round's starting model
     if kept:
         values = rule.contributions(kept, merged_score).values
 
+    with_anchor = kept in anchored
     return MergeResult(
         kept=kept,
-        weights=average(kept) if kept else {},
+        weights=blend(parts(kept), rule.weighting, anchor if with_anchor else None) if kept else {},
         score=merged_score(kept),
         samples=sum(by_id[i].samples for i in kept),
         no_updates=no_updates,
         left_out=tuple(i for i in updates if i not in kept),
         contributions=values,
-        scorings=len(cache) - 1,  # every entry but the base was one call of `score`
+        anchored=with_anchor,
+        scorings=(len(cache) - 1) * (1 if anchor is None else 2),  # each coalition, 1 or 2
     )
 
 

@@ -221,16 +221,22 @@ class Frontier:
                 if key not in self.best or scores[node_id].value > scores[self.best[key]].value:
                     self.best[key] = node_id
 
-    def at(self, architecture: int, round_index: int) -> int | None:
-        """The frontier's score (None if the architecture is invalid)."""
+    def base(self, architecture: int, round_index: int) -> int | None:
+        """The frontier's node: the architecture or its best merge of an earlier round (ties:
+        the latest); None if the architecture is invalid."""
         if not _is_valid(self.scores, architecture):
             return None
         earlier = [
-            self.scores[merge].value
+            merge
             for (arch, round_), merge in self.best.items()
             if arch == architecture and round_ < round_index
         ]
-        return max([self.scores[architecture].value, *earlier])
+        return max([architecture, *earlier], key=lambda n: (self.scores[n].value, n))
+
+    def at(self, architecture: int, round_index: int) -> int | None:
+        """The frontier's score (None if the architecture is invalid)."""
+        base = self.base(architecture, round_index)
+        return None if base is None else self.scores[base].value
 
     def of(self, node_id: int) -> int | None:
         """The frontier of a node's round and architecture."""

@@ -273,7 +273,7 @@ def _rescore_evidence(
         if merge_id not in view.records or set(coalition) & unreadable:
             continue
         try:
-            mine: int | str = scorer.averager(view, merge_id, dataset)(coalition)
+            mine: int | str = scorer.averager(view, frontier, merge_id, dataset)(coalition)
         except (*NODE_ERRORS, AssertionError, KeyError) as exc:
             mine = f"unscorable ({exc})"
         checked += 1

@@ -165,6 +165,25 @@ def test_two_junk_updates_that_hurt_only_together_are_both_left_out_at_once() ->
     assert result.score == 0
 
 
+def test_a_near_copy_of_the_starting_model_is_worth_nothing_once_the_model_is_free() -> None:
+    # U overshoots (scores like the parent); halfway back to the parent is the target. C is the
+    # parent plus noise: without the anchor, averaging with C is what makes U good, so C earns.
+    # With the parent free to every coalition (`coalition_value`), C adds nothing.
+    honest = Candidate(node_id=2, weights=w(2.0, 2.0), samples=1, parent_weights=PARENT)
+    copy = Candidate(node_id=3, weights=w(0.001, 0.0), samples=1, parent_weights=PARENT)
+    scorer = distance_scorer(TARGET)
+
+    free = merge_round([honest, copy], scorer, RULE, base_score=BASE, anchor=PARENT)
+    paid = merge_round([honest, copy], scorer, RULE, base_score=BASE)
+
+    assert (free.kept, free.anchored, free.score) == ((2,), True, 0)
+    assert free.weights["w"].tolist() == [1.0, 1.0]
+    assert free.contributions == {2: 2000}
+    assert free.scorings == 2 * 3  # three coalitions, each with and without the anchor
+    assert (paid.kept, paid.anchored, paid.score) == ((2, 3), False, 0)
+    assert paid.contributions[3] == 2002  # x 2!: half of 2 alone, half of 2000 after U
+
+
 def test_the_median_weighting_clips_what_an_update_declares_to_the_median() -> None:
     candidates = [
         Candidate(node_id=1, weights=w(0.5, 0.5), samples=10, parent_weights=PARENT),

@@ -374,8 +374,8 @@ def test_verify_rescores_coalitions_and_catches_a_report_that_inflates_them(
     favoured = min(int(key) for key in truth.coalitions[merge_id] if "," not in key)
     real = lying.averager
 
-    def inflated(view: Any, node_id: int, dataset: Any) -> Any:
-        score = real(view, node_id, dataset)
+    def inflated(view: Any, frontier: Any, node_id: int, dataset: Any) -> Any:
+        score = real(view, frontier, node_id, dataset)
         return lambda coalition: score(coalition) + (9 if favoured in coalition else 0)
 
     monkeypatch.setattr(lying, "averager", inflated)
