@@ -13,6 +13,7 @@ exhaust the evaluator.
 
 from __future__ import annotations
 
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from marketplace.errors import ConfigError, ScoringTimeout
 from marketplace.evaluation import EVAL_BATCH_SIZE, score
 from marketplace.messages import DEFAULT_SCORING_MACS, Metric, NodeKind
 from marketplace.models import ModelSpec, init_weights, macs_per_sample
-from marketplace.report import PayoutReport, agreed_report
+from marketplace.report import PayoutReport, agreed_report, coalition_key
 from marketplace.shards import digits_splits
 from marketplace.sponsor import propose_architecture
 from marketplace.tasks import evaluator_keys, nodes_by_id, read_spec
@@ -75,13 +76,11 @@ def _settle(market: Market) -> PayoutReport:
 
 
 def _scorings_of(report: PayoutReport) -> int:
-    """One scoring per valid node, and one per parent of each valid merge of several parents
-    (its leave-one-out; a lone parent's is the baseline, unscored)."""
-    return sum(
-        1 + (len(n.parents) if n.kind is NodeKind.MERGE and len(n.parents) > 1 else 0)
-        for n in report.nodes
-        if n.valid
-    )
+    """One scoring per valid node, one per coalition scored for a gaining merge's Shapley
+    values (the empty one is its frontier, unscored), and one per added score (a left-out
+    update that improved nothing, averaged into its round's merge)."""
+    valid = sum(1 for n in report.nodes if n.valid)
+    return valid + sum(len(t) for t in report.coalitions.values()) + len(report.added)
 
 
 def test_an_architecture_over_the_scoring_budget_is_refused_unscored_and_never_trained(
@@ -130,7 +129,27 @@ def test_an_architecture_over_the_scoring_budget_is_refused_unscored_and_never_t
     )
     assert evaluator.check_seconds[heavy] < 1.0
     assert HEAVY not in scored and scored  # the honest nodes were scored, the heavy one never
-    assert report.scorings == _scorings_of(report) == 4  # the honest arch, 2 updates, a merge
+    # The honest architecture, its 2 updates and their merge; then the merge's coalitions
+    # (every one, k <= shapley_exact_max) and the added score of each update it left out that
+    # improved nothing on its own: nothing more, so the heavy one never ran.
+    valid = {n.node_id: n for n in report.nodes if n.valid}
+    assert sorted(n.kind for n in valid.values()) == sorted(
+        [NodeKind.ARCHITECTURE, NodeKind.UPDATE, NodeKind.UPDATE, NodeKind.MERGE]
+    )
+    (merge,) = [n for n in valid.values() if n.kind is NodeKind.MERGE]
+    parents = merge.parents
+    subsets = [c for k in range(1, len(parents) + 1) for c in combinations(parents, k)]
+    assert set(report.coalitions) == {merge.node_id}  # posted: it beat the frontier by min_gain
+    assert set(report.coalitions[merge.node_id]) == {coalition_key(c) for c in subsets}
+    spec = read_spec(market.chain, market.store, market.task_id)
+    assert set(report.added) == {
+        n.node_id
+        for n in valid.values()
+        if n.kind is NodeKind.UPDATE
+        and n.node_id not in merge.parents
+        and n.score < valid[honest].score + spec.min_gain
+    }
+    assert report.scorings == _scorings_of(report)
     assert market.scientist.address not in {p.account for p in report.payouts}  # deposit kept
 
 
@@ -141,7 +160,7 @@ def test_a_second_update_in_a_round_past_a_cap_of_one_is_over_cap_unmerged_and_f
     assert spec.max_submissions_per_round == 1
     arch = market.propose()
     evaluator = market.make_evaluator()
-    market.add_miners(2, epochs=1)
+    market.add_miners(2, epochs=5)  # enough that each first update improves on its own
     first = market.miners[0].submit_round(market.task_id)
     assert first is not None
     other = market.miners[1].submit_round(market.task_id)
@@ -179,7 +198,10 @@ def test_a_second_update_in_a_round_past_a_cap_of_one_is_over_cap_unmerged_and_f
         False,
         f"over-cap: {account.address} already submitted 1 updates in round 0, the task's cap is 1",
     )
+    # The first improved on its own, so it is refunded whatever the merge kept (DESIGN.md,
+    # "Harm costs the deposit"); the second is over the cap and forfeits.
     assert verdicts[first.node_id].valid
+    assert verdicts[first.node_id].score >= verdicts[arch].score + spec.min_gain
     entry = report.entry_for(account.address)
     assert entry is not None and entry.deposits == DEPOSIT  # the first refunded, not the second
 

@@ -23,7 +23,7 @@ from marketplace.report import PayoutReport, agreed_report, posted_reports
 from marketplace.rewards import BPS, apportion
 from marketplace.state import StateFile
 from marketplace.storage import LocalStore
-from marketplace.tasks import account_key, nodes_by_id, settled_confirmations
+from marketplace.tasks import account_key, nodes_by_id, read_spec, settled_confirmations
 from marketplace.verify import verify_task
 from miner.trainer import TrainConfig, Trainer, TrainResult
 from miner.worker import Miner, MinerConfig
@@ -64,7 +64,15 @@ class ValidationMerger(Evaluator):
         weights = {name: t.detach().numpy() for name, t in sorted(trained.weights.items())}
         score = self._score_arrays(TINY, weights, validation, view.spec)
         kept = (planted[0].node_id,)
-        return MergeResult(kept, weights, score, {kept[0]: 0}, SYBIL_SAMPLES, (), ())
+        return MergeResult(
+            kept=kept,
+            weights=weights,
+            score=score,
+            samples=SYBIL_SAMPLES,
+            no_updates=(),
+            left_out=(),
+            contributions={kept[0]: 0},
+        )
 
 
 class UploadsNothing(LocalStore):
@@ -143,6 +151,25 @@ def _relay_claims(market: Market, report: PayoutReport) -> None:
     return report
 
 
+def _forfeits(report: PayoutReport, update: int, frontier: int, merge: int, min_gain: int) -> bool:
+    """Whether a valid update in clear, in a round with a merge, forfeits its deposit (DESIGN.md,
+    "Harm costs the deposit"): it improved nothing on its own, the merge left it out, and the
+    merge scores at least `min_gain` lower with it added (the report's `added` score)."""
+    nodes = {n.node_id: n for n in report.nodes}
+    if nodes[update].score >= frontier + min_gain or update in nodes[merge].parents:
+        return False
+    return report.added[update] <= nodes[merge].score - min_gain
+
+
+def _capped_data(market: Market, points: dict[str, int]) -> dict[str, int]:
+    """The data pool split by points, each account capped at the spec's share of the pool (the
+    excess stays with the sponsor)."""
+    data_pool = BOUNTY * SPLIT.data_bps // BPS
+    spec = read_spec(market.chain, market.store, market.task_id)
+    cap = data_pool * spec.max_account_share_bps // BPS
+    return {a: min(part, cap) for a, part in apportion(data_pool, points).items()}
+
+
 def _verified(market: Market) -> None:
     public = verify_task(market.chain, market.store, market.task_id, market.chain_id)
     assert public.ok, public.checks
@@ -160,7 +187,7 @@ def test_a_merge_the_quorum_did_not_confirm_is_not_scored_and_earns_its_sybil_no
     honest, rogue = _three_evaluators(market, ValidationMerger)
     sybil = _sybil(market)
     rogue.sybil = sybil.address  # type: ignore[attr-defined]
-    market.add_miners(3, epochs=1)
+    market.add_miners(3, epochs=5)  # each improves on the architecture in round 0
     # Round 0: the rogue merges honestly first; the others recompute it and confirm it.
     for miner in market.miners:
         miner.submit_round(market.task_id)
@@ -187,31 +214,39 @@ def test_a_merge_the_quorum_did_not_confirm_is_not_scored_and_earns_its_sybil_no
 
     nodes = {n.node_id: n for n in report.nodes}
     assert (nodes[planted.node_id].valid, nodes[planted.node_id].reason) == (False, UNCONFIRMED_1)
-    assert nodes[sybil_update].valid and nodes[sybil_update].gain == 0  # worse than its parent
+    assert nodes[sybil_update].valid and nodes[sybil_update].gain == 0  # worse than its frontier
     assert report.winner != planted.node_id
     paid = {p.account: p for p in report.payouts}
-    # The sybil's update alone: valid (deposit back), no gain, in no scored merge: no pool.
-    assert paid[sybil.address].model_dump(exclude={"index", "proof"}) == {
-        "account": sybil.address,
-        "amount": DEPOSIT,
-        "points": 0,
-        "expertise": 0,
-        "data": 0,
-        "compute": 0,
-        "deposits": DEPOSIT,
-    }
+    # Each round's frontier and merge: the architecture then merge0; the honest merges.
+    min_gain = read_spec(market.chain, market.store, market.task_id).min_gain
+    (arch,) = [n.score for n in report.nodes if n.kind is NodeKind.ARCHITECTURE]
+    frontier = {0: arch, 1: max(arch, nodes[merge0.node_id].score)}
+    merge_of = {0: merge0.node_id, 1: honest_merge.node_id}
+    records = nodes_by_id(market.chain, market.task_id)
+
+    def refund(account: str) -> int:
+        return DEPOSIT * sum(
+            1
+            for r in records.values()
+            if r.kind is NodeKind.UPDATE
+            and r.author == account
+            and not _forfeits(report, r.node_id, frontier[r.round], merge_of[r.round], min_gain)
+        )
+
+    # The sybil's update alone: valid, no gain, in no scored merge, and it pulls the honest
+    # merge down by min_gain or more when added: no pool, and its deposit is forfeited.
+    assert _forfeits(report, sybil_update, frontier[1], honest_merge.node_id, min_gain)
+    assert refund(sybil.address) == 0 and sybil.address not in paid
     assert paid[market.scientist.address].amount == BOUNTY * SPLIT.expertise_bps // BPS + DEPOSIT
     miners = [m.address for m in market.miners]
-    data_pool = BOUNTY * SPLIT.data_bps // BPS
-    points = {a: paid[a].points for a in miners if a in paid}
-    assert {a: paid[a].data for a in points if paid[a].data} == apportion(data_pool, points)
-    assert data_pool - 3 < sum(paid[a].data for a in points) <= data_pool
+    points = {a: paid[a].points for a in miners}
+    assert {a: paid[a].data for a in miners if paid[a].data} == _capped_data(market, points)
     compute_pool = BOUNTY * SPLIT.compute_bps // BPS  # the sybil's update earned none of it
-    assert compute_pool - 3 < sum(paid[a].compute for a in points) <= compute_pool
-    assert {p.account for p in report.payouts} == {*miners, sybil.address, market.scientist.address}
+    assert compute_pool - 3 < sum(paid[a].compute for a in miners) <= compute_pool
+    assert {p.account for p in report.payouts} == {*miners, market.scientist.address}
     for account in miners:
         entry = paid[account]
-        assert entry.deposits == 2 * DEPOSIT  # two valid updates each
+        assert DEPOSIT <= entry.deposits == refund(account)  # round 0's improved on its own
         assert entry.amount == entry.data + entry.compute + entry.deposits
     _verified(market)
 
@@ -223,7 +258,7 @@ def test_a_merge_posted_without_its_blob_is_not_confirmed_and_miners_build_on_th
     honest, rogue = _three_evaluators(
         market, Evaluator, store=UploadsNothing(market.folder / "blobs")
     )
-    market.add_miners(3, epochs=1)
+    market.add_miners(3, epochs=5)  # each improves on the architecture in round 0: each is paid
     events: list[str] = []
     honest_merges = []
     for round_index in range(2):
@@ -268,8 +303,10 @@ def test_a_merge_posted_without_its_blob_is_not_confirmed_and_miners_build_on_th
     assert nodes[report.winner].author != rogue.address
     paid = {p.account: p for p in report.payouts}
     assert rogue.address not in paid
-    data_pool = BOUNTY * SPLIT.data_bps // BPS
-    assert data_pool - 3 < sum(paid[m.address].data for m in market.miners) <= data_pool
+    assert set(paid) == {*(m.address for m in market.miners), market.scientist.address}
+    points = {m.address: paid[m.address].points for m in market.miners}
+    capped = _capped_data(market, points)
+    assert {a: paid[a].data for a in points if paid[a].data} == capped and capped
     for miner in market.miners:  # each claims its leaf in its own pass
         assert miner._pass(market.task_id, events.append)
     claimed = market.chain.events("Claimed", taskId=market.task_id)
