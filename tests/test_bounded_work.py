@@ -76,11 +76,12 @@ def _settle(market: Market) -> PayoutReport:
 
 
 def _scorings_of(report: PayoutReport) -> int:
-    """One scoring per valid node, one per coalition scored for a gaining merge's Shapley
-    values (the empty one is its frontier, unscored), and one per added score (a left-out
-    update that improved nothing, averaged into its round's merge)."""
+    """One scoring per valid node, two per coalition scored for a gaining merge's Shapley
+    values (its average without and with the frontier model; the empty coalition is the
+    frontier, unscored), and two per added score (a left-out update that improved nothing,
+    averaged into its round's merge)."""
     valid = sum(1 for n in report.nodes if n.valid)
-    return valid + sum(len(t) for t in report.coalitions.values()) + len(report.added)
+    return valid + 2 * (sum(len(t) for t in report.coalitions.values()) + len(report.added))
 
 
 def test_an_architecture_over_the_scoring_budget_is_refused_unscored_and_never_trained(
