@@ -38,7 +38,8 @@ from marketplace.state import StateFile
 from marketplace.tasks import account_key, evaluator_keys, nodes_by_id, read_spec
 from marketplace.verify import Check, Verification, verify_task
 from tests.helpers import spent
-from tests.market import TINY, Market, new_market
+from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market
+from tests.rule import BPS, capped_data, refunded_deposits
 from tests.test_confirmed_merges import UNCONFIRMED_1, InflatedScore, UploadsNothing
 from tests.test_hostile_inputs import MISFIT, _bogus_reveal, _claim_all, _reclaim
 
@@ -324,17 +325,31 @@ def _check_verdicts(outcome: Outcome, report: PayoutReport) -> None:
 
 
 def _check_claims(outcome: Outcome, report: PayoutReport) -> None:
-    """The honest miners claim in their own pass exactly their leaves; every other leaf is
-    relayed; the sponsor reclaims the rest and the escrow ends at zero."""
+    """The honest miners' leaves hold what the rule owes them (`tests/rule.py`: the data pool
+    by points under the per-account cap, deposits back unless the harm clause takes them: one
+    epoch on a skewed shard can score under the frontier); each claims in its own pass exactly
+    its leaf, or, owed nothing, claims nothing; every other leaf is relayed; the sponsor
+    reclaims the rest and the escrow ends at zero."""
     market, task_id = outcome.market, outcome.market.task_id
+    records = nodes_by_id(market.chain, task_id)
+    data = capped_data(report, BOUNTY * SPLIT.data_bps // BPS)
+    refunds = refunded_deposits(report, records, DEPOSIT)
+    assert data and set(data) <= {m.address for m in market.miners}
     events: list[str] = []
     for miner in market.miners:
         entry = report.entry_for(miner.address)
-        assert entry is not None and entry.amount > 0
         before = market.chain.balance(miner.address)
         assert miner._pass(task_id, events.append)
         claimed = market.chain.events("Claimed", taskId=task_id, account=miner.address)
-        assert [e.args["amount"] for e in claimed] == [entry.amount]
+        if entry is None:
+            assert (data.get(miner.address), refunds.get(miner.address)) == (None, None)
+            assert claimed == [] and market.chain.balance(miner.address) == before
+            continue
+        assert (entry.data, entry.deposits) == (
+            data.get(miner.address, 0),
+            refunds.get(miner.address, 0),
+        )
+        assert entry.amount > 0 and [e.args["amount"] for e in claimed] == [entry.amount]
         gas = spent(market.w3, claimed[0].tx_hash)
         assert market.chain.balance(miner.address) == before + entry.amount - gas
     miners = {m.address for m in market.miners}

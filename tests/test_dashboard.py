@@ -18,6 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from marketplace.devnet import RpcServer, free_port, wait_until_serving
+from marketplace.messages import NodeKind
 from marketplace.report import agreed_report
 from tests.market import Market, new_market
 from tests.programs import BIN
@@ -119,25 +120,38 @@ def test_the_dashboard_draws_the_market_and_follows_it_live(
             assert market.evaluator is not None
             market.evaluator.step(market.task_id)
             market.finalize()
-            for miner in market.miners[:2]:
+            report = agreed_report(market.chain, market.store, market.task_id)
+            # Every miner with a leaf claims it (the rule can owe an honest one nothing); the
+            # architecture's author does not, so the table shows both states.
+            claimants = [m for m in market.miners if report.entry_for(m.address) is not None]
+            assert claimants and report.entry_for(market.scientist.address) is not None
+            for miner in market.miners:
                 miner.collect(market.task_id)
             nodes = market.chain.nodes(market.task_id)
-            report = agreed_report(market.chain, market.store, market.task_id)
 
         expect(page.locator("#tree-count")).to_have_text(f"{len(nodes)} nodes", timeout=WAIT_MS)
         expect(page.locator("#tree circle.node")).to_have_count(len(nodes))
         ids = {n.node_id for n in nodes}  # an edge from each parent (the architecture has none)
         edges = sum(1 for n in nodes for parent in n.parents if parent in ids)
         expect(page.locator("#tree line.edge")).to_have_count(edges)
+        # The leaderboard lists the valid merges and architectures (an update never wins), and
+        # the winner, a merge, heads it.
+        board = [n for n in report.nodes if n.valid and n.kind is not NodeKind.UPDATE]
+        assert {n.kind for n in board if n.node_id == report.winner} == {NodeKind.MERGE}
         winner = page.locator("#leaderboard tbody tr").first.locator("td.node")
         expect(winner).to_have_text(str(report.winner), timeout=WAIT_MS)
+        expect(page.locator("#leaderboard tbody tr")).to_have_count(len(board))
+        expect(page.locator("#leaderboard tbody tr").first.locator("td").nth(2)).to_have_text(
+            "merge"
+        )
         expect(page.locator("#tree circle.winner")).to_have_attribute(
             "data-node", str(report.winner)
         )
         expect(page.locator("#tree-winner")).to_have_text(
             f"Winner: node {report.winner} (gold ring)."
         )
-        expect(page.locator("#payouts .claimed")).to_have_count(2)
+        expect(page.locator("#payouts .claimed")).to_have_count(len(claimants))
+        expect(page.locator("#payouts .unclaimed")).to_have_count(1)
         expect(page.locator("#payouts tbody tr")).to_have_count(len(report.payouts))
         expect(page.locator("#progress circle.score-dot")).to_have_count(
             sum(1 for n in report.nodes if n.valid)

@@ -3,7 +3,8 @@ party submits that cannot be read, fitted or scored costs that party, never the 
 
 1. A misfit architecture (a valid `ModelSpec` whose output does not fit the task), or junk bytes
    with an update on them, proposed first: miners skip it, the evaluator merges the honest
-   architecture every round, refuses the junk with a reason, settles, and pays the honest.
+   architecture every round, refuses the junk with a reason, settles, and pays the honest
+   what the rule owes them (`tests/rule.py`: the data cap, the harm clause).
 2(a). The sponsor reveals a CID nobody stored: the evaluator scores its sealed copy (same
    digest) and settles; with no readable copy at all it waits, and never posts from wrong data.
 """
@@ -38,6 +39,7 @@ from marketplace.tasks import (
 from marketplace.verify import verify_task
 from tests.helpers import spent
 from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market
+from tests.rule import capped_data, forfeited, refunded_deposits
 
 BPS = 10_000
 MISFIT = ModelSpec(
@@ -152,23 +154,30 @@ def test_a_misfit_architecture_first_is_refused_and_the_honest_parties_are_paid(
     assert not verdicts[misfit].valid
     assert verdicts[misfit].reason == "spec: the spec outputs shape (5,), the task needs (10,)"
     assert all(n.valid for n in report.nodes if n.node_id != misfit)
+    assert report.winner in {m.node_id for m in merges}  # an update never wins
     paid = {p.account: p for p in report.payouts}
     assert market.scientist.address not in paid  # no expertise, and its deposit is forfeited
     expertise = BOUNTY * SPLIT.expertise_bps // BPS
     assert paid[market.keys[3].address].expertise == expertise
     assert paid[market.keys[3].address].deposits == DEPOSIT
-    data_pool = BOUNTY * SPLIT.data_bps // BPS
+    # The data pool by points, each account capped at half of it; deposits back unless the
+    # harm clause takes them (one epoch on a skewed shard can score under the frontier).
+    data = capped_data(report, BOUNTY * SPLIT.data_bps // BPS)
+    refunds = refunded_deposits(report, records, DEPOSIT)
+    lost = forfeited(report, records)
     miners = [m.address for m in market.miners]
-    points = {a: paid[a].points for a in miners if a in paid}
-    assert sum(points.values()) > 0
-    for account, credited in points.items():
-        assert paid[account].data == data_pool * credited // sum(points.values())
-        assert paid[account].deposits == 2 * DEPOSIT
-    assert set(paid) <= {market.keys[3].address, *miners}
+    assert data and set(data) <= set(miners)
+    for account in miners:
+        entry = paid.get(account)
+        assert (entry.data if entry else 0) == data.get(account, 0)
+        assert (entry.deposits if entry else 0) == refunds.get(account, 0)
+    owed = {a for a in miners if data.get(a) or refunds.get(a)}
+    assert set(paid) == {market.keys[3].address, *owed}
     _claim_all(market, report)
-    # The sponsor gets back what no pool gave out (dust included) and the forfeited deposit.
+    # The sponsor gets back what no pool gave out (dust and the capped excess included) and
+    # the forfeited deposits: the misfit's and the harmful updates'.
     allocated = sum(_pools(report))
-    assert _reclaim(market) == BOUNTY - allocated + DEPOSIT
+    assert _reclaim(market) == BOUNTY - allocated + DEPOSIT * (1 + len(lost))
     assert market.chain.balance(market.chain.address) == 0
     assert verify_task(market.chain, market.store, market.task_id, market.chain_id).ok
 
@@ -216,8 +225,13 @@ def test_junk_bytes_first_with_an_update_on_them_are_skipped_and_settlement_comp
     assert (verdicts[2].valid, verdicts[2].reason) == (False, "spec: architecture 1 is invalid")
     assert attacker not in {p.account for p in report.payouts}
     assert evaluator.finished(market.task_id)
+    data = capped_data(report, BOUNTY * SPLIT.data_bps // BPS)
+    assert {p.account: p.data for p in report.payouts if p.data} == data
     _claim_all(market, report)
-    assert _reclaim(market) == BOUNTY - sum(_pools(report)) + 2 * DEPOSIT
+    # Back to the sponsor: what no pool gave out (the capped excess too) and the deposits of
+    # the junk, the update on it and any honest update the harm clause takes.
+    lost = forfeited(report, records)
+    assert _reclaim(market) == BOUNTY - sum(_pools(report)) + DEPOSIT * (2 + len(lost))
     assert verify_task(market.chain, market.store, market.task_id, market.chain_id).ok
     key = account_key(market.evaluator_account)
     full = verify_task(
@@ -264,13 +278,24 @@ def test_a_revealed_cid_nobody_stored_is_settled_from_the_sealed_copy(market: Ma
     assert report.validation_digest == sha256(file).hex()
     assert market.chain.phase(market.task_id) is Phase.CLAIMS
     contract = market.chain.address
+    records = nodes_by_id(market.chain, market.task_id)
+    data = capped_data(report, BOUNTY * SPLIT.data_bps // BPS)
+    refunds = refunded_deposits(report, records, DEPOSIT)
+    assert data
     for miner in market.miners:
         entry = report.entry_for(miner.address)
-        assert entry is not None and entry.amount > 0
         before, escrow = market.chain.balance(miner.address), market.chain.balance(contract)
         miner.collect(market.task_id)
         claimed = market.chain.events("Claimed", taskId=market.task_id, account=miner.address)
-        assert [e.args["amount"] for e in claimed] == [entry.amount]
+        if entry is None:  # no credit, and the harm clause took every deposit it made
+            assert (data.get(miner.address), refunds.get(miner.address)) == (None, None)
+            assert claimed == [] and market.chain.balance(miner.address) == before
+            continue
+        assert (entry.data, entry.deposits) == (
+            data.get(miner.address, 0),
+            refunds.get(miner.address, 0),
+        )
+        assert entry.amount > 0 and [e.args["amount"] for e in claimed] == [entry.amount]
         gas = spent(market.w3, claimed[0].tx_hash)
         assert market.chain.balance(miner.address) == before + entry.amount - gas
         assert market.chain.balance(contract) == escrow - entry.amount
