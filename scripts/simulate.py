@@ -6,9 +6,12 @@ library the CLIs run. Per run: a table per agent kind (accounts, submissions, va
 agreed payout report paid it, its share of the data + compute pools, reputation) and the
 sponsor's refund; the run fails if the money does not balance to the wei or the sponsor paid
 more than the bounty. In the honest scenario, each honest miner's data payout next to its true
-marginal value (the market run again without it). Where a sybil takes part, the market again
-with the sybil acting from one account: the attack is its excess over that share. Then per-seed
-figures, their mean and minimum over the seeds, and one last line:
+marginal value (the market run again without it). Where an over-declarer, a sybil or a
+rewind-copier takes part (a lie on top of real work), the market again with each of them as its
+honest variant (the same work without the lie); the attack is its excess over that share, and
+worst_adversary_share and adversary_total_share count these kinds by it (none if negative), the
+others by their raw share. Then per-seed figures, their mean and minimum over the seeds, and
+one last line:
 
     SIMULATE honest_share=<x> worst_adversary_share=<x> adversary_total_share=<x>
              spearman=<x> accuracy_ratio=<x>    (on one line)
@@ -26,13 +29,12 @@ from collections import defaultdict
 
 from rich.console import Console
 from rich.table import Table
-from simulation.agents import ADVERSARY_KINDS, HONEST_KINDS, KINDS
+from simulation.agents import ADVERSARY_KINDS, HONEST_KINDS, KINDS, VARIANT_KINDS
 from simulation.market import DATASETS, ETHER, MarketConfig, MarketRun, Outcome, Paid, audit
 from simulation.scenarios import (
     ALONE,
     FIGURES,
     MIX,
-    SYBIL,
     Marginal,
     Roster,
     SeedResult,
@@ -47,8 +49,9 @@ from simulation.scenarios import (
 )
 
 console = Console(width=160)  # tables whole in a log, not cut to 80 columns
-SYBIL_RAW = "sybil, raw (3 accounts)"
-SYBIL_SINGLE = "sybil's shard, 1 account"
+RAW = ", raw"
+VARIANT = ", honest variant"
+EXCESS = ", excess"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, values in result.marginal.items():
             print_marginal(result.seed, name, values)
     print_alone(results)
-    print_sybil(results)
+    print_excess(results)
     print_figures(results)
     console.print(f"wall time {time.perf_counter() - started:.1f} s")
     for failure in failures:
@@ -171,57 +174,61 @@ def print_marginal(seed: int, name: str, values: list[Marginal]) -> None:
 
 
 def print_alone(results: list[SeedResult]) -> None:
-    """Each adversary kind's share when alone with honest miners, mean and max over seeds; the
-    sybil's raw share, its shard's share from one account and the excess (the figure)."""
+    """Each adversary kind's share when alone with honest miners, mean and max over seeds; for
+    a kind with an honest variant, its raw share, the variant's and the excess (the figure)."""
     shares: dict[str, list[float]] = defaultdict(list)
     for result in results:
         for name in result.runs:
             if name.startswith(ALONE):
                 kind = name.removeprefix(ALONE)
-                shares[kind].append(result.excess(name, kind))
-                if kind == SYBIL:
-                    shares[SYBIL_RAW].append(result.share(name, kind))
-                    shares[SYBIL_SINGLE].append(result.single_share(name, kind))
+                if kind in VARIANT_KINDS:
+                    shares[kind + EXCESS].append(result.excess(name, kind))
+                    shares[kind + RAW].append(result.share(name, kind))
+                    shares[kind + VARIANT].append(result.variant_share(name, kind))
+                else:
+                    shares[kind].append(result.share(name, kind))
     if not shares:
         return
     table = Table(
         title="each adversary kind alone with 3 honest miners: its share of the pools",
-        caption="sybil: its excess over the same shard submitted from one account (the "
-        "counterfactual run); worst_adversary_share uses the excess",
+        caption="over_declarer, sybil, rewind_copier: the excess over the same kind's honest "
+        "variant (the counterfactual run); worst_adversary_share uses the excess (0 if negative)",
     )
     for column in ("kind", "mean", "max"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     for kind in ADVERSARY_KINDS:
-        extra = (SYBIL_RAW, SYBIL_SINGLE) if kind == SYBIL else ()
-        for row in (kind, *extra):
+        for row in (kind, *(kind + suffix for suffix in (EXCESS, RAW, VARIANT))):
             if row in shares:
                 values = shares[row]
-                label = "sybil, excess" if row == SYBIL else row
-                table.add_row(label, f"{sum(values) / len(values):.2%}", f"{max(values):.2%}")
+                table.add_row(row, f"{sum(values) / len(values):.2%}", f"{max(values):.2%}")
     console.print(table)
 
 
-def print_sybil(results: list[SeedResult]) -> None:
-    """Per seed and scenario with a sybil: its share from 3 accounts, its shard's share from
-    one account, the excess, and the adversaries' total counted raw and by the excess."""
+def print_excess(results: list[SeedResult]) -> None:
+    """Per seed, scenario with an honest-variant run and kind with an honest variant: its raw
+    share, its honest variant's, the excess; and the adversaries' total counted raw and with
+    the excess."""
     table = Table(
-        title="the sybil: its share, the same shard's from one account, the excess",
-        caption="adversary_total_share counts the sybil by its excess (0 if negative)",
+        title="the lies on real work: each kind's share, its honest variant's, the excess",
+        caption="adversary_total_share counts these kinds by their excess (0 if negative)",
     )
-    columns = ("seed", "scenario", "sybil", "one account", "excess", "adversaries raw")
+    columns = ("seed", "scenario", "kind", "raw", "honest variant", "excess", "adversaries raw")
     for column in (*columns, "adversaries, excess"):
-        table.add_column(column, justify="left" if column == "scenario" else "right")
+        table.add_column(column, justify="left" if column in ("scenario", "kind") else "right")
     for result in results:
-        for name in result.single:
-            table.add_row(
-                str(result.seed),
-                name,
-                f"{result.share(name, SYBIL):.2%}",
-                f"{result.single_share(name, SYBIL):.2%}",
-                f"{result.excess(name, SYBIL):+.2%}",
-                f"{adversary_share(result.runs[name]):.2%}",
-                f"{result.attack_share(name):.2%}",
-            )
+        for name, run in result.variant.items():
+            kinds = [k for k in VARIANT_KINDS if run.of_kind(k)]
+            for i, kind in enumerate(kinds):
+                totals = (adversary_share(result.runs[name]), result.attack_share(name))
+                table.add_row(
+                    str(result.seed),
+                    name,
+                    kind,
+                    f"{result.share(name, kind):.2%}",
+                    f"{result.variant_share(name, kind):.2%}",
+                    f"{result.excess(name, kind):+.2%}",
+                    *(f"{t:.2%}" if i == 0 else "" for t in totals),
+                )
     if table.row_count:
         console.print(table)
 

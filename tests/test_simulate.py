@@ -27,8 +27,8 @@ from scripts.simulation.market import (
 )
 from scripts.simulation.scenarios import (
     ALONE,
+    HONEST_VARIANT,
     MIX,
-    ONE_ACCOUNT,
     SYBIL,
     TOGETHER,
     Marginal,
@@ -180,9 +180,9 @@ def test_the_sybil_is_counted_by_its_excess_over_its_shard_from_one_account(
     [result] = simulate(
         base, [0], {MIX: roster}, lambda n, r: False, lambda s, n, run: told.append((n, run))
     )
-    run, single = result.runs[MIX], result.single[MIX]
-    assert [name for name, _ in told] == [MIX, MIX + ONE_ACCOUNT]
-    assert single.config == replace(run.config, single_account=("sybil-1",))
+    run, single = result.runs[MIX], result.variant[MIX]
+    assert [name for name, _ in told] == [MIX, MIX + HONEST_VARIANT]
+    assert single.config == replace(run.config, honest_variant=frozenset({SYBIL}))
     assert audit(run) == [] and audit(single) == []
     # Everyone keeps their accounts; the sybil acts from its first one only.
     assert [o.accounts for o in single.agents[:2]] == [o.accounts for o in run.agents[:2]]
@@ -199,25 +199,78 @@ def test_the_sybil_is_counted_by_its_excess_over_its_shard_from_one_account(
             if r.author in accounts
         ]
 
-    # The same shard, seed and update path: the one update is the three copies' update.
+    # The same shard, seed and update path: the one update is the first of the three copies;
+    # the evaluator judges the other two copies of it (issue 15: score 0).
     [update] = updates(single, alone.accounts)
-    assert updates(run, sybil.accounts) == [update] * 3
+    parent, rows, _ = update
+    assert updates(run, sybil.accounts) == [update, (parent, rows, 0), (parent, rows, 0)]
 
     raw, fair = run.share([sybil]), single.share([alone])
     assert raw > 0 and fair > 0  # so the figures below tell the excess from either share
-    assert result.share(MIX, SYBIL) == raw and result.single_share(MIX, SYBIL) == fair
+    assert result.share(MIX, SYBIL) == raw and result.variant_share(MIX, SYBIL) == fair
     assert result.excess(MIX, SYBIL) == raw - fair
     figures = result.figures()
     assert figures["worst_adversary_share"] == max(0.0, raw - fair)
     assert figures["adversary_total_share"] == max(0.0, raw - fair)
     # Against itself the excess is 0; with no counterfactual run the raw share counts.
-    assert SeedResult(0, {MIX: run}, single={MIX: run}).figures()["adversary_total_share"] == 0
+    assert SeedResult(0, {MIX: run}, variant={MIX: run}).figures()["adversary_total_share"] == 0
     assert SeedResult(0, {MIX: run}).figures()["adversary_total_share"] == raw
     alone_and_together = SeedResult(
-        0, {ALONE + SYBIL: run, TOGETHER: run}, single={ALONE + SYBIL: single, TOGETHER: single}
+        0, {ALONE + SYBIL: run, TOGETHER: run}, variant={ALONE + SYBIL: single, TOGETHER: single}
     )
     assert alone_and_together.figures()["worst_adversary_share"] == max(0.0, raw - fair)
     assert alone_and_together.figures()["adversary_total_share"] == max(0.0, raw - fair)
+
+
+@pytest.fixture(scope="module")
+def lies() -> SeedResult:
+    """An over-declarer and a rewind-copier with 2 honest miners, and their honest variants."""
+    config = MarketConfig(rounds=2, epochs=1)
+    roster = parse_mix("honest=2,over_declarer=1,rewind_copier=1")
+    [result] = simulate(config, [0], {MIX: roster}, lambda n, r: False)
+    return result
+
+
+def test_the_honest_variants_declare_the_rows_trained_on_and_name_the_merge_copied(
+    lies: SeedResult,
+) -> None:
+    run, variant = lies.runs[MIX], lies.variant[MIX]
+    assert variant.config == replace(
+        run.config, honest_variant=frozenset({"over_declarer", "rewind_copier"})
+    )
+    assert audit(run) == [] and audit(variant) == []
+
+    def updates(market: MarketRun, kind: str) -> list[tuple[int, int, int]]:
+        """(parent, rows, validation score) of each update of `kind`'s agent, by round."""
+        [outcome] = market.of_kind(kind)
+        scores = {n.node_id: n.score for n in market.report.nodes}
+        mine = [r for r in market.records.values() if r.author in outcome.accounts]
+        return [(r.parents[0], r.samples, scores[r.node_id]) for r in mine]
+
+    # The over-declarer declares 10x its shard; its variant the 10% it trained on, the same
+    # update (round 0 starts from the same architecture).
+    lied, told = updates(run, "over_declarer"), updates(variant, "over_declarer")
+    shard = lied[0][1] // 10
+    assert [rows for _, rows, _ in lied] == [10 * shard] * 2
+    assert [rows for _, rows, _ in told] == [round(0.1 * shard)] * 2
+    assert (told[0][0], told[0][2]) == (lied[0][0], lied[0][2])
+    # The rewind-copier copies round 0's merge in round 1: it names the architecture under it,
+    # its variant the merge itself; both train 1 epoch on 16 rows.
+    copied, named = updates(run, "rewind_copier"), updates(variant, "rewind_copier")
+    assert [rows for _, rows, _ in copied + named] == [REWIND_ROWS] * 4
+    assert run.records[copied[1][0]].kind is NodeKind.ARCHITECTURE
+    merge = variant.records[named[1][0]]
+    assert (merge.kind, merge.round) == (NodeKind.MERGE, 0)
+    assert named[0] == copied[0]  # round 0: no merge yet, the same update on the architecture
+    # The figures count both by their excess over the variant, none if negative.
+    excess = {
+        k: lies.share(MIX, k) - lies.variant_share(MIX, k)
+        for k in ("over_declarer", "rewind_copier")
+    }
+    assert {k: lies.excess(MIX, k) for k in excess} == excess
+    figures = lies.figures()
+    assert figures["worst_adversary_share"] == max(max(0.0, e) for e in excess.values())
+    assert figures["adversary_total_share"] == sum(max(0.0, e) for e in excess.values())
 
 
 def test_spearman_ranks_with_average_ties_and_is_nan_without_a_ranking() -> None:

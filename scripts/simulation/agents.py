@@ -18,6 +18,12 @@ submitting weights of their choosing with `Miner.submit_weights` (the same seali
 | rewind_copier | 1 | the latest merge plus 1 epoch on 16 rows, parent: its architecture |
 | spammer | 6 | 5 random-weight updates and an exact copy of the latest merge, one per account |
 
+The over-declarer, the sybil and the rewind-copier tell a lie on top of real work. Each has an
+honest variant (`honest_variant=True`, from `MarketConfig.honest_variant`) doing the same work
+without the lie, the counterfactual the figures measure the lie against: the over-declarer
+declares the rows it trained on, the sybil acts from its first account only, the
+rewind-copier names as its parent the merge it copied.
+
 The spammer uses an account per submission: the task caps updates per account and round
 (`max_submissions_per_round`, default 1), so a spammer that wants any of them judged splits
 them over accounts, which costs it only a deposit each.
@@ -125,6 +131,7 @@ class Agent:
     honest: ClassVar[bool] = False
     accounts_used: ClassVar[int] = 1
     needs_data: ClassVar[bool] = True
+    has_honest_variant: ClassVar[bool] = False  # see the module docstring
 
     def __init__(
         self,
@@ -134,16 +141,22 @@ class Agent:
         shard: Dataset | None,
         seed: int,
         architecture: int,
+        honest_variant: bool = False,
     ) -> None:
         self.name = name
         self.seed = seed
         self.shard = shard
-        self.accounts = accounts
+        self.honest_variant = honest_variant and self.has_honest_variant
+        self.accounts = self.acting(accounts)
         data = self.training_data(shard) if shard is not None else PLACEHOLDER
         trainer = self.trainer(env)  # one for all its accounts (the sybil's trains once)
         self.miners = [
-            env.miner(name, account, data, seed, architecture, trainer) for account in accounts
+            env.miner(name, account, data, seed, architecture, trainer) for account in self.accounts
         ]
+
+    def acting(self, accounts: list[LocalAccount]) -> list[LocalAccount]:
+        """The accounts it acts from, of those drawn for it."""
+        return accounts
 
     def training_data(self, shard: Dataset) -> Dataset:
         return shard
@@ -176,13 +189,18 @@ class Lazy(Agent):
 
 
 class OverDeclarer(Agent):
+    """Honest variant: the same training, declaring the rows it trained on."""
+
     kind = "over_declarer"
+    has_honest_variant = True
 
     def training_data(self, shard: Dataset) -> Dataset:
         return _fraction(shard, 0.10, self.seed)
 
     def trainer(self, env: Env) -> Trainer:
         assert self.shard is not None
+        if self.honest_variant:
+            return env.trainer
         return Declaring(env.trainer, 10 * len(self.shard))
 
 
@@ -198,10 +216,15 @@ class Poisoner(Agent):
 
 class Sybil(Agent):
     """Three accounts, one shard: the same trained update submitted from each (the three
-    miners build on the same merge with the same seed; `Memo` trains it once)."""
+    miners build on the same merge with the same seed; `Memo` trains it once). Honest variant:
+    its first account only (all three are drawn and funded, so nothing else changes)."""
 
     kind = "sybil"
     accounts_used = 3
+    has_honest_variant = True
+
+    def acting(self, accounts: list[LocalAccount]) -> list[LocalAccount]:
+        return accounts[:1] if self.honest_variant else accounts
 
     def trainer(self, env: Env) -> Trainer:
         return Memo(env.trainer)
@@ -220,7 +243,10 @@ class FreeRider(Agent):
 
 
 class RewindCopier(Agent):
+    """Honest variant: the same training, naming the merge it copied as its parent."""
+
     kind = "rewind_copier"
+    has_honest_variant = True
 
     def act(self, env: Env, round_index: int) -> list[Submission]:
         assert self.shard is not None
@@ -235,8 +261,8 @@ class RewindCopier(Agent):
             seed=self.seed + round_index,
         )
         trained = env.trainer.train(model, weights, rows, config)
-        architecture = env.architecture_of(parent)
-        return [miner.submit_weights(env.task_id, trained.weights, architecture, len(rows))]
+        named = parent if self.honest_variant else env.architecture_of(parent)
+        return [miner.submit_weights(env.task_id, trained.weights, named, len(rows))]
 
 
 class Spammer(Agent):
@@ -271,6 +297,7 @@ KINDS: dict[str, type[Agent]] = {
 }
 HONEST_KINDS = tuple(kind for kind, cls in KINDS.items() if cls.honest)
 ADVERSARY_KINDS = tuple(kind for kind, cls in KINDS.items() if not cls.honest)
+VARIANT_KINDS = tuple(kind for kind, cls in KINDS.items() if cls.has_honest_variant)
 
 
 class Declaring(Trainer):

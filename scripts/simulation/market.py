@@ -89,9 +89,9 @@ class MarketConfig:
 
     `without`: one agent (by name, e.g. "honest-2") left out, everything else the same (its
     accounts, seeds and shard are drawn as if it were there): the true marginal value run.
-    `single_account`: agents (by name, e.g. "sybil-1") that act from their first account only,
-    everything else the same (all their accounts are drawn and funded): the sybil's
-    counterfactual, its shard and update path submitted once, as one honest owner would.
+    `honest_variant`: kinds (e.g. "sybil") whose agents act as their honest variant (the same
+    work without the lie, `agents.py`), everything else the same (accounts, shards and seeds
+    drawn alike): the counterfactual the lie is measured against.
     """
 
     dataset: str = "breast_cancer"
@@ -102,7 +102,7 @@ class MarketConfig:
     epochs: int = 5
     learning_rate: float = 1e-3
     without: str | None = None
-    single_account: tuple[str, ...] = ()
+    honest_variant: frozenset[str] = frozenset()
 
     def names(self) -> list[str]:
         """Every agent's name in the full roster, in acting order."""
@@ -407,13 +407,12 @@ def _agents(config: MarketConfig, env: Env, train: Dataset, arch_ids: list[int])
     for i, (name, cls) in enumerate(zip(names, kinds, strict=True)):
         accounts = [_funded(env.w3, next_key + k) for k in range(cls.accounts_used)]
         next_key += cls.accounts_used
-        if name in config.single_account:
-            accounts = accounts[:1]
         architecture = arch_ids[honest_seen % 2] if cls.honest else arch_ids[0]
         honest_seen += cls.honest
         if name != config.without:
             seed = config.seed + 10 * i
-            agents.append(cls(name, env, accounts, shards.get(i), seed, architecture))
+            variant = cls.kind in config.honest_variant
+            agents.append(cls(name, env, accounts, shards.get(i), seed, architecture, variant))
     return agents
 
 

@@ -7,9 +7,10 @@ adversary kind), or one `mix` given on the command line. Shares are of the data 
 The figures of one seed:
 - honest_share: what the honest kinds took in `together` (else in `mix`, else in `honest`);
 - worst_adversary_share: the largest share one adversary kind took alone (else, in `mix`, the
-  largest any one adversary kind took there), the sybil counted by its excess (below);
-- adversary_total_share: what every adversary took in `together` (else in `mix`), the sybil
-  counted by its excess;
+  largest any one adversary kind took there), a kind with an honest variant counted by its
+  excess (below);
+- adversary_total_share: what every adversary took in `together` (else in `mix`), a kind with
+  an honest variant counted by its excess;
 - spearman: Spearman's rank correlation between the honest miners' data payouts and their true
   marginal values (the winner's validation score with the miner minus without it, the whole
   market run again without it) in `honest` (else in `mix`);
@@ -17,10 +18,14 @@ The figures of one seed:
   the honest shards, in `honest` (else in `mix`, else in `together`).
 The SIMULATE line shows each figure's mean over the seeds; nan where a figure was not measured.
 
-The sybil is a real data owner: its fair share is what its shard earns submitted once, from one
-account. Wherever a scenario has a sybil, its market is run again with every sybil acting from
-its first account only (`MarketConfig.single_account`: same shard, seeds and update path), and
-the attack is the excess: the sybil's share minus its share in that run, none if negative.
+The over-declarer, the sybil and the rewind-copier lie on top of real work (a real shard, real
+training), and the figures measure what the lie earns, not the work. Wherever a scenario has
+such a kind, its market is run again with all of them acting as their honest variant at once
+(`MarketConfig.honest_variant`, `agents.py`: the over-declarer declares the rows it trained
+on, the sybil acts from one account, the rewind-copier names the merge it copied as parent;
+same shards, seeds and training), and the kind's excess is its share less its share in that
+run, none if negative. The lazy miner, the free-rider, the poisoner and the spammer have no
+honest variant (their whole share is the attack): their raw share counts.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-from .agents import ADVERSARY_KINDS, HONEST_KINDS, kind_of
+from .agents import ADVERSARY_KINDS, HONEST_KINDS, VARIANT_KINDS
 from .market import MarketConfig, MarketRun, run_market
 
 HONEST = "honest"
@@ -43,7 +48,7 @@ TOGETHER = "together"
 MIX = "mix"
 ALONE = "alone-"
 SYBIL = "sybil"
-ONE_ACCOUNT = ", sybil from one account"  # the counterfactual run's name: scenario + this
+HONEST_VARIANT = ", honest variants"  # the counterfactual run's name: scenario + this
 FIGURES = (
     "honest_share",
     "worst_adversary_share",
@@ -106,27 +111,27 @@ class SeedResult:
     seed: int
     runs: dict[str, MarketRun] = field(default_factory=dict)  # scenario -> run
     marginal: dict[str, list[Marginal]] = field(default_factory=dict)  # scenario -> miners
-    # scenario -> the same market with every sybil acting from one account
-    single: dict[str, MarketRun] = field(default_factory=dict)
+    # scenario -> the same market with every kind that has one acting as its honest variant
+    variant: dict[str, MarketRun] = field(default_factory=dict)
 
     def share(self, name: str, kind: str) -> float:
         """What `kind` took in scenario `name`."""
         return self.runs[name].share(self.runs[name].of_kind(kind))
 
-    def single_share(self, name: str, kind: str) -> float:
-        """What `kind` took in scenario `name`'s one-account run (nan if there is none)."""
-        run = self.single.get(name)
+    def variant_share(self, name: str, kind: str) -> float:
+        """What `kind` took in scenario `name`'s honest-variant run (nan if there is none)."""
+        run = self.variant.get(name)
         return math.nan if run is None else run.share(run.of_kind(kind))
 
     def excess(self, name: str, kind: str) -> float:
-        """What `kind` took in `name` beyond its fair share: its share, less, for the sybil,
-        its share from one account (the raw share if that run is missing)."""
-        fair = self.single_share(name, kind) if kind == SYBIL else math.nan
+        """What `kind` took in `name` beyond its fair share: its share, less, for a kind with
+        an honest variant, its share as that variant (the raw share if that run is missing)."""
+        fair = self.variant_share(name, kind) if kind in VARIANT_KINDS else math.nan
         return self.share(name, kind) - (0.0 if math.isnan(fair) else fair)
 
     def attack_share(self, name: str) -> float:
         """What every adversary in `name` took beyond its fair share (an excess below 0 counts
-        as 0: a sybil that loses by splitting does not offset what others take)."""
+        as 0: a lie that loses does not offset what others take)."""
         kinds = _adversary_kinds(self.runs[name])
         return sum(max(0.0, self.excess(name, kind)) for kind in kinds)
 
@@ -220,12 +225,12 @@ def simulate(
                 on_run(seed, name, run)
                 if marginal(name, roster):
                     result.marginal[name] = marginal_values(run, Path(folder))
-                sybils = tuple(n for n in config.names() if kind_of(n) == SYBIL)
-                if sybils:
-                    single = replace(config, single_account=sybils)
-                    counterfactual = run_market(single, Path(folder) / "single", False)
-                    result.single[name] = counterfactual
-                    on_run(seed, name + ONE_ACCOUNT, counterfactual)
+                variants = frozenset(kind for kind, _ in roster if kind in VARIANT_KINDS)
+                if variants:
+                    honest = replace(config, honest_variant=variants)
+                    counterfactual = run_market(honest, Path(folder) / "variant", False)
+                    result.variant[name] = counterfactual
+                    on_run(seed, name + HONEST_VARIANT, counterfactual)
         results.append(result)
     return results
 
