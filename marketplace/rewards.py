@@ -8,8 +8,8 @@ improvement over its architecture is credited back through the rounds that built
 round weighted by the share of the remaining error it closed (so the first steps from random
 weights do not dwarf the later ones), and within a round to the merge's updates by their
 Shapley values (`marketplace.shapley`: copies split one value, junk gets none). Declared
-samples steer nothing: merges weigh updates equally (or clipped to the median), the compute
-pool pays each merge's FLOPs at its median samples, split by positive contribution. An update
+samples steer nothing: merges weigh updates equally (or clipped to the median), and the compute
+pool pays each merge's FLOPs counted the same way, split by positive contribution. An update
 that improved nothing and hurt its round forfeits its deposit (`_harmful`). No account takes
 more than `max_account_share_bps` of the data pool.
 
@@ -37,7 +37,7 @@ from eth_utils.address import to_checksum_address
 
 from marketplace.crypto import PayoutLeaf
 from marketplace.errors import DagError
-from marketplace.merge import MergeRule, lower_median
+from marketplace.merge import MergeRule, merge_counts
 from marketplace.messages import NodeKind, NodeRecord, Payout, Score, TaskSpec
 from marketplace.shapley import Coalition
 
@@ -142,7 +142,7 @@ def compute_payouts(
         data = {a: min(amount, cap) for a, amount in apportion(pool, points).items()}
     compute = apportion(
         bounty * split.compute_bps // BPS,
-        _compute_weights(by_id, shares, evidence.flops_per_sample, spec.max_samples_credited),
+        _compute_weights(by_id, shares, evidence.flops_per_sample, spec),
     )
     deposits: dict[str, int] = defaultdict(int)
     for node in by_id.values():
@@ -330,11 +330,13 @@ def _compute_weights(
     by_id: Mapping[int, NodeRecord],
     shares: Mapping[int, Mapping[int, int]],
     flops_per_sample: Mapping[int, int],
-    max_samples: int,
+    spec: TaskSpec,
 ) -> dict[str, int]:
     """Author -> the training FLOPs credited to them: each merge that gained pays the FLOPs of
-    its positive contributors as if each trained the median of the merge's declared samples
-    (capped at `max_samples`), split among them by Shapley value."""
+    its positive contributors, each counted as the merge weighs it (`merge_counts`: once with
+    equal weights, so declared samples change nothing; its declared samples capped at
+    `max_samples_credited` and clipped to the median with "median"), split among them by
+    Shapley value."""
     flops: dict[str, int] = defaultdict(int)
     for merge_id, values in sorted(shares.items()):
         positive = {p: v for p, v in values.items() if v > 0}
@@ -344,9 +346,10 @@ def _compute_weights(
         per_sample = flops_per_sample.get(architecture)
         if per_sample is None or per_sample < 0:
             raise DagError(f"no valid FLOPs per sample for architecture {architecture}")
-        declared = [min(by_id[p].samples, max_samples) for p in sorted(values)]
-        median = lower_median(declared)
-        total = per_sample * median * len(positive)
+        members = sorted(values)
+        declared = [min(by_id[p].samples, spec.max_samples_credited) for p in members]
+        counts = dict(zip(members, merge_counts(declared, spec.merge_weighting), strict=True))
+        total = per_sample * sum(counts[p] for p in positive)
         for parent, part in apportion(total, positive).items():
             flops[by_id[parent].author] += part
     return flops

@@ -178,12 +178,12 @@ def test_design_scenario_pays_exact_wei() -> None:
     }
     assert points == {M1: 329_823, M2: 224_560, M3: 329_823}
     total = sum(points.values())
-    # Compute: each merge pays 3 x the median declared samples (capped at 250: 200) x 1,000
-    # FLOPs, split by Shapley value.
+    # Compute: each merge pays its 3 positive contributors' FLOPs per sample, each counted once
+    # (equal weights: declared samples change nothing), split by Shapley value.
     flops = {
-        M1: 600_000 * 1500 // 3900 + 200_000,
-        M2: 600_000 * 900 // 3900 + 200_000,
-        M3: 600_000 * 1500 // 3900 + 200_000,
+        M1: 3000 * 1500 // 3900 + 1000,
+        M2: 3000 * 900 // 3900 + 1000,
+        M3: 3000 * 1500 // 3900 + 1000,
     }
     for miner in (M1, M2, M3):
         assert payouts[miner].points == points[miner]
@@ -620,13 +620,15 @@ def test_the_result_does_not_depend_on_the_order_nodes_are_listed_in(
 
 @FAST
 @given(cases(), st.integers(0, 10**6))
-def test_declared_samples_never_change_the_data_share(case: Case, samples: int) -> None:
+def test_declared_samples_never_change_the_data_or_compute_share(case: Case, samples: int) -> None:
     inflated = [
         n.model_copy(update={"samples": samples}) if n.kind == NodeKind.UPDATE else n
         for n in case.nodes
     ]
-    before = {p.account: (p.data, p.points) for p in case.payouts()}
-    after = {p.account: (p.data, p.points) for p in replace(case, nodes=inflated).payouts()}
-    assert {a: v for a, v in before.items() if v != (0, 0)} == {
-        a: v for a, v in after.items() if v != (0, 0)
+    before = {p.account: (p.data, p.compute, p.points) for p in case.payouts()}
+    after = {
+        p.account: (p.data, p.compute, p.points) for p in replace(case, nodes=inflated).payouts()
+    }
+    assert {a: v for a, v in before.items() if v != (0, 0, 0)} == {
+        a: v for a, v in after.items() if v != (0, 0, 0)
     }
