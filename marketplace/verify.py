@@ -265,7 +265,11 @@ def _rescore_evidence(
         if merge is not None:
             members = (*view.records[merge].parents, update_id)
             updates = [
-                p for p in members if view.records[p].kind is NodeKind.UPDATE and scores[p].valid
+                p
+                for p in members
+                if view.records[p].kind is NodeKind.UPDATE
+                and (score := scores.get(p)) is not None
+                and score.valid
             ]
             claims.append((merge, tuple(sorted(updates)), value))
     mismatches, checked = [], 0
