@@ -7,10 +7,11 @@
   evaluators, the sponsor and the registered miners, upload and post it (another evaluator's
   merge is confirmed instead, only once its blob is fetched, opened and found to be this
   evaluator's merge bit for bit);
-- after the reveal: decide and score every node on the revealed file, the leave-one-out score
-  of every merge, the payouts by the reward rule, upload the report, post its root. A merge
-  the quorum had not confirmed by the reveal is not fetched or scored: its verdict is
-  `unconfirmed` (`rewards.unconfirmed_merges`).
+- after the reveal: decide and score every node on the revealed file, the coalition scores
+  of every merge that gained and the added scores of the updates merges left out, the payouts
+  by the reward rule, upload the report, post its root. A merge the quorum had not confirmed
+  by the reveal is not fetched or scored: its verdict is `unconfirmed`
+  (`rewards.unconfirmed_merges`).
 
 The work is bounded (DESIGN.md, "Bounded evaluator work"): an architecture over the task's
 scoring budget is refused `over-budget` unscored, an account's updates past the task's cap

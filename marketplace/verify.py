@@ -7,7 +7,7 @@ deposit, split), hashed into the Merkle root; that the report left out (verdict 
 exactly the merges the quorum had not confirmed by the reveal; and every architecture (public)
 scored again on the revealed file, with its FLOPs. With a key, more: a sponsor or a registered
 miner also re-scores every merge (sealed to them); an evaluator's key re-scores every node and
-every leave-one-out, that is the whole evaluation.
+every coalition and added score, that is the whole evaluation.
 
 Nothing another party published makes `verify` raise: a revealed file, a report or a node that
 cannot be read is a failed check (or an unreadable node) with the reason. A verifier with the
