@@ -382,23 +382,26 @@ class Evaluator:
     def _frontier(
         self, view: TaskView, arch_id: int, round_index: int, dataset: Dataset
     ) -> tuple[int, Mapping[str, npt.NDArray[np.float32]]]:
-        """The best of the architecture and its valid merges of earlier rounds (ties: the
-        latest), its score and weights: the model every miner of the round could start from
-        (`rewards.Frontier`)."""
-        bases = [arch_id] + [
-            merge.node_id
-            for merge in of_kind(view.records, NodeKind.MERGE)
-            if merge.round < round_index and architecture_of(view.records, merge.node_id) == arch_id
-        ]
+        """The round's frontier (`rewards.Frontier`, on this evaluator's scores of the
+        architecture and its valid merges of earlier rounds): its score and weights, the model
+        every miner of the round could start from."""
         model = self._architecture(view, arch_id)
-        scored = []
-        for node_id in bases:
+        scores: dict[int, Score] = {}
+        for record in [view.records[arch_id], *of_kind(view.records, NodeKind.MERGE)]:
+            node_id = record.node_id
+            if record.round >= round_index and record.kind is NodeKind.MERGE:
+                continue
+            if architecture_of(view.records, node_id) != arch_id:
+                continue
             verdict = self.verdict(view, node_id)
             if verdict.valid and verdict.weights is not None:
-                score = self._score(model, verdict, dataset, view.spec)
-                scored.append((score, node_id, _arrays(verdict.weights)))
-        best_score, _, weights = max(scored, key=lambda entry: entry[:2])
-        return best_score, weights
+                value = self._score(model, verdict, dataset, view.spec)
+                scores[node_id] = Score(node_id=node_id, valid=True, value=value)
+        base = Frontier(view.records, scores, 0).base(arch_id, round_index)
+        assert base is not None  # the architecture is valid: its updates were checked
+        weights = self.verdict(view, base).weights
+        assert weights is not None
+        return scores[base].value, _arrays(weights)
 
     def _merged(self, task_id: int, view: TaskView, round_index: int, arch_id: int) -> bool:
         """Whether this evaluator posted or confirmed a merge of the round and architecture."""
@@ -693,16 +696,11 @@ class Evaluator:
         self, view: TaskView, frontier: Frontier, merge_id: int, dataset: Dataset
     ) -> dict[Coalition, int]:
         """Coalition of the merge's valid update parents -> the score of their average."""
-        parents = [
-            p
-            for p in view.records[merge_id].parents
-            if view.records[p].kind is NodeKind.UPDATE and frontier.scores[p].valid
-        ]
         base = frontier.of(merge_id)
         assert base is not None  # a merge that gained has a frontier
         average = self.averager(view, frontier, merge_id, dataset)
         played = MergeRule.of(view.spec).contributions(
-            parents, lambda coalition: average(coalition) if coalition else base
+            frontier.members(merge_id), lambda coalition: average(coalition) if coalition else base
         )
         return {coalition: value for coalition, value in played.coalitions.items() if coalition}
 
@@ -719,16 +717,10 @@ class Evaluator:
             base = frontier.of(record.node_id)
             if base is None or scores[record.node_id].value >= base + view.spec.min_gain:
                 continue
-            arch_id = architecture_of(view.records, record.node_id)
-            merge_id = frontier.round_merge(arch_id, record.round)
-            if merge_id is None or record.node_id in view.records[merge_id].parents:
+            left_out = frontier.added_coalition(record.node_id)
+            if left_out is None:
                 continue
-            kept = [
-                p
-                for p in view.records[merge_id].parents
-                if view.records[p].kind is NodeKind.UPDATE and scores[p].valid
-            ]
-            coalition = tuple(sorted((*kept, record.node_id)))
+            merge_id, coalition = left_out
             try:
                 added[record.node_id] = self.averager(view, frontier, merge_id, dataset)(coalition)
             except ScoringTimeout:  # this machine's clock: the update is given the doubt

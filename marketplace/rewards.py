@@ -262,6 +262,23 @@ class Frontier:
             if self.by_id[node_id].kind is NodeKind.MERGE and self.gain(node_id) > 0
         ]
 
+    def members(self, merge_id: int) -> list[int]:
+        """The merge's valid update parents: who shares its credit, in parent order."""
+        return [
+            p
+            for p in self.by_id[merge_id].parents
+            if self.by_id[p].kind is NodeKind.UPDATE and _is_valid(self.scores, p)
+        ]
+
+    def added_coalition(self, update_id: int) -> tuple[int, Coalition] | None:
+        """For an update its round's merge left out: that merge and its members with the update
+        added (what `Evidence.added` scores); None if the round has no merge or kept it."""
+        node = self.by_id[update_id]
+        merge = self.round_merge(architecture_of(self.by_id, update_id), node.round)
+        if merge is None or update_id in self.by_id[merge].parents:
+            return None
+        return merge, tuple(sorted((*self.members(merge), update_id)))
+
     def round_merge(self, architecture: int, round_index: int) -> int | None:
         """The round's best valid merge of the architecture (ties: the lowest id)."""
         return self.best.get((architecture, round_index))
@@ -277,8 +294,7 @@ def _merge_shares(
     """Update parent id -> its (scaled) Shapley value in `merge`, replayed from the evidence's
     coalition scores; a secure aggregation merge's parents are never seen alone, so each
     counts once (a useless one is paid like a good one there: README)."""
-    sharing = [p for p in merge.parents if by_id[p].kind is NodeKind.UPDATE]
-    valid = [p for p in sharing if _is_valid(frontier.scores, p)]
+    valid = frontier.members(merge.node_id)
     if spec.aggregates(merge.round):
         return dict.fromkeys(valid, 1)
     base = frontier.of(merge.node_id)

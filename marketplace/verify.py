@@ -46,7 +46,7 @@ from marketplace.report import (
     posted_roots,
     read_report,
 )
-from marketplace.rewards import UNCONFIRMED, Frontier, architecture_of, compute_payouts
+from marketplace.rewards import UNCONFIRMED, Frontier, compute_payouts
 from marketplace.shapley import Coalition
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
@@ -257,21 +257,10 @@ def _rescore_evidence(
     scores = report.scores()
     frontier = Frontier(view.records, scores, 0)
     for update_id, value in report.added.items():
-        record = view.records.get(update_id)
-        if record is None or scores.get(update_id) is None:
-            continue  # the rule refuses such a report: the root check says so
-        arch_id = architecture_of(view.records, update_id)
-        merge = frontier.round_merge(arch_id, record.round)
-        if merge is not None:
-            members = (*view.records[merge].parents, update_id)
-            updates = [
-                p
-                for p in members
-                if view.records[p].kind is NodeKind.UPDATE
-                and (score := scores.get(p)) is not None
-                and score.valid
-            ]
-            claims.append((merge, tuple(sorted(updates)), value))
+        if update_id in view.records and update_id in scores:  # else the root check fails
+            left_out = frontier.added_coalition(update_id)
+            if left_out is not None:
+                claims.append((*left_out, value))
     mismatches, checked = [], 0
     for merge_id, coalition, value in claims:
         if merge_id not in view.records or set(coalition) & unreadable:

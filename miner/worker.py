@@ -266,15 +266,7 @@ class Miner:
         result = self._train(task_id, round_index, model_spec, weights, spec)
         seconds["train"] = result.seconds
         started = time.perf_counter()
-        blob = seal(
-            encode_weights(result.weights),
-            evaluator_keys(spec),
-            self.account,
-            task_id=task_id,
-            parent=parent,
-            kind="update",
-            chain_id=self.chain_id,
-        )
+        blob = self._seal_update(task_id, spec, result.weights, parent)
         return self._keep_and_submit(
             task_id, round_index, saved, blob, parent, result, seconds, started
         )
@@ -290,15 +282,7 @@ class Miner:
         judges the extra ones)."""
         spec = read_spec(self.chain, self.store, task_id)
         round_index = self.chain.current_round(task_id)
-        blob = seal(
-            encode_weights(weights),
-            evaluator_keys(spec),
-            self.account,
-            task_id=task_id,
-            parent=parent,
-            kind="update",
-            chain_id=self.chain_id,
-        )
+        blob = self._seal_update(task_id, spec, weights, parent)
         with self.watch.measure("storage"):
             cid = self.store.put(blob)
         sent: dict[str, object] = {
@@ -308,6 +292,20 @@ class Miner:
             "cid": cid,
         }
         return self._submit(task_id, round_index, sent, resumed=False)
+
+    def _seal_update(
+        self, task_id: int, spec: TaskSpec, weights: Mapping[str, torch.Tensor], parent: int
+    ) -> bytes:
+        """`weights` as an update of `parent`, sealed to the task's evaluators."""
+        return seal(
+            encode_weights(weights),
+            evaluator_keys(spec),
+            self.account,
+            task_id=task_id,
+            parent=parent,
+            kind="update",
+            chain_id=self.chain_id,
+        )
 
     def _train(
         self,
