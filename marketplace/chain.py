@@ -18,12 +18,13 @@ from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
-from web3.exceptions import ContractLogicError
+from web3.exceptions import BlockNotFound, ContractLogicError
 from web3.types import BlockIdentifier, RPCEndpoint, TxParams, Wei
 
 from marketplace import errors
 from marketplace.compiler import load_artifact
 from marketplace.crypto import PayoutLeaf
+from marketplace.eventlog import EventLog
 from marketplace.messages import (
     ZERO_ADDRESS,
     ChainEvent,
@@ -100,9 +101,12 @@ class ChainClient:
         w3: any web3 provider (eth-tester in-process, or an HTTP JSON-RPC node). Accounts that
             send transactions must be unlocked on the node or signed by a web3 middleware.
         address: where the contract is deployed.
+        start_block: the block it was deployed in (0 if unknown): where event reads begin.
     """
 
-    def __init__(self, w3: Web3, address: str, receipt_timeout: float = 120.0) -> None:
+    def __init__(
+        self, w3: Web3, address: str, receipt_timeout: float = 120.0, start_block: int = 0
+    ) -> None:
         self.w3 = w3
         self.address = to_checksum_address(address)
         self.contract: Contract = w3.eth.contract(
@@ -117,6 +121,13 @@ class ChainClient:
         }
         self._decoder = _LogDecoder(contract_artifact()["abi"])
         self._collateral: dict[int, tuple[str, int]] = {}  # task id -> (token, deposit): immutable
+        # Events are read from where the last read left off, never the whole history again.
+        self._log = EventLog(
+            self.logs,
+            self.block_hash,
+            lambda: int(self.w3.eth.block_number),
+            start_block=start_block,
+        )
 
     # ------------------------------------------------------------------ deployment
 
@@ -134,7 +145,7 @@ class ChainClient:
         if receipt["status"] != 1 or receipt["contractAddress"] is None:
             raise errors.TransactionReverted("deployment failed")
         log.info("deployed %s at %s", CONTRACT_NAME, receipt["contractAddress"])
-        return cls(w3, receipt["contractAddress"])
+        return cls(w3, receipt["contractAddress"], start_block=int(receipt["blockNumber"]))
 
     # ------------------------------------------------------------------ transactions
 
@@ -335,11 +346,18 @@ class ChainClient:
     def events(
         self, name: str, from_block: int = 0, to_block: int | str = "latest", **filters: Any
     ) -> list[ChainEvent]:
-        """Events called `name`, optionally filtered on indexed arguments (`taskId=3`)."""
-        logs = self.contract.events[name]().get_logs(
-            from_block=from_block, to_block=to_block, argument_filters=filters or None
-        )
-        return [_event(entry) for entry in logs]
+        """Events called `name`, optionally filtered on their arguments (`taskId=3`), from
+        this client's copy of the log after it has read the blocks mined since its last read."""
+        self._log.sync()
+        upper = None if isinstance(to_block, str) else to_block
+        return self._log.select(name, from_block, upper, **filters)
+
+    def block_hash(self, number: int) -> str | None:
+        """The chain's hash of block `number` (0x hex), or None if it has no such block."""
+        try:
+            return HexBytes(self.w3.eth.get_block(number)["hash"]).to_0x_hex()
+        except BlockNotFound:
+            return None
 
     def logs(
         self, from_block: int, to_block: int | str, topics: list[Any] | None = None
@@ -366,9 +384,10 @@ class ChainClient:
 
     def nodes(self, task_id: int, from_block: int = 0) -> list[NodeRecord]:
         """Every node of a task as its event recorded it (pointers, all parents), by id."""
-        kinds = ["0x" + self._decoder.topic(name).hex() for name in _NODE_EVENTS]
-        task = "0x" + task_id.to_bytes(32, "big").hex()
-        events = self.logs(from_block, "latest", [kinds, task])  # one query for the three kinds
+        self._log.sync()
+        events = [
+            e for name in _NODE_EVENTS for e in self._log.select(name, from_block, taskId=task_id)
+        ]
         return sorted((_node_record(e) for e in events), key=lambda record: record.node_id)
 
     # ------------------------------------------------------------------ plumbing

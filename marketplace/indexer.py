@@ -26,9 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hexbytes import HexBytes
-from web3.exceptions import BlockNotFound
-
 from marketplace.chain import ChainClient
 from marketplace.errors import (
     BlobNotFound,
@@ -335,10 +332,7 @@ class Indexer:
         return int(value)
 
     def _chain_hash(self, number: int) -> str | None:
-        try:
-            return HexBytes(self.chain.w3.eth.get_block(number)["hash"]).to_0x_hex()
-        except BlockNotFound:
-            return None
+        return self.chain.block_hash(number)
 
     # ------------------------------------------------------------------ following
 

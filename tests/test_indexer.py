@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient, _event
 from marketplace.crypto import sha256
 from marketplace.devchain import tester_of as chain_tester
 from marketplace.devnet import RpcServer
@@ -236,8 +236,9 @@ def test_logs_decoded_from_json_equal_web3s_events_for_a_whole_market(tmp_path: 
         server.stop()
 
     names = {item["name"] for item in market.chain.contract.abi if item["type"] == "event"}
+    web3s = market.chain.contract.events  # web3's own decoding, log by log
     expected = sorted(
-        (e for name in names for e in market.chain.events(name)),
+        (_event(entry) for name in names for entry in web3s[name]().get_logs(from_block=0)),
         key=lambda e: (e.block_number, e.log_index),
     )
     assert {e.name for e in expected} >= {
@@ -249,6 +250,9 @@ def test_logs_decoded_from_json_equal_web3s_events_for_a_whole_market(tmp_path: 
         "Claimed",
     }
     assert [e.model_copy(update={"block_hash": ""}) for e in decoded] == expected
+    assert market.chain.events("UpdateSubmitted") == [  # the client's kept copy: the same
+        e for e in decoded if e.name == "UpdateSubmitted"
+    ]
     hashes = {e.block_number: market.w3.eth.get_block(e.block_number)["hash"] for e in decoded}
     assert all(e.block_hash == hashes[e.block_number].to_0x_hex() for e in decoded)
 

@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from hexbytes import HexBytes
 from web3 import Web3
 from web3.types import BlockIdentifier
 
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient, ChainEvent
+from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.devchain import local_web3, tester_of
 from marketplace.devnet import advance_chain_to
 from marketplace.evaluation import Dataset, score, to_csv
@@ -197,60 +196,13 @@ class MarketRun:
 
 
 class IndexedChain(ChainClient):
-    """The project's `ChainClient` reading events from a local copy of the contract's log.
-
-    eth-tester answers each `eth_getLogs` by serializing every receipt of every block in its
-    range, and the roles read the node list, the spec and the keys from block 0 several times
-    a step, so a market's reads grew quadratically with its transactions (87 s for 2 rounds of
-    the `together` scenario, most of it there). Here each block's logs are fetched once, and
-    `events` and `logs` filter the copy as eth_getLogs would; contract calls are reused while
-    the chain has not moved (every transaction mines a block)."""
+    """The project's `ChainClient` reusing contract calls while the chain has not moved (every
+    transaction mines a block): the roles ask for the same task state several times a step."""
 
     def __init__(self, w3: Web3, address: str) -> None:
         super().__init__(w3, address)
-        self._log: list[tuple[tuple[str, ...], ChainEvent]] = []  # (topics as 0x hex, event)
-        self._synced = -1  # the last block copied
         self._calls: dict[tuple[str, str], Any] = {}
         self._calls_at = -1
-
-    def _sync(self) -> int:
-        """Copy the logs of the blocks mined since the last read; the latest block number."""
-        latest = int(self.w3.eth.block_number)
-        if latest > self._synced:
-            query = {"address": self.address, "fromBlock": self._synced + 1, "toBlock": latest}
-            for entry in self.w3.eth.get_logs(query):  # type: ignore[arg-type]
-                event = self._decoder.decode(entry)
-                if event is not None:
-                    topics = tuple(HexBytes(t).to_0x_hex().lower() for t in entry["topics"])
-                    self._log.append((topics, event))
-            self._synced = latest
-        return latest
-
-    def logs(
-        self, from_block: int, to_block: int | str, topics: list[Any] | None = None
-    ) -> list[ChainEvent]:
-        upper = self._upper(to_block)
-        return [
-            event
-            for have, event in self._log
-            if from_block <= event.block_number <= upper and _topics_match(have, topics or [])
-        ]
-
-    def events(
-        self, name: str, from_block: int = 0, to_block: int | str = "latest", **filters: Any
-    ) -> list[ChainEvent]:
-        upper = self._upper(to_block)
-        return [
-            event
-            for _, event in self._log
-            if event.name == name
-            and from_block <= event.block_number <= upper
-            and all(_arg_matches(event.args[k], v) for k, v in filters.items())
-        ]
-
-    def _upper(self, to_block: int | str) -> int:
-        latest = self._sync()
-        return latest if isinstance(to_block, str) else min(int(to_block), latest)
 
     def _call(self, fn_name: str, *args: Any, block: BlockIdentifier = "latest") -> Any:
         if block != "latest":
@@ -263,26 +215,6 @@ class IndexedChain(ChainClient):
         if key not in self._calls:
             self._calls[key] = super()._call(fn_name, *args)
         return self._calls[key]
-
-
-def _topics_match(have: tuple[str, ...], wanted: list[Any]) -> bool:
-    """eth_getLogs' topic filter: per position None (any), one topic, or a list (any of)."""
-    for position, spec in enumerate(wanted):
-        if spec is None:
-            continue
-        options = [spec] if isinstance(spec, str) else spec
-        if position >= len(have) or have[position] not in {o.lower() for o in options}:
-            return False
-    return True
-
-
-def _arg_matches(value: Any, wanted: Any) -> bool:
-    """web3's argument filter: equal (addresses in any case), or any of a list."""
-    if isinstance(wanted, list | tuple):
-        return any(_arg_matches(value, w) for w in wanted)
-    if isinstance(value, str) and isinstance(wanted, str):
-        return value.lower() == wanted.lower()
-    return bool(value == wanted)
 
 
 def run_market(config: MarketConfig, folder: Path, centralized: bool = True) -> MarketRun:
