@@ -17,6 +17,9 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
+
 from marketplace.errors import WeightsError
 from marketplace.models import ModelSpec, parameter_shapes
 
@@ -65,6 +68,17 @@ def encode_weights(
 def weights_digest(tensors: Mapping[str, torch.Tensor]) -> bytes:
     """sha256 of `encode_weights(tensors)` without metadata: the plaintext digest of a node."""
     return hashlib.sha256(encode_weights(tensors)).digest()
+
+
+def arrays_digest(arrays: Mapping[str, npt.NDArray[np.float32]]) -> bytes:
+    """sha256 of named arrays (names in order, each with its dtype, shape and bytes): the key
+    of a score cached for weights held as numpy arrays, cheaper than `weights_digest`."""
+    hasher = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        hasher.update(f"{name} {array.dtype.str} {array.shape}\n".encode())
+        hasher.update(array.tobytes())
+    return hasher.digest()
 
 
 def decode_weights(

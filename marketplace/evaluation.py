@@ -27,6 +27,7 @@ multiply-adds per row x those rows against the task's budget before anyone train
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import os
@@ -37,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +80,16 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @cached_property
+    def digest(self) -> bytes:
+        """sha256 of the rows (each array's dtype, shape and bytes) and the class count: what
+        a score is cached under, so two copies of one file share their scores."""
+        hasher = hashlib.sha256(f"classes {self.num_classes}".encode())
+        for array in (self.features, self.labels):
+            hasher.update(f"{array.dtype.str} {array.shape}".encode())
+            hasher.update(np.ascontiguousarray(array).tobytes())
+        return hasher.digest()
 
     def head(self, rows: int) -> Dataset:
         """The first `rows` rows (all of them when there are fewer)."""

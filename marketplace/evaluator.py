@@ -60,7 +60,7 @@ from marketplace.checks import (
     check_update,
     refusal,
 )
-from marketplace.codec import weights_digest
+from marketplace.codec import arrays_digest, weights_digest
 from marketplace.crypto import sha256
 from marketplace.envelope import X25519KeyPair
 from marketplace.errors import (
@@ -142,7 +142,8 @@ class TaskView:
     architectures: dict[int, ModelSpec] = field(default_factory=dict)
     verdicts: dict[int, Verdict] = field(default_factory=dict)
     groups: dict[int, dict[int, Group]] = field(default_factory=dict)  # round -> base -> group
-    digests: dict[int, bytes] = field(default_factory=dict)  # update in clear -> its weights'
+    first_with: dict[bytes, int] = field(default_factory=dict)  # weights digest -> first update
+    checked_below: int = 1  # every update in clear with a smaller id has its verdict
 
 
 class Evaluator:
@@ -184,6 +185,10 @@ class Evaluator:
         self.check_seconds: dict[int, float] = {}  # node id -> time to fetch, open and check it
         self.clock = clock
         self.scorings = 0  # models run on a validation set, over this evaluator's life
+        # (model, dataset digest, weights digest) -> score: a round's scorings (sealed set) are
+        # settlement's too (the revealed set is the same file), and each round's frontier is
+        # scored once, so the work per round is the round's new nodes, not the tree.
+        self._scores: dict[tuple[ModelSpec, bytes, bytes], int] = {}
 
     # ------------------------------------------------------------------ the loop
 
@@ -813,18 +818,20 @@ class Evaluator:
         return verdict
 
     def _original(self, view: TaskView, node_id: int, digest: bytes) -> int | None:
-        """The earliest update in clear with these weights, if it is not `node_id` (every
-        earlier one is decided first, so the answer does not depend on the order asked)."""
-        view.digests[node_id] = digest
-        for earlier in sorted(view.records):
-            record = view.records[earlier]
-            if earlier >= node_id:
-                break
-            if record.kind is NodeKind.UPDATE and not view.spec.aggregates(record.round):
-                self.verdict(view, earlier)  # records its digest
-                if view.digests.get(earlier) == digest:
-                    return earlier
-        return None
+        """The earliest update in clear with these weights, if it is not `node_id`. Every
+        earlier update is decided first, so the answer does not depend on the order asked, and
+        each is decided once: the work is the new updates, not the tree."""
+        while view.checked_below < node_id:
+            earlier = view.records.get(view.checked_below)
+            view.checked_below += 1  # before deciding it: its own check starts from here
+            if (
+                earlier is not None
+                and earlier.kind is NodeKind.UPDATE
+                and not view.spec.aggregates(earlier.round)
+            ):
+                self.verdict(view, earlier.node_id)  # records its digest
+        first = view.first_with.setdefault(digest, node_id)
+        return None if first == node_id else first
 
     def _check_blob(
         self,
@@ -923,11 +930,7 @@ class Evaluator:
 
     def _score(self, model: ModelSpec, verdict: Verdict, dataset: Dataset, spec: TaskSpec) -> int:
         assert verdict.weights is not None
-        self.scorings += 1
-        with self.watch.measure("scoring"):
-            return score(
-                model, verdict.weights, dataset, spec.metric, spec.scoring_seconds, self.clock
-            )
+        return self._score_arrays(model, _arrays(verdict.weights), dataset, spec)
 
     def _score_arrays(
         self,
@@ -936,11 +939,15 @@ class Evaluator:
         dataset: Dataset,
         spec: TaskSpec,
     ) -> int:
-        self.scorings += 1
-        with self.watch.measure("scoring"):
-            return score(
-                model, _tensors(weights), dataset, spec.metric, spec.scoring_seconds, self.clock
-            )
+        """The score of `weights`, run once per model, dataset and weights (by content)."""
+        key = (model, dataset.digest, arrays_digest(weights))
+        if key not in self._scores:
+            self.scorings += 1
+            with self.watch.measure("scoring"):
+                self._scores[key] = score(
+                    model, _tensors(weights), dataset, spec.metric, spec.scoring_seconds, self.clock
+                )
+        return self._scores[key]
 
 
 def _dataset(file: bytes, spec: TaskSpec, what: str) -> Dataset:

@@ -21,11 +21,12 @@ import pytest
 
 from marketplace import evaluator as evaluator_module
 from marketplace.checks import Refusal, encode_architecture
-from marketplace.codec import encode_weights
+from marketplace.codec import encode_weights, weights_digest
 from marketplace.crypto import sha256
 from marketplace.envelope import seal
 from marketplace.errors import ConfigError, ScoringTimeout
 from marketplace.evaluation import EVAL_BATCH_SIZE, score
+from marketplace.evaluator import Evaluator
 from marketplace.messages import DEFAULT_SCORING_MACS, Metric, NodeKind
 from marketplace.models import ModelSpec, init_weights, macs_per_sample
 from marketplace.report import PayoutReport, agreed_report, coalition_key
@@ -150,8 +151,19 @@ def test_an_architecture_over_the_scoring_budget_is_refused_unscored_and_never_t
         and n.node_id not in merge.parents
         and n.score < valid[honest].score + spec.min_gain
     }
-    assert report.scorings == _scorings_of(report)
+    assert report.scorings == 0  # settlement ran nothing: the round scored it all (same file)
     assert market.scientist.address not in {p.account for p in report.payouts}  # deposit kept
+    before = len(scored)
+    # A fresh process: nothing cached (no state file: it only scores).
+    restarted = Evaluator(
+        market.chain, market.store, market.evaluator_account, None, market.chain_id
+    )
+    again = restarted.evaluate(market.task_id)
+    assert again.root == report.root
+    # Each distinct model run once: a one-update average is the update itself, so fewer than
+    # one run per scoring the report replays.
+    assert again.scorings == len(scored) - before
+    assert 0 < again.scorings < _scorings_of(report)
 
 
 def test_a_second_update_in_a_round_past_a_cap_of_one_is_over_cap_unmerged_and_forfeits(
@@ -260,3 +272,37 @@ def test_score_stops_at_the_first_batch_past_its_deadline() -> None:
     assert score(TINY, weights, dataset, Metric.ACCURACY, 4.0, clock) >= 0  # 4 batches in time
     with pytest.raises(ScoringTimeout, match=f"after {2 * EVAL_BATCH_SIZE} of {rows} rows"):
         score(TINY, weights, dataset, Metric.ACCURACY, 1.5, clock)
+
+
+def test_the_evaluator_runs_each_model_once_over_rounds_and_settlement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its work per round is the round's new nodes: each round's frontier (the architecture and
+    earlier merges) is not scored again, and settlement reuses every scoring of the rounds."""
+    market = new_market(tmp_path)
+    market.create(rounds=3)
+    market.propose()
+    runs: list[tuple[bytes, bytes]] = []
+
+    def recording(model: ModelSpec, weights: Any, dataset: Any, *args: Any, **kwargs: Any) -> int:
+        runs.append((weights_digest(weights), dataset.digest))
+        return score(model, weights, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(evaluator_module, "score", recording)
+    evaluator = market.make_evaluator()
+    market.add_miners(3, epochs=1)
+    per_round = []
+    for round_index in range(3):
+        for miner in market.miners:
+            market.submit(miner)
+        before = len(runs)
+        market.end_round(round_index)
+        per_round.append(len(runs) - before)
+    market.reveal()
+    report = _settle(market)
+
+    assert len(set(runs)) == len(runs) == evaluator.scorings  # no model run twice
+    assert report.scorings == 0
+    # Each round: its 7 coalitions of 3 updates, alone and with the frontier model; round 0
+    # also the architecture. A later round's frontier is a merge already scored as a coalition.
+    assert per_round == [1 + 2 * 7, 2 * 7, 2 * 7]

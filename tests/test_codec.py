@@ -300,3 +300,18 @@ def test_only_bytes_are_accepted() -> None:
     assert list(decode_weights(bytearray(encoded), SPEC, MAX)) == list(weights())
     with pytest.raises(WeightsError, match="weights must be bytes, not str"):
         decode_weights(encoded.hex(), SPEC, MAX)  # type: ignore[arg-type]
+
+
+def test_arrays_digest_keys_on_names_shapes_dtypes_and_bytes_not_on_order() -> None:
+    import numpy as np
+
+    weights = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
+    digest = codec.arrays_digest(weights)
+    assert codec.arrays_digest(dict(reversed(weights.items()))) == digest
+    assert codec.arrays_digest({**weights, "a": weights["a"].reshape(3, 2)}) != digest
+    assert codec.arrays_digest({"c": weights["a"], "b": weights["b"]}) != digest
+    assert codec.arrays_digest({**weights, "b": weights["b"].astype(np.float64)}) != digest
+    changed = weights["a"].copy()
+    changed[1, 2] = np.nextafter(changed[1, 2], np.float32(9))  # one ulp
+    assert codec.arrays_digest({**weights, "a": changed}) != digest
+    assert codec.arrays_digest({**weights, "a": weights["a"].T.T}) == digest  # a view: same rows

@@ -158,6 +158,11 @@ def test_csv_and_npz_load_the_same_rows(digits: Any, digits_csv: Path, dataset: 
         npz = load_dataset(npz_bytes(x=shaped, y=y), DIGITS, MAX)
         assert np.array_equal(npz.features, dataset.features)
         assert np.array_equal(npz.labels, dataset.labels)
+        assert npz.digest == from_bytes.digest == dataset.digest  # scores cached for one, all
+    relabelled = np.array(y)
+    relabelled[0] = (relabelled[0] + 1) % 10
+    assert load_dataset(npz_bytes(x=x, y=relabelled), DIGITS, MAX).digest != dataset.digest
+    assert dataset.head(10).digest != dataset.digest
 
 
 def test_csv_columns_in_any_order_and_quoted() -> None:
