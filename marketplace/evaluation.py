@@ -417,6 +417,15 @@ def predict(
     return np.concatenate(outputs)
 
 
+@dataclass(frozen=True)
+class Scores:
+    """A scoring's result: the integer score, and for accuracy the right rows of each class
+    (what the merge's class guard reads; empty for other metrics)."""
+
+    total: int
+    by_class: tuple[int, ...] = ()
+
+
 def score(
     spec: ModelSpec,
     weights: Mapping[str, torch.Tensor],
@@ -436,13 +445,36 @@ def score(
         WeightsError: the weights do not fit the spec.
         ScoringTimeout: scoring took longer than `seconds`.
     """
+    return scores(spec, weights, dataset, metric, seconds, clock).total
+
+
+def scores(
+    spec: ModelSpec,
+    weights: Mapping[str, torch.Tensor],
+    dataset: Dataset,
+    metric: Metric,
+    seconds: float | None = None,
+    clock: Clock = time.monotonic,
+) -> Scores:
+    """`score`, with each class's right rows for accuracy (one run of the model)."""
     deadline = None if seconds is None else clock() + seconds
     metric = Metric(metric)
     check_fits(spec, dataset, metric)
     outputs = predict(spec, weights, dataset.features, deadline, clock)
+    num_classes = dataset.num_classes or 0
     if metric is Metric.ACCURACY:
-        return count_correct(outputs, dataset.labels.astype(np.int64))
-    return negated_sse(outputs[:, 0], dataset.labels.astype(np.float64))
+        right = right_rows(outputs, dataset.labels.astype(np.int64))
+        by_class = np.bincount(dataset.labels[right].astype(np.int64), minlength=num_classes)
+        return Scores(int(np.count_nonzero(right)), tuple(int(n) for n in by_class[:num_classes]))
+    return Scores(negated_sse(outputs[:, 0], dataset.labels.astype(np.float64)))
+
+
+def class_rows(dataset: Dataset) -> tuple[int, ...]:
+    """How many rows of each class `dataset` holds (empty for a regression dataset)."""
+    if dataset.num_classes is None:
+        return ()
+    counts = np.bincount(dataset.labels.astype(np.int64), minlength=dataset.num_classes)
+    return tuple(int(count) for count in counts[: dataset.num_classes])
 
 
 def ceiling(dataset: Dataset, metric: Metric) -> int:
@@ -518,11 +550,12 @@ def _check_io(
         raise SpecError(f"the spec outputs shape {output_shape(spec)}, the task needs {needed}")
 
 
-def count_correct(outputs: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> int:
-    """Rows whose first (lowest-index) maximum is the label; rows holding a NaN never count."""
+def right_rows(
+    outputs: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
+    """Which rows' first (lowest-index) maximum is the label; a row holding a NaN is wrong."""
     predicted = np.argmax(outputs, axis=1)
-    right = (predicted == labels) & ~np.isnan(outputs).any(axis=1)
-    return int(np.count_nonzero(right))
+    return (predicted == labels) & ~np.isnan(outputs).any(axis=1)  # type: ignore[no-any-return]
 
 
 def negated_sse(predictions: npt.NDArray[np.float32], targets: npt.NDArray[np.float64]) -> int:

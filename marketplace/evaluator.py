@@ -76,16 +76,33 @@ from marketplace.errors import (
     ValidationUnavailable,
     WeightsError,
 )
-from marketplace.evaluation import Clock, Dataset, ceiling, load_validation, score
+from marketplace.evaluation import (
+    Clock,
+    Dataset,
+    Scores,
+    ceiling,
+    class_rows,
+    load_validation,
+    scores,
+)
 from marketplace.faults import crash_point
 from marketplace.merge import (
     Candidate,
+    ClassRecall,
     MergeResult,
     MergeRule,
     coalition_value,
     merge_round,
 )
-from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, Score, TaskSpec
+from marketplace.messages import (
+    Aggregation,
+    Metric,
+    NodeKind,
+    NodeRecord,
+    Phase,
+    Score,
+    TaskSpec,
+)
 from marketplace.models import ModelSpec, flops_per_sample
 from marketplace.report import (
     MAX_REPORT_BYTES,
@@ -188,7 +205,7 @@ class Evaluator:
         # (model, dataset digest, weights digest) -> score: a round's scorings (sealed set) are
         # settlement's too (the revealed set is the same file), and each round's frontier is
         # scored once, so the work per round is the round's new nodes, not the tree.
-        self._scores: dict[tuple[ModelSpec, bytes, bytes], int] = {}
+        self._scores: dict[tuple[ModelSpec, bytes, bytes], Scores] = {}
 
     # ------------------------------------------------------------------ the loop
 
@@ -376,12 +393,19 @@ class Evaluator:
         if not candidates:
             return NO_MERGE
         base_score, base_weights = self._frontier(view, arch_id, updates[0].round, validation)
+        recall = None
+        if view.spec.metric is Metric.ACCURACY:
+            recall = ClassRecall(
+                lambda weights: self._scored(model, weights, validation, view.spec).by_class,
+                class_rows(validation),
+            )
         return merge_round(
             candidates,
             lambda weights: self._score_arrays(model, weights, validation, view.spec),
             MergeRule.of(view.spec),
             base_score=base_score,
             anchor=base_weights,
+            recall=recall,
         )
 
     def _frontier(
@@ -939,12 +963,21 @@ class Evaluator:
         dataset: Dataset,
         spec: TaskSpec,
     ) -> int:
-        """The score of `weights`, run once per model, dataset and weights (by content)."""
+        return self._scored(model, weights, dataset, spec).total
+
+    def _scored(
+        self,
+        model: ModelSpec,
+        weights: Mapping[str, npt.NDArray[np.float32]],
+        dataset: Dataset,
+        spec: TaskSpec,
+    ) -> Scores:
+        """The scores of `weights`, run once per model, dataset and weights (by content)."""
         key = (model, dataset.digest, arrays_digest(weights))
         if key not in self._scores:
             self.scorings += 1
             with self.watch.measure("scoring"):
-                self._scores[key] = score(
+                self._scores[key] = scores(
                     model, _tensors(weights), dataset, spec.metric, spec.scoring_seconds, self.clock
                 )
         return self._scores[key]

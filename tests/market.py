@@ -83,6 +83,7 @@ class Market:
         aggregation: Aggregation | None = None,
         max_submissions_per_round: int = 1,
         prox_mu: float = 0.0,
+        class_guard_bps: int = TaskSpec.model_fields["class_guard_bps"].default,
         **params: Any,
     ) -> int:
         evaluators = evaluators or [self.evaluator_account]
@@ -94,6 +95,7 @@ class Market:
             aggregation=aggregation,
             max_submissions_per_round=max_submissions_per_round,
             prox_mu=prox_mu,
+            class_guard_bps=class_guard_bps,
         )
         task_params = TaskParams(
             bounty=BOUNTY,

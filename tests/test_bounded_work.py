@@ -25,7 +25,7 @@ from marketplace.codec import encode_weights, weights_digest
 from marketplace.crypto import sha256
 from marketplace.envelope import seal
 from marketplace.errors import ConfigError, ScoringTimeout
-from marketplace.evaluation import EVAL_BATCH_SIZE, score
+from marketplace.evaluation import EVAL_BATCH_SIZE, Scores, score, scores
 from marketplace.evaluator import Evaluator
 from marketplace.messages import DEFAULT_SCORING_MACS, Metric, NodeKind
 from marketplace.models import ModelSpec, init_weights, macs_per_sample
@@ -109,11 +109,11 @@ def test_an_architecture_over_the_scoring_budget_is_refused_unscored_and_never_t
     assert (heavy, honest) == (1, 2)
     scored: list[ModelSpec] = []
 
-    def recording(model: ModelSpec, *args: Any, **kwargs: Any) -> int:
+    def recording(model: ModelSpec, *args: Any, **kwargs: Any) -> Scores:
         scored.append(model)
-        return score(model, *args, **kwargs)
+        return scores(model, *args, **kwargs)
 
-    monkeypatch.setattr(evaluator_module, "score", recording)
+    monkeypatch.setattr(evaluator_module, "scores", recording)
     evaluator = market.make_evaluator()
     market.add_miners(2, epochs=1)
 
@@ -284,11 +284,13 @@ def test_the_evaluator_runs_each_model_once_over_rounds_and_settlement(
     market.propose()
     runs: list[tuple[bytes, bytes]] = []
 
-    def recording(model: ModelSpec, weights: Any, dataset: Any, *args: Any, **kwargs: Any) -> int:
+    def recording(
+        model: ModelSpec, weights: Any, dataset: Any, *args: Any, **kwargs: Any
+    ) -> Scores:
         runs.append((weights_digest(weights), dataset.digest))
-        return score(model, weights, dataset, *args, **kwargs)
+        return scores(model, weights, dataset, *args, **kwargs)
 
-    monkeypatch.setattr(evaluator_module, "score", recording)
+    monkeypatch.setattr(evaluator_module, "scores", recording)
     evaluator = market.make_evaluator()
     market.add_miners(3, epochs=1)
     per_round = []

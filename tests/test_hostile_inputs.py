@@ -366,14 +366,14 @@ def test_node_errors_past_the_checks_become_invalid_verdicts_and_others_propagat
     evaluator = market.make_evaluator()
     view = evaluator.view(market.task_id)
     assert evaluator.verdict(view, 2) == Verdict(2, False, "undecryptable: a truncated wrap")
-    monkeypatch.setattr(evaluator_module, "score", misfit)
+    monkeypatch.setattr(evaluator_module, "scores", misfit)
     assert evaluator.node_result(view, 1, market.validation) == Score(
         node_id=1, valid=False, reason="spec: does not fit the data"
     )
     assert evaluator.step(market.task_id) == []  # the only update is invalid: nothing to merge
 
     monkeypatch.undo()  # the update is valid again, but scoring it while merging raises
-    monkeypatch.setattr(evaluator_module, "score", misfit)
+    monkeypatch.setattr(evaluator_module, "scores", misfit)
     again = market.make_evaluator()
     assert again.step(market.task_id) == [
         "round 0: no merge of architecture 1: does not fit the data"

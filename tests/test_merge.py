@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from marketplace.errors import DagError, WeightsError
 from marketplace.merge import (
     Candidate,
+    ClassRecall,
     MergeResult,
     MergeRule,
     Scorer,
@@ -220,6 +221,57 @@ def test_a_round_of_copies_has_nothing_to_merge() -> None:
     result = merge_round([copy], distance_scorer(TARGET), RULE, base_score=BASE)
 
     assert (result.kept, result.no_updates, result.score, result.weights) == ((), (3,), BASE, {})
+
+
+# Two classes: 20 validation rows of class 0, right in proportion to w[0]; 10 of class 1, to
+# w[1]. The score is the right rows, as accuracy counts them.
+CLASS_ROWS = (20, 10)
+
+
+def class_correct(weights: Mapping[str, npt.NDArray[np.float32]]) -> tuple[int, int]:
+    w0, w1 = (min(1.0, max(0.0, float(v))) for v in weights["w"])
+    return round(CLASS_ROWS[0] * w0), round(CLASS_ROWS[1] * w1)
+
+
+def right_rows(weights: Mapping[str, npt.NDArray[np.float32]]) -> int:
+    return sum(class_correct(weights))
+
+
+RECALL = ClassRecall(class_correct, CLASS_ROWS)
+GUARDED = replace(RULE, class_guard_bps=2_000)
+CLASS_0 = Candidate(node_id=2, weights=w(1.0, 0.0), samples=1, parent_weights=PARENT)
+CLASS_1 = Candidate(node_id=3, weights=w(0.0, 1.0), samples=1, parent_weights=PARENT)  # alone
+
+
+def test_the_only_holder_of_a_class_is_merged_though_the_round_scores_less_with_it() -> None:
+    result = merge_round([CLASS_0, CLASS_1], right_rows, GUARDED, base_score=0, recall=RECALL)
+    unguarded = merge_round([CLASS_0, CLASS_1], right_rows, RULE, base_score=0, recall=RECALL)
+
+    assert (unguarded.kept, unguarded.score, unguarded.left_out) == ((2,), 20, (3,))
+    # Without update 3, class 1's recall is 0 of 10 instead of 5 of 10: more than the margin.
+    assert (result.kept, result.score, result.left_out) == ((2, 3), 10 + 5, ())
+    assert result.weights["w"].tolist() == [0.5, 0.5]
+    # x 2!: update 3 is worth 10 rows alone and costs 5 next to update 2.
+    assert result.contributions == {2: (20 - 0) + (15 - 10), 3: (10 - 0) + (15 - 20)}
+
+
+def test_the_guard_keeps_nothing_that_sinks_the_merge_to_its_frontier_or_moves_no_class() -> None:
+    # Frontier 16: the average with update 3 (15) would not beat it by min_gain.
+    sinking = merge_round([CLASS_0, CLASS_1], right_rows, GUARDED, base_score=16, recall=RECALL)
+    # Update 4 lifts class 1 by 2 of 10 rows in the average: 20%, not more than the margin.
+    small = Candidate(node_id=4, weights=w(0.6, 0.4), samples=1, parent_weights=PARENT)
+    mild = merge_round([CLASS_0, small], right_rows, GUARDED, base_score=0, recall=RECALL)
+    looser = replace(GUARDED, class_guard_bps=1_999)
+    loose = merge_round([CLASS_0, small], right_rows, looser, base_score=0, recall=RECALL)
+    # Update 5 only takes from class 0: its removal cuts no class.
+    taking = Candidate(node_id=5, weights=w(-1.0, -1.0), samples=1, parent_weights=PARENT)
+    taken = merge_round([CLASS_0, taking], right_rows, GUARDED, base_score=0, recall=RECALL)
+
+    assert (sinking.kept, sinking.score, sinking.left_out) == ((2,), 20, (3,))
+    assert class_correct(w(0.8, 0.2)) == (16, 2)  # the average of updates 2 and 4
+    assert (mild.kept, mild.score, mild.left_out) == ((2,), 20, (4,))
+    assert (loose.kept, loose.score, loose.left_out) == ((2, 4), 18, ())
+    assert (taken.kept, taken.left_out) == ((2,), (5,))
 
 
 def test_merge_refuses_duplicate_ids_and_negative_tolerance() -> None:
