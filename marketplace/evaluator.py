@@ -809,15 +809,21 @@ class Evaluator:
             if model is not None:
                 view.architectures[node_id] = model
             return verdict
+        arch_id = architecture_of(view.records, node_id)
         if record.kind is NodeKind.UPDATE and not view.spec.aggregates(record.round):
-            earlier = updates_by(view.records, record.author, record.round).index(node_id)
+            same = [  # the cap is per account and architecture: one lineage each
+                u
+                for u in updates_by(view.records, record.author, record.round)
+                if architecture_of(view.records, u) == arch_id
+            ]
+            earlier = same.index(node_id)
             if earlier >= view.spec.max_submissions_per_round:
                 detail = (
-                    f"{record.author} already submitted {earlier} updates in round "
-                    f"{record.round}, the task's cap is {view.spec.max_submissions_per_round}"
+                    f"{record.author} already submitted {earlier} updates to architecture "
+                    f"{arch_id} in round {record.round}, the task's cap is "
+                    f"{view.spec.max_submissions_per_round}"
                 )  # nothing is fetched: the cap bounds the work of reading updates too
                 return Verdict.refused(node_id, Refusal.OVER_CAP, detail)
-        arch_id = architecture_of(view.records, node_id)
         if not self.verdict(view, arch_id).valid:
             return Verdict.refused(node_id, Refusal.SPEC, f"architecture {arch_id} is invalid")
         if record.kind is NodeKind.UPDATE and view.spec.aggregates(record.round):

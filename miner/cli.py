@@ -71,7 +71,8 @@ def _miner(
     progress: Progress | None,
     budget: float = DEFAULT_BUDGET,
 ) -> Miner:
-    state = StateFile(settings.state_dir / f"miner-{connection.address}.json")
+    lineage = "" if config.lineage is None else f"-lineage-{config.lineage}"
+    state = StateFile(settings.state_dir / f"miner-{connection.address}{lineage}.json")
     bar: dict[str, TaskID] = {}
 
     def on_step(done: int, total: int) -> None:
@@ -139,6 +140,13 @@ def run(
         typer.Option("--arch", help="The architecture to train when no merge is readable."),
     ] = None,
     parent: Annotated[int | None, typer.Option(help="Always build on this node.")] = None,
+    lineage: Annotated[
+        int | None,
+        typer.Option(
+            help="Train only this architecture's lineage (run one miner per architecture to "
+            "train each: the cap is per account and architecture)."
+        ),
+    ] = None,
     once: Annotated[bool, typer.Option(help="Submit to the open round, then stop.")] = False,
     poll: Annotated[float | None, typer.Option(help="Seconds between looks at the chain.")] = None,
     data_dir: DataDir = None,
@@ -167,6 +175,7 @@ def run(
         prox_mu=prox_mu,
         architecture=arch,
         parent=parent,
+        lineage=lineage,
     )
     config.train_config(0)  # a bad training option is one line now, not an error in round 0
     connection = signer(settings)

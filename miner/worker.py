@@ -95,6 +95,9 @@ class MinerConfig:
         architecture: the architecture to train when no merge is readable (None: the first).
         parent: always build on this node (None: the latest readable merge, else the
             architecture).
+        lineage: train only this architecture's lineage, its latest readable merge or itself
+            (None: the best merge of any). A data owner that trains every architecture runs
+            one miner per lineage: the task's cap is per account and architecture.
     """
 
     epochs: int = 5
@@ -108,6 +111,7 @@ class MinerConfig:
     prox_mu: float | None = None
     architecture: int | None = None
     parent: int | None = None
+    lineage: int | None = None
 
     def train_config(self, round_index: int, task_prox_mu: float = 0.0) -> TrainConfig:
         """The round's training config; `task_prox_mu`: the task spec's suggested `prox_mu`,
@@ -572,9 +576,15 @@ class Miner:
                 record.kind is NodeKind.UPDATE
                 and record.round == round_index
                 and record.author.lower() == self.address.lower()
+                and self._in_lineage(records, record.node_id)
             ):
                 return record
         return None
+
+    def _in_lineage(self, records: Mapping[int, NodeRecord], node_id: int) -> bool:
+        """Whether `node_id` is of this miner's lineage (always, when it follows none)."""
+        lineage = self.config.lineage
+        return lineage is None or architecture_of(records, node_id) == lineage
 
     # ------------------------------------------------------------------ the parent
 
@@ -607,20 +617,23 @@ class Miner:
         """(parent id, its architecture's spec, its weights).
 
         The configured parent, else the best-scoring merge of the latest round this miner can
-        read (the evaluator's round score, sealed inside the merge), else the configured
-        architecture, else the first one that opens and fits the task (junk is skipped).
+        read (the evaluator's round score, sealed inside the merge; of its lineage's
+        architecture if it follows one), else that architecture or the configured one, else
+        the first one that opens and fits the task (junk is skipped).
         Only the latest round with a readable merge is opened.
         """
         if self.config.parent is not None:
             return self._weights_of(task_id, records, self.config.parent, spec)
-        merges = of_kind(records, NodeKind.MERGE)
+        merges = [
+            m for m in of_kind(records, NodeKind.MERGE) if self._in_lineage(records, m.node_id)
+        ]
         for round_index in sorted({m.round for m in merges}, reverse=True):
             opened = self._readable_merges(task_id, records, spec, round_index)
             if opened:
                 node_id, bundle = max(opened, key=lambda item: (item[1].round_score, -item[0]))
                 _, model = self._architecture(task_id, records, node_id, spec)
                 return node_id, model, bundle.weights
-        wanted = self.config.architecture
+        wanted = self.config.lineage or self.config.architecture
         if wanted is not None:
             if wanted not in records or records[wanted].kind is not NodeKind.ARCHITECTURE:
                 raise ConfigError(f"node {wanted} of task {task_id} is not an architecture")
@@ -643,7 +656,7 @@ class Miner:
         return [
             (merge.node_id, bundle)
             for merge in of_kind(records, NodeKind.MERGE)
-            if merge.round == round_index
+            if merge.round == round_index and self._in_lineage(records, merge.node_id)
             for bundle in [self._open_merge(task_id, records, merge, spec)]
             if bundle is not None
         ]
@@ -729,6 +742,8 @@ class Miner:
             return None
         dataset = fingerprint(self.data)
         key = f"chain {self.chain_id} {self.chain.address} task {task_id} round {round_index}"
+        if self.config.lineage is not None:  # one spend per model trained on the data
+            key += f" lineage {self.config.lineage}"
         self.ledger.reserve(dataset, key, self.config.dp_epsilon, self.config.dp_delta)
         return dataset, key
 

@@ -150,9 +150,10 @@ def options() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--start-on",
-        choices=("both", "small", "large"),
+        choices=("both", "small", "large", "each"),
         default="both",
-        help="round 0: two miners per architecture, or all on one",
+        help="round 0: two miners per architecture, or all on one; each: every data owner "
+        "trains every architecture's lineage, every round",
     )
     parser.add_argument(
         "--merge-weighting",
@@ -349,26 +350,30 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         else None
         for i in range(len(miners_accounts))
     ]
+    lineages: list[int | None] = [*arch_ids] if args.start_on == "each" else [None]
+    owners = [(i, lineage) for i in range(len(miners_accounts)) for lineage in lineages]
     miners = [
         Miner(
             chain,
             store,
-            account,
+            miners_accounts[i],
             trainer,
             private / f"miner-{i + 1}.csv",
-            StateFile(folder / "state" / f"miner-{i + 1}.json"),
+            StateFile(folder / "state" / f"{_label(i, lineage)}.json".replace("/", "-")),
             chain_id,
             owner_config(
                 args,
                 i,
                 dp_epsilon=per_round,
-                architecture=_first_architecture(args.start_on, arch_ids, i),
+                architecture=lineage or _first_architecture(args.start_on, arch_ids, i),
+                lineage=lineage,
             ),
             watch=watch,
             ledger=ledgers[i],
         )
-        for i, account in enumerate(miners_accounts)
+        for i, lineage in owners
     ]
+    labels = [_label(i, lineage) for i, lineage in owners]
     evaluator = Evaluator(
         chain,
         store,
@@ -386,7 +391,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             advance_chain_to(w3, task.schedule.midpoint(round_index))
         for i, miner in enumerate(miners):
             if args.drop_out and round_index == 1 and i == len(miners) - 1:
-                console.print(f"round 1: miner-{i + 1} joined and trained, and drops out now")
+                console.print(f"round 1: {labels[i]} joined and trained, and drops out now")
                 continue
             submission = _submit_after_merge_wait(w3, miner, task_id)
             assert isinstance(submission, Submission)
@@ -394,15 +399,15 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         advance_chain_to(w3, task.round_end(round_index))
         for i, miner in enumerate(miners):  # secure aggregation: unmask the round's sum
             for line in miner.reveal_masks(task_id):
-                console.print(f"  [magenta]miner-{i + 1}[/] {line}")
+                console.print(f"  [magenta]{labels[i]}[/] {line}")
         for line in evaluator.step(task_id):
             console.print(f"  [cyan]evaluator[/] {line}")
         kept = [s for s in submissions if s.round == round_index]
         console.print(
             f"round {round_index}: "
             + ", ".join(
-                f"miner-{i + 1} -> node {s.node_id} on {s.parent}" for i, s in enumerate(kept)
-            )
+                f"{labels[i]} -> node {s.node_id} on {s.parent}" for i, s in enumerate(kept)
+            )  # noqa: E501
         )
 
     # ------------------------------------------------------------- reveal, settle, claim
@@ -444,8 +449,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     central_correct = score(winner_model, central.weights, test, Metric.ACCURACY)
     ratio = winner_correct / central_correct
     bought = []  # (owner, rows, epsilon spent, best valid update, its test accuracy)
-    for i, miner in enumerate(miners):
-        own = [n for n in report.nodes if n.author == miner.address and n.kind is NodeKind.UPDATE]
+    for i, account in enumerate(miners_accounts):
+        own = [n for n in report.nodes if n.author == account.address and n.kind is NodeKind.UPDATE]
         if args.aggregate:  # nobody saw an update alone: what it bought is the merges it joined
             ids = {n.node_id for n in own if n.valid}
             own = [n for n in report.nodes if n.kind is NodeKind.MERGE and ids & set(n.parents)]
@@ -455,7 +460,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             model = view.architectures[_arch_of(report, best.node_id)]
             accuracy = score(model, weights, test, Metric.ACCURACY) / len(test)
         ledger = ledgers[i]
-        spent = None if ledger is None else ledger.spent(fingerprint(miner.data)).epsilon
+        data = private / f"miner-{i + 1}.csv"
+        spent = None if ledger is None else ledger.spent(fingerprint(data)).epsilon
         bought.append(
             (
                 f"miner-{i + 1}",
@@ -555,6 +561,11 @@ def _submit_after_merge_wait(w3: Web3, miner: Miner, task_id: int) -> Submission
         advance_chain_to(w3, result.until)
         result = miner.submit_round(task_id)
     return result
+
+
+def _label(owner: int, lineage: int | None) -> str:
+    """The data owner's name (0-based `owner`), with the lineage its miner trains if any."""
+    return f"miner-{owner + 1}" + ("" if lineage is None else f"/{lineage}")
 
 
 def _first_architecture(start_on: str, arch_ids: list[int], miner: int) -> int:

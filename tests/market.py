@@ -3,6 +3,7 @@ tiny architecture, and the library's real roles (sponsor functions, `Miner`, `Ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,24 +138,29 @@ class Market:
         epochs: int = 2,
         dp_epsilon: float | None = None,
         ledger: PrivacyLedger | None = None,
+        lineages: Sequence[int | None] = (None,),
     ) -> None:
+        """`count` data owners, each running one miner per lineage (None: the best merge)."""
         for i in range(count):
             path = self.folder / "private" / f"miner-{i}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(to_csv(self.shards[i]))
-            self.miners.append(
-                Miner(
-                    self.chain,
-                    self.store,
-                    self.keys[4 + i],
-                    trainer or Trainer(),
-                    path,
-                    StateFile(self.folder / "state" / f"miner-{i}.json"),
-                    self.chain_id,
-                    MinerConfig(epochs=epochs, seed=i, dp_epsilon=dp_epsilon),
-                    ledger=ledger,
+            for lineage in lineages:
+                name = f"miner-{i}" + ("" if lineage is None else f"-lineage-{lineage}")
+                config = MinerConfig(epochs=epochs, seed=i, dp_epsilon=dp_epsilon, lineage=lineage)
+                self.miners.append(
+                    Miner(
+                        self.chain,
+                        self.store,
+                        self.keys[4 + i],
+                        trainer or Trainer(),
+                        path,
+                        StateFile(self.folder / "state" / f"{name}.json"),
+                        self.chain_id,
+                        config,
+                        ledger=ledger,
+                    )
                 )
-            )
 
     def make_evaluator(self, account: LocalAccount | None = None) -> Evaluator:
         account = account or self.evaluator_account

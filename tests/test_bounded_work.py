@@ -30,6 +30,7 @@ from marketplace.evaluator import Evaluator
 from marketplace.messages import DEFAULT_SCORING_MACS, Metric, NodeKind
 from marketplace.models import ModelSpec, init_weights, macs_per_sample
 from marketplace.report import PayoutReport, agreed_report, coalition_key
+from marketplace.rewards import architecture_of
 from marketplace.shards import digits_splits
 from marketplace.sponsor import propose_architecture
 from marketplace.tasks import evaluator_keys, nodes_by_id, read_spec
@@ -209,7 +210,8 @@ def test_a_second_update_in_a_round_past_a_cap_of_one_is_over_cap_unmerged_and_f
     verdicts = {n.node_id: n for n in report.nodes}
     assert (verdicts[second].valid, verdicts[second].reason) == (
         False,
-        f"over-cap: {account.address} already submitted 1 updates in round 0, the task's cap is 1",
+        f"over-cap: {account.address} already submitted 1 updates to architecture {arch} in "
+        "round 0, the task's cap is 1",
     )
     # The first improved on its own, so it is refunded whatever the merge kept (DESIGN.md,
     # "Harm costs the deposit"); the second is over the cap and forfeits.
@@ -272,6 +274,44 @@ def test_score_stops_at_the_first_batch_past_its_deadline() -> None:
     assert score(TINY, weights, dataset, Metric.ACCURACY, 4.0, clock) >= 0  # 4 batches in time
     with pytest.raises(ScoringTimeout, match=f"after {2 * EVAL_BATCH_SIZE} of {rows} rows"):
         score(TINY, weights, dataset, Metric.ACCURACY, 1.5, clock)
+
+
+def test_a_data_owner_trains_every_architectures_lineage_under_a_cap_of_one(
+    tmp_path: Path,
+) -> None:
+    """The cap is per account and architecture: a data owner running one miner per lineage
+    gives each architecture one update a round, and each builds on its own lineage's merge."""
+    market = new_market(tmp_path)
+    market.create(rounds=2)
+    lineages = (market.propose(TINY, seed=1), market.propose(TINY, seed=2))
+    market.make_evaluator()
+    market.add_miners(2, epochs=5, lineages=lineages)
+
+    market.run_rounds(2)
+
+    records = nodes_by_id(market.chain, market.task_id)
+    updates = [r for r in records.values() if r.kind is NodeKind.UPDATE]
+    assert [(r.author, r.round, architecture_of(records, r.node_id)) for r in updates] == [
+        (market.keys[4 + owner].address, round_index, lineage)
+        for round_index in (0, 1)
+        for owner in (0, 1)
+        for lineage in lineages
+    ]
+    merges = {
+        (r.round, architecture_of(records, r.node_id)): r
+        for r in records.values()
+        if r.kind is NodeKind.MERGE
+    }
+    assert set(merges) == {(0, lineages[0]), (0, lineages[1]), (1, lineages[0]), (1, lineages[1])}
+    assert {merges[0, a].node_id: sorted(merges[0, a].parents) for a in lineages} == {
+        merges[0, a].node_id: [
+            r.node_id for r in updates if r.round == 0 and architecture_of(records, r.node_id) == a
+        ]
+        for a in lineages
+    }  # nothing over the cap: every update of round 0 merged in its lineage
+    for r in updates:
+        if r.round == 1:  # on its own lineage's merge of round 0
+            assert r.parents == (merges[0, architecture_of(records, r.node_id)].node_id,)
 
 
 def test_the_evaluator_runs_each_model_once_over_rounds_and_settlement(
