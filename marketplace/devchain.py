@@ -6,7 +6,13 @@ from __future__ import annotations
 import codecs
 from typing import Any
 
+from eth.exceptions import TransactionNotFound as EvmTransactionNotFound
 from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester.backends.pyevm.main import _get_transaction_by_hash
+from eth_tester.backends.pyevm.serializers import (
+    serialize_transaction,
+    serialize_transaction_receipt,
+)
 from eth_tester.exceptions import TransactionFailed
 from web3 import EthereumTesterProvider, Web3
 from web3.types import RPCEndpoint, RPCResponse
@@ -50,9 +56,45 @@ def _revert_data(exc: TransactionFailed) -> tuple[bytes, str]:
     return b"", f"execution reverted: {text}"
 
 
+class IndexedBackend(PyEVMBackend):  # type: ignore[misc]  # eth-tester is untyped
+    """eth-tester's py-evm backend finding a mined transaction through py-evm's hash index.
+
+    eth-tester finds a transaction by walking every block from the head down, for each receipt
+    and for each log `eth_getLogs` returns, so reading a chain's whole log cost the square of its
+    length (a fresh client reading a 1,000-update task: 175 s). py-evm keeps a hash -> (block,
+    index) lookup of the canonical chain; it is checked against the block (a reverted snapshot
+    can leave a stale entry) and the walk stays the fallback.
+    """
+
+    def get_transaction_by_hash(self, transaction_hash: bytes) -> Any:
+        block, transaction, index = self._find(transaction_hash)
+        pending = block.number == self.chain.get_block().number
+        return serialize_transaction(block, transaction, index, pending)
+
+    def get_transaction_receipt(self, transaction_hash: bytes) -> Any:
+        block, transaction, index = self._find(transaction_hash)
+        pending = block.number == self.chain.get_block().number
+        receipts = block.get_receipts(self.chain.chaindb)
+        vm = self.chain.get_vm()
+        return serialize_transaction_receipt(block, receipts, transaction, index, pending, vm)
+
+    def _find(self, transaction_hash: bytes) -> tuple[Any, Any, int]:
+        try:
+            number, index = self.chain.chaindb.get_transaction_index(transaction_hash)
+            block = self.chain.get_canonical_block_by_number(number)
+            if (
+                index < len(block.transactions)
+                and block.transactions[index].hash == transaction_hash
+            ):
+                return block, block.transactions[index], index
+        except EvmTransactionNotFound:  # pending, or not there: eth-tester's own search
+            pass
+        return _get_transaction_by_hash(self.chain, transaction_hash)  # type: ignore[no-any-return]
+
+
 def local_web3() -> Web3:
     """A fresh in-process chain whose ten dev accounts hold 1,000,000 ETH each."""
-    return Web3(DevProvider(EthereumTester(PyEVMBackend())))
+    return Web3(DevProvider(EthereumTester(IndexedBackend())))
 
 
 def tester_of(w3: Web3) -> EthereumTester:

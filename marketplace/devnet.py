@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eth_account import Account
-from eth_tester import EthereumTester, PyEVMBackend
+from eth_tester import EthereumTester
 from eth_tester import exceptions as tester_errors
 from eth_tester.backends.pyevm.main import get_default_account_keys
 from pydantic import ValidationError
@@ -30,7 +30,7 @@ from web3.types import RPCEndpoint
 from marketplace import devchain
 from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.compiler import PROJECT_ROOT
-from marketplace.devchain import DevProvider
+from marketplace.devchain import DevProvider, IndexedBackend
 from marketplace.errors import ChainError, ConfigError
 from marketplace.messages import Frozen
 from marketplace.state import write_atomically
@@ -104,7 +104,7 @@ class RpcServer:
     def __init__(
         self, provider: DevProvider | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        self.provider = provider or DevProvider(EthereumTester(PyEVMBackend()))
+        self.provider = provider or DevProvider(EthereumTester(IndexedBackend()))
         self._tester: Any = self.provider.ethereum_tester
         w3 = Web3(self.provider, middleware=[])  # the tester's own formatters, nothing else
         self._request = self.provider.request_func(w3, w3.middleware_onion)

@@ -1,13 +1,25 @@
-"""The embedded chain: reverts reported with their exact bytes, and a clock tests can move."""
+"""The embedded chain: reverts reported with their exact bytes, a clock tests can move, and
+transactions found by hash through py-evm's index."""
 
 from __future__ import annotations
 
-from eth_tester.exceptions import TransactionFailed
+import pytest
+from eth_tester import PyEVMBackend
+from eth_tester.exceptions import TransactionFailed, TransactionNotFound
 from hypothesis import given
 from hypothesis import strategies as st
 from web3 import Web3
 
-from marketplace.devchain import _revert_data, advance_time, advance_to, now
+from marketplace.devchain import (
+    IndexedBackend,
+    _revert_data,
+    advance_time,
+    advance_to,
+    now,
+)
+from marketplace.devchain import (
+    tester_of as chain_tester,
+)
 
 
 @given(st.binary(max_size=200))
@@ -31,3 +43,32 @@ def test_advance_to_mines_a_block_at_the_time_and_the_next_transaction_runs_afte
     assert mined["timestamp"] == target + 1
     assert advance_to(w3, target) == target + 1  # the past is left alone
     assert advance_time(w3, 60) == target + 61
+
+
+def test_a_transaction_is_found_through_py_evms_index_as_eth_testers_walk_finds_it(
+    w3: Web3, accounts: list[str]
+) -> None:
+    tester = chain_tester(w3)
+    backend = tester.backend
+    assert isinstance(backend, IndexedBackend)
+
+    def send(value: int) -> bytes:
+        tx = {"from": accounts[0], "to": accounts[1], "value": value}
+        return bytes(w3.eth.send_transaction(tx))  # type: ignore[arg-type]
+
+    sent = [send(value) for value in (1, 2, 3)]
+    fork_point = tester.take_snapshot()
+    abandoned = send(4)
+    tester.revert_to_snapshot(fork_point)
+    replacing = send(5)  # mined at the abandoned one's height
+
+    for tx_hash in [*sent, replacing]:
+        assert backend.get_transaction_receipt(tx_hash) == PyEVMBackend.get_transaction_receipt(
+            backend, tx_hash
+        )
+        assert backend.get_transaction_by_hash(tx_hash) == PyEVMBackend.get_transaction_by_hash(
+            backend, tx_hash
+        )
+    assert backend.get_transaction_by_hash(replacing)["value"] == 5
+    with pytest.raises(TransactionNotFound):
+        backend.get_transaction_receipt(abandoned)
