@@ -76,6 +76,7 @@ ETHER = 10**18
 ROUND_SECONDS = 3600
 SHOWN_ROUNDS = (1, 5, 10, 20, 40)  # 1-based, as the issue counts them
 ROLES = 4  # deployer, sponsor, evaluator, scientist; the miners' accounts follow
+LEARNING_RATE = 5e-3  # one local epoch on 40-300 rows: enough for the rounds to merge
 EXTRA_BALANCE = 1_000 * ETHER  # each account past the node's ten funded ones
 T = TypeVar("T")
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -169,7 +170,12 @@ def environment(engine: str, accounts: int, folder: Path, stack: contextlib.Exit
 
 
 def run_task(
-    env: Env, shape: Shape, seed: int, tick: Callable[[str], None], profile: bool = False
+    env: Env,
+    shape: Shape,
+    seed: int,
+    tick: Callable[[str], None],
+    profile: bool = False,
+    lr: float = LEARNING_RATE,
 ) -> TaskRun:
     """`shape` on a fresh contract: its rounds (with their costs), the reveal, the settlement
     (each stage under cProfile with `profile`: its top lines kept in `profiles`)."""
@@ -187,6 +193,7 @@ def run_task(
     watch = Stopwatch()  # the bench's: every call through the timed client and store
     deployer, sponsor, evaluator_account, scientist = env.keys[:ROLES]
     raw = ChainClient.deploy(env.w3, deployer.address, min_window=DEV_MIN_WINDOW)
+    deployed = int(env.w3.eth.block_number)  # where a restarted program starts reading events
     chain = cast(ChainClient, Timed(raw, watch, "chain"))
     store = cast(BlobStore, Timed(env.blobs, watch, "storage"))
     chain_id = int(env.w3.eth.chain_id)
@@ -231,7 +238,7 @@ def run_task(
             subset(train, rows),
             StateFile(state / f"miner-{i + 1}.json"),
             chain_id,
-            MinerConfig(epochs=1, learning_rate=5e-4, seed=seed + 10 * i),
+            MinerConfig(epochs=1, learning_rate=lr, seed=seed + 10 * i),
         )
         for i, (account, rows) in enumerate(
             zip(env.keys[ROLES : ROLES + shape.miners], shards, strict=True)
@@ -264,17 +271,17 @@ def run_task(
     assert chain.phase(task_id) is Phase.REVEAL
     reveal(chain, store, sponsor, chain_id, task_id)
     warm_s, (report, _) = stage("warm settle", lambda: evaluator.settle(task_id))
-    fresh = cast(ChainClient, Timed(ChainClient(env.w3, raw.address), watch, "chain"))
+    fresh = cast(ChainClient, Timed(fresh_client(raw, deployed), watch, "chain"))
     cold = Evaluator(fresh, store, evaluator_account, None, chain_id)
     cold_s, recomputed = stage("cold evaluate", lambda: cold.evaluate(task_id))
     assert recomputed.root == report.root, "a fresh evaluator reached another payout root"
     public_s, public = stage(
-        "verify public", lambda: verify_task(fresh_client(raw), store, task_id, chain_id)
+        "verify public", lambda: verify_task(fresh_client(raw, deployed), store, task_id, chain_id)
     )
     sponsor_s, checked = stage(
         "verify sponsor",
         lambda: verify_task(
-            fresh_client(raw), store, task_id, chain_id, sponsor, account_key(sponsor)
+            fresh_client(raw, deployed), store, task_id, chain_id, sponsor, account_key(sponsor)
         ),
     )
     failed = [c for c in [*public.checks, *checked.checks] if not c.ok]
@@ -321,9 +328,10 @@ def profiled(work: Callable[[], T], top: int = 15) -> tuple[T, str]:
     return result, text.getvalue()
 
 
-def fresh_client(raw: ChainClient) -> ChainClient:
-    """A client with no events read yet, as `marketplace verify` starts in its own process."""
-    return ChainClient(raw.w3, raw.address)
+def fresh_client(raw: ChainClient, deployed: int) -> ChainClient:
+    """A client with no events read yet, as a program started after the rounds has (it knows
+    the deployment block, as from devnet.json: the engine's other tasks are not read)."""
+    return ChainClient(raw.w3, raw.address, start_block=deployed)
 
 
 # ------------------------------------------------------------------ the report
