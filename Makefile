@@ -3,7 +3,7 @@ PY := .venv/bin/python
 # npm's forge (pinned in package.json) ships its Linux x64 binary in an optional dependency.
 FORGE := node_modules/@foundry-rs/forge-linux-amd64/bin/forge
 
-.PHONY: setup test forge-test demo simulate devnet engines engines-stop engines-status gas bench bench-indexer bench-paillier bench-market load-api build lint clean
+.PHONY: setup test forge-test demo simulate devnet engines engines-stop engines-status gas bench bench-indexer bench-paillier bench-market bench-scale load-api build lint clean
 
 setup:
 	@scripts/setup.sh
@@ -63,6 +63,12 @@ bench-indexer: setup
 ## centralized training (seeds 0-4, alpha 0.5 and 0.1); flags: ARGS="--no-market --rounds 4,20".
 bench-market: setup
 	$(PY) scripts/bench_market.py $(ARGS)
+
+## The market's cost as the tree grows: overhead per update, chain and evaluator time per round
+## (rounds 1-40) and settlement of 100 and 1,000 updates, next to round 1, on eth-tester and
+## anvil + IPFS; flags: ARGS="--engine tester --quick".
+bench-scale: setup
+	$(PY) scripts/bench_scale.py $(ARGS)
 
 ## Packed Paillier vs one value per ciphertext (10,000 and 100,000 values, one core).
 bench-paillier: setup
