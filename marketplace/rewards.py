@@ -182,14 +182,15 @@ def payout_leaves(payouts: Sequence[Payout]) -> list[PayoutLeaf]:
 
 def find_winner(nodes: Sequence[NodeRecord], scores: Mapping[int, Score]) -> int | None:
     """The sponsor's model: the valid merge or architecture with the best score, ties to the
-    lowest id (the earliest); None if there is none. An update is never the winner: it is one
+    highest id (the latest: a holding merge that scores as well as the best one has learned
+    from more rounds); None if there is none. An update is never the winner: it is one
     owner's model, and the round's merge already holds it if it adds to the others."""
     valid = [
         node.node_id
         for node in nodes
         if node.kind != NodeKind.UPDATE and _is_valid(scores, node.node_id)
     ]
-    return min(valid, key=lambda node_id: (-scores[node_id].value, node_id), default=None)
+    return max(valid, key=lambda node_id: (scores[node_id].value, node_id), default=None)
 
 
 def node_gains(nodes: Sequence[NodeRecord], scores: Mapping[int, Score]) -> dict[int, int]:

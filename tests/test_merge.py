@@ -200,19 +200,25 @@ def test_the_median_weighting_clips_what_an_update_declares_to_the_median() -> N
     assert merge_counts([10, 10**6, 30], "equal") == [1, 1, 1]
 
 
-def test_a_merge_that_does_not_beat_the_base_by_min_gain_is_not_posted() -> None:
+def test_a_merge_min_gain_below_its_base_is_not_posted_and_one_within_min_gain_holds() -> None:
     better = Candidate(node_id=7, weights=w(0.5, 0.5), samples=3, parent_weights=PARENT)
     worse = Candidate(node_id=8, weights=w(3.0, 3.0), samples=3, parent_weights=PARENT)
     scorer = distance_scorer(TARGET)
 
     kept = merge_round([better], scorer, RULE, base_score=BASE)
     dropped = merge_round([worse], scorer, RULE, base_score=BASE)
-    marginal = merge_round([better], scorer, RULE, base_score=-501)
+    marginal = merge_round([better], scorer, RULE, base_score=-501)  # gains 1 < min_gain
+    level = merge_round([better], scorer, RULE, base_score=-500)
+    within = merge_round([better], scorer, RULE, base_score=-499)  # 1 < min_gain below
+    below = merge_round([better], scorer, RULE, base_score=-498)
 
     assert (kept.kept, kept.score, kept.contributions) == ((7,), -500, {7: 1500})
     assert (dropped.kept, dropped.weights, dropped.score) == ((), {}, BASE)
     assert (dropped.left_out, dropped.contributions, dropped.samples) == ((8,), {}, 0)
-    assert (marginal.kept, marginal.left_out, marginal.score) == ((), (7,), -501)
+    assert (marginal.kept, marginal.left_out, marginal.score) == ((7,), (), -500)
+    assert (level.kept, level.score, level.contributions) == ((7,), -500, {7: 0})
+    assert (within.kept, within.score) == ((7,), -500)
+    assert (below.kept, below.left_out, below.score) == ((), (7,), -498)
 
 
 def test_a_round_of_copies_has_nothing_to_merge() -> None:
@@ -256,8 +262,8 @@ def test_the_only_holder_of_a_class_is_merged_though_the_round_scores_less_with_
 
 
 def test_the_guard_keeps_nothing_that_sinks_the_merge_to_its_frontier_or_moves_no_class() -> None:
-    # Frontier 16: the average with update 3 (15) would not beat it by min_gain.
-    sinking = merge_round([CLASS_0, CLASS_1], right_rows, GUARDED, base_score=16, recall=RECALL)
+    # Frontier 17: the average with update 3 (15) would be min_gain below it: never posted.
+    sinking = merge_round([CLASS_0, CLASS_1], right_rows, GUARDED, base_score=17, recall=RECALL)
     # Update 4 lifts class 1 by 2 of 10 rows in the average: 20%, not more than the margin.
     small = Candidate(node_id=4, weights=w(0.6, 0.4), samples=1, parent_weights=PARENT)
     mild = merge_round([CLASS_0, small], right_rows, GUARDED, base_score=0, recall=RECALL)

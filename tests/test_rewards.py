@@ -383,9 +383,10 @@ def test_a_merge_short_of_the_quorum_neither_wins_nor_credits() -> None:
     }
 
 
-def test_ties_go_to_the_earliest_merge_and_an_update_never_wins() -> None:
+def test_ties_go_to_the_latest_merge_and_an_update_never_wins() -> None:
     nodes = [arch(1, SCIENTIST), update(2, M1, 1, 1), merge(3, (2,)), merge(4, (2,))]
-    assert find_winner(nodes, valid({1: 5, 2: 99, 3: 7, 4: 7})) == 3
+    assert find_winner(nodes, valid({1: 5, 2: 99, 3: 7, 4: 7})) == 4  # a holding merge
+    assert find_winner(nodes, valid({1: 5, 2: 99, 3: 8, 4: 7})) == 3
     assert find_winner(nodes[:2], valid({1: 5, 2: 99})) == 1
     assert find_winner(nodes[:2], valid({}, {1: "bad", 2: "bad"})) is None
 
