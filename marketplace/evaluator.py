@@ -161,6 +161,7 @@ class TaskView:
     groups: dict[int, dict[int, Group]] = field(default_factory=dict)  # round -> base -> group
     first_with: dict[bytes, int] = field(default_factory=dict)  # weights digest -> first update
     checked_below: int = 1  # every update in clear with a smaller id has its verdict
+    scores: dict[tuple[int, bytes], int] = field(default_factory=dict)  # (node, dataset digest)
 
 
 class Evaluator:
@@ -196,7 +197,9 @@ class Evaluator:
         self.watch = watch or Stopwatch()
         self._validation: dict[int, Dataset] = {}
         self._sealed_files: dict[int, bytes] = {}  # task -> its validation file, as sealed
-        self._no_merge: set[tuple[int, int, int]] = set()  # (task, round, architecture)
+        # (task, round, architecture or base) merged, confirmed or given up on by this
+        # evaluator: not looked at again, so a pass costs the open rounds, not every round.
+        self._finished: set[tuple[int, int, int]] = set()
         self._views: dict[int, TaskView] = {}
         self._paillier: tuple[paillier.PaillierPublicKey, paillier.PaillierPrivateKey] | None = None
         self.check_seconds: dict[int, float] = {}  # node id -> time to fetch, open and check it
@@ -266,7 +269,7 @@ class Evaluator:
             try:
                 line = self._merge_group(task_id, view, round_index, arch_id, updates)
             except NODE_ERRORS as exc:
-                self._no_merge.add((task_id, round_index, arch_id))
+                self._finished.add((task_id, round_index, arch_id))
                 line = f"round {round_index}: no merge of architecture {arch_id}: {exc}"
                 log.warning("task %d %s", task_id, line)
             if line:
@@ -282,11 +285,14 @@ class Evaluator:
         updates: list[NodeRecord],
     ) -> str | None:
         marker = (task_id, round_index, arch_id)
-        if marker in self._no_merge or self._merged(task_id, view, round_index, arch_id):
+        if marker in self._finished:
+            return None
+        if self._merged(task_id, view, round_index, arch_id):  # before a restart
+            self._finished.add(marker)
             return None
         result = self.merge_of(task_id, view, arch_id, updates)
         if not result.kept:
-            self._no_merge.add(marker)
+            self._finished.add(marker)
             log.info("task %d round %d: no update kept for architecture %d", *marker)
             return None
         tensors = _tensors(result.weights)
@@ -298,10 +304,12 @@ class Evaluator:
                     self.chain.confirm_merge(
                         self.address, task_id, record.node_id, plain_digest, record.parents
                     )
+                self._finished.add(marker)
                 return f"round {round_index}: confirmed merge {record.node_id}"
         node_id = self._post_merge(
             task_id, view, round_index, result.kept, tensors, result.score, result.samples
         )
+        self._finished.add(marker)
         return (
             f"round {round_index}: posted merge {node_id} of {list(result.kept)} "
             f"(score {result.score}, left out {list(result.left_out)}, "
@@ -424,7 +432,7 @@ class Evaluator:
                 continue
             verdict = self.verdict(view, node_id)
             if verdict.valid and verdict.weights is not None:
-                value = self._score(model, verdict, dataset, view.spec)
+                value = self._score(view, model, node_id, dataset)
                 scores[node_id] = Score(node_id=node_id, valid=True, value=value)
         base = Frontier(view.records, scores, 0).base(arch_id, round_index)
         assert base is not None  # the architecture is valid: its updates were checked
@@ -457,13 +465,13 @@ class Evaluator:
         done = []
         for base, group in sorted(self._groups(task_id, view, round_index).items()):
             marker = (task_id, round_index, base)
-            if marker in self._no_merge or self._aggregated(view, round_index, base):
+            if marker in self._finished or self._aggregated(view, round_index, base):
                 continue
             line = self._aggregate_group(task_id, view, group)
             if line.startswith("round"):
                 done.append(line)
             elif line:  # abandoned or not improving: nothing will change for this group
-                self._no_merge.add(marker)
+                self._finished.add(marker)
                 done.append(f"round {round_index}, base {base}: {line}")
         return done
 
@@ -520,7 +528,7 @@ class Evaluator:
         validation = self._sealed_validation(task_id, view.spec)
         model = self._architecture(view, architecture_of(view.records, group.base))
         merged_score = self._score_arrays(model, merged, validation, view.spec)
-        base_score = self._score(model, self.verdict(view, group.base), validation, view.spec)
+        base_score = self._score(view, model, group.base, validation)
         if merged_score < base_score:
             return (
                 f"the mean of {len(submitted)} updates scores {merged_score}, below its base's "
@@ -692,7 +700,7 @@ class Evaluator:
     def node_score(self, view: TaskView, node_id: int, dataset: Dataset) -> int:
         """The score of a valid node on `dataset`."""
         model = self._architecture(view, architecture_of(view.records, node_id))
-        return self._score(model, self.verdict(view, node_id), dataset, view.spec)
+        return self._score(view, model, node_id, dataset)
 
     def evidence(
         self, view: TaskView, scores: dict[int, Score], dataset: Dataset
@@ -958,9 +966,15 @@ class Evaluator:
     def _credited_samples(spec: TaskSpec, record: NodeRecord) -> int:
         return min(record.samples, spec.max_samples_credited)
 
-    def _score(self, model: ModelSpec, verdict: Verdict, dataset: Dataset, spec: TaskSpec) -> int:
-        assert verdict.weights is not None
-        return self._score_arrays(model, _arrays(verdict.weights), dataset, spec)
+    def _score(self, view: TaskView, model: ModelSpec, node_id: int, dataset: Dataset) -> int:
+        """A valid node's score, kept per node and dataset: each round's frontier reads the
+        architecture's and earlier merges' scores again, without hashing their weights again."""
+        key = (node_id, dataset.digest)
+        if key not in view.scores:
+            weights = self.verdict(view, node_id).weights
+            assert weights is not None
+            view.scores[key] = self._score_arrays(model, _arrays(weights), dataset, view.spec)
+        return view.scores[key]
 
     def _score_arrays(
         self,
