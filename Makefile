@@ -59,8 +59,9 @@ bench: setup
 bench-indexer: setup
 	$(PY) scripts/bench_indexer.py
 
-## The market's test accuracy next to FedAvg's and FedProx's on the demo's shards, as ratios to
-## centralized training (seeds 0-4, alpha 0.5 and 0.1); flags: ARGS="--no-market --rounds 4,20".
+## The market's test accuracy next to FedAvg's and FedProx's on the demo's shards at 20 rounds,
+## as ratios to centralized training (seeds 0-4, alpha 0.5 and 0.1; about 25 min); flags:
+## ARGS="--rounds 4 --market-rounds 4" or "--no-market".
 bench-market: setup
 	$(PY) scripts/bench_market.py $(ARGS)
 

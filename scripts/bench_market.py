@@ -11,9 +11,9 @@ architecture's initial weights):
   epochs, batch, learning rate, Adam, per-owner and per-round seeds, `miner.trainer.Trainer`),
   then the global model is their sample-weighted average; the model after R rounds is scored;
 - the market: `scripts/demo.py --seed S --alpha A --rounds R` plus each `--market-args` (a
-  row each) as a subprocess, its `accuracy_ratio` read from its last line (`--no-market`
-  skips it; it takes 4-5 minutes at 20 rounds, so its rounds are `--market-rounds`, 4 by
-  default).
+  row each; by default every data owner on every architecture's lineage, and the 1 MB MLP's
+  alone, both with the proximal term) as a subprocess, its `accuracy_ratio` read from its
+  last line (`--no-market` skips it; `--market-rounds`, 20 by default, about a minute a run).
 
 Prints the mean and minimum over the seeds (and each seed's figure) and ends with one line:
 
@@ -46,6 +46,9 @@ from marketplace.models import ModelSpec, init_weights
 from miner.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
+# The market's rows by default: one lineage per architecture, every owner training each, or
+# every owner on the 1 MB MLP; both with FedProx's proximal term, as the baselines' FedProx.
+DEFAULT_MARKETS = ("--start-on each --prox-mu 0.1", "--start-on large --prox-mu 0.1")
 METHODS = ("FedAvg", "FedProx")  # the baselines' rows, after one row per market configuration
 DEMO_LINE = re.compile(r"DEMO OK accuracy_ratio=([0-9.]+) .*")
 Weights = dict[str, torch.Tensor]
@@ -155,18 +158,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0-4", help='e.g. "0-4" or "0,2"')
     parser.add_argument("--alphas", default="0.5,0.1", help="Dirichlet label skews")
-    parser.add_argument("--rounds", default="4,20", help="the baselines' rounds")
-    parser.add_argument("--market-rounds", default="4", help="the market's rounds")
+    parser.add_argument("--rounds", default="20", help="the baselines' rounds")
+    parser.add_argument("--market-rounds", default="20", help="the market's rounds")
     parser.add_argument("--prox-mu", type=float, default=0.1, help="FedProx's proximal weight")
     parser.add_argument(
         "--market-args",
         action="append",
         help='more flags for scripts/demo.py, e.g. "--start-on large --prox-mu 0.1"; repeat it '
-        'for one market row each (default: one row, "--start-on large")',
+        "for one market row each (default: the two rows of DEFAULT_MARKETS)",
     )
     parser.add_argument("--no-market", action="store_true", help="only the baselines")
     args = parser.parse_args()
-    args.market_args = args.market_args or ["--start-on large"]
+    args.market_args = args.market_args or list(DEFAULT_MARKETS)
     seeds = [int(s) for s in numbers(args.seeds, int)]
     alphas = [float(a) for a in numbers(args.alphas, float)]
     rounds = sorted(int(r) for r in numbers(args.rounds, int))
