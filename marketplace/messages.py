@@ -286,7 +286,7 @@ class TaskSpec(Frozen):
     max_account_share_bps: int = Field(default=5_000, gt=0, le=10_000)
     # The merge's class guard (accuracy tasks; 0: off): an update whose removal would cut one
     # class's validation recall by more than this many basis points is merged, if the merge
-    # stays within `min_gain` of its frontier (a label-skewed shard's only holder of a class).
+    # loses no more rows than the class gains (a label-skewed shard's only holder of a class).
     class_guard_bps: int = Field(default=2_000, ge=0, le=10_000)
     prox_mu: float = Field(default=0.0, ge=0, le=10)  # miners' default FedProx mu; off-chain only
 

@@ -280,6 +280,16 @@ def test_the_guard_keeps_nothing_that_sinks_the_merge_to_its_frontier_or_moves_n
     assert (taken.kept, taken.left_out) == ((2,), (5,))
 
 
+def test_the_guard_gives_away_no_more_rows_than_the_class_gains() -> None:
+    # Update 6 lifts class 1 by 5 rows (50%) in the average but costs class 0 14 rows: the
+    # merge would lose 9 rows to protect 5.
+    costly = Candidate(node_id=6, weights=w(-0.4, 1.0), samples=1, parent_weights=PARENT)
+    result = merge_round([CLASS_0, costly], right_rows, GUARDED, base_score=0, recall=RECALL)
+
+    assert class_correct(w(0.3, 0.5)) == (6, 5)  # the average of updates 2 and 6
+    assert (result.kept, result.score, result.left_out) == ((2,), 20, (6,))
+
+
 def test_merge_refuses_duplicate_ids_and_negative_tolerance() -> None:
     c = Candidate(node_id=3, weights=w(1.0, 1.0), samples=1, parent_weights=PARENT)
     with pytest.raises(DagError):
