@@ -407,7 +407,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             f"round {round_index}: "
             + ", ".join(
                 f"{labels[i]} -> node {s.node_id} on {s.parent}" for i, s in enumerate(kept)
-            )  # noqa: E501
+            )
         )
 
     # ------------------------------------------------------------- reveal, settle, claim
