@@ -296,7 +296,13 @@ def evaluate(
 @app.command()
 @readable_errors
 def verify(
-    task: TaskId,
+    task: Annotated[
+        int | None, typer.Option("--task", help="The task id (or give --card).", min=1)
+    ] = None,
+    card: Annotated[
+        Path | None,
+        typer.Option(help="A model card (model_card.json or MODEL_CARD.md): check every line."),
+    ] = None,
     data_dir: DataDir = None,
     rpc: Rpc = None,
     contract: Contract = None,
@@ -304,18 +310,32 @@ def verify(
     account: AccountIndex = None,
     keystore: Keystore = None,
 ) -> None:
-    """Recompute task TASK's settlement from public data and say whether the posted root holds.
+    """Recompute a task's settlement from public data and say whether the posted root holds.
 
-    With --account/--keystore, also re-score what that account can read: a sponsor or miner
-    the merges, an evaluator every node. Exit code 0 when everything matches, 2 when not."""
+    With --card, first check the model card against the chain: every number of it, the
+    Markdown against its JSON twin, and the weights file beside it against the delivered
+    digest. With --account/--keystore, also re-score what that account can read: a miner the
+    merges, an evaluator every node. Exit code 0 when everything matches, 2 when not."""
     from marketplace.connect import connect, load_account
+    from marketplace.modeldir import check_card_file
     from marketplace.verify import verify_task
 
+    if (task is None) == (card is None):
+        raise ConfigError("give --task N or --card FILE (the card names its task)")
     settings = options(data_dir, rpc, contract, ipfs, account, keystore)
     verifier = None
     if account is not None or keystore is not None:
         verifier = load_account(settings, lambda: typer.prompt("password", hide_input=True))
     connection = connect(settings, verifier)
+    card_ok = True
+    if card is not None:
+        checked, problems = check_card_file(connection.chain, connection.store, card)
+        task, card_ok = checked.task_id, not problems
+        for problem in problems:
+            console.print(f"[red]card:[/] {problem}")
+        if card_ok:
+            console.print(f"[green]every line of {card} holds against the chain[/]")
+    assert task is not None
     pair = None
     if verifier is not None:
         is_evaluator = connection.address in connection.chain.evaluators(task)
@@ -333,8 +353,10 @@ def verify(
     console.print(table)
     if not result.ok:
         console.print("[red]the posted settlement does not match[/]")
+    else:
+        console.print("[green]the posted root matches the recomputed payouts[/]")
+    if not (result.ok and card_ok):
         raise typer.Exit(2)
-    console.print("[green]the posted root matches the recomputed payouts[/]")
 
 
 Confirmations = Annotated[

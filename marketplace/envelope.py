@@ -43,7 +43,7 @@ from marketplace.errors import EnvelopeError
 #   0            4       magic b"GMEV"
 #   4            1       version: 1
 #   5            2       header length H = 162 + 80 * n (at most MAX_HEADER_SIZE)
-#   7            1         kind: 1 update, 2 merge, 3 architecture, 4 validation
+#   7            1         kind: 1 update, 2 merge, 3 architecture, 4 validation, 5 delivery
 #   8            20        author: the Ethereum address that signs the envelope
 #   28           32        chain id (0: bound to no chain)
 #   60           32        task id
@@ -69,7 +69,13 @@ from marketplace.errors import EnvelopeError
 ENVELOPE_MAGIC = b"GMEV"
 ENVELOPE_VERSION = 1
 MAX_RECIPIENTS = 64
-ENVELOPE_KINDS: dict[str, int] = {"update": 1, "merge": 2, "architecture": 3, "validation": 4}
+ENVELOPE_KINDS: dict[str, int] = {
+    "update": 1,
+    "merge": 2,
+    "architecture": 3,
+    "validation": 4,
+    "delivery": 5,  # the winner, sealed to the sponsor at settlement (delivery.py)
+}
 SIGN_DOMAIN = b"gradient-marketplace envelope v1\nsha256:"
 WRAP_INFO = b"gradient-marketplace envelope v1 wrap"
 ENCRYPTION_KEY_SALT = b"gradient-marketplace x25519 from secp256k1 v1"

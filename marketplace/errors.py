@@ -69,6 +69,10 @@ class ValidationUnavailable(MarketplaceError):
     """No copy of the task's validation set this evaluator can read matches the commitment."""
 
 
+class DeliveryError(MarketplaceError):
+    """The sponsor's model cannot be had yet, or what was delivered is not what was scored."""
+
+
 class DagError(MarketplaceError):
     """The model tree handed to the reward rule is inconsistent (unknown parent, cycle...)."""
 

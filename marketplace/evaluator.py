@@ -62,6 +62,7 @@ from marketplace.checks import (
 )
 from marketplace.codec import arrays_digest, weights_digest
 from marketplace.crypto import sha256
+from marketplace.delivery import Delivery, deliver
 from marketplace.envelope import X25519KeyPair
 from marketplace.errors import (
     BlobNotFound,
@@ -647,6 +648,7 @@ class Evaluator:
         payouts = compute_payouts(records, scores, evidence, spec, task.bounty, task.deposit, joins)
         entries, root, total = payout_entries(payouts)
         gains = node_gains(records, scores)
+        winner = find_winner(records, scores)
         nodes = tuple(
             NodeVerdict(
                 node_id=r.node_id,
@@ -666,7 +668,7 @@ class Evaluator:
             contract=self.chain.address,
             evaluator=self.address,
             validation_digest=sha256(file).hex(),
-            winner=find_winner(records, scores),
+            winner=winner,
             nodes=nodes,
             coalitions={
                 merge_id: {coalition_key(c): value for c, value in table.items()}
@@ -679,7 +681,19 @@ class Evaluator:
             root="0x" + root.hex(),
             total=total,
             scorings=self.scorings - scorings,
+            delivery=self._deliver(view, task_id, winner),
         )
+
+    def _deliver(self, view: TaskView, task_id: int, winner: int | None) -> Delivery | None:
+        """The winner sealed to the sponsor and uploaded (DESIGN.md, "Delivery")."""
+        if winner is None:
+            return None
+        weights = self.verdict(view, winner).weights
+        assert weights is not None  # the winner is a valid merge or architecture
+        with self.watch.measure("storage"):
+            return deliver(
+                self.store, self.account, view.spec, task_id, winner, weights, self.chain_id
+            )
 
     def node_result(self, view: TaskView, node_id: int, dataset: Dataset) -> Score:
         """The node's verdict and its score on `dataset`; a node whose checked bytes still fail

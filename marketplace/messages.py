@@ -263,7 +263,8 @@ class TaskSpec(Frozen):
     max_samples_credited: int = Field(default=1_000_000, gt=0)  # cap on declared samples (compute)
     no_update_tolerance: float = Field(default=1e-6, ge=0)  # max |w - parent| that is "no update"
     max_blob_bytes: int = Field(default=64 * MIB, gt=0, le=1024 * MIB)
-    sponsor_key: str = Field(default="", max_length=66)  # X25519, hex: merges are sealed to it
+    # X25519, hex: the validation set and the delivered winner are sealed to it
+    sponsor_key: str = Field(default="", max_length=66)
     validation_cid: str = Field(default="", max_length=128)  # the validation set, sealed
     aggregation: Aggregation | None = None  # secure aggregation rounds (None: every merge in clear)
     # Bounded evaluator work (DESIGN.md, "Bounded evaluator work"). One scoring runs a model on

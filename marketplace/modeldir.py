@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from marketplace.chain import ChainClient
 from marketplace.codec import decode_weights, encode_weights
-from marketplace.errors import ConfigError, MarketplaceError
+from marketplace.crypto import sha256
+from marketplace.errors import ConfigError, MarketplaceError, SpecError
 from marketplace.layers import MAX_SPEC_BYTES
 from marketplace.models import ModelSpec
+from marketplace.storage import BlobStore
 
 if TYPE_CHECKING:
     import torch
@@ -91,3 +94,30 @@ def _read(path: Path, cap: int) -> bytes:
     if len(data) > cap:
         raise ConfigError(f"{path} is over the cap of {cap:,} bytes")
     return data
+
+
+def check_card_file(
+    chain: ChainClient, store: BlobStore, path: Path
+) -> tuple[ModelCard, list[str]]:
+    """The card at `path` (MODEL_CARD.md or its JSON twin beside it, or a JSON card anywhere)
+    and every way it differs from the chain (`card.check_card`): the Markdown, when there is
+    one, line by line against the JSON, and the weights file beside it, when there is one,
+    against the card's digest."""
+    from marketplace.card import ModelCard, check_card
+
+    markdown_path = path if path.suffix.lower() == ".md" else path.parent / CARD_MD
+    json_path = path.parent / CARD_JSON if path.suffix.lower() == ".md" else path
+    try:
+        card = ModelCard.from_bytes(_read(json_path, MAX_CARD_BYTES))
+    except SpecError as exc:
+        raise ConfigError(f"{json_path}: {exc}") from None
+    markdown = None
+    if markdown_path.exists():
+        markdown = _read(markdown_path, MAX_CARD_BYTES).decode("utf-8", errors="replace")
+    problems = check_card(chain, store, card, markdown)
+    weights = path.parent / WEIGHTS_FILE
+    if weights.exists():
+        digest = sha256(_read(weights, MAX_WEIGHTS_BYTES)).hex()
+        if digest != card.model.weights_sha256:
+            problems.append(f"{weights} has sha256 {digest}, not the delivered weights'")
+    return card, problems

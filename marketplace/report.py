@@ -7,7 +7,7 @@ root (`PayoutRootPosted.reportCid`). A claimant needs nothing else; `verify` rec
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from eth_utils.address import is_address
@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError
 
 from marketplace.chain import ChainClient
 from marketplace.crypto import PayoutLeaf, payout_tree
+from marketplace.delivery import Delivery
 from marketplace.errors import IntegrityError, MarketplaceError, NoMatchingReport, SpecError
 from marketplace.messages import Frozen, NodeKind, Payout, Score
 from marketplace.rewards import Evidence, payout_leaves
@@ -24,7 +25,8 @@ from marketplace.storage import BlobStore
 log = logging.getLogger(__name__)
 
 MAX_REPORT_BYTES = 32 * 1024 * 1024
-REPORT_VERSION = 2  # 2: coalition and added scores replace leave-one-out (issue 15)
+# 2: coalition and added scores replace leave-one-out (issue 15); 3: the winner's delivery
+REPORT_VERSION = 3
 UINT256 = 2**256
 
 
@@ -94,6 +96,7 @@ class PayoutReport(Frozen):
     root: str
     total: int
     scorings: int = 0  # models this evaluator ran on the validation set to settle
+    delivery: Delivery | None = None  # the winner sealed to the sponsor (delivery.py)
 
     def evidence(self) -> Evidence:
         """What the reward rule replays, as `compute_payouts` takes it (SpecError if a
@@ -268,6 +271,17 @@ def report_mismatch(report: PayoutReport, task_id: int, root: bytes, total: int)
     return None
 
 
+def agreed_checks(chain: ChainClient, store: BlobStore, task_id: int) -> Iterator[ReportCheck]:
+    """Every report posted with the task's agreed root, read and checked as it is asked for,
+    in the order posted (IntegrityError if the task has no agreed root yet)."""
+    task = chain.task(task_id)
+    if task.settled_at == 0:
+        raise IntegrityError(f"task {task_id} has no agreed payout root yet")
+    agreed = (task.payout_root, task.payout_total)
+    posted = [p for p in posted_roots(chain, task_id) if (p.root, p.total) == agreed]
+    return (read_report(store, p, task_id) for p in posted)
+
+
 def agreed_report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport:
     """The first report that matches the task's agreed root; every posted one is tried.
 
@@ -275,19 +289,12 @@ def agreed_report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutR
         IntegrityError: the task has no agreed root yet.
         NoMatchingReport: no posted report matches the agreed root (each one's reason).
     """
-    task = chain.task(task_id)
-    if task.settled_at == 0:
-        raise IntegrityError(f"task {task_id} has no agreed payout root yet")
-    agreed = (task.payout_root, task.payout_total)
     reasons = []
-    for posted in posted_roots(chain, task_id):
-        if (posted.root, posted.total) != agreed:
-            continue
-        check = read_report(store, posted, task_id)
+    for check in agreed_checks(chain, store, task_id):
         if check.matches:
             assert check.report is not None
             return check.report
-        reasons.append(f"{posted.evaluator[:10]}...'s: {check.reason}")
+        reasons.append(f"{check.posted.evaluator[:10]}...'s: {check.reason}")
     raise NoMatchingReport(
         f"no report of task {task_id} matches its agreed root ({'; '.join(reasons) or 'none'})"
     )

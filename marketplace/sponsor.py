@@ -4,6 +4,8 @@
   can always recover the file and salt for the reveal from the store alone), publish the spec,
   commit, escrow.
 - `reveal`: recover the sealed set, publish it in the clear, reveal the salt.
+- `pull_model`: after the root is agreed, open the winner the evaluators sealed to the sponsor,
+  check it against the scored node and the validation set, and make its model card.
 - `propose_architecture`: a public bundle of a `ModelSpec` and its initial weights.
 """
 
@@ -17,24 +19,36 @@ from typing import TYPE_CHECKING
 from eth_account.signers.local import LocalAccount
 
 from marketplace.aggregation import packing
+from marketplace.card import CardScore, ModelCard, build_card, checked_delivery
 from marketplace.chain import ChainClient
 from marketplace.checks import encode_architecture
 from marketplace.crypto import sha256, validation_commitment
+from marketplace.delivery import open_delivery
 from marketplace.envelope import public_key_from_hex
-from marketplace.errors import ConfigError, OverBudget
-from marketplace.evaluation import check_budget, load_dataset
-from marketplace.messages import ZERO_ADDRESS, Aggregation, TaskParams, TaskSpec, TxResult
+from marketplace.errors import ConfigError, DeliveryError, MarketplaceError, OverBudget
+from marketplace.evaluation import check_budget, load_dataset, load_validation, score
+from marketplace.messages import (
+    ZERO_ADDRESS,
+    Aggregation,
+    NodeRecord,
+    TaskParams,
+    TaskSpec,
+    TxResult,
+)
 from marketplace.models import ModelSpec
+from marketplace.report import ReportCheck, agreed_checks
 from marketplace.secagg import SecAggError
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
     SALT_BYTES,
     account_key,
+    nodes_by_id,
     open_validation,
     publish_json,
     read_spec,
     seal_validation,
     spec_bytes,
+    validation_file,
 )
 
 if TYPE_CHECKING:
@@ -170,3 +184,89 @@ def propose_architecture(
         )
     cid = store.put(bundle)
     return chain.propose_architecture(scientist.address, task_id, sha256(bundle), cid)
+
+
+@dataclass(frozen=True)
+class PulledModel:
+    """The winner as the sponsor opened and checked it, and its card."""
+
+    spec: ModelSpec
+    weights: dict[str, torch.Tensor]
+    card: ModelCard
+
+
+def pull_model(
+    chain: ChainClient,
+    store: BlobStore,
+    sponsor: LocalAccount,
+    chain_id: int,
+    task_id: int,
+    test: bytes | None = None,
+) -> PulledModel:
+    """The model delivered to `sponsor`, from the first report of the agreed root whose
+    delivery holds: the public checks (`delivery_mismatch`), the envelope opened with the
+    sponsor's key, its digest, and its score on the validation set equal to the report's.
+    With `test` (a file of the task's schema), the card carries the test score too.
+
+    Raises:
+        DeliveryError: no root is agreed yet, or no delivery of the agreed root holds (each
+            one's reason); EnvelopeError among them when `sponsor` is not the task's sponsor.
+        DataFormatError: the test file does not fit the task's schema.
+    """
+    spec = read_spec(chain, store, task_id)
+    records = nodes_by_id(chain, task_id)
+    reasons = []
+    for agreed in agreed_checks(chain, store, task_id):
+        try:
+            model, weights = _opened_winner(chain, store, sponsor, chain_id, spec, records, agreed)
+        except MarketplaceError as exc:
+            reasons.append(f"{agreed.posted.evaluator}: {exc}")
+            continue
+        tested = _test_score(test, spec, model, weights)
+        return PulledModel(model, weights, build_card(chain, spec, records, agreed, model, tested))
+    raise DeliveryError(
+        f"no delivery of task {task_id}'s winner opens for {sponsor.address}: "
+        + ("; ".join(reasons) or "no report was posted with the agreed root")
+    )
+
+
+def _opened_winner(
+    chain: ChainClient,
+    store: BlobStore,
+    sponsor: LocalAccount,
+    chain_id: int,
+    spec: TaskSpec,
+    records: Mapping[int, NodeRecord],
+    agreed: ReportCheck,
+) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+    """The winner `agreed` delivers, opened and checked (MarketplaceError saying why not):
+    the public checks, the sponsor's envelope and digest, and the report's validation score."""
+    delivered = checked_delivery(store, spec, records, agreed)
+    task_id, model = delivered.report.task_id, delivered.model
+    key = account_key(sponsor)
+    cap = spec.max_blob_bytes
+    evaluator = agreed.posted.evaluator
+    weights = open_delivery(
+        store, delivered.delivery, evaluator, key, model, task_id, chain_id, cap
+    )
+    file = validation_file(chain, store, spec, task_id, key, chain_id)
+    if file is None:
+        raise DeliveryError(f"task {task_id}'s validation set is not revealed")
+    said = next(n.score for n in delivered.report.nodes if n.node_id == delivered.winner)
+    mine = score(model, weights, load_validation(file, spec), spec.metric)
+    if mine != said:
+        raise DeliveryError(f"it scores {mine} on the validation set, the report {said}")
+    return model, weights
+
+
+def _test_score(
+    test: bytes | None, spec: TaskSpec, model: ModelSpec, weights: Mapping[str, torch.Tensor]
+) -> CardScore | None:
+    if test is None:
+        return None
+    dataset = load_dataset(test, spec.data, max(spec.max_blob_bytes, len(test)))
+    return CardScore(
+        file_sha256=sha256(test).hex(),
+        rows=len(dataset),
+        score=score(model, weights, dataset, spec.metric),
+    )

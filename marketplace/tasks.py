@@ -14,8 +14,9 @@ the task's on-chain commitment, which binds it to the task.
 A merge's plaintext is the canonical safetensors of its weights with metadata `round` and
 `round_score` (the evaluator's validation score, so miners can pick the best merge of a
 round); its plaintext digest, which evaluators confirm, is `weights_digest` of the weights
-alone. It is sealed (kind "merge", parent = its last parent) to the evaluators, the sponsor
-and every miner registered when it is posted.
+alone. It is sealed (kind "merge", parent = its last parent) to the evaluators and every miner
+registered when it is posted: the miners build on it. The sponsor gets the winner alone, at
+settlement (`delivery.py`).
 """
 
 from __future__ import annotations
@@ -245,10 +246,9 @@ def registered_keys(chain: ChainClient, task_id: int) -> dict[str, bytes]:
 
 
 def merge_readers(chain: ChainClient, spec: TaskSpec, task_id: int) -> list[bytes]:
-    """Who a merge is sealed to: the evaluators, the sponsor and every registered miner."""
+    """Who a merge is sealed to: the evaluators and every registered miner (not the sponsor,
+    which is given the winner at settlement: DESIGN.md, "Delivery")."""
     readers = list(evaluator_keys(spec))
-    if spec.sponsor_key:
-        readers.append(public_key_from_hex(spec.sponsor_key))
     readers.extend(registered_keys(chain, task_id).values())
     unique: list[bytes] = []
     for key in readers:

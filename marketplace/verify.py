@@ -5,9 +5,10 @@ posted report against its root and total, and its node list against the chain's 
 payouts recomputed by the reward rule from the report's scores and the chain's tree (bounty,
 deposit, split), hashed into the Merkle root; that the report left out (verdict `unconfirmed`)
 exactly the merges the quorum had not confirmed by the reveal; and every architecture (public)
-scored again on the revealed file, with its FLOPs. With a key, more: a sponsor or a registered
-miner also re-scores every merge (sealed to them); an evaluator's key re-scores every node and
-every coalition and added score, that is the whole evaluation.
+scored again on the revealed file, with its FLOPs; and that each report's delivery is the winner
+it scored, sealed to the sponsor alone by its evaluator. With a key, more: a registered miner
+also re-scores every merge (sealed to it); an evaluator's key re-scores every node and every
+coalition and added score, that is the whole evaluation.
 
 Nothing another party published makes `verify` raise: a revealed file, a report or a node that
 cannot be read is a failed check (or an unreadable node) with the reason. A verifier with the
@@ -26,6 +27,7 @@ from marketplace.aggregation import join_refunds
 from marketplace.chain import ChainClient
 from marketplace.checks import NODE_ERRORS
 from marketplace.crypto import sha256, validation_commitment
+from marketplace.delivery import delivery_mismatch, scored_digest
 from marketplace.envelope import X25519KeyPair
 from marketplace.errors import (
     BlobNotFound,
@@ -38,7 +40,7 @@ from marketplace.errors import (
 )
 from marketplace.evaluation import Dataset, ceiling, load_validation
 from marketplace.evaluator import Evaluator, TaskView
-from marketplace.messages import NodeKind, Score
+from marketplace.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.report import (
     PayoutReport,
     coalition_of,
@@ -50,6 +52,7 @@ from marketplace.rewards import UNCONFIRMED, Frontier, compute_payouts
 from marketplace.shapley import Coalition
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
+    architecture_spec,
     can_read,
     nodes_by_id,
     read_spec,
@@ -126,6 +129,7 @@ def verify_task(
         claimed = {(n.node_id, n.kind, n.author.lower(), n.parents) for n in report.nodes}
         result.add(f"{who} tree", tree == claimed, f"{len(claimed)} nodes vs {len(tree)} on-chain")
         _check_unconfirmed(report, left_out, who, result)
+        _check_delivery(store, spec, records, report, root.evaluator, who, result)
         try:
             scores = report.scores()
             joins = join_refunds(joined, records, scores, spec, task.deposit)
@@ -173,6 +177,30 @@ def _check_unconfirmed(
         said == expected,
         f"left out {sorted(said)}; unconfirmed on-chain at the reveal: {sorted(expected)}",
     )
+
+
+def _check_delivery(
+    store: BlobStore,
+    spec: TaskSpec,
+    records: Mapping[int, NodeRecord],
+    report: PayoutReport,
+    evaluator: str,
+    who: str,
+    result: Verification,
+) -> None:
+    """The report delivers to the sponsor the weights of the winner it scored (no key needed:
+    a merge's plaintext digest is on the chain, an architecture's bundle is public)."""
+    winner = report.winner
+    try:
+        scored = None
+        if winner is not None and winner in records:
+            arch = architecture_spec(records, winner, store, spec.max_blob_bytes)[2]
+            scored = scored_digest(records[winner], arch)
+        reason = delivery_mismatch(report.delivery, winner, spec, evaluator, scored, store)
+    except MarketplaceError as exc:
+        reason = f"the winner's weights cannot be told: {exc}"
+    shown = "nothing to deliver" if report.delivery is None else f"node {winner}'s weights"
+    result.add(f"{who} delivery", reason is None, reason or f"{shown}, sealed to the sponsor")
 
 
 def _rescore(

@@ -102,11 +102,10 @@ def expected_merge(
 
 
 def opened(market: Market, record: NodeRecord) -> dict[str, torch.Tensor]:
-    """A merge's weights, opened with the sponsor's key (merges are sealed to it)."""
+    """A merge's weights, opened with the evaluator's key (merges are sealed to it)."""
     blob = market.store.get(record.cid, 8 * 1024 * 1024)
-    return open_merge(
-        record, blob, account_key(market.sponsor), TINY, 8 * 1024 * 1024, market.chain_id
-    ).weights
+    key = account_key(market.evaluator_account)
+    return open_merge(record, blob, key, TINY, 8 * 1024 * 1024, market.chain_id).weights
 
 
 def test_aggregate_rounds_post_the_decrypted_sum_and_share_gains_equally(

@@ -402,6 +402,8 @@ def _check_verify(outcome: Outcome, case: Case, report: PayoutReport) -> None:
     assert keyed.rescored == sorted(set(nodes) - set(sealed))
     rogue = f"{market.keys[7].address[:10]}..."
     lies = _failures_of_the_lie(case.lie, rogue, report)
+    if lies and "merge-without-blob" in case.merges:  # the rogue uploads nothing: its delivery
+        lies[f"{rogue} delivery"] = "the delivery bafkrei"  # is missing too
     for verification in (keyed, public):
         if verification is public and case.bogus_reveal:
             (check,) = verification.checks

@@ -97,16 +97,19 @@ def test_rounds_build_on_the_previous_merge(market: Market) -> None:
     assert all(records[p].round == 0 for p in merges[0].parents)
 
 
-def test_merge_is_sealed_to_evaluator_sponsor_and_registered_miners(market: Market) -> None:
+def test_merge_is_sealed_to_the_evaluator_and_registered_miners_not_the_sponsor(
+    market: Market,
+) -> None:
+    """The miners build on merges; the sponsor is given the winner alone, at settlement."""
     market.add_miners(3)
     market.run_rounds(1)
 
     merge = next(r for r in market.chain.nodes(market.task_id) if r.kind is NodeKind.MERGE)
     readers = set(envelope_recipients(market.store.get(merge.cid, 1 << 26)))
     expected = {account_key(market.evaluator_account).public_bytes}
-    expected.add(account_key(market.sponsor).public_bytes)
     expected.update(miner_key(m.account, market.task_id).public_bytes for m in market.miners)
     assert readers == expected
+    assert account_key(market.sponsor).public_bytes not in readers
 
 
 def test_settlement_pays_what_the_report_says_and_verifies(market: Market) -> None:

@@ -319,12 +319,17 @@ def test_verify_flags_each_poisoned_report_and_passes_the_honest_one(
             f"the leaves add up to {truth.total + 1}, not the posted total {truth.total}"
         ),
         f"{liar} root": failed[f"{liar} root"],  # its root is not the reward rule's either
+        # a copy of the rogue's report: it hands on the rogue's delivery, not one of its own
+        f"{liar} delivery": (
+            f"the delivery is signed by {market.keys[7].address}, not the report's evaluator"
+        ),
     }
     honest = f"{market.evaluator_account.address[:10]}..."
     assert [c.name for c in verification.checks if c.name.startswith(honest) and c.ok] == [
         f"{honest} report",
         f"{honest} tree",
         f"{honest} unconfirmed merges",
+        f"{honest} delivery",
         f"{honest} root",
         f"{honest} validation file",
         f"{honest} coalitions",  # none readable without an evaluator's key: nothing to refute
