@@ -31,6 +31,7 @@ from torch import nn
 from marketplace.errors import ExportError
 from marketplace.evaluation import (
     EVAL_BATCH_SIZE,
+    SSE_SCALE,
     Dataset,
     Features,
     Labels,
@@ -105,8 +106,6 @@ class Prediction:
             return "no labels in the file: predictions only"
         if self.metric is Metric.ACCURACY:
             return f"accuracy {self.score / rows:.4f} ({self.score:,} of {rows:,} rows)"
-        from marketplace.evaluation import SSE_SCALE
-
         return f"negated SSE {self.score / SSE_SCALE:,.6f} ({rows:,} rows)"
 
 
@@ -136,7 +135,7 @@ def predict_file(files: ModelFiles, rows: Rows, progress: Progress | None = None
     score when the rows are labelled: equal to `evaluation.score` on the same file."""
     metric = Metric(files.card.metric)
     check_fits(files.spec, rows.dataset(), metric)
-    parts = []
+    parts: list[npt.NDArray[np.float32]] = []
     for start in range(0, len(rows), CHUNK_ROWS):
         parts.append(predict(files.spec, files.weights, rows.features[start : start + CHUNK_ROWS]))
         if progress is not None:
