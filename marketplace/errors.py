@@ -65,6 +65,10 @@ class DataFormatError(MarketplaceError):
     """A data file is malformed; the message names the row and column."""
 
 
+class ExportError(MarketplaceError):
+    """A model cannot be exported to ONNX, or its exported graph disagrees with torch."""
+
+
 class ValidationUnavailable(MarketplaceError):
     """No copy of the task's validation set this evaluator can read matches the commitment."""
 

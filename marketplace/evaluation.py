@@ -117,6 +117,30 @@ def load_dataset(
     holds, no objects, before numpy allocates anything. The format comes from the suffix of a
     path, else from the bytes (zip: `.npz`).
     """
+    features, labels = _load(source, schema, max_size, labels_optional=False)
+    if labels is None:  # unreachable: without labels_optional the readers require the labels
+        raise DataFormatError(f"the file has no label column {schema.label_column!r}")
+    return _dataset(features, labels, schema)
+
+
+def load_rows(
+    source: str | os.PathLike[str] | bytes, schema: DataSchema, max_size: int
+) -> tuple[Features, Labels | None]:
+    """`load_dataset` for prediction: the label column (CSV) or array 'y' (.npz) may be left
+    out, and then the labels are None. Everything else is read and refused the same way."""
+    features, labels = _load(source, schema, max_size, labels_optional=True)
+    features.setflags(write=False)
+    if labels is not None:
+        labels.setflags(write=False)
+    return features, labels
+
+
+def _load(
+    source: str | os.PathLike[str] | bytes,
+    schema: DataSchema,
+    max_size: int,
+    labels_optional: bool,
+) -> tuple[Features, Labels | None]:
     if isinstance(source, bytes | bytearray):
         data, suffix = bytes(source), ""
         if len(data) > max_size:
@@ -139,8 +163,8 @@ def load_dataset(
     if not data:
         raise DataFormatError("the file is empty")
     if suffix == ".npz" or (suffix != ".csv" and data.startswith(_ZIP_MAGIC)):
-        return _read_npz(data, schema, max_size)
-    return _read_csv(data, schema)
+        return _read_npz(data, schema, max_size, labels_optional)
+    return _read_csv(data, schema, labels_optional)
 
 
 def to_csv(dataset: Dataset, label_column: str = "label") -> bytes:
@@ -155,7 +179,9 @@ def to_csv(dataset: Dataset, label_column: str = "label") -> bytes:
     return out.getvalue().encode()
 
 
-def _read_csv(data: bytes, schema: DataSchema) -> Dataset:
+def _read_csv(
+    data: bytes, schema: DataSchema, labels_optional: bool
+) -> tuple[Features, Labels | None]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -165,8 +191,7 @@ def _read_csv(data: bytes, schema: DataSchema) -> Dataset:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         names = [name.strip() for name in next(reader)]
-        columns = _csv_columns(names, schema)
-        label_at = names.index(schema.label_column)
+        columns, label_at = _csv_columns(names, schema, labels_optional)
         feature_rows: list[list[Any]] = []
         labels: list[int | float] = []
         for row in reader:
@@ -178,26 +203,32 @@ def _read_csv(data: bytes, schema: DataSchema) -> Dataset:
                     f"row {line}: expected {len(names)} columns, found {len(row)}"
                 )
             feature_rows.append([_cell(row[i], line, names[i], schema) for i in columns])
-            labels.append(_label(row[label_at], line, schema))
+            if label_at is not None:
+                labels.append(_label(row[label_at], line, schema))
     except csv.Error as exc:
         raise DataFormatError(f"row {reader.line_num}: {exc}") from None
-    if not labels:
+    if not feature_rows:
         raise DataFormatError("the file has a header but no data rows")
     features: Features = (
         np.array(feature_rows, dtype=np.int64)
         if schema.input == "tokens"
         else np.array(feature_rows, dtype=np.float32)
     )
+    if label_at is None:
+        return features, None
     targets: Labels = (
         np.array(labels, dtype=np.float64)
         if schema.num_classes is None
         else np.array(labels, dtype=np.int64)
     )
-    return _dataset(features, targets, schema)
+    return features, targets
 
 
-def _csv_columns(names: list[str], schema: DataSchema) -> list[int]:
-    """The feature columns' positions (every column but the label), checked against the schema.
+def _csv_columns(
+    names: list[str], schema: DataSchema, labels_optional: bool = False
+) -> tuple[list[int], int | None]:
+    """The feature columns' positions (every column but the label) and the label's (None when
+    `labels_optional` and the header has none), checked against the schema.
     Linear in the header's width: a set of the names seen, not `names.index` per column."""
     seen: set[str] = set()
     for position, name in enumerate(names):
@@ -206,15 +237,23 @@ def _csv_columns(names: list[str], schema: DataSchema) -> list[int]:
         if name in seen:
             raise DataFormatError(f"row 1: column {name!r} appears twice")
         seen.add(name)
-    if schema.label_column not in names:
-        raise DataFormatError(f"row 1: no label column {schema.label_column!r} in the header")
-    columns = [i for i, name in enumerate(names) if name != schema.label_column]
+    label = schema.label_column
+    if label not in seen:
+        if not labels_optional:
+            raise DataFormatError(f"row 1: no label column {label!r} in the header")
+        if len(names) != schema.num_features:
+            raise DataFormatError(
+                f"row 1: expected {schema.num_features} feature columns (and optionally "
+                f"{label!r}), the header has {len(names)} columns and no {label!r}"
+            )
+        return list(range(len(names))), None
+    columns = [i for i, name in enumerate(names) if name != label]
     if len(columns) != schema.num_features:
         raise DataFormatError(
             f"row 1: expected {schema.num_features} feature columns besides "
-            f"{schema.label_column!r}, the header has {len(columns)}"
+            f"{label!r}, the header has {len(columns)}"
         )
-    return columns
+    return columns, names.index(label)
 
 
 def _cell(text: str, line: int, column: str, schema: DataSchema) -> Any:
@@ -255,7 +294,9 @@ def _label(text: str, line: int, schema: DataSchema) -> int | float:
     return label
 
 
-def _read_npz(data: bytes, schema: DataSchema, max_size: int) -> Dataset:
+def _read_npz(
+    data: bytes, schema: DataSchema, max_size: int, labels_optional: bool
+) -> tuple[Features, Labels | None]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
@@ -265,14 +306,15 @@ def _read_npz(data: bytes, schema: DataSchema, max_size: int) -> Dataset:
                     f"the .npz arrays unpack to {unpacked:,} bytes, over the cap of {max_size:,}"
                 )
             names = sorted(info.filename.removesuffix(".npy") for info in members)
-            if names != ["x", "y"]:
+            if names != ["x", "y"] and not (labels_optional and names == ["x"]):
+                expected = "'x', and 'y' if labelled" if labels_optional else "'x' and 'y'"
                 raise DataFormatError(
-                    f"a .npz data file holds exactly arrays 'x' and 'y', not {names}"
+                    f"a .npz data file holds exactly arrays {expected}, not {names}"
                 )
             for info in members:
                 _check_npy_header(archive, info, max_size)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            x, y = npz["x"], npz["y"]
+            x, y = npz["x"], (npz["y"] if "y" in names else None)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
         raise DataFormatError(f"not a valid .npz data file: {exc}") from None
     rows = x.shape[0] if x.ndim else 0
@@ -282,7 +324,7 @@ def _read_npz(data: bytes, schema: DataSchema, max_size: int) -> Dataset:
         )
     if rows == 0:
         raise DataFormatError("the file has no data rows")
-    if y.shape != (rows,):
+    if y is not None and y.shape != (rows,):
         raise DataFormatError(f"array 'y' has shape {y.shape}, expected ({rows},)")
     x = x.reshape(rows, schema.num_features)
     if schema.input == "tokens":
@@ -297,16 +339,18 @@ def _read_npz(data: bytes, schema: DataSchema, max_size: int) -> Dataset:
         with np.errstate(over="ignore"):  # overflow to inf is refused just below
             features = x.astype(np.float32)
         _first_bad(x, ~np.isfinite(features), "is not a finite float32 number")
+    if y is None:
+        return features, None
     if schema.num_classes is None:
         if y.dtype.kind not in "iuf":
             raise DataFormatError(f"array 'y' must hold numbers, not {y.dtype}")
         _first_bad(y, ~np.isfinite(y), "is not a finite number")
-        return _dataset(features, y.astype(np.float64), schema)
+        return features, y.astype(np.float64)
     if y.dtype.kind not in "iu":
         raise DataFormatError(f"array 'y' must hold integer class indices, not {y.dtype}")
     out_of_range = (y < 0) | (y >= schema.num_classes)
     _first_bad(y, out_of_range, f"is out of range for {schema.num_classes} classes")
-    return _dataset(features, y.astype(np.int64), schema)
+    return features, y.astype(np.int64)
 
 
 def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, max_size: int) -> None:

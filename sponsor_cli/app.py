@@ -5,6 +5,7 @@ sponsor task show 1
 sponsor arch propose --task 1 --spec mlp.json --seed 1 --account 2
 sponsor task reveal 1 --account 0 ; sponsor task finalize 1 --account 0
 sponsor claim --task 1 --account 2
+sponsor model predict --model DIR --data new.csv -o predictions.csv
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from marketplace.cli_common import (
     signer,
 )
 from marketplace.report import claim_payout
-from sponsor_cli import arch, task
+from sponsor_cli import arch, model, task
 
 app = typer.Typer(
     help="Post bounties for models, propose architectures, claim payouts.",
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 app.add_typer(task.app, name="task")
 app.add_typer(arch.app, name="arch")
+app.add_typer(model.app, name="model")
 
 
 @app.command()
