@@ -454,10 +454,12 @@ def render_markdown(card: ModelCard) -> str:
 
 
 def _score_line(name: str, score: CardScore, metric: Metric, whose: str) -> str:
-    if Metric(metric) is Metric.ACCURACY:
-        shown = f"accuracy {score.value(metric):.4f} ({score.score} of {score.rows} rows right)"
-    else:
-        shown = (
-            f"negated SSE {score.value(metric):.6f} (score {score.score} over {score.rows} rows)"
-        )
+    shown = describe_score(metric, score.score, score.rows)
     return f"- {name}: {shown}, file sha256 {score.file_sha256} ({whose})"
+
+
+def describe_score(metric: Metric, score: int, rows: int) -> str:
+    """'accuracy 0.9532 (1,234 of 1,295 rows)' or 'negated SSE -12.500000 (1,295 rows)'."""
+    if Metric(metric) is Metric.ACCURACY:
+        return f"accuracy {score / rows if rows else 0:.4f} ({score:,} of {rows:,} rows)"
+    return f"negated SSE {score / SSE_SCALE:,.6f} ({rows:,} rows)"

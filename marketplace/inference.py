@@ -28,10 +28,10 @@ import torch
 from onnx.reference import ReferenceEvaluator
 from torch import nn
 
+from marketplace.card import describe_score
 from marketplace.errors import ExportError
 from marketplace.evaluation import (
     EVAL_BATCH_SIZE,
-    SSE_SCALE,
     Dataset,
     Features,
     Labels,
@@ -101,12 +101,9 @@ class Prediction:
 
     def describe(self) -> str:
         """'accuracy 0.9532 (1,234 of 1,295 rows)' or 'negated SSE -12.5 (1,295 rows)'."""
-        rows = len(self.predictions)
         if self.score is None:
             return "no labels in the file: predictions only"
-        if self.metric is Metric.ACCURACY:
-            return f"accuracy {self.score / rows:.4f} ({self.score:,} of {rows:,} rows)"
-        return f"negated SSE {self.score / SSE_SCALE:,.6f} ({rows:,} rows)"
+        return describe_score(self.metric, self.score, len(self.predictions))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""`sponsor model ...`: use the model a task delivered, offline, from its directory.
+"""`sponsor model ...`: get the model a task delivered, then use it offline from its directory.
 
+sponsor model pull --task 1 -o model/ --test test.csv --account 0
 sponsor model predict --model DIR --data new.csv -o predictions.csv
 sponsor model export --model DIR --format onnx --check-data val.csv
 """
@@ -16,7 +17,19 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from marketplace.cli_common import console, readable_errors
+from marketplace.cli_common import (
+    AccountIndex,
+    Contract,
+    DataDir,
+    Ipfs,
+    Keystore,
+    Rpc,
+    console,
+    options,
+    read_file,
+    readable_errors,
+    signer,
+)
 from marketplace.errors import ConfigError, ExportError
 from marketplace.modeldir import read_model
 
@@ -35,6 +48,58 @@ ModelDir = Annotated[
 
 class Format(StrEnum):
     ONNX = "onnx"
+
+
+MAX_TEST_BYTES = 1024 * 1024 * 1024
+
+
+@app.command()
+@readable_errors
+def pull(
+    task_id: Annotated[int, typer.Option("--task", help="The task id.", min=1)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The directory to write.")],
+    test: Annotated[
+        Path | None,
+        typer.Option(help="Your own test file (task's schema): its score goes in the card."),
+    ] = None,
+    data_dir: DataDir = None,
+    rpc: Rpc = None,
+    contract: Contract = None,
+    ipfs: Ipfs = None,
+    account: AccountIndex = None,
+    keystore: Keystore = None,
+) -> None:
+    """Get the model your task paid for, once its payout root is agreed: open the winner the
+    evaluators sealed to you, check it is the scored one (digest and validation score), and
+    write model.safetensors, model.json and its card (MODEL_CARD.md, model_card.json).
+
+        sponsor model pull --task 1 -o model/ --account 0
+    """
+    from marketplace.card import describe_score
+    from marketplace.modeldir import write_model
+    from marketplace.sponsor import pull_model
+
+    connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
+    test_file = read_file(test, MAX_TEST_BYTES) if test is not None else None
+    pulled = pull_model(
+        connection.chain,
+        connection.store,
+        connection.account,
+        connection.chain_id,
+        task_id,
+        test_file,
+    )
+    card_path = write_model(output, pulled.spec, pulled.weights, pulled.card)
+    card = pulled.card
+    console.print(
+        f"pulled node {card.model.winner} ({card.model.kind}) of task {task_id} into {output}/"
+    )
+    for name, score in (("validation", card.validation), ("test", card.test)):
+        if score is not None:
+            console.print(f"  {name}: {describe_score(card.metric, score.score, score.rows)}")
+    console.print(f"  weights sha256 {card.model.weights_sha256}, as scored")
+    console.print(f"  model card: {card_path}")
+    console.print(f"  next: sponsor model predict --model {output} --data FILE")
 
 
 @app.command()

@@ -154,7 +154,7 @@ def test_the_test_score_is_the_winner_s_on_the_test_split(
     assert pulled.card.test.rows == len(market.test) == len(test)
     expected = score(pulled.spec, pulled.weights, test, pulled.card.metric)
     assert pulled.card.test.score == expected
-    assert f"({expected} of {len(test)} rows right)" in render_markdown(pulled.card)
+    assert f"({expected:,} of {len(test):,} rows)" in render_markdown(pulled.card)
 
 
 def test_a_stranger_and_a_miner_cannot_open_the_delivered_model(
@@ -210,3 +210,27 @@ def test_nothing_is_delivered_before_a_root_is_agreed(tmp_path: Path) -> None:
     market.create(rounds=1)
     with pytest.raises(IntegrityError, match="has no agreed payout root yet"):
         pull_model(market.chain, market.store, market.sponsor, market.chain_id, market.task_id)
+
+
+def test_the_pulled_model_predicts_the_test_split_and_exports_to_an_agreeing_graph(
+    settled: tuple[Market, PayoutReport], pulled: PulledModel, tmp_path: Path
+) -> None:
+    """What the sponsor does next: predict on the demo's test split (the winner's test
+    accuracy, exactly) and export to ONNX (every validation row predicts the same class)."""
+    from marketplace import inference
+    from marketplace.modeldir import CARD_MD, read_model, write_model
+
+    market, _ = settled
+    assert write_model(tmp_path, pulled.spec, pulled.weights, pulled.card) == tmp_path / CARD_MD
+    files = read_model(tmp_path)
+    assert weights_digest(files.weights) == weights_digest(pulled.weights)
+    (tmp_path / "test.csv").write_bytes(to_csv(market.test))
+    predicted = inference.predict_file(
+        files, inference.load_data(tmp_path / "test.csv", files.card)
+    )
+    assert pulled.card.test is not None and predicted.score == pulled.card.test.score
+    (tmp_path / "val.csv").write_bytes(to_csv(market.validation))
+    validation = inference.load_data(tmp_path / "val.csv", files.card)
+    check = inference.check_onnx(inference.export_onnx(files), files, validation)
+    assert check.ok and check.rows == len(market.validation) and check.disagreeing_rows == ()
+    assert check.max_difference <= check.tolerance

@@ -4,6 +4,7 @@ its crash points and restarted. Every setup must give the same scores and payout
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -18,8 +19,10 @@ from marketplace.config import Settings
 from marketplace.connect import open_store
 from marketplace.devnet import advance_chain_to, free_port, read_devnet_info
 from marketplace.engines import Engines
+from marketplace.evaluation import to_csv
 from marketplace.messages import NodeKind, Phase
 from marketplace.report import agreed_report
+from marketplace.shards import digits_splits
 from tests.programs import BIN, create_task, ok, program_env, run, write_inputs
 
 KILLED = -signal.SIGKILL
@@ -147,6 +150,7 @@ def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
     assert restarted.returncode == 0, out
     ok(run(folder, "sponsor", "claim", "--task", "1", "--account", "2"))
     assert "matches" in ok(run(folder, "marketplace", "verify", "--task", "1"))
+    _pull_and_predict(folder)
 
     updates = [r for r in chain.nodes(1) if r.kind is NodeKind.UPDATE]
     assert sorted((u.round, u.author) for u in updates) == sorted(
@@ -174,3 +178,28 @@ def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
     OUTCOMES[setup] = outcome
     for other_setup, other in OUTCOMES.items():
         assert other == outcome, f"{other_setup} and {setup} disagree"
+
+
+def _pull_and_predict(folder: Path) -> None:
+    """Issue 17: the sponsor pulls the model it paid for and predicts with it; a miner cannot
+    open it; the card holds against the chain, line by line."""
+    (folder / "test.csv").write_bytes(to_csv(digits_splits(seed=0)[2]))
+    pull = ["sponsor", "model", "pull", "--task", "1", "-o", "model", "--test", "test.csv"]
+    pulled = ok(run(folder, *pull, "--account", "0"))
+    assert "model card: model/MODEL_CARD.md" in pulled
+    refused = run(folder, *pull[:-2], "-o", "stolen", "--account", "4")
+    assert refused.returncode == 1 and "not a recipient" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and not (folder / "stolen").exists()
+    checked = ok(run(folder, "marketplace", "verify", "--card", "model/MODEL_CARD.md"))
+    assert "every line of model/MODEL_CARD.md holds against the chain" in checked
+    card = json.loads((folder / "model" / "model_card.json").read_text())
+    predicted = subprocess.run(
+        [BIN / "sponsor", "model", "predict", "--model", "model", "--data", "test.csv"],
+        cwd=folder,
+        env=program_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    right, rows = card["test"]["score"], card["test"]["rows"]
+    assert f"({right:,} of {rows:,} rows)" in ok(predicted)
