@@ -138,7 +138,7 @@ def load_dataset(
             raise DataFormatError(f"{path.name} is over the cap of {max_size:,} bytes")
     if not data:
         raise DataFormatError("the file is empty")
-    if suffix == ".npz" or (suffix != ".csv" and data.startswith(_ZIP_MAGIC)):
+    if is_npz(data, suffix):
         return _read_npz(data, schema, max_size)
     return _read_csv(data, schema)
 
@@ -155,7 +155,8 @@ def to_csv(dataset: Dataset, label_column: str = "label") -> bytes:
     return out.getvalue().encode()
 
 
-def _read_csv(data: bytes, schema: DataSchema) -> Dataset:
+def csv_table(data: bytes) -> tuple[Any, list[str]]:
+    """A CSV file's reader, positioned after the header, and the header's names (stripped)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -164,7 +165,24 @@ def _read_csv(data: bytes, schema: DataSchema) -> Dataset:
         raise DataFormatError("the file is empty")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        names = [name.strip() for name in next(reader)]
+        return reader, [name.strip() for name in next(reader)]
+    except csv.Error as exc:
+        raise DataFormatError(f"row {reader.line_num}: {exc}") from None
+
+
+def is_class_index(text: str) -> bool:
+    """Whether a CSV label cell reads as a class index (an integer, as `_label` takes it)."""
+    return _INTEGER.fullmatch(text.strip()) is not None
+
+
+def is_npz(data: bytes, suffix: str = "") -> bool:
+    """Whether `load_dataset` reads these bytes (from a file with `suffix`) as `.npz`."""
+    return suffix == ".npz" or (suffix != ".csv" and data.startswith(_ZIP_MAGIC))
+
+
+def _read_csv(data: bytes, schema: DataSchema) -> Dataset:
+    reader, names = csv_table(data)
+    try:
         columns = _csv_columns(names, schema)
         label_at = names.index(schema.label_column)
         feature_rows: list[list[Any]] = []
@@ -255,7 +273,9 @@ def _label(text: str, line: int, schema: DataSchema) -> int | float:
     return label
 
 
-def _read_npz(data: bytes, schema: DataSchema, max_size: int) -> Dataset:
+def npz_arrays(data: bytes, max_size: int) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """The arrays 'x' and 'y' of an `.npz` data file, their sizes and headers checked against
+    the cap before numpy allocates them, never unpickled."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
@@ -272,9 +292,13 @@ def _read_npz(data: bytes, schema: DataSchema, max_size: int) -> Dataset:
             for info in members:
                 _check_npy_header(archive, info, max_size)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            x, y = npz["x"], npz["y"]
+            return npz["x"], npz["y"]
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
         raise DataFormatError(f"not a valid .npz data file: {exc}") from None
+
+
+def _read_npz(data: bytes, schema: DataSchema, max_size: int) -> Dataset:
+    x, y = npz_arrays(data, max_size)
     rows = x.shape[0] if x.ndim else 0
     if x.ndim < 2 or math.prod(x.shape[1:]) != schema.num_features:
         raise DataFormatError(

@@ -18,7 +18,7 @@ from marketplace.checks import decode_architecture
 from marketplace.connect import dev_account
 from marketplace.devnet import Devnet
 from marketplace.evaluation import Dataset, to_csv
-from marketplace.messages import Phase
+from marketplace.messages import Metric, Phase
 from marketplace.storage import LocalStore
 from marketplace.tasks import account_key, paillier_hex, read_spec
 from sponsor_cli.app import app
@@ -301,3 +301,62 @@ def test_a_bad_aggregation_is_a_readable_error(
     devnet: Devnet, files: Path, extra: tuple[str, ...], message: str
 ) -> None:
     assert message in readable_error(create(devnet, files, *extra))
+
+
+def test_create_infers_a_30_feature_binary_schema_and_says_so(
+    devnet: Devnet, files: Path, chain: ChainClient
+) -> None:
+    rng = np.random.default_rng(1)
+    rows = Dataset(rng.random((8, 30), dtype=np.float32), np.arange(8, dtype=np.int64) % 2, 2)
+    (files / "cancer.csv").write_bytes(to_csv(rows))
+
+    result = create(devnet, files, "--validation", str(files / "cancer.csv"))
+
+    assert result.exit_code == 0, result.output
+    task_id = chain.task_count()
+    assert result.output.splitlines()[1] == (
+        "  schema: 30 features, label column 'label', 2 classes (accuracy), "
+        "inferred from cancer.csv"
+    )
+    spec = read_spec(chain, LocalStore(devnet.path.parent / "blobs"), task_id)
+    assert (spec.data.num_features, spec.data.num_classes, spec.metric) == (30, 2, Metric.ACCURACY)
+    assert result.output.splitlines()[-2:] == [
+        f"  next: data scientists propose architectures (sponsor arch propose --task {task_id}), "
+        "miners train them",
+        f"  after the last round: sponsor task reveal {task_id}",
+    ]
+
+
+def test_create_sets_the_spec_settings_a_sponsor_chooses(
+    devnet: Devnet, files: Path, chain: ChainClient
+) -> None:
+    default = create(devnet, files)
+    assert default.exit_code == 0, default.output
+    store = LocalStore(devnet.path.parent / "blobs")
+    spec = read_spec(chain, store, chain.task_count())
+    assert (spec.max_samples_credited, spec.no_update_tolerance, spec.min_gain) == (
+        1_000_000,
+        1e-6,
+        2,
+    )
+    assert (spec.max_submissions_per_round, spec.class_guard_bps) == (1, 2_000)
+
+    chosen = create(
+        devnet,
+        files,
+        "--max-samples-credited",
+        "5000",
+        "--no-update-tolerance",
+        "0.001",
+        "--min-gain",
+        "3",
+        "--max-submissions-per-round",
+        "2",
+        "--class-guard",
+        "0",
+    )
+
+    assert chosen.exit_code == 0, chosen.output
+    spec = read_spec(chain, store, chain.task_count())
+    assert (spec.max_samples_credited, spec.no_update_tolerance, spec.min_gain) == (5000, 0.001, 3)
+    assert (spec.max_submissions_per_round, spec.class_guard_bps) == (2, 0)
