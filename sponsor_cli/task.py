@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +12,7 @@ import typer
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import is_address, to_checksum_address
 from pydantic import ValidationError
+from rich import box
 from rich.table import Table
 from rich.tree import Tree
 
@@ -24,6 +25,7 @@ from marketplace.cli_common import (
     Keystore,
     Rpc,
     console,
+    next_steps,
     options,
     parse_amount,
     parse_duration,
@@ -31,6 +33,7 @@ from marketplace.cli_common import (
     readable_errors,
     reader,
     show_amount,
+    show_time,
     signer,
 )
 from marketplace.config import Settings
@@ -307,7 +310,7 @@ def list_tasks(
             show_amount(task.bounty),
             str(task.rounds),
             str(task.node_count),
-            _when(_phase_end(task, phase)),
+            show_time(_phase_end(task, phase)),
         )
     console.print(table)
 
@@ -342,30 +345,34 @@ def show(
     console.print(f"[bold]task {task_id}[/]: {phase.name.lower()}, sponsor {task.sponsor}")
     console.print(f"  bounty {show_amount(task.bounty)}, escrow {show_amount(task.escrow)}")
     for index in range(task.rounds):
-        console.print(f"  round {index} ends {_when(task.round_end(index))}")
+        console.print(f"  round {index} ends {show_time(task.round_end(index))}")
     for label, when in (
         ("reveal by", task.reveal_deadline),
         ("evaluation by", task.evaluation_deadline),
         ("claims until", task.claim_deadline if task.finalized else 0),
     ):
         if when:
-            console.print(f"  {label} {_when(when)}")
+            console.print(f"  {label} {show_time(when)}")
     console.print(f"  evaluators: {', '.join(chain.evaluators(task_id))}")
     console.print(_tree(task_id, records, report))
     if report is not None:
-        table = Table(title="payouts")
-        for column in ("leaf", "account", "amount", "points", "claimed"):
+        table = Table(title="payouts (ETH)", box=box.SIMPLE_HEAD, collapse_padding=True)
+        columns = ("leaf", "account", "amount", "expertise", "data", "compute", "deposits")
+        for column in (*columns, "points", "claimed"):
             table.add_column(column)
         for entry in report.payouts:
             claimed = chain.is_claimed(task_id, entry.index) if task.finalized else False
+            parts = (entry.amount, entry.expertise, entry.data, entry.compute, entry.deposits)
             table.add_row(
                 str(entry.index),
-                entry.account,
-                show_amount(entry.amount),
+                entry.account[:8] + "…",
+                *(_ether(part) for part in parts),
                 f"{entry.points:,}",
                 "yes" if claimed else "no",
             )
         console.print(table)
+    for step in next_steps(task_id, task, phase):
+        console.print(f"  next: {step}", soft_wrap=True)
 
 
 def _one_transaction(name: str, help_text: str) -> None:
@@ -401,7 +408,17 @@ def _one_transaction(name: str, help_text: str) -> None:
             amount = event.args.get("amount", event.args.get("refunded"))
             shown = f": {show_amount(int(amount))}" if amount is not None else ""
             console.print(f"  {event.name}{shown}")
-        console.print(f"  phase now {chain.phase(task_id).name.lower()}")
+        phase = chain.phase(task_id)
+        console.print(f"  phase now {phase.name.lower()}")
+        if name == "reclaim":
+            steps = ["nothing else to reclaim"]
+            if phase is Phase.CLAIMS:
+                when = show_time(chain.task(task_id).claim_deadline)
+                steps = [f"what is not claimed by {when}: sponsor task reclaim {task_id} again"]
+        else:
+            steps = next_steps(task_id, chain.task(task_id), phase)
+        for step in steps:
+            console.print(f"  next: {step}", soft_wrap=True)
 
     command.__doc__ = help_text
     app.command(name)(command)
@@ -574,6 +591,11 @@ def _plain(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: "0x" + v.hex() if isinstance(v, bytes) else v for k, v in fields.items()}
 
 
+def _ether(units: int) -> str:
+    """Wei as ETH, without trailing zeros: 2010000000000000000 -> 2.01 (--json has the wei)."""
+    return f"{Decimal(units) / 10**18:f}".rstrip("0").rstrip(".") if units else "0"
+
+
 def _phase_end(task: TaskState, phase: Phase) -> int:
     return {
         Phase.ROUNDS: task.rounds_end,
@@ -582,9 +604,3 @@ def _phase_end(task: TaskState, phase: Phase) -> int:
         Phase.CHALLENGE: task.challenge_end,
         Phase.CLAIMS: task.claim_deadline,
     }.get(phase, 0)
-
-
-def _when(timestamp: int) -> str:
-    if not timestamp:
-        return "-"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

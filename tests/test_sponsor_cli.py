@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from typer.testing import CliRunner, Result
 from web3 import Web3
+from web3.exceptions import TimeExhausted, Web3RPCError
 
 from marketplace.chain import ChainClient
 from marketplace.checks import decode_architecture
@@ -360,3 +362,46 @@ def test_create_sets_the_spec_settings_a_sponsor_chooses(
     spec = read_spec(chain, store, chain.task_count())
     assert (spec.max_samples_credited, spec.no_update_tolerance, spec.min_gain) == (5000, 0.001, 3)
     assert (spec.max_submissions_per_round, spec.class_guard_bps) == (2, 0)
+
+
+REFUSED = 'No valid "from" key was provided in the transaction'
+
+
+@pytest.mark.parametrize(
+    ("failure", "line"),
+    [
+        (
+            Web3RPCError(
+                str({"code": -32000, "message": REFUSED}),
+                rpc_response={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "error": {"code": -32000, "message": REFUSED},
+                },
+            ),
+            f"error: the node refused: {REFUSED}",
+        ),
+        (
+            requests.exceptions.ConnectionError("connection refused"),
+            "error: cannot reach the Ethereum node: ConnectionError",
+        ),
+        (
+            TimeExhausted("Transaction 0xab is not in the chain after 120 seconds"),
+            "error: the transaction was not mined in time (it may still be): Transaction 0xab "
+            "is not in the chain after 120 seconds",
+        ),
+    ],
+)
+def test_a_node_that_refuses_or_is_away_is_one_readable_line(
+    task_one: Result,
+    devnet: Devnet,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    line: str,
+) -> None:
+    def refuse(self: ChainClient, sender: str, task_id: int) -> None:
+        raise failure
+
+    monkeypatch.setattr(ChainClient, "cancel_task", refuse)
+
+    assert readable_error(sponsor(devnet, "task", "cancel", "1", "--account", "0")) == line
