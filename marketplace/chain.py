@@ -12,13 +12,20 @@ from collections.abc import Sequence
 from functools import cache, lru_cache
 from typing import Any
 
+import requests
 from eth_abi.abi import decode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
-from web3.exceptions import BlockNotFound, ContractLogicError
+from web3.exceptions import (
+    BlockNotFound,
+    ContractLogicError,
+    TimeExhausted,
+    Web3Exception,
+    Web3RPCError,
+)
 from web3.types import BlockIdentifier, RPCEndpoint, TxParams, Wei
 
 from marketplace import errors
@@ -38,6 +45,14 @@ from marketplace.messages import (
 )
 
 log = logging.getLogger(__name__)
+
+NODE_ERRORS: tuple[type[Exception], ...] = (
+    Web3Exception,  # the node's refusals (Web3RPCError), timeouts, web3's own ValueErrors
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+)
+"""What web3 raises when the node refuses, cannot be reached or does not mine in time: a
+command line shows it as one line (`describe_node_error`), never as a traceback."""
 
 CONTRACT_NAME = "GradientMarketplace"
 
@@ -609,3 +624,18 @@ def _node_record(event: ChainEvent) -> NodeRecord:
         plaintext_digest=a["plaintextDigest"],
         **common,
     )
+
+
+def describe_node_error(exc: Exception) -> str:
+    """One line for an error of `NODE_ERRORS`: what the node said, without web3's wrapping."""
+    if isinstance(exc, Web3RPCError):
+        error = (exc.rpc_response or {}).get("error")
+        said = error.get("message") if isinstance(error, dict) else None
+        return f"the node refused: {said or exc.message}"
+    if isinstance(exc, ContractLogicError):
+        return f"the contract refused: {exc.message or exc.data}"
+    if isinstance(exc, TimeExhausted):
+        return f"the transaction was not mined in time (it may still be): {exc}"
+    if isinstance(exc, requests.exceptions.RequestException):
+        return f"cannot reach the Ethereum node: {type(exc).__name__}"
+    return f"the node or web3 refused: {exc}"

@@ -27,6 +27,7 @@ from marketplace.cli_common import (
     Keystore,
     Rpc,
     console,
+    next_steps,
     options,
     readable_errors,
     signer,
@@ -172,6 +173,11 @@ def deploy(
     web3 = signing_web3(rpc_url, deployer)
     market = ChainClient.deploy(web3, deployer.address, min_window=min_window)
     console.print(f"marketplace deployed at {market.address} on {rpc_url}")
+    console.print(
+        f"  next: set GM_RPC_URL={rpc_url} and the line below in every program's environment "
+        "(or pass --rpc and --contract); then: sponsor task create",
+        soft_wrap=True,
+    )
     print(f"GM_CONTRACT={market.address}")  # plain: meant to be copied whole
 
 
@@ -290,7 +296,11 @@ def evaluate(
     else:
         while not guard.attempt(one_pass):
             time.sleep(pause)
-    console.print(f"task {task}: {connection.chain.phase(task).name.lower()}")
+    phase = connection.chain.phase(task)
+    console.print(f"task {task}: {phase.name.lower()}")
+    if once:
+        for step in next_steps(task, connection.chain.task(task), phase):
+            console.print(f"  next: {step}", soft_wrap=True)
 
 
 @app.command()

@@ -2,8 +2,9 @@
 
 Every program takes `--data-dir`, `--rpc`, `--contract`, `--ipfs` (each also a `GM_*`
 environment variable) and, to sign, `--account N` (a devnet account) or `--keystore FILE`
-(password from GM_PASSWORD or a prompt). A `MarketplaceError` becomes one red line on stderr
-and exit code 1; a traceback is only ever a bug.
+(password from GM_PASSWORD or a prompt). A `MarketplaceError`, or web3's error for a node that
+refuses, is unreachable or mines nothing in time, becomes one red line on stderr and exit
+code 1; a traceback is only ever a bug.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -18,9 +20,11 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
+from marketplace.chain import NODE_ERRORS, describe_node_error
 from marketplace.config import Settings, settings_with
 from marketplace.connect import Connection, connect, load_account
 from marketplace.errors import ConfigError, ContractRevert, MarketplaceError
+from marketplace.messages import Phase, TaskState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -90,7 +94,8 @@ def reader(settings: Settings) -> Connection:
 
 
 def readable_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn every MarketplaceError of `command` into one line on stderr and exit code 1."""
+    """Turn every MarketplaceError of `command`, and every refusal or outage of the Ethereum
+    node (web3's errors), into one line on stderr and exit code 1."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -100,6 +105,8 @@ def readable_errors(command: Callable[P, R]) -> Callable[P, R]:
             errors.print(f"[red]error:[/] the contract refused: {exc}", soft_wrap=True)
         except MarketplaceError as exc:
             errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        except NODE_ERRORS as exc:
+            errors.print(f"[red]error:[/] {describe_node_error(exc)}", soft_wrap=True)
         except KeyboardInterrupt:
             errors.print("interrupted")
             raise typer.Exit(130) from None
@@ -151,6 +158,58 @@ def parse_duration(text: str) -> int:
     if not number.isdigit():
         raise ConfigError(f"not a duration: {text!r} (try 90, 15m, 2h or 7d)")
     return int(number) * (scale or 1)
+
+
+def show_time(timestamp: int) -> str:
+    """A chain timestamp for people ("-" for none)."""
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def show_duration(seconds: int) -> str:
+    """600 -> '10m', 7200 -> '2h', 90 -> '90s': as `parse_duration` reads it back."""
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def next_steps(task_id: int, task: TaskState, phase: Phase) -> list[str]:
+    """What comes next for task `task_id` in `phase`, and the command that does it: the lines
+    a command that moved the task prints after what it did."""
+    finalize = f"sponsor task finalize {task_id}"
+    claims = show_time(task.claim_deadline)
+    steps = {
+        Phase.ROUNDS: [
+            f"miners train until {show_time(task.rounds_end)}; "
+            f"after the last round: sponsor task reveal {task_id}"
+        ],
+        Phase.REVEAL: [
+            f"the sponsor reveals by {show_time(task.reveal_deadline)}: "
+            f"sponsor task reveal {task_id}"
+        ],
+        Phase.EVALUATION: [
+            "evaluators now score and post payout roots "
+            f"(by {show_time(task.evaluation_deadline)})",
+            f"then, {show_duration(task.challenge_window)} after a root is agreed: {finalize}",
+        ],
+        Phase.CHALLENGE: [f"a root is agreed; after {show_time(task.challenge_end)}: {finalize}"],
+        Phase.CLAIMS: [
+            f"winners claim until {claims}: sponsor claim --task {task_id} "
+            f"(miners: miner claim --task {task_id})",
+            f"the sponsor's model: sponsor model pull --task {task_id} -o model/",
+            f"the sponsor's unallocated part: sponsor task reclaim {task_id} "
+            f"(again after {claims} for what was not claimed)",
+        ],
+        Phase.CLOSED: [f"what was not claimed goes back by: sponsor task reclaim {task_id}"],
+        Phase.UNREVEALED: [f"submitters take their refunds: miner claim --task {task_id}"],
+        Phase.UNSETTLED: [
+            f"submitters take their refunds: miner claim --task {task_id}; "
+            f"with no submissions, the sponsor: sponsor task reclaim {task_id}"
+        ],
+    }
+    return steps.get(phase, ["nothing else to do"])
 
 
 def quiet_logging(verbose: bool = False) -> None:

@@ -162,7 +162,7 @@ def _load(
             raise DataFormatError(f"{path.name} is over the cap of {max_size:,} bytes")
     if not data:
         raise DataFormatError("the file is empty")
-    if suffix == ".npz" or (suffix != ".csv" and data.startswith(_ZIP_MAGIC)):
+    if is_npz(data, suffix):
         return _read_npz(data, schema, max_size, labels_optional)
     return _read_csv(data, schema, labels_optional)
 
@@ -179,9 +179,8 @@ def to_csv(dataset: Dataset, label_column: str = "label") -> bytes:
     return out.getvalue().encode()
 
 
-def _read_csv(
-    data: bytes, schema: DataSchema, labels_optional: bool
-) -> tuple[Features, Labels | None]:
+def csv_table(data: bytes) -> tuple[Any, list[str]]:
+    """A CSV file's reader, positioned after the header, and the header's names (stripped)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -190,7 +189,26 @@ def _read_csv(
         raise DataFormatError("the file is empty")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        names = [name.strip() for name in next(reader)]
+        return reader, [name.strip() for name in next(reader)]
+    except csv.Error as exc:
+        raise DataFormatError(f"row {reader.line_num}: {exc}") from None
+
+
+def is_class_index(text: str) -> bool:
+    """Whether a CSV label cell reads as a class index (an integer, as `_label` takes it)."""
+    return _INTEGER.fullmatch(text.strip()) is not None
+
+
+def is_npz(data: bytes, suffix: str = "") -> bool:
+    """Whether `load_dataset` reads these bytes (from a file with `suffix`) as `.npz`."""
+    return suffix == ".npz" or (suffix != ".csv" and data.startswith(_ZIP_MAGIC))
+
+
+def _read_csv(
+    data: bytes, schema: DataSchema, labels_optional: bool
+) -> tuple[Features, Labels | None]:
+    reader, names = csv_table(data)
+    try:
         columns, label_at = _csv_columns(names, schema, labels_optional)
         feature_rows: list[list[Any]] = []
         labels: list[int | float] = []
@@ -294,9 +312,12 @@ def _label(text: str, line: int, schema: DataSchema) -> int | float:
     return label
 
 
-def _read_npz(
-    data: bytes, schema: DataSchema, max_size: int, labels_optional: bool
-) -> tuple[Features, Labels | None]:
+def npz_arrays(
+    data: bytes, max_size: int, labels_optional: bool = False
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None]:
+    """The arrays 'x' and 'y' of an `.npz` data file ('y' None when `labels_optional` and
+    absent), their sizes and headers checked against the cap before numpy allocates them,
+    never unpickled."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
@@ -314,9 +335,15 @@ def _read_npz(
             for info in members:
                 _check_npy_header(archive, info, max_size)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            x, y = npz["x"], (npz["y"] if "y" in names else None)
+            return npz["x"], (npz["y"] if "y" in names else None)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
         raise DataFormatError(f"not a valid .npz data file: {exc}") from None
+
+
+def _read_npz(
+    data: bytes, schema: DataSchema, max_size: int, labels_optional: bool
+) -> tuple[Features, Labels | None]:
+    x, y = npz_arrays(data, max_size, labels_optional)
     rows = x.shape[0] if x.ndim else 0
     if x.ndim < 2 or math.prod(x.shape[1:]) != schema.num_features:
         raise DataFormatError(

@@ -301,14 +301,16 @@ def agreed_report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutR
 
 
 def claim_payout(
-    chain: ChainClient, store: BlobStore, account: str, task_id: int
+    chain: ChainClient, store: BlobStore, sender: str, task_id: int, account: str | None = None
 ) -> tuple[PayoutEntry | None, bool]:
-    """Claim `account`'s leaf of the agreed report: (its entry or None, whether claimed now).
+    """Claim `account`'s leaf (default: the sender's) of the agreed report, in a transaction
+    `sender` signs and pays the gas of: (its entry or None, whether claimed now). The money
+    goes to the leaf's account whoever sends it.
 
     Idempotent: a leaf already claimed (by anyone: the money goes to its account) is left.
     """
-    entry = agreed_report(chain, store, task_id).entry_for(account)
+    entry = agreed_report(chain, store, task_id).entry_for(account or sender)
     if entry is None or chain.is_claimed(task_id, entry.index):
         return entry, False
-    chain.claim(account, task_id, entry.leaf(), entry.proof_bytes())
+    chain.claim(sender, task_id, entry.leaf(), entry.proof_bytes())
     return entry, True

@@ -35,6 +35,7 @@ from marketplace.cli_common import (
     options,
     readable_errors,
     show_amount,
+    show_time,
     signer,
 )
 from marketplace.config import Settings
@@ -203,6 +204,13 @@ def run(
                 f"round {submission.round}: {verb} node {submission.node_id} "
                 f"(parent {submission.parent}, {submission.samples} rows, {submission.cid})"
             )
+            state = connection.chain.task(task)
+            if submission.round + 1 < state.rounds:
+                opens = show_time(state.round_end(submission.round))
+                step = f"run --once again when round {submission.round + 1} opens ({opens})"
+            else:
+                step = f"after settlement: miner claim --task {task}"
+            console.print(f"  next: {step} (or run without --once to do both)", soft_wrap=True)
             return
         console.print(f"miner {connection.address} on task {task}")
         miner.run(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from eth_utils.address import is_address, to_checksum_address
 
 from marketplace.cli_common import (
     AccountIndex,
@@ -27,6 +28,7 @@ from marketplace.cli_common import (
     show_amount,
     signer,
 )
+from marketplace.errors import ConfigError
 from marketplace.report import claim_payout
 from sponsor_cli import arch, model, task
 
@@ -55,16 +57,23 @@ def claim(
     keystore: Keystore = None,
 ) -> None:
     """Claim a payout of a finalized task with its Merkle proof (from the posted report).
-    Anyone may send it; the money always goes to the leaf's account."""
+    Anyone may send it (and pays its gas); the money always goes to the leaf's account."""
     connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
-    who = for_account or connection.address
-    entry, claimed = claim_payout(connection.chain, connection.store, who, task_id)
+    if for_account is not None and not is_address(for_account):
+        raise ConfigError(f"--for {for_account!r} is not an Ethereum address")
+    who = str(to_checksum_address(for_account)) if for_account else connection.address
+    entry, claimed = claim_payout(
+        connection.chain, connection.store, connection.address, task_id, account=who
+    )
     if entry is None:
         console.print(f"task {task_id} owes {who} nothing")
     elif claimed:
         console.print(
-            f"claimed {show_amount(entry.amount)} and {entry.points:,} reputation points for {who}"
+            f"claimed {show_amount(entry.amount)} and {entry.points:,} reputation points for {who}",
+            soft_wrap=True,
         )
+        if who != connection.address:
+            console.print(f"  sent (and gas paid) by {connection.address}")
     else:
         console.print(
             f"leaf {entry.index} of {who} ({show_amount(entry.amount)}) was already claimed"

@@ -71,3 +71,8 @@ def propose(
         connection.chain, connection.store, connection.account, task, model, initial
     )
     console.print(f"proposed architecture node [bold]{result.value}[/] ({result.gas_used:,} gas)")
+    console.print(
+        f"  next: miners train it; it earns the expertise share if the winner descends from "
+        f"it (watch: sponsor task show {task})",
+        soft_wrap=True,
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import is_address, to_checksum_address
 from pydantic import ValidationError
+from rich import box
 from rich.table import Table
 from rich.tree import Tree
 
@@ -23,6 +25,7 @@ from marketplace.cli_common import (
     Keystore,
     Rpc,
     console,
+    next_steps,
     options,
     parse_amount,
     parse_duration,
@@ -30,6 +33,7 @@ from marketplace.cli_common import (
     readable_errors,
     reader,
     show_amount,
+    show_time,
     signer,
 )
 from marketplace.config import Settings
@@ -40,7 +44,6 @@ from marketplace.errors import ConfigError
 from marketplace.messages import (
     ZERO_ADDRESS,
     Aggregation,
-    DataSchema,
     Metric,
     NodeKind,
     Phase,
@@ -50,12 +53,23 @@ from marketplace.messages import (
     TaskState,
 )
 from marketplace.report import PayoutReport, posted_roots, read_report
+from marketplace.schemas import InferredSchema, infer_schema, summary
 from marketplace.storage import BlobStore
 from marketplace.tasks import account_key, nodes_by_id, paillier_hex
 
 app = typer.Typer(help="Create and run tasks: bounties for models.", no_args_is_help=True)
 
 MAX_FILE_BYTES = 1024 * 1024 * 1024
+
+
+SCHEMA = "Data schema (inferred from --validation; give one to override it)"
+REWARDS = "Rewards and credit"
+AGGREGATION = "Secure aggregation"
+DEFAULTS = TaskSpec.model_fields
+
+
+def _default(name: str) -> Any:
+    return DEFAULTS[name].default
 
 
 @app.command()
@@ -79,33 +93,118 @@ def create(
     challenge_window: Annotated[str, typer.Option(help="Wait before finalizing.")] = "10m",
     claim_window: Annotated[str, typer.Option(help="Time to claim.")] = "7d",
     start: Annotated[int, typer.Option(help="Unix time the rounds start (0: now).")] = 0,
-    spec: Annotated[Path | None, typer.Option(help="A TaskSpec JSON file.")] = None,
+    spec: Annotated[
+        Path | None, typer.Option(help="A TaskSpec JSON file (replaces every spec option).")
+    ] = None,
     name: Annotated[str, typer.Option(help="Task name (without --spec).")] = "task",
-    metric: Annotated[Metric, typer.Option(help="accuracy or negated_sse.")] = Metric.ACCURACY,
-    features: Annotated[int, typer.Option(help="Feature columns.")] = 64,
+    metric: Annotated[
+        Metric | None,
+        typer.Option(
+            help="Default: accuracy if every label is an integer, else negated_sse.",
+            rich_help_panel=SCHEMA,
+        ),
+    ] = None,
+    features: Annotated[
+        int | None,
+        typer.Option(
+            help="Feature columns (default: every column but the label).",
+            min=1,
+            rich_help_panel=SCHEMA,
+        ),
+    ] = None,
     classes: Annotated[
-        int, typer.Option(help="Label classes (accuracy; negated_sse is regression).")
-    ] = 10,
-    label_column: Annotated[str, typer.Option(help="The label column.")] = "label",
-    expertise_bps: Annotated[int, typer.Option(help="Architecture share, basis points.")] = 2000,
-    data_bps: Annotated[int, typer.Option(help="Data share, basis points.")] = 5000,
-    compute_bps: Annotated[int, typer.Option(help="Compute share, basis points.")] = 2000,
+        int | None,
+        typer.Option(
+            help="Classes, for accuracy (default: the largest label + 1; give it when the "
+            "validation set lacks a class).",
+            rich_help_panel=SCHEMA,
+        ),
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(help="The label column (default: 'label').", rich_help_panel=SCHEMA),
+    ] = None,
+    expertise_bps: Annotated[
+        int, typer.Option(help="Architecture share, basis points.", rich_help_panel=REWARDS)
+    ] = 2000,
+    data_bps: Annotated[
+        int, typer.Option(help="Data share, basis points.", rich_help_panel=REWARDS)
+    ] = 5000,
+    compute_bps: Annotated[
+        int, typer.Option(help="Compute share, basis points.", rich_help_panel=REWARDS)
+    ] = 2000,
+    max_samples_credited: Annotated[
+        int,
+        typer.Option(
+            help="Rows an update is credited for at most, whatever its miner declares (the "
+            "compute share and sample-weighted merges).",
+            min=1,
+            rich_help_panel=REWARDS,
+        ),
+    ] = _default("max_samples_credited"),
+    no_update_tolerance: Annotated[
+        float,
+        typer.Option(
+            help="An update whose weights all stay within this of its parent's is no update: "
+            "refused, its deposit kept.",
+            min=0,
+            rich_help_panel=REWARDS,
+        ),
+    ] = _default("no_update_tolerance"),
+    min_gain: Annotated[
+        int,
+        typer.Option(
+            help="The least gain credited, in score units (validation rows for accuracy); "
+            "smaller gains are noise.",
+            min=1,
+            rich_help_panel=REWARDS,
+        ),
+    ] = _default("min_gain"),
+    max_submissions_per_round: Annotated[
+        int,
+        typer.Option(
+            help="Updates one account may submit per round.", min=1, rich_help_panel=REWARDS
+        ),
+    ] = _default("max_submissions_per_round"),
+    class_guard: Annotated[
+        int,
+        typer.Option(
+            help="Accuracy: merge an update whose removal would cut one class's recall by more "
+            "than this many basis points (0: off).",
+            min=0,
+            max=10_000,
+            rich_help_panel=REWARDS,
+        ),
+    ] = _default("class_guard_bps"),
     max_blob_mb: Annotated[int, typer.Option(help="Cap on any blob, MiB.")] = 64,
     aggregate: Annotated[
         str | None,
         typer.Option(
             help="Secure aggregation rounds, opened by this evaluator: ADDRESS=PAILLIER_N "
-            "(from `marketplace key --paillier`) or dev:N. It must be the only evaluator."
+            "(from `marketplace key --paillier`) or dev:N. It must be the only evaluator.",
+            rich_help_panel=AGGREGATION,
         ),
     ] = None,
     clip: Annotated[
-        float, typer.Option(help="With --aggregate: each update value is clipped to +-clip.")
+        float,
+        typer.Option(
+            help="With --aggregate: each update value is clipped to +-clip.",
+            rich_help_panel=AGGREGATION,
+        ),
     ] = 0.05,
     max_miners: Annotated[
-        int, typer.Option(help="With --aggregate: miners per round and base (slot headroom).")
+        int,
+        typer.Option(
+            help="With --aggregate: miners per round and base (slot headroom).",
+            rich_help_panel=AGGREGATION,
+        ),
     ] = 16,
     aggregate_rounds: Annotated[
-        str, typer.Option(help="With --aggregate: which rounds, e.g. 1,2 (default: every one).")
+        str,
+        typer.Option(
+            help="With --aggregate: which rounds, e.g. 1,2 (default: every one).",
+            rich_help_panel=AGGREGATION,
+        ),
     ] = "",
     data_dir: DataDir = None,
     rpc: Rpc = None,
@@ -117,50 +216,58 @@ def create(
     """Create a task and escrow its bounty.
 
     The validation file is committed on-chain and sealed to the evaluators (and to you);
-    nobody else can read it until you reveal it after the last round. Example, on a devnet:
+    nobody else can read it until you reveal it after the last round. Its schema (features,
+    label column, metric, classes) is read from the file. Example, on a devnet:
 
         sponsor task create --validation val.csv --bounty 10 --evaluator dev:1 --account 0
     """
     from marketplace.sponsor import create_task
 
     settings = options(data_dir, rpc, contract, ipfs, account, keystore)
+    file = read_file(validation, MAX_FILE_BYTES)
+    choices = SpecChoices(
+        name=name,
+        split=(expertise_bps, data_bps, compute_bps),
+        max_blob_bytes=max_blob_mb * 1024 * 1024,
+        settings={
+            "max_samples_credited": max_samples_credited,
+            "no_update_tolerance": no_update_tolerance,
+            "min_gain": min_gain,
+            "max_submissions_per_round": max_submissions_per_round,
+            "class_guard_bps": class_guard,
+        },
+    )
+    if spec is not None:
+        task_spec = _read_spec(spec)
+        source = f"{summary(task_spec.data)}, from {spec.name}"
+    else:
+        inferred = infer_schema(
+            file,
+            choices.max_blob_bytes,
+            label_column=label_column,
+            metric=metric,
+            features=features,
+            classes=classes,
+        )
+        task_spec, source = _spec(choices, inferred), inferred.describe(validation.name)
     connection = signer(settings)
     evaluators = [_evaluator(settings, item) for item in evaluator]
-    task_spec = _spec(
-        spec,
-        name,
-        metric,
-        features,
-        classes,
-        label_column,
-        max_blob_mb,
-        (expertise_bps, data_bps, compute_bps),
-    )
     if aggregate is not None:
         task_spec = task_spec.model_copy(
             update={
                 "aggregation": _aggregation(settings, aggregate, clip, max_miners, aggregate_rounds)
             }
         )
-    file = read_file(validation, MAX_FILE_BYTES)
-    try:
-        params = TaskParams(
-            token=_address(token, "--token"),
-            bounty=parse_amount(bounty),
-            deposit=parse_amount(deposit),
-            validation_commit=bytes(32),
-            start=start,
-            round_duration=parse_duration(round_duration),
-            rounds=rounds,
-            reveal_window=parse_duration(reveal_window),
-            evaluation_window=parse_duration(evaluation_window),
-            challenge_window=parse_duration(challenge_window),
-            claim_window=parse_duration(claim_window),
-            evaluators=tuple(address for address, _ in evaluators),
-            quorum=quorum,
-        )
-    except ValidationError as exc:
-        raise ConfigError(f"bad task parameters: {_first(exc)}") from None
+    params = _params(
+        token,
+        bounty,
+        deposit,
+        start,
+        rounds,
+        quorum,
+        [address for address, _ in evaluators],
+        (round_duration, reveal_window, evaluation_window, challenge_window, claim_window),
+    )
     created = create_task(
         connection.chain,
         connection.store,
@@ -172,8 +279,14 @@ def create(
         [key for _, key in evaluators],
     )
     console.print(f"created task [bold]{created.task_id}[/] ({created.result.gas_used:,} gas)")
+    console.print(f"  schema: {source}", soft_wrap=True)
     console.print(f"  bounty {show_amount(params.bounty)}, {rounds} rounds of {round_duration}")
     console.print(f"  spec {created.spec_cid}; validation sealed as {created.validation_cid}")
+    console.print(
+        f"  next: data scientists propose architectures "
+        f"(sponsor arch propose --task {created.task_id}), miners train them",
+        soft_wrap=True,
+    )
     console.print(f"  after the last round: sponsor task reveal {created.task_id}")
 
 
@@ -197,7 +310,7 @@ def list_tasks(
             show_amount(task.bounty),
             str(task.rounds),
             str(task.node_count),
-            _when(_phase_end(task, phase)),
+            show_time(_phase_end(task, phase)),
         )
     console.print(table)
 
@@ -232,30 +345,34 @@ def show(
     console.print(f"[bold]task {task_id}[/]: {phase.name.lower()}, sponsor {task.sponsor}")
     console.print(f"  bounty {show_amount(task.bounty)}, escrow {show_amount(task.escrow)}")
     for index in range(task.rounds):
-        console.print(f"  round {index} ends {_when(task.round_end(index))}")
+        console.print(f"  round {index} ends {show_time(task.round_end(index))}")
     for label, when in (
         ("reveal by", task.reveal_deadline),
         ("evaluation by", task.evaluation_deadline),
         ("claims until", task.claim_deadline if task.finalized else 0),
     ):
         if when:
-            console.print(f"  {label} {_when(when)}")
+            console.print(f"  {label} {show_time(when)}")
     console.print(f"  evaluators: {', '.join(chain.evaluators(task_id))}")
     console.print(_tree(task_id, records, report))
     if report is not None:
-        table = Table(title="payouts")
-        for column in ("leaf", "account", "amount", "points", "claimed"):
+        table = Table(title="payouts (ETH)", box=box.SIMPLE_HEAD, collapse_padding=True)
+        columns = ("leaf", "account", "amount", "expertise", "data", "compute", "deposits")
+        for column in (*columns, "points", "claimed"):
             table.add_column(column)
         for entry in report.payouts:
             claimed = chain.is_claimed(task_id, entry.index) if task.finalized else False
+            parts = (entry.amount, entry.expertise, entry.data, entry.compute, entry.deposits)
             table.add_row(
                 str(entry.index),
-                entry.account,
-                show_amount(entry.amount),
+                entry.account[:8] + "…",
+                *(_ether(part) for part in parts),
                 f"{entry.points:,}",
                 "yes" if claimed else "no",
             )
         console.print(table)
+    for step in next_steps(task_id, task, phase):
+        console.print(f"  next: {step}", soft_wrap=True)
 
 
 def _one_transaction(name: str, help_text: str) -> None:
@@ -291,7 +408,17 @@ def _one_transaction(name: str, help_text: str) -> None:
             amount = event.args.get("amount", event.args.get("refunded"))
             shown = f": {show_amount(int(amount))}" if amount is not None else ""
             console.print(f"  {event.name}{shown}")
-        console.print(f"  phase now {chain.phase(task_id).name.lower()}")
+        phase = chain.phase(task_id)
+        console.print(f"  phase now {phase.name.lower()}")
+        if name == "reclaim":
+            steps = ["nothing else to reclaim"]
+            if phase is Phase.CLAIMS:
+                when = show_time(chain.task(task_id).claim_deadline)
+                steps = [f"what is not claimed by {when}: sponsor task reclaim {task_id} again"]
+        else:
+            steps = next_steps(task_id, chain.task(task_id), phase)
+        for step in steps:
+            console.print(f"  next: {step}", soft_wrap=True)
 
     command.__doc__ = help_text
     app.command(name)(command)
@@ -359,32 +486,68 @@ def _address(text: str, option: str) -> str:
     return str(to_checksum_address(text))
 
 
-def _spec(
-    path: Path | None,
-    name: str,
-    metric: Metric,
-    features: int,
-    classes: int | None,
-    label: str,
-    max_blob_mb: int,
-    bps: tuple[int, int, int],
-) -> TaskSpec:
+@dataclass(frozen=True)
+class SpecChoices:
+    """The spec options of `task create` besides the schema: name, split, caps and settings."""
+
+    name: str
+    split: tuple[int, int, int]  # expertise, data, compute, in basis points
+    max_blob_bytes: int
+    settings: dict[str, Any]  # TaskSpec fields by name (max_samples_credited, min_gain...)
+
+
+def _read_spec(path: Path) -> TaskSpec:
     try:
-        if path is not None:
-            return TaskSpec.model_validate_json(read_file(path, 64 * 1024))
+        return TaskSpec.model_validate_json(read_file(path, 64 * 1024))
+    except ValidationError as exc:
+        raise ConfigError(f"bad task spec: {_first(exc)}") from None
+
+
+def _spec(choices: SpecChoices, inferred: InferredSchema) -> TaskSpec:
+    expertise, data, compute = choices.split
+    try:
         return TaskSpec(
-            name=name,
-            metric=metric,
-            data=DataSchema(
-                num_features=features,
-                num_classes=classes if metric is Metric.ACCURACY else None,
-                label_column=label,
-            ),
-            split=RewardSplit(expertise_bps=bps[0], data_bps=bps[1], compute_bps=bps[2]),
-            max_blob_bytes=max_blob_mb * 1024 * 1024,
+            name=choices.name,
+            metric=inferred.metric,
+            data=inferred.schema,
+            split=RewardSplit(expertise_bps=expertise, data_bps=data, compute_bps=compute),
+            max_blob_bytes=choices.max_blob_bytes,
+            **choices.settings,
         )
     except ValidationError as exc:
         raise ConfigError(f"bad task spec: {_first(exc)}") from None
+
+
+def _params(
+    token: str,
+    bounty: str,
+    deposit: str,
+    start: int,
+    rounds: int,
+    quorum: int,
+    evaluators: list[str],
+    windows: tuple[str, str, str, str, str],
+) -> TaskParams:
+    """The task's on-chain parameters (the commitment and spec digest: `create_task`'s)."""
+    round_duration, reveal, evaluation, challenge, claim = map(parse_duration, windows)
+    try:
+        return TaskParams(
+            token=_address(token, "--token"),
+            bounty=parse_amount(bounty),
+            deposit=parse_amount(deposit),
+            validation_commit=bytes(32),
+            start=start,
+            round_duration=round_duration,
+            rounds=rounds,
+            reveal_window=reveal,
+            evaluation_window=evaluation,
+            challenge_window=challenge,
+            claim_window=claim,
+            evaluators=tuple(evaluators),
+            quorum=quorum,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"bad task parameters: {_first(exc)}") from None
 
 
 def _first(exc: ValidationError) -> str:
@@ -428,6 +591,11 @@ def _plain(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: "0x" + v.hex() if isinstance(v, bytes) else v for k, v in fields.items()}
 
 
+def _ether(units: int) -> str:
+    """Wei as ETH, without trailing zeros: 2010000000000000000 -> 2.01 (--json has the wei)."""
+    return f"{Decimal(units) / 10**18:f}".rstrip("0").rstrip(".") if units else "0"
+
+
 def _phase_end(task: TaskState, phase: Phase) -> int:
     return {
         Phase.ROUNDS: task.rounds_end,
@@ -436,9 +604,3 @@ def _phase_end(task: TaskState, phase: Phase) -> int:
         Phase.CHALLENGE: task.challenge_end,
         Phase.CLAIMS: task.claim_deadline,
     }.get(phase, 0)
-
-
-def _when(timestamp: int) -> str:
-    if not timestamp:
-        return "-"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from typer.testing import CliRunner, Result
 from web3 import Web3
+from web3.exceptions import TimeExhausted, Web3RPCError
 
 from marketplace.chain import ChainClient
 from marketplace.checks import decode_architecture
 from marketplace.connect import dev_account
 from marketplace.devnet import Devnet
 from marketplace.evaluation import Dataset, to_csv
-from marketplace.messages import Phase
+from marketplace.messages import Metric, Phase
 from marketplace.storage import LocalStore
 from marketplace.tasks import account_key, paillier_hex, read_spec
 from sponsor_cli.app import app
@@ -301,3 +303,105 @@ def test_a_bad_aggregation_is_a_readable_error(
     devnet: Devnet, files: Path, extra: tuple[str, ...], message: str
 ) -> None:
     assert message in readable_error(create(devnet, files, *extra))
+
+
+def test_create_infers_a_30_feature_binary_schema_and_says_so(
+    devnet: Devnet, files: Path, chain: ChainClient
+) -> None:
+    rng = np.random.default_rng(1)
+    rows = Dataset(rng.random((8, 30), dtype=np.float32), np.arange(8, dtype=np.int64) % 2, 2)
+    (files / "cancer.csv").write_bytes(to_csv(rows))
+
+    result = create(devnet, files, "--validation", str(files / "cancer.csv"))
+
+    assert result.exit_code == 0, result.output
+    task_id = chain.task_count()
+    assert result.output.splitlines()[1] == (
+        "  schema: 30 features, label column 'label', 2 classes (accuracy), "
+        "inferred from cancer.csv"
+    )
+    spec = read_spec(chain, LocalStore(devnet.path.parent / "blobs"), task_id)
+    assert (spec.data.num_features, spec.data.num_classes, spec.metric) == (30, 2, Metric.ACCURACY)
+    assert result.output.splitlines()[-2:] == [
+        f"  next: data scientists propose architectures (sponsor arch propose --task {task_id}), "
+        "miners train them",
+        f"  after the last round: sponsor task reveal {task_id}",
+    ]
+
+
+def test_create_sets_the_spec_settings_a_sponsor_chooses(
+    devnet: Devnet, files: Path, chain: ChainClient
+) -> None:
+    default = create(devnet, files)
+    assert default.exit_code == 0, default.output
+    store = LocalStore(devnet.path.parent / "blobs")
+    spec = read_spec(chain, store, chain.task_count())
+    assert (spec.max_samples_credited, spec.no_update_tolerance, spec.min_gain) == (
+        1_000_000,
+        1e-6,
+        2,
+    )
+    assert (spec.max_submissions_per_round, spec.class_guard_bps) == (1, 2_000)
+
+    chosen = create(
+        devnet,
+        files,
+        "--max-samples-credited",
+        "5000",
+        "--no-update-tolerance",
+        "0.001",
+        "--min-gain",
+        "3",
+        "--max-submissions-per-round",
+        "2",
+        "--class-guard",
+        "0",
+    )
+
+    assert chosen.exit_code == 0, chosen.output
+    spec = read_spec(chain, store, chain.task_count())
+    assert (spec.max_samples_credited, spec.no_update_tolerance, spec.min_gain) == (5000, 0.001, 3)
+    assert (spec.max_submissions_per_round, spec.class_guard_bps) == (2, 0)
+
+
+REFUSED = 'No valid "from" key was provided in the transaction'
+
+
+@pytest.mark.parametrize(
+    ("failure", "line"),
+    [
+        (
+            Web3RPCError(
+                str({"code": -32000, "message": REFUSED}),
+                rpc_response={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "error": {"code": -32000, "message": REFUSED},
+                },
+            ),
+            f"error: the node refused: {REFUSED}",
+        ),
+        (
+            requests.exceptions.ConnectionError("connection refused"),
+            "error: cannot reach the Ethereum node: ConnectionError",
+        ),
+        (
+            TimeExhausted("Transaction 0xab is not in the chain after 120 seconds"),
+            "error: the transaction was not mined in time (it may still be): Transaction 0xab "
+            "is not in the chain after 120 seconds",
+        ),
+    ],
+)
+def test_a_node_that_refuses_or_is_away_is_one_readable_line(
+    task_one: Result,
+    devnet: Devnet,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    line: str,
+) -> None:
+    def refuse(self: ChainClient, sender: str, task_id: int) -> None:
+        raise failure
+
+    monkeypatch.setattr(ChainClient, "cancel_task", refuse)
+
+    assert readable_error(sponsor(devnet, "task", "cancel", "1", "--account", "0")) == line
