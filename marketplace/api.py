@@ -1,7 +1,8 @@
 """The marketplace service's read-only REST API over the chain index (`marketplace.indexer`),
 versioned under `/api/v1`, OpenAPI at `/docs`: tasks (filtered, paginated), one task with its
 phases, its model tree, leaderboard and payout table (every leaf with its Merkle proof, so a
-claimant needs nothing else), an account's submissions and earnings, and `/health`.
+claimant needs nothing else), the delivered model's card (`marketplace.api_card`, with a
+read-only page per task), an account's submissions and earnings, and `/health`.
 
 Amounts are decimal strings of base units (wei): JSON numbers lose precision past 2**53.
 Bad ids, addresses or parameters are 4xx with a message; the database is opened read-only.
@@ -740,4 +741,7 @@ def create_app(
             reputation=str(reputation),
         )
 
+    from marketplace.api_card import card_router  # here: it builds on this module's names
+
+    app.include_router(card_router(reader))
     return app

@@ -11,8 +11,16 @@ ancestors, so everything up to it is still valid), deletes every row above it, a
 new branch. A reorg older than every kept hash rebuilds from the start block.
 
 Every row records the block of the event that made it, which is all the rollback needs; no row
-is ever updated in place. Rebuilding from block 0 therefore gives the same rows as following
-the chain live, reorgs included (`tests/test_indexer.py` compares whole databases).
+is ever updated in place but a task's model card, replaced once by the card built after the
+finalize (whose block it then carries). Rebuilding from block 0 therefore gives the same rows
+as following the chain live, reorgs included (`tests/test_indexer.py` compares whole
+databases).
+
+Model cards: once a task's root is agreed and the index holds a report of that root which names
+a winner, `sync` builds the task's public card (`card.public_card`, from the chain and the
+store) and keeps its JSON for the API, whose workers have neither; once more after the
+finalize, for its transaction. A card that cannot be built is kept as absent (the log says
+why) and tried again only after the finalize.
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from marketplace.card import ModelCard, public_card
 from marketplace.chain import ChainClient
 from marketplace.errors import (
     BlobNotFound,
     BlobTooLarge,
+    ChainError,
     ConfigError,
     StorageError,
     StoreUnavailable,
@@ -40,7 +50,8 @@ from marketplace.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 2: nodes.epsilon; 3: reveals (the evaluation window runs from the reveal)
+SCHEMA_VERSION = 4
+"""2: nodes.epsilon; 3: reveals (the evaluation window runs from the reveal); 4: cards."""
 KEEP_BLOCKS = 256
 """Block hashes older than this many blocks behind the cursor are let go (a reorg deeper than
 this is handled by a full rebuild)."""
@@ -105,6 +116,11 @@ CREATE INDEX IF NOT EXISTS report_payouts_account ON report_payouts (account);
 CREATE TABLE IF NOT EXISTS refunds (
     task_id INTEGER NOT NULL, node_id INTEGER NOT NULL, author TEXT NOT NULL,
     amount TEXT NOT NULL, block_number INTEGER NOT NULL, PRIMARY KEY (task_id, node_id));
+CREATE TABLE IF NOT EXISTS cards (
+    task_id INTEGER PRIMARY KEY,
+    card TEXT, -- the public model card's JSON; NULL: none could be built (the log says why)
+    finalized INTEGER NOT NULL, -- built once the index had the task's TaskFinalized
+    block_number INTEGER NOT NULL); -- the agreement's block, or the finalize's
 """
 TIMED_EVENTS = ("TaskCreated", "ValidationRevealed", "PayoutRootAgreed", "TaskFinalized")
 """Events whose row needs the task as stored at their block (the times the contract set)."""
@@ -121,6 +137,7 @@ ROW_TABLES = (
     "reports",
     "report_nodes",
     "report_payouts",
+    "cards",
 )
 """The tables of indexed rows, each with the `block_number` of the event that made the row."""
 
@@ -354,6 +371,7 @@ class Indexer:
             on_batch(last, target)
         if self.store is not None:
             self._fetch_reports(self.store)
+            self._build_cards(self.store)
         return SyncResult(indexed, self.cursor, head, unwound)
 
     def _fetch_reports(self, store: BlobStore) -> None:
@@ -389,6 +407,56 @@ class Indexer:
                 )
                 if report is not None:
                     self._insert_report(task_id, evaluator, report, block)
+
+    def _build_cards(self, store: BlobStore) -> None:
+        """The model card of each task whose agreed root has a report naming a winner in the
+        index, once, and once more after its finalize (`cards`)."""
+        pending = self.db.execute(
+            """SELECT s.task_id, f.task_id IS NOT NULL AS finalized,
+                 max(s.block_number, coalesce(f.block_number, 0)) AS block,
+                 (SELECT e.tx_hash FROM events e WHERE e.task_id = s.task_id
+                    AND e.name = 'TaskFinalized') AS finalized_tx
+               FROM settlements s LEFT JOIN finalizations f USING (task_id)
+               LEFT JOIN cards c USING (task_id)
+               WHERE (c.task_id IS NULL OR (c.finalized = 0 AND f.task_id IS NOT NULL))
+                 AND EXISTS (SELECT 1 FROM reports p JOIN roots r
+                   ON r.task_id = p.task_id AND r.evaluator = p.evaluator
+                   WHERE p.task_id = s.task_id AND p.matches = 1 AND p.winner IS NOT NULL
+                     AND r.root = s.root AND r.total = s.total)
+               ORDER BY s.task_id"""
+        ).fetchall()
+        for task_id, finalized, block, finalized_tx in pending:
+            try:
+                card = self._card(store, task_id, finalized_tx or "")
+            except ChainError as exc:  # the node, not the card: tried again next sync
+                log.warning("model card of task %d not built yet: %s", task_id, exc)
+                continue
+            with self._transaction():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO cards VALUES (?, ?, ?, ?)",
+                    (task_id, None if card is None else card.model_dump_json(), finalized, block),
+                )
+
+    def _card(self, store: BlobStore, task_id: int, finalized_tx: str) -> ModelCard | None:
+        """The task's public card as of the indexed blocks (its finalize transaction is the
+        index's, "" before it: the chain's head may be ahead), or None, logged."""
+        try:
+            card = public_card(self.chain, store, task_id)
+        except ChainError:
+            raise
+        except Exception:  # whatever others sent: the card is absent, the index goes on
+            log.exception("no model card for task %d", task_id)
+            return None
+        if card is None:
+            log.warning(
+                "no model card for task %d: no report of its agreed root delivers a model that "
+                "holds (`marketplace verify --task %d` says why)",
+                task_id,
+                task_id,
+            )
+            return None
+        settlement = card.settlement.model_copy(update={"finalized_tx": finalized_tx})
+        return card.model_copy(update={"settlement": settlement})
 
     def _insert_report(
         self, task_id: int, evaluator: str, report: PayoutReport, block: int

@@ -3,8 +3,10 @@ agreed payout report say; bad ids, addresses and parameters are 4xx, never 500."
 
 from __future__ import annotations
 
+import html
 import os
 import re
+import sqlite3
 import subprocess
 import time
 import typing
@@ -18,6 +20,7 @@ from web3 import Web3
 
 from marketplace import api
 from marketplace.api import PhaseName, create_app
+from marketplace.card import public_card, render_markdown
 from marketplace.chain import ChainClient
 from marketplace.crypto import sha256
 from marketplace.devchain import advance_to, now
@@ -213,6 +216,82 @@ def test_an_accounts_submissions_and_claims_come_in_pages(served: Served) -> Non
     }
 
 
+def test_the_card_is_the_public_card_of_the_delivered_model_with_its_finalize(
+    served: Served,
+) -> None:
+    market = served.market
+    card = public_card(market.chain, market.store, 1)
+    assert card is not None and card.model.winner == served.report.winner
+    [finalized] = market.chain.events("TaskFinalized", taskId=1)
+    assert card.settlement.finalized_tx == finalized.tx_hash
+    reply = served.client.get("/api/v1/tasks/1/card")
+    assert (reply.status_code, reply.headers["content-type"]) == (200, "application/json")
+    assert reply.content == card.model_dump_json().encode()
+
+
+def test_the_card_page_shows_the_winner_s_weights_digest_and_every_payout_in_wei(
+    served: Served,
+) -> None:
+    card = public_card(served.market.chain, served.market.store, 1)
+    assert card is not None
+    reply = served.client.get("/tasks/1/card")
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/html")
+    assert {key: reply.headers[key] for key in api.PAGE_HEADERS} == api.PAGE_HEADERS
+    assert f"- weights sha256: {card.model.weights_sha256}\n" in reply.text
+    assert html.escape(render_markdown(card)) in reply.text
+    paid = {e.account: e.amount for e in served.report.payouts}
+    assert sum(paid.values()) > 0
+    for contributor in card.contributors:
+        assert contributor.amount == paid.get(contributor.account, 0)
+        line = next(x for x in reply.text.splitlines() if x.startswith(f"| {contributor.account}"))
+        assert f" | {contributor.amount} | " in line
+    assert "<script" not in reply.text
+
+
+def test_the_card_page_puts_markup_from_the_chain_in_as_text(
+    served: Served, tmp_path: Path
+) -> None:
+    card = public_card(served.market.chain, served.market.store, 1)
+    assert card is not None
+    name, author = "<script>alert(1)</script>", '<img src=x onerror="alert(2)">'
+    forged = card.model_copy(
+        update={
+            "task_name": name,
+            "model": card.model.model_copy(update={"architecture_author": author}),
+        }
+    )
+    copy = sqlite3.connect(tmp_path / "copy.sqlite")
+    served.index.db.backup(copy)
+    copy.execute("UPDATE cards SET card = ? WHERE task_id = 1", (forged.model_dump_json(),))
+    copy.commit()
+    copy.close()
+    client = TestClient(create_app(tmp_path / "copy.sqlite", lambda: None))
+    text = client.get("/tasks/1/card").text
+    assert "<script" not in text and "<img" not in text
+    assert f"<title>Model card: task 1, {html.escape(name)}</title>" in text
+    assert f"- architecture: node 1 by {html.escape(author)}\n" in text
+    assert client.get("/api/v1/tasks/1/card").json()["task_name"] == name  # JSON: as it is
+
+
+def test_a_task_without_an_agreed_root_has_no_card_yet(tmp_path: Path) -> None:
+    market = new_market(tmp_path)
+    market.create(rounds=1)
+    index = Indexer(market.chain, tmp_path / "i.sqlite", confirmations=0, store=market.store)
+    index.sync()
+    client = TestClient(create_app(tmp_path / "i.sqlite", lambda: None))
+    reply = client.get("/api/v1/tasks/1/card")
+    assert reply.status_code == 404
+    assert reply.json() == {
+        "detail": "task 1 has no model card yet: there is one once a root is agreed whose "
+        "report delivers a model that holds"
+    }
+    page = client.get("/tasks/1/card")
+    assert page.status_code == 404 and "has no model card yet" in page.text
+    assert {key: page.headers[key] for key in api.PAGE_HEADERS} == api.PAGE_HEADERS
+    assert client.get("/tasks/2/card").status_code == 404
+    index.close()
+
+
 @pytest.mark.parametrize(
     ("path", "status", "message"),
     [
@@ -230,6 +309,9 @@ def test_an_accounts_submissions_and_claims_come_in_pages(served: Served) -> Non
         ("/api/v1/tasks/1/tree?limit=0", 422, "greater than or equal to 1"),
         ("/api/v1/tasks/1/tree?after=-1", 422, "greater than or equal to 0"),
         ("/api/v1/tasks/99/payouts", 404, "no task 99"),
+        ("/api/v1/tasks/99/card", 404, "no task 99"),
+        ("/tasks/99/card", 404, "no task 99"),
+        ("/api/v1/tasks/0/card", 422, "greater than or equal to 1"),
     ],
 )
 def test_bad_requests_are_4xx_with_a_message(

@@ -42,7 +42,7 @@ def test_no_server_error_and_no_schema_violation(api_schema: schemathesis.Schema
     # schemathesis's pytest plugin does not run under pytest 9 (it reads a removed private
     # attribute): each operation's Hypothesis strategy is driven here instead.
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 7
+    assert len(operations) == 8
     for operation in operations:
 
         @given(case=operation.as_strategy())

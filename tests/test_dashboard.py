@@ -165,6 +165,16 @@ def test_the_dashboard_draws_the_market_and_follows_it_live(
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
         if keep := os.environ.get("GM_DASHBOARD_SCREENSHOT"):
             shutil.copyfile(shot, keep)
+
+        # The delivered model's card, which serve's follower built: a page of text, no script.
+        assert report.delivery is not None
+        page.locator("#card-link").click()
+        expect(page.locator("h1")).to_have_text(
+            f"Model card: task {market.task_id}, digits", timeout=WAIT_MS
+        )
+        expect(page.locator("pre")).to_contain_text(
+            f"- weights sha256: {report.delivery.weights_sha256}"
+        )
         assert problems == []
     finally:
         service.stop()

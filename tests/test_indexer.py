@@ -6,18 +6,22 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from web3 import Web3
 
+from marketplace import indexer as indexer_module
+from marketplace.card import public_card
 from marketplace.chain import DEV_MIN_WINDOW, ChainClient, _event
 from marketplace.crypto import sha256
 from marketplace.devchain import tester_of as chain_tester
 from marketplace.devnet import RpcServer
 from marketplace.errors import ConfigError
 from marketplace.indexer import Indexer
+from marketplace.report import agreed_report
 from tests.helpers import eth_task
-from tests.market import new_market
+from tests.market import Market, new_market
 from tests.programs import script_output
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
@@ -266,3 +270,76 @@ def test_the_indexer_benchmark_runs_on_anvil_and_reports_its_rate() -> None:
     )
     assert match, last
     assert int(match[1]) > 0 and 0 < float(match[3]) < 1.5
+
+
+def settled_market(folder: Path) -> Market:
+    """One round of two miners, revealed and settled (not finalized)."""
+    market = new_market(folder)
+    market.create(rounds=1)
+    market.propose()
+    evaluator = market.make_evaluator()
+    market.add_miners(2, epochs=1)
+    market.run_rounds(1)
+    market.reveal()
+    evaluator.step(market.task_id)
+    return market
+
+
+def cards(index: Indexer) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in index.rows("SELECT * FROM cards")]
+
+
+def test_a_card_is_built_once_agreed_again_at_the_finalize_and_a_reorg_undoes_the_second(
+    tmp_path: Path,
+) -> None:
+    market = settled_market(tmp_path)
+    chain, w3 = market.chain, market.w3
+    index = Indexer(chain, tmp_path / "i.sqlite", confirmations=0, store=market.store)
+    index.sync()
+    agreed = public_card(chain, market.store, 1)
+    assert agreed is not None and agreed.settlement.finalized_tx == ""
+    [settled] = chain.events("PayoutRootAgreed", taskId=1)
+    assert cards(index) == [(1, agreed.model_dump_json(), 0, settled.block_number)]
+    tester = chain_tester(w3)
+    fork_point = tester.take_snapshot()
+
+    market.finalize()
+    index.sync()
+    final = public_card(chain, market.store, 1)
+    [finalized] = chain.events("TaskFinalized", taskId=1)
+    assert final is not None and final.settlement.finalized_tx == finalized.tx_hash
+    assert final.model_copy(update={"settlement": agreed.settlement}) == agreed
+    assert cards(index) == [(1, final.model_dump_json(), 1, finalized.block_number)]
+    rebuilt = Indexer(chain, tmp_path / "r.sqlite", confirmations=0, store=market.store)
+    rebuilt.sync()
+    assert rebuilt.dump() == index.dump()
+
+    tester.revert_to_snapshot(fork_point)  # the finalize is undone
+    tester.mine_blocks(3)
+    assert index.sync().unwound > 0
+    assert cards(index) == [(1, agreed.model_dump_json(), 0, settled.block_number)]
+
+
+def test_a_card_that_cannot_be_built_is_absent_and_logged_and_the_index_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market = settled_market(tmp_path)
+    report = agreed_report(market.chain, market.store, 1)
+    assert report.delivery is not None
+    market.store._path(report.delivery.cid).unlink()  # the sealed delivery is gone
+    index = Indexer(market.chain, tmp_path / "i.sqlite", confirmations=0, store=market.store)
+    index.sync()
+    [settled] = market.chain.events("PayoutRootAgreed", taskId=1)
+    assert cards(index) == [(1, None, 0, settled.block_number)]
+    assert "no model card for task 1: no report of its agreed root delivers" in caplog.text
+    assert index.sync().events == 0 and cards(index) == [(1, None, 0, settled.block_number)]
+
+    def breaks(*args: object) -> None:
+        raise ValueError("a bug, or bytes nobody expected")
+
+    monkeypatch.setattr(indexer_module, "public_card", breaks)
+    market.finalize()  # tried once more, for the finalize
+    index.sync()
+    [finalized] = market.chain.events("TaskFinalized", taskId=1)
+    assert cards(index) == [(1, None, 1, finalized.block_number)]
+    assert "ValueError: a bug, or bytes nobody expected" in caplog.text

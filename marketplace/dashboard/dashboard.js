@@ -126,6 +126,8 @@ async function taskView(taskId, health) {
     ["Sponsor", h("span", { class: "mono" }, short(task.sponsor))],
     ["Evaluators", `${task.evaluators.length} (quorum ${task.quorum})`],
   ];
+  // Once a root is agreed: the delivered model's card (its page says so if there is none).
+  if (task.payout_root) facts.push(["Model", h("a", { href: `/tasks/${task.task_id}/card`, id: "card-link" }, "model card")]);
   return [
     h("p", {}, h("a", { href: "#/" }, "← all tasks")),
     h("h1", {}, `Task ${task.task_id}`),
