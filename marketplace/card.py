@@ -9,17 +9,24 @@ its own, and the card says so.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import zip_longest
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, PlainSerializer, ValidationError
 
 from marketplace.chain import ChainClient
 from marketplace.crypto import sha256
 from marketplace.delivery import Delivery, delivery_mismatch, scored_digest
-from marketplace.errors import DeliveryError, MarketplaceError, SpecError
+from marketplace.errors import (
+    ChainError,
+    DeliveryError,
+    MarketplaceError,
+    SpecError,
+    StoreUnavailable,
+)
 from marketplace.evaluation import SSE_SCALE
 from marketplace.messages import DataSchema, Frozen, Metric, NodeKind, NodeRecord, TaskSpec
 from marketplace.models import ModelSpec
@@ -28,7 +35,12 @@ from marketplace.rewards import architecture_of
 from marketplace.storage import BlobStore
 from marketplace.tasks import architecture_spec, nodes_by_id, read_spec
 
+log = logging.getLogger(__name__)
+
 CARD_VERSION = 1
+# An amount in base units: an int here, a decimal string in JSON (as the API writes amounts:
+# JSON numbers lose precision past 2**53, and 10 ETH is 10**19 wei).
+Wei = Annotated[int, Field(ge=0), PlainSerializer(str, return_type=str, when_used="json")]
 
 
 class CardScore(Frozen):
@@ -67,12 +79,12 @@ class CardContributor(Frozen):
     kinds: tuple[str, ...]  # what it made: architecture, update, merge
     nodes: tuple[int, ...]
     gain: int
-    amount: int
-    points: int
-    expertise: int
-    data: int
-    compute: int
-    deposits: int
+    amount: Wei
+    points: Wei
+    expertise: Wei
+    data: Wei
+    compute: Wei
+    deposits: Wei
 
 
 class CardSettlement(Frozen):
@@ -81,7 +93,7 @@ class CardSettlement(Frozen):
     chain_id: int
     contract: str
     payout_root: str
-    payout_total: int
+    payout_total: Wei
     report_cid: str
     report_evaluator: str
     created_tx: str
@@ -286,14 +298,19 @@ def check_card(
 
 def public_card(chain: ChainClient, store: BlobStore, task_id: int) -> ModelCard | None:
     """The card of the task's delivered model from public data, without a test score (None
-    until a root is agreed whose report delivers a model that holds)."""
+    until a root is agreed whose report delivers a model that holds; the log says why not).
+    An engine that does not answer (ChainError, StoreUnavailable) is raised: try again."""
     if chain.task(task_id).settled_at == 0:
         return None
     for agreed in agreed_checks(chain, store, task_id):
         try:
             return _card_of(chain, store, task_id, agreed)
-        except MarketplaceError:
-            continue
+        except (ChainError, StoreUnavailable):
+            raise
+        except MarketplaceError as exc:
+            log.info(
+                "task %d: the report of %s gives no card: %s", task_id, agreed.posted.evaluator, exc
+            )
     return None
 
 
@@ -373,7 +390,7 @@ def _differences(said: Any, meant: Any, where: str) -> list[str]:
         ]
     if said == meant:
         return []
-    return [f"{where.lstrip('.')}: the card says {said!r}, the chain {meant!r}"]
+    return [f"{where.lstrip('.')}: the card says {said}, the chain {meant}"]
 
 
 # ------------------------------------------------------------------------------ MODEL_CARD.md

@@ -428,7 +428,8 @@ class Indexer:
         for task_id, finalized, block, finalized_tx in pending:
             try:
                 card = self._card(store, task_id, finalized_tx or "")
-            except ChainError as exc:  # the node, not the card: tried again next sync
+            except (ChainError, StoreUnavailable) as exc:  # the engines, not the card: tried
+                # again next sync
                 log.warning("model card of task %d not built yet: %s", task_id, exc)
                 continue
             with self._transaction():
@@ -442,7 +443,7 @@ class Indexer:
         index's, "" before it: the chain's head may be ahead), or None, logged."""
         try:
             card = public_card(self.chain, store, task_id)
-        except ChainError:
+        except (ChainError, StoreUnavailable):
             raise
         except Exception:  # whatever others sent: the card is absent, the index goes on
             log.exception("no model card for task %d", task_id)

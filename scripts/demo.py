@@ -77,10 +77,11 @@ from marketplace.messages import (  # noqa: E402
     TaskParams,
     TaskSpec,
 )
+from marketplace.modeldir import write_model  # noqa: E402
 from marketplace.models import ModelSpec, init_weights, mlp  # noqa: E402
 from marketplace.report import PayoutReport, agreed_report, claim_payout  # noqa: E402
 from marketplace.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
-from marketplace.sponsor import create_task, propose_architecture, reveal  # noqa: E402
+from marketplace.sponsor import create_task, propose_architecture, pull_model, reveal  # noqa: E402
 from marketplace.state import StateFile  # noqa: E402
 from marketplace.storage import BlobStore, IpfsStore, LocalStore  # noqa: E402
 from marketplace.tasks import account_key, paillier_hex  # noqa: E402
@@ -424,6 +425,10 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         assert entry is None or claimed
     reclaimed = chain.reclaim(sponsor.address, task_id)
     assert chain.phase(task_id) is Phase.CLAIMS
+    # The sponsor pulls the model it paid for, checked, with its card (and the test split's
+    # score, which only the sponsor can give).
+    pulled = pull_model(chain, store, sponsor, chain_id, task_id, test=to_csv(test))
+    card_path = write_model(args.out / "model", pulled.spec, pulled.weights, pulled.card)
 
     # ------------------------------------------------------------- gas from the chain
     for block in range(1, int(w3.eth.block_number) + 1):
@@ -438,10 +443,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     assert winner is not None
     view = evaluator.view(task_id)
     arch_of_winner = _arch_of(report, winner)
-    winner_weights = view.verdicts[winner].weights
-    assert winner_weights is not None
-    winner_model = view.architectures[arch_of_winner]
-    winner_correct = score(winner_model, winner_weights, test, Metric.ACCURACY)
+    winner_model = pulled.spec
+    assert pulled.card.test is not None and pulled.card.model.winner == winner
+    winner_correct = pulled.card.test.score
     started = time.perf_counter()
     seed = SMALL_SEED if arch_of_winner == arch_ids[0] else LARGE_SEED
     central = centralized(trainer, winner_model, seed, shards, args)
@@ -537,6 +541,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     console.print(f"setup: {setup}")
     plot = _plot(report, args.out)
     console.print(f"score progression plotted to {plot}")
+    console.print(f"the sponsor's model and its card: {card_path}", soft_wrap=True)
+    hint = f"  use it: sponsor model predict --model {card_path.parent} --data FILE"
+    console.print(hint, soft_wrap=True)
     figures = f"accuracy_ratio={ratio:.4f} overhead_per_update_s={overhead:.3f} wall_s={wall:.1f}"
     print(f"DEMO OK {figures}", flush=True)
     if service is not None:

@@ -4,6 +4,7 @@ tree, payouts and accuracy on both."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -47,6 +48,13 @@ def test_quick_demo_runs_the_market_and_reports_its_figures(tmp_path: Path, setu
         assert heading in done.stdout
     expected = "anvil + IPFS daemon" if setup == "engines" else "eth-tester + local store"
     assert f"setup: {expected}" in done.stdout
+    card = tmp_path / "model" / "MODEL_CARD.md"
+    assert f"the sponsor's model and its card: {card}\n" in done.stdout
+    pulled = json.loads((tmp_path / "model" / "model_card.json").read_text())
+    winner = re.search(r"winner: node (\d+) \(\w+\), test accuracy ([0-9.]+)", done.stdout)
+    assert winner and int(winner.group(1)) == pulled["model"]["winner"]
+    test = pulled["test"]
+    assert f"{test['score'] / test['rows']:.4f}" == winner.group(2)
 
     # Every account earns the same on both setups (rows sorted: addresses, hence order, differ).
     table = done.stdout.split("who earned what")[1].split("the sponsor reclaimed")[0]
