@@ -14,7 +14,7 @@ round to merge), three tasks, each on a fresh contract of one chain:
   rounds). After the reveal: the settle of the evaluator that ran the rounds (warm: evaluate,
   upload the report, post its root), `evaluate` by a fresh `Evaluator` on a fresh client (cold,
   as after a restart; it must reach the same root), and `verify_task` (`marketplace verify`)
-  in public and with the sponsor's key (which re-scores the merges), each next to round 1's
+  in public and with a miner's key (which re-scores the merges), each next to round 1's
   evaluator step and per update.
 
 `--engine tester|anvil|both`: eth-tester in-process with the local store, or anvil and an IPFS
@@ -66,7 +66,7 @@ from marketplace.shards import digits_splits, dirichlet_shards, subset  # noqa: 
 from marketplace.sponsor import create_task, propose_architecture, reveal  # noqa: E402
 from marketplace.state import StateFile  # noqa: E402
 from marketplace.storage import BlobStore, IpfsStore, LocalStore  # noqa: E402
-from marketplace.tasks import account_key  # noqa: E402
+from marketplace.tasks import account_key, miner_key  # noqa: E402
 from marketplace.timing import Stopwatch, Timed  # noqa: E402
 from marketplace.verify import verify_task  # noqa: E402
 from miner.trainer import Trainer  # noqa: E402
@@ -118,7 +118,7 @@ class SettlementCost:
     warm_s: float  # the rounds' evaluator: evaluate, upload the report, post the root
     cold_s: float  # a fresh Evaluator on a fresh client: evaluate
     verify_public_s: float  # verify_task without a key
-    verify_sponsor_s: float  # verify_task with the sponsor's key: the merges re-scored too
+    verify_miner_s: float  # verify_task with a miner's key: the merges re-scored too
     scorings: int  # models the warm settle ran on the revealed set
     cold_scorings: int
 
@@ -278,10 +278,11 @@ def run_task(
     public_s, public = stage(
         "verify public", lambda: verify_task(fresh_client(raw, deployed), store, task_id, chain_id)
     )
-    sponsor_s, checked = stage(
-        "verify sponsor",
+    miner = env.keys[ROLES]  # a miner reads every merge (the sponsor only its delivery)
+    miner_s, checked = stage(
+        "verify miner",
         lambda: verify_task(
-            fresh_client(raw, deployed), store, task_id, chain_id, sponsor, account_key(sponsor)
+            fresh_client(raw, deployed), store, task_id, chain_id, miner, miner_key(miner, task_id)
         ),
     )
     failed = [c for c in [*public.checks, *checked.checks] if not c.ok]
@@ -292,7 +293,7 @@ def run_task(
         warm_s=warm_s,
         cold_s=cold_s,
         verify_public_s=public_s,
-        verify_sponsor_s=sponsor_s,
+        verify_miner_s=miner_s,
         scorings=report.scorings,
         cold_scorings=recomputed.scorings,
     )
@@ -373,7 +374,7 @@ def settlement_table(runs: Sequence[TaskRun]) -> Table:
     table.add_column("engine, task")
     for column in ("nodes", "r1 evaluator s"):
         table.add_column(column, justify="right")
-    for what in ("warm settle", "cold evaluate", "verify public", "verify sponsor"):
+    for what in ("warm settle", "cold evaluate", "verify public", "verify miner"):
         table.add_column(f"{what} s (x r1, ms/update)", justify="right")
     table.add_column("scorings warm/cold", justify="right")
     for run in runs:
@@ -382,7 +383,7 @@ def settlement_table(runs: Sequence[TaskRun]) -> Table:
         first = run.rounds[0].evaluator_s
         cells = [
             f"{s:.2f} ({ratio(s, first):.0f}x, {1000 * s / cost.updates:.1f})"
-            for s in (cost.warm_s, cost.cold_s, cost.verify_public_s, cost.verify_sponsor_s)
+            for s in (cost.warm_s, cost.cold_s, cost.verify_public_s, cost.verify_miner_s)
         ]
         table.add_row(
             f"{run.engine}, {run.shape.name}",
@@ -423,7 +424,7 @@ def bench_line(runs: Sequence[TaskRun]) -> str:
             ("settle_warm", settled.warm_s),
             ("evaluate_cold", settled.cold_s),
             ("verify_public", settled.verify_public_s),
-            ("verify_sponsor", settled.verify_sponsor_s),
+            ("verify_miner", settled.verify_miner_s),
         ):
             parts.append(f"{prefix}.{name}={value:.3f}/{ratio(value, first.evaluator_s):.1f}")
     return "BENCH-SCALE " + " ".join(parts)

@@ -40,7 +40,7 @@ def test_quick_bench_scale_reports_rounds_and_settlements_with_sane_figures(
             settled.warm_s,
             settled.cold_s,
             settled.verify_public_s,
-            settled.verify_sponsor_s,
+            settled.verify_miner_s,
         ):
             assert 0 < seconds < 60 and math.isfinite(seconds)
         # A fresh evaluator runs every node once; the one that ran the rounds reuses them.
@@ -64,7 +64,7 @@ def test_quick_bench_scale_reports_rounds_and_settlements_with_sane_figures(
     expected |= {
         f"tester.{u}u.{name}"
         for u in (12, 24)
-        for name in ("settle_warm", "evaluate_cold", "verify_public", "verify_sponsor")
+        for name in ("settle_warm", "evaluate_cold", "verify_public", "verify_miner")
     }
     assert set(pairs) == expected
     for value in pairs.values():

@@ -193,6 +193,13 @@ def _pull_and_predict(folder: Path) -> None:
     checked = ok(run(folder, "marketplace", "verify", "--card", "model/MODEL_CARD.md"))
     assert "every line of model/MODEL_CARD.md holds against the chain" in checked
     card = json.loads((folder / "model" / "model_card.json").read_text())
+    paid = card["contributors"][0]["amount"]
+    card["contributors"][0]["amount"] = str(int(paid) + 1)
+    (folder / "altered.json").write_text(json.dumps(card))
+    altered = run(folder, "marketplace", "verify", "--card", "altered.json")
+    assert altered.returncode == 2, altered.stdout + altered.stderr
+    said = f"contributors[0].amount: the card says {int(paid) + 1}, the chain {paid}"
+    assert said in " ".join(altered.stdout.split())
     predicted = subprocess.run(
         [BIN / "sponsor", "model", "predict", "--model", "model", "--data", "test.csv"],
         cwd=folder,
