@@ -180,7 +180,7 @@ def build_card(
         ),
         validation=CardScore(
             file_sha256=report.validation_digest,
-            rows=spec.validation_rows,
+            rows=spec.validation_rows or report.ceiling,  # 0: every row (accuracy's ceiling)
             score=verdicts[winner.node_id].score,
         ),
         test=test,
@@ -228,11 +228,9 @@ def _contributors(report: PayoutReport, nodes: list[NodeRecord]) -> tuple[CardCo
     for account, made in by_author.items():
         entry = report.entry_for(account)
         parts = (
-            entry.model_dump(
-                include={"amount", "points", "expertise", "data", "compute", "deposits"}
-            )
+            entry.model_dump(include=set(_PAYOUT_PARTS))
             if entry is not None
-            else dict.fromkeys(("amount", "points", "expertise", "data", "compute", "deposits"), 0)
+            else dict.fromkeys(_PAYOUT_PARTS, 0)
         )
         contributors.append(
             CardContributor(
