@@ -367,6 +367,11 @@ class ChainClient:
         upper = None if isinstance(to_block, str) else to_block
         return self._log.select(name, from_block, upper, **filters)
 
+    def now(self) -> int:
+        """Chain time: the latest block's timestamp (what the contract's `block.timestamp`
+        was for the last transaction; the next one's is at least this)."""
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
     def block_hash(self, number: int) -> str | None:
         """The chain's hash of block `number` (0x hex), or None if it has no such block."""
         try:

@@ -229,7 +229,7 @@ class Miner:
         (`merge_wait`).
         """
         task = self.chain.task(task_id)
-        now = int(self.chain.w3.eth.get_block("latest")["timestamp"])
+        now = self.chain.now()
         if self.chain.phase(task_id) is not Phase.ROUNDS or now < task.start:
             return None
         round_index = self.chain.current_round(task_id)
@@ -439,7 +439,7 @@ class Miner:
         if aggregation is None:
             return []
         task = self.chain.task(task_id)
-        now = int(self.chain.w3.eth.get_block("latest")["timestamp"])
+        now = self.chain.now()
         pending = [  # closed aggregate rounds this miner submitted to and has not settled
             r
             for r in range(task.rounds)

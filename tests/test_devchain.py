@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from web3 import Web3
 
+from marketplace.chain import ChainClient
 from marketplace.devchain import (
     IndexedBackend,
     _revert_data,
@@ -72,3 +73,11 @@ def test_a_transaction_is_found_through_py_evms_index_as_eth_testers_walk_finds_
     assert backend.get_transaction_by_hash(replacing)["value"] == 5
     with pytest.raises(TransactionNotFound):
         backend.get_transaction_receipt(abandoned)
+
+
+def test_the_chain_client_reads_chain_time_as_the_clock_moves(
+    w3: Web3, market: ChainClient
+) -> None:
+    start = market.now()
+    assert start == now(w3)
+    assert advance_time(w3, 3600) == start + 3600 == market.now()
