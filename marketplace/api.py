@@ -33,6 +33,7 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
 from marketplace.messages import Phase
+from marketplace.schedule import RoundSchedule
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 MAX_ID = 2**63 - 1  # SQLite's integers
@@ -222,6 +223,11 @@ def epsilon_of(node: sqlite3.Row) -> float | None:
     return node["epsilon"] / 1000 if node["epsilon"] else None
 
 
+def schedule_of(task: sqlite3.Row) -> RoundSchedule:
+    """The round schedule of a row of TASKS."""
+    return RoundSchedule(task["start"], task["round_duration"], task["rounds"])
+
+
 def phase_of(task: sqlite3.Row, now: int) -> Phase:
     """The phase at chain time `now` of a row of TASKS, as the contract's `_phase` computes it."""
     if task["cancelled"]:
@@ -231,7 +237,7 @@ def phase_of(task: sqlite3.Row, now: int) -> Phase:
         return Phase.CLAIMS if claims else Phase.CLOSED
     if task["settled_at"] is not None:
         return Phase.CHALLENGE
-    rounds_end = task["start"] + task["rounds"] * task["round_duration"]
+    rounds_end = schedule_of(task).end
     if now < rounds_end:
         return Phase.ROUNDS
     reveal_deadline = rounds_end + task["reveal_window"]
@@ -422,7 +428,7 @@ def create_app(
             phase=phase_of(task, at).name.lower(),
             start=task["start"],
             rounds=task["rounds"],
-            rounds_end=task["start"] + task["rounds"] * task["round_duration"],
+            rounds_end=schedule_of(task).end,
             nodes=task["node_count"],
             spec_cid=task["spec_cid"],
         )
