@@ -203,6 +203,13 @@ def posted_roots(chain: ChainClient, task_id: int) -> list[PostedRoot]:
     )
 
 
+def shown_report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport | None:
+    """The report to show for a task: the agreed root's, else the first posted one that
+    matches its own root (the API's `report_of` asks its index the same)."""
+    checks = (read_report(store, posted, task_id) for posted in posted_roots(chain, task_id))
+    return next((check.report for check in checks if check.matches), None)
+
+
 def read_report(store: BlobStore, posted: PostedRoot, task_id: int) -> ReportCheck:
     """Fetch, parse and check the report of one posted root. Never raises for what the
     evaluator or the store did: a report that cannot be had or does not match says why."""

@@ -16,7 +16,6 @@ from rich import box
 from rich.table import Table
 from rich.tree import Tree
 
-from marketplace.chain import ChainClient
 from marketplace.cli_common import (
     AccountIndex,
     Contract,
@@ -52,9 +51,8 @@ from marketplace.messages import (
     TaskSpec,
     TaskState,
 )
-from marketplace.report import PayoutReport, posted_roots, read_report
+from marketplace.report import PayoutReport, shown_report
 from marketplace.schemas import InferredSchema, infer_schema, summary
-from marketplace.storage import BlobStore
 from marketplace.tasks import account_key, nodes_by_id, paillier_hex
 
 app = typer.Typer(help="Create and run tasks: bounties for models.", no_args_is_help=True)
@@ -329,7 +327,7 @@ def show(
     connection = reader(options(data_dir, rpc, contract, ipfs))
     chain = connection.chain
     task, phase = chain.task(task_id), chain.phase(task_id)
-    report = _report(chain, connection.store, task_id)
+    report = shown_report(chain, connection.store, task_id)
     records = nodes_by_id(chain, task_id)
     if as_json:
         dump: dict[str, Any] = {
@@ -554,12 +552,6 @@ def _first(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"])
     return f"{where}: {error['msg']}" if where else str(error["msg"])
-
-
-def _report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport | None:
-    """The agreed report, else the first posted one that matches its own root."""
-    checks = (read_report(store, posted, task_id) for posted in posted_roots(chain, task_id))
-    return next((check.report for check in checks if check.matches), None)
 
 
 def _tree(task_id: int, records: dict[int, Any], report: PayoutReport | None) -> Tree:
