@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,25 @@ def epsilon_millis(epsilon: object) -> int:
     """The DP spend as the chain records it: thousandths of epsilon, rounded up (never
     declaring less than was spent); 0 without DP."""
     return 0 if epsilon is None else math.ceil(float(str(epsilon)) * 1000)
+
+
+class RoundStatus(StrEnum):
+    """Where this miner's work on a round stands, as its state file keeps it (a restart
+    resumes from it)."""
+
+    JOINED = "joined"  # a secure aggregation round: joined on a base, not yet sealed
+    NOT_AGGREGATED = "not aggregated"  # joined, but the round's group never formed
+    SEALED = "sealed"  # trained and sealed, kept under state/sealed/ until uploaded
+    UPLOADED = "uploaded"  # in the store, not yet submitted
+    SUBMITTED = "submitted"
+
+
+@dataclass(frozen=True)
+class SeedReveal:
+    """What revealing a round's mask seeds did: `line` says it, `revealed` if seeds went out."""
+
+    revealed: bool
+    line: str
 
 
 @dataclass(frozen=True)
@@ -237,7 +257,7 @@ class Miner:
         done = self._submitted(records, round_index)
         saved = self.state.section("tasks", task_id, "rounds", round_index)
         if done is not None:
-            saved.update(status="submitted", node_id=done.node_id)
+            saved.update(status=RoundStatus.SUBMITTED, node_id=done.node_id)
             self.state.save()
             return Submission(
                 task_id,
@@ -250,7 +270,7 @@ class Miner:
                 found=True,
             )
         spec = read_spec(self.chain, self.store, task_id)
-        if saved.get("status") == "uploaded" and self.store.has(saved["cid"]):
+        if saved.get("status") == RoundStatus.UPLOADED and self.store.has(saved["cid"]):
             log.info("task %d round %d: submitting the blob uploaded before", task_id, round_index)
             return self._submit(task_id, round_index, saved, resumed=True)
         sealed = self._sealed_blob(saved)
@@ -344,7 +364,7 @@ class Miner:
         # Kept on disk until it is uploaded, so an IPFS outage or a kill costs no retraining.
         write_bytes_atomically(self._sealed_path(digest), blob)
         saved.update(
-            status="sealed",
+            status=RoundStatus.SEALED,
             digest=digest,
             parent=parent,
             samples=result.samples,
@@ -392,7 +412,7 @@ class Miner:
             base, _, _ = self.choose_parent(task_id, records, spec)
             with self.watch.measure("chain"):
                 self.chain.join_round(self.address, task_id, base, key.public_bytes)
-            saved.update(status="joined", base=base)
+            saved.update(status=RoundStatus.JOINED, base=base)
             self.state.save()
             log.info(
                 "task %d round %d: joined the aggregation on node %d", task_id, round_index, base
@@ -415,7 +435,7 @@ class Miner:
             admitted = group is not None and group.index_of(self.address) is not None
             why = "alone in the group: its sum would be this update" if admitted else "full"
             log.info("task %d round %d: not submitting (%s)", task_id, round_index, why)
-            saved.update(status="not aggregated")
+            saved.update(status=RoundStatus.NOT_AGGREGATED)
             self.state.save()
             return None
         result, base_weights, download = trained
@@ -445,7 +465,8 @@ class Miner:
             for r in range(task.rounds)
             if spec.aggregates(r)
             and task.round_end(r) <= now
-            and self.state.section("tasks", task_id, "rounds", r).get("status") == "submitted"
+            and self.state.section("tasks", task_id, "rounds", r).get("status")
+            == RoundStatus.SUBMITTED
             and self.state.section("tasks", task_id, "rounds", r).get("seeds") is None
         ]
         if not pending:
@@ -459,11 +480,11 @@ class Miner:
             saved = self.state.section("tasks", task_id, "rounds", record.round)
             if saved.get("seeds") is not None:
                 continue
-            line = self._reveal_for(task_id, record, records, aggregation, spec)
-            saved["seeds"] = line
+            reveal = self._reveal_for(task_id, record, records, aggregation, spec)
+            saved["seeds"] = reveal.line  # settled, whatever it said: not looked at again
             self.state.save()
-            if line.startswith("revealed"):
-                done.append(f"round {record.round}: {line}")
+            if reveal.revealed:
+                done.append(f"round {record.round}: {reveal.line}")
         return done
 
     def _reveal_for(
@@ -473,21 +494,21 @@ class Miner:
         records: Mapping[int, NodeRecord],
         aggregation: Aggregation,
         spec: TaskSpec,
-    ) -> str:
+    ) -> SeedReveal:
         groups = self._groups.get((task_id, record.round)) or round_groups(
             self.chain, self.chain_id, task_id, record.round, aggregation.max_miners
         )
         group = groups.get(record.parents[0])
         own = None if group is None else group.index_of(self.address)
         if group is None or own is None:
-            return "not a member"
+            return SeedReveal(False, "not a member")
         already = [
             e
             for e in self.chain.seed_reveals(task_id, record.round)
             if str(e.args["account"]).lower() == self.address.lower()
         ]
         if already:
-            return "revealed before"
+            return SeedReveal(True, "revealed before")
         count = submission_values(self.store.get(record.cid, spec.max_blob_bytes))
         submitted = submitted_members(
             group,
@@ -503,9 +524,9 @@ class Miner:
             ),
         )
         if own not in submitted:
-            return "this submission did not count: its own mask stays secret"
+            return SeedReveal(False, "this submission did not count: its own mask stays secret")
         if len(submitted) < MIN_MEMBERS:
-            return "too few submitted: revealing would expose this update"
+            return SeedReveal(False, "too few submitted: revealing would expose this update")
         dropped = [i for i in range(len(group.members)) if i not in submitted]
         key = miner_key(self.account, task_id).private_key
         context = group.masked.context
@@ -513,14 +534,14 @@ class Miner:
         seeds += [mask_key(key, group.masked.keys[i], context) for i in dropped]
         with self.watch.measure("chain"):
             self.chain.reveal_mask_seeds(self.address, task_id, record.round, group.base, seeds)
-        return f"revealed its mask seeds (drop-outs: {len(dropped)})"
+        return SeedReveal(True, f"revealed its mask seeds (drop-outs: {len(dropped)})")
 
     def _sealed_path(self, digest: str) -> Path:
         return self.state.path.parent / "sealed" / f"{digest}.blob"
 
     def _sealed_blob(self, saved: Mapping[str, object]) -> bytes | None:
         """The sealed update kept for an upload that did not happen, if it is intact."""
-        if saved.get("status") != "sealed":
+        if saved.get("status") != RoundStatus.SEALED:
             return None
         path = self._sealed_path(str(saved["digest"]))
         try:
@@ -533,7 +554,7 @@ class Miner:
         pause_point("miner:uploading")
         with self.watch.measure("storage"):
             cid = self.store.put(blob)
-        saved.update(status="uploaded", cid=cid)
+        saved.update(status=RoundStatus.UPLOADED, cid=cid)
         self.state.save()
         self._sealed_path(str(saved["digest"])).unlink(missing_ok=True)
         crash_point("miner:uploaded")
@@ -555,7 +576,7 @@ class Miner:
             epsilon_millis=epsilon_millis(saved.get("epsilon")),
         )
         assert result.value is not None
-        saved.update(status="submitted", node_id=result.value)
+        saved.update(status=RoundStatus.SUBMITTED, node_id=result.value)
         self.state.save()
         crash_point("miner:submitted")
         log.info("task %d round %d: submitted node %d", task_id, round_index, result.value)
