@@ -13,7 +13,7 @@ from html import escape
 from fastapi import APIRouter, HTTPException, Response
 from starlette.responses import HTMLResponse
 
-from marketplace.api import NOT_FOUND, PAGE_HEADERS, IndexReader, TaskIdParam
+from marketplace.api_common import NOT_FOUND, PAGE_HEADERS, IndexReader, TaskIdParam
 from marketplace.card import ModelCard, render_markdown
 
 PAGE = """<!doctype html>
