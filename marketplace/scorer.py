@@ -126,7 +126,7 @@ class Scorer:
     # ------------------------------------------------------------------ the task and its files
 
     def view(self, task_id: int) -> TaskView:
-        """The task as this evaluator knows it, its node list read again from the chain."""
+        """The task as this scorer knows it, its node list read again from the chain."""
         with self.watch.measure("chain"):
             records = nodes_by_id(self.chain, task_id)
         view = self._views.get(task_id)
