@@ -39,7 +39,6 @@ from marketplace.errors import (
     ValidationUnavailable,
 )
 from marketplace.evaluation import Dataset, ceiling, load_validation
-from marketplace.evaluator import Evaluator, TaskView
 from marketplace.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.report import (
     PayoutReport,
@@ -49,9 +48,11 @@ from marketplace.report import (
     read_report,
 )
 from marketplace.rewards import UNCONFIRMED, Frontier, compute_payouts
+from marketplace.scorer import Scorer, TaskView
 from marketplace.shapley import Coalition
 from marketplace.storage import BlobStore
 from marketplace.tasks import (
+    account_key,
     architecture_spec,
     can_read,
     nodes_by_id,
@@ -217,16 +218,10 @@ def _rescore(
 ) -> None:
     """Score again every node this verifier can read, and compare with the report (a merge
     in `left_out`, unconfirmed, is decided from the chain alone, as the evaluator did)."""
-    from eth_account import Account
-
-    scorer = Evaluator(
-        chain,
-        store,
-        account or Account.from_key(b"\x01" * 32),
-        None,
-        chain_id,
-        key=key,
-    )
+    if key is None:  # an evaluator's or a sponsor's account reads with its account-wide key;
+        # with no account, a key nothing is sealed to: the public architectures alone are read
+        key = X25519KeyPair.generate() if account is None else account_key(account)
+    scorer = Scorer(chain, store, key, chain_id)
     view = scorer.view(task_id)
     try:
         dataset = load_validation(file, view.spec)  # the rows the evaluators scored
@@ -266,7 +261,7 @@ def _rescore(
 
 
 def _rescore_evidence(
-    scorer: Evaluator,
+    scorer: Scorer,
     view: TaskView,
     report: PayoutReport,
     dataset: Dataset,

@@ -45,6 +45,7 @@ from marketplace.messages import Phase
 from marketplace.outage import OutageGuard
 from marketplace.state import StateFile
 from marketplace.tasks import read_spec
+from miner.claims import collect
 from miner.ledger import DEFAULT_BUDGET, PrivacyLedger, fingerprint
 from miner.trainer import Trainer
 from miner.worker import Miner, MinerConfig, Waiting, load_private_data
@@ -241,16 +242,8 @@ def claim(
     phase = connection.chain.phase(task)
     if phase in (Phase.UNREVEALED, Phase.UNSETTLED):
         state = StateFile(settings.state_dir / f"miner-{connection.address}.json")
-        miner = Miner(
-            connection.chain,
-            connection.store,
-            connection.account,
-            Trainer(),
-            Path("."),
-            state,
-            connection.chain_id,
-        )
-        for line in miner.collect(task) or ["nothing to refund"]:
+        done = collect(connection.chain, connection.store, connection.address, state, task)
+        for line in done or ["nothing to refund"]:
             console.print(line)
         return
     if phase is not Phase.CLAIMS:

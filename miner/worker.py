@@ -40,7 +40,6 @@ from marketplace.errors import (
     BlobNotFound,
     ConfigError,
     DataFormatError,
-    NoMatchingReport,
     SpecError,
 )
 from marketplace.evaluation import Dataset, check_budget, check_schema_fits, load_dataset
@@ -48,7 +47,6 @@ from marketplace.faults import crash_point, pause_point
 from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
 from marketplace.models import ModelSpec
 from marketplace.outage import OutageGuard
-from marketplace.report import claim_payout
 from marketplace.rewards import architecture_of
 from marketplace.secagg import mask_key, self_mask_key, submission_values
 from marketplace.state import StateFile, write_bytes_atomically
@@ -65,6 +63,7 @@ from marketplace.tasks import (
     registered_keys,
 )
 from marketplace.timing import Stopwatch
+from miner.claims import collect
 from miner.ledger import PrivacyLedger, fingerprint
 from miner.trainer import DPConfig, Progress, TrainConfig, Trainer, TrainResult
 
@@ -776,30 +775,8 @@ class Miner:
     # ------------------------------------------------------------------ getting paid
 
     def collect(self, task_id: int) -> list[str]:
-        """Claim this miner's payout, or its refunds; what it did, as lines. Idempotent."""
-        phase = self.chain.phase(task_id)
-        done: list[str] = []
-        saved = self.state.section("tasks", task_id)
-        if phase is Phase.CLAIMS:
-            try:
-                entry, claimed = claim_payout(self.chain, self.store, self.address, task_id)
-            except NoMatchingReport as exc:  # every report missing or lying: try next pass
-                return [str(exc)]
-            saved["claimed"] = "nothing owed" if entry is None else entry.amount
-            self.state.save()
-            if entry is not None and claimed:
-                ether = entry.amount / 10**18
-                done.append(f"claimed {ether:.6f} (leaf {entry.index}, {entry.points} points)")
-        elif phase in (Phase.UNREVEALED, Phase.UNSETTLED):
-            for record in nodes_by_id(self.chain, task_id).values():
-                mine = record.author.lower() == self.address.lower()
-                refundable = mine and record.kind is not NodeKind.MERGE
-                if refundable and not self.chain.is_refunded(task_id, record.node_id):
-                    self.chain.refund(self.address, task_id, record.node_id)
-                    done.append(f"refunded node {record.node_id}")
-            saved["claimed"] = "refunded"
-            self.state.save()
-        return done
+        """Claim this miner's payout, or its refunds; what it did, as lines (`claims.collect`)."""
+        return collect(self.chain, self.store, self.address, self.state, task_id)
 
     def finished(self, task_id: int) -> bool:
         """Whether there is nothing left to do for the task."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from marketplace import evaluator as evaluator_module
+from marketplace import scorer as scorer_module
 from marketplace.checks import Refusal, encode_architecture
 from marketplace.codec import encode_weights, weights_digest
 from marketplace.crypto import sha256
@@ -114,7 +114,7 @@ def test_an_architecture_over_the_scoring_budget_is_refused_unscored_and_never_t
         scored.append(model)
         return scores(model, *args, **kwargs)
 
-    monkeypatch.setattr(evaluator_module, "scores", recording)
+    monkeypatch.setattr(scorer_module, "scores", recording)
     evaluator = market.make_evaluator()
     market.add_miners(2, epochs=1)
 
@@ -227,7 +227,7 @@ def test_a_scoring_past_the_time_limit_makes_its_node_invalid_and_settlement_com
     market.propose()
     clock = StepClock()
     evaluator = market.make_evaluator()
-    evaluator.clock = clock
+    evaluator.scorer.clock = clock
     market.add_miners(2, epochs=1)
     for miner in market.miners:
         assert miner.submit_round(market.task_id) is not None
@@ -243,13 +243,13 @@ def test_a_scoring_past_the_time_limit_makes_its_node_invalid_and_settlement_com
     records = nodes_by_id(market.chain, market.task_id)
     assert not [r for r in records.values() if r.kind is NodeKind.MERGE]
     slow = max(records)  # the second miner's update: only its scoring is slow at settlement
-    node_score = evaluator.node_score
+    node_score = evaluator.scorer.node_score
 
     def timed(view: Any, node_id: int, dataset: Any) -> int:
         clock.step = 3600.0 if node_id == slow else 0.0
         return node_score(view, node_id, dataset)
 
-    monkeypatch.setattr(evaluator, "node_score", timed)
+    monkeypatch.setattr(evaluator.scorer, "node_score", timed)
     market.reveal()
     report = _settle(market)
 
@@ -326,7 +326,7 @@ def test_the_evaluator_runs_each_model_once_over_rounds_and_settlement(
         runs.append((weights_digest(weights), dataset.digest))
         return scores(model, weights, dataset, *args, **kwargs)
 
-    monkeypatch.setattr(evaluator_module, "scores", recording)
+    monkeypatch.setattr(scorer_module, "scores", recording)
     evaluator = market.make_evaluator()
     market.add_miners(3, epochs=1)
     per_round = []

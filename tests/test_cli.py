@@ -18,15 +18,16 @@ from web3 import Web3
 from marketplace.chain import ChainClient
 from marketplace.cli import app as marketplace_app
 from marketplace.connect import dev_account
-from marketplace.devnet import Devnet
+from marketplace.devnet import Devnet, advance_chain_to
 from marketplace.evaluation import to_csv
+from marketplace.messages import Phase
 from marketplace.shards import digits_splits
 from marketplace.tasks import account_key, paillier_hex
 from miner import cli as miner_cli
 from miner.cli import app as miner_app
 from miner.trainer import TrainConfig, Trainer
 from sponsor_cli.app import app as sponsor_app
-from tests.helpers import readable_error
+from tests.helpers import readable_error, spent
 
 ETHER = 10**18
 runner = CliRunner()
@@ -319,3 +320,44 @@ def test_index_follows_the_devnets_market_into_sqlite_and_resumes(
     assert f"indexed to block {head} (head {head}): 0 events" in again.output
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT count(*) FROM tasks").fetchone() == (tasks,)
+
+
+def test_miner_claim_on_an_unrevealed_task_refunds_the_miners_deposits_once(
+    devnet: Devnet, files: Path
+) -> None:
+    """`miner claim` refunds through `claims.collect`, with no trainer or data path."""
+    chain = chain_of(devnet)
+    assert create(devnet, files).exit_code == 0
+    task_id = chain.task_count()
+    spec = str(files / "mlp.json")
+    args = ("--task", str(task_id), "--spec", spec, "--seed", "1", "--account", "2")
+    assert invoke(sponsor_app, devnet, "arch", "propose", *args).exit_code == 0
+    ran = invoke(
+        miner_app,
+        devnet,
+        "run",
+        *("--task", str(task_id), "--data", str(files / "val.csv"), "--account", "7"),
+        *("--once", "--epochs", "1"),
+    )
+    assert ran.exit_code == 0, ran.output
+    miner = devnet.info.accounts[7].address
+    (update,) = [r.node_id for r in chain.nodes(task_id) if r.author == miner]
+    advance_chain_to(chain.w3, chain.task(task_id).reveal_deadline)  # the sponsor never reveals
+    assert chain.phase(task_id) is Phase.UNREVEALED
+    before = chain.w3.eth.get_balance(miner)
+
+    claimed = invoke(miner_app, devnet, "claim", "--task", str(task_id), "--account", "7")
+
+    assert claimed.exit_code == 0, claimed.output
+    assert claimed.output.splitlines() == [f"refunded node {update}"]
+    (refund,) = chain.events("Refunded", taskId=task_id)
+    assert (refund.args["author"], refund.args["nodeId"]) == (miner, update)
+    # its 0.01 deposit and one of two shares (architecture, update) of the withheld 10 ETH bounty
+    assert refund.args["amount"] == ETHER // 100 + 5 * ETHER
+    paid = spent(chain.w3, refund.tx_hash)
+    assert chain.w3.eth.get_balance(miner) == before + refund.args["amount"] - paid
+    assert not chain.is_refunded(task_id, 1)  # the architecture is the scientist's
+    state = json.loads((devnet.path.parent / "state" / f"miner-{miner}.json").read_text())
+    assert state["tasks"][str(task_id)]["claimed"] == "refunded"
+    again = invoke(miner_app, devnet, "claim", "--task", str(task_id), "--account", "7")
+    assert again.output.splitlines() == ["nothing to refund"]

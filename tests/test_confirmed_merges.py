@@ -16,11 +16,12 @@ from marketplace import errors
 from marketplace.cid import cid_of
 from marketplace.devchain import advance_to
 from marketplace.evaluation import Dataset, to_csv
-from marketplace.evaluator import Evaluator, TaskView
+from marketplace.evaluator import Evaluator
 from marketplace.merge import MergeResult
 from marketplace.messages import NodeKind, NodeRecord, Phase, TaskSpec
 from marketplace.report import PayoutReport, agreed_report, posted_reports
 from marketplace.rewards import BPS, apportion
+from marketplace.scorer import TaskView
 from marketplace.state import StateFile
 from marketplace.storage import LocalStore
 from marketplace.tasks import account_key, nodes_by_id, read_spec, settled_confirmations
@@ -56,13 +57,13 @@ class ValidationMerger(Evaluator):
         planted = [u for u in updates if u.author == self.sybil]
         if not planted:
             return super().merge_of(task_id, view, arch_id, updates)
-        validation = self._sealed_validation(task_id, view.spec)
+        validation = self.scorer.sealed_validation(task_id, view.spec)
         start = self.verdict(view, planted[0].node_id).weights
         assert start is not None
         config = TrainConfig(epochs=30, batch_size=32, learning_rate=1e-2, optimizer="adam", seed=0)
         trained = Trainer().train(TINY, start, validation, config)
         weights = {name: t.detach().numpy() for name, t in sorted(trained.weights.items())}
-        score = self._score_arrays(TINY, weights, validation, view.spec)
+        score = self.scorer.score_arrays(TINY, weights, validation, view.spec)
         kept = (planted[0].node_id,)
         return MergeResult(
             kept=kept,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from marketplace import evaluator as evaluator_module
+from marketplace import scorer as scorer_module
 from marketplace.checks import Verdict
 from marketplace.cid import cid_of
 from marketplace.codec import encode_weights
@@ -362,18 +362,18 @@ def test_node_errors_past_the_checks_become_invalid_verdicts_and_others_propagat
     def misfit(*args: object, **kwargs: object) -> None:
         raise SpecError("does not fit the data")
 
-    monkeypatch.setattr(evaluator_module, "check_update", undecryptable)
+    monkeypatch.setattr(scorer_module, "check_update", undecryptable)
     evaluator = market.make_evaluator()
     view = evaluator.view(market.task_id)
     assert evaluator.verdict(view, 2) == Verdict(2, False, "undecryptable: a truncated wrap")
-    monkeypatch.setattr(evaluator_module, "scores", misfit)
+    monkeypatch.setattr(scorer_module, "scores", misfit)
     assert evaluator.node_result(view, 1, market.validation) == Score(
         node_id=1, valid=False, reason="spec: does not fit the data"
     )
     assert evaluator.step(market.task_id) == []  # the only update is invalid: nothing to merge
 
     monkeypatch.undo()  # the update is valid again, but scoring it while merging raises
-    monkeypatch.setattr(evaluator_module, "scores", misfit)
+    monkeypatch.setattr(scorer_module, "scores", misfit)
     again = market.make_evaluator()
     assert again.step(market.task_id) == [
         "round 0: no merge of architecture 1: does not fit the data"
@@ -387,7 +387,7 @@ def test_node_errors_past_the_checks_become_invalid_verdicts_and_others_propagat
     def unreachable(*args: object, **kwargs: object) -> None:
         raise StoreUnavailable("cat: ConnectError after 4 tries")
 
-    monkeypatch.setattr(evaluator_module, "check_update", unreachable)
+    monkeypatch.setattr(scorer_module, "check_update", unreachable)
     third = market.make_evaluator()
     with pytest.raises(StoreUnavailable):  # not the node's fault: retried, never forfeited
         third.verdict(third.view(market.task_id), 2)

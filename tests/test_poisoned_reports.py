@@ -377,13 +377,13 @@ def test_verify_rescores_coalitions_and_catches_a_report_that_inflates_them(
     truth = honest.evaluate(market.task_id)
     (merge_id,) = truth.coalitions
     favoured = min(int(key) for key in truth.coalitions[merge_id] if "," not in key)
-    real = lying.averager
+    real = lying.scorer.averager
 
     def inflated(view: Any, frontier: Any, node_id: int, dataset: Any) -> Any:
         score = real(view, frontier, node_id, dataset)
         return lambda coalition: score(coalition) + (9 if favoured in coalition else 0)
 
-    monkeypatch.setattr(lying, "averager", inflated)
+    monkeypatch.setattr(lying.scorer, "averager", inflated)
     lie, _ = lying.settle(market.task_id)
     honest.step(market.task_id)
 

@@ -1,0 +1,43 @@
+"""Getting paid: a miner's payout claimed after finalize, or its deposits refunded when the
+sponsor never revealed or nobody settled. Needs the chain, the store, the address and the state
+file, nothing of the training: `Miner.collect` and `miner claim` both call `collect`."""
+
+from __future__ import annotations
+
+from marketplace.chain import ChainClient
+from marketplace.errors import NoMatchingReport
+from marketplace.messages import NodeKind, Phase
+from marketplace.report import claim_payout
+from marketplace.state import StateFile
+from marketplace.storage import BlobStore
+from marketplace.tasks import nodes_by_id
+
+
+def collect(
+    chain: ChainClient, store: BlobStore, address: str, state: StateFile, task_id: int
+) -> list[str]:
+    """Claim `address`'s payout, or its refunds; what it did, as lines. Idempotent: the state
+    file records that the task is collected (`claimed`), which ends the miner's work on it."""
+    phase = chain.phase(task_id)
+    done: list[str] = []
+    saved = state.section("tasks", task_id)
+    if phase is Phase.CLAIMS:
+        try:
+            entry, claimed = claim_payout(chain, store, address, task_id)
+        except NoMatchingReport as exc:  # every report missing or lying: try next pass
+            return [str(exc)]
+        saved["claimed"] = "nothing owed" if entry is None else entry.amount
+        state.save()
+        if entry is not None and claimed:
+            ether = entry.amount / 10**18
+            done.append(f"claimed {ether:.6f} (leaf {entry.index}, {entry.points} points)")
+    elif phase in (Phase.UNREVEALED, Phase.UNSETTLED):
+        for record in nodes_by_id(chain, task_id).values():
+            mine = record.author.lower() == address.lower()
+            refundable = mine and record.kind is not NodeKind.MERGE
+            if refundable and not chain.is_refunded(task_id, record.node_id):
+                chain.refund(address, task_id, record.node_id)
+                done.append(f"refunded node {record.node_id}")
+        saved["claimed"] = "refunded"
+        state.save()
+    return done
