@@ -29,6 +29,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -131,6 +133,20 @@ log = logging.getLogger(__name__)
 NO_MERGE = MergeResult(kept=(), weights={}, score=0, samples=0, no_updates=(), left_out=())
 
 
+class GroupOutcome(Enum):
+    """What opening a secure aggregation group's sum came to, this pass."""
+
+    POSTED = "posted"  # its merge is on the chain
+    WAITING = "waiting"  # members may still reveal their mask seeds: look again next pass
+    SETTLED = "settled"  # abandoned, or its mean does not improve: nothing will change
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    outcome: GroupOutcome
+    line: str = ""  # what happened, for the evaluator's output ("" while waiting)
+
+
 class Evaluator:
     """One of a task's evaluators: the process that posts what its `Scorer` finds (the round
     merges or their confirmations, the secure aggregation sums, the payout report and root).
@@ -223,7 +239,7 @@ class Evaluator:
     def post_merges(self, task_id: int) -> list[str]:
         """Post (or confirm) the merge of every closed round not merged yet."""
         task = self.chain.task(task_id)
-        now = int(self.chain.w3.eth.get_block("latest")["timestamp"])
+        now = self.chain.now()
         closed = task.schedule.closed(now)  # as soon as the contract takes their merges
         if not closed:
             return []
@@ -450,38 +466,40 @@ class Evaluator:
             marker = (task_id, round_index, base)
             if marker in self._finished or self._aggregated(view, round_index, base):
                 continue
-            line = self._aggregate_group(task_id, view, group)
-            if line.startswith("round"):
-                done.append(line)
-            elif line:  # abandoned or not improving: nothing will change for this group
+            result = self._aggregate_group(task_id, view, group)
+            if result.outcome is GroupOutcome.POSTED:
+                done.append(result.line)
+            elif result.outcome is GroupOutcome.SETTLED:  # nothing will change for this group
                 self._finished.add(marker)
-                done.append(f"round {round_index}, base {base}: {line}")
+                done.append(f"round {round_index}, base {base}: {result.line}")
         return done
 
-    def _aggregate_group(self, task_id: int, view: TaskView, group: Group) -> str:
+    def _aggregate_group(self, task_id: int, view: TaskView, group: Group) -> GroupResult:
         aggregation = view.spec.aggregation
         assert aggregation is not None
         if not group.viable:
-            return "one miner joined: nothing to aggregate"
+            return GroupResult(GroupOutcome.SETTLED, "one miner joined: nothing to aggregate")
         submitted = submitted_members(
             group, view.records, lambda node_id: self.scorer.verdict(view, node_id)
         )
         dropped = [i for i in range(len(group.members)) if i not in submitted]
         if len(submitted) < MIN_MEMBERS:
-            return (
+            return GroupResult(
+                GroupOutcome.SETTLED,
                 f"abandoned: {len(submitted)} of {len(group.members)} miners who joined submitted "
-                "a well-formed update, and a sum needs two (a sum of one is that update)"
+                "a well-formed update, and a sum needs two (a sum of one is that update)",
             )
         seeds = revealed_seeds(self.chain, group, sorted(submitted), dropped)
         if len(seeds) < len(submitted):
             deadline = self.chain.task(task_id).schedule.merge_due(group.round + 1)
-            if int(self.chain.w3.eth.get_block("latest")["timestamp"]) < deadline:
-                return ""  # the members have until the deadline to reveal their seeds
-            return (
+            if self.chain.now() < deadline:
+                return GroupResult(GroupOutcome.WAITING)  # seeds may come until the deadline
+            return GroupResult(
+                GroupOutcome.SETTLED,
                 f"abandoned: {len(submitted) - len(seeds)} of the {len(submitted)} miners who "
                 "submitted revealed no mask seeds by a quarter round after the close, so the "
                 "masks cannot be taken out; no update was opened, and the next round re-runs "
-                "with fresh masks"
+                "with fresh masks",
             )
         base_weights = self.scorer.verdict(view, group.base).weights
         assert base_weights is not None  # members' verdicts are valid only on a valid base
@@ -506,16 +524,17 @@ class Evaluator:
                     correction,
                 )
             except SecAggError as exc:
-                return f"abandoned: {exc}"
+                return GroupResult(GroupOutcome.SETTLED, f"abandoned: {exc}")
         merged = apply_mean(base_weights, summed, len(submitted))
         validation = self.scorer.sealed_validation(task_id, view.spec)
         model = self.scorer.architecture(view, architecture_of(view.records, group.base))
         merged_score = self.scorer.score_arrays(model, merged, validation, view.spec)
         base_score = self.scorer.score(view, model, group.base, validation)
         if merged_score < base_score:
-            return (
+            return GroupResult(
+                GroupOutcome.SETTLED,
                 f"the mean of {len(submitted)} updates scores {merged_score}, below its base's "
-                f"{base_score}: not posted, and the next round builds on the base again"
+                f"{base_score}: not posted, and the next round builds on the base again",
             )
         kept = tuple(sorted(r.node_id for r in submitted.values()))
         samples = sum(credited_samples(view.spec, r) for r in submitted.values())
@@ -523,9 +542,10 @@ class Evaluator:
             task_id, view, group.round, kept, to_tensors(merged), merged_score, samples
         )
         recovered = f", drop-outs: {len(dropped)}" if dropped else ""
-        return (
+        return GroupResult(
+            GroupOutcome.POSTED,
             f"round {group.round}: posted merge {node_id}, the decrypted sum of {list(kept)} on "
-            f"{group.base} (score {merged_score}, base {base_score}{recovered})"
+            f"{group.base} (score {merged_score}, base {base_score}{recovered})",
         )
 
     def _aggregated(self, view: TaskView, round_index: int, base: int) -> bool:
