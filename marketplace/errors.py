@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from marketplace.messages import Phase
+
 
 class MarketplaceError(Exception):
     """Root of every error this project raises on purpose."""
@@ -134,8 +136,33 @@ class NotEvaluator(ContractRevert):
     """Only one of the task's evaluators may do this."""
 
 
+def phase_mask(*phases: Phase) -> int:
+    """The bitmap `WrongPhase` names its allowed phases by: bit p set for each `Phase` p."""
+    return sum(1 << phase for phase in set(phases))
+
+
 class WrongPhase(ContractRevert):
-    """The task is not in the phase this call needs."""
+    """The task is not in a phase this call is allowed in: `values["allowed"]` has a bit per
+    allowed `Phase` (`phase_mask`), and the message names them."""
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        task, current, allowed = values["taskId"], Phase(values["current"]), self.allowed
+        needs = "this needs " + " or ".join(map(_phase_name, allowed))
+        Exception.__init__(
+            self,
+            f"task {task} is in phase {_phase_name(current)}; "
+            + (needs if allowed else "no phase allows this any more"),
+        )
+
+    @property
+    def allowed(self) -> tuple[Phase, ...]:
+        """The phases the call would have been accepted in, in lifecycle order."""
+        return tuple(p for p in Phase if int(self.values["allowed"]) >> p & 1)
+
+
+def _phase_name(phase: Phase) -> str:
+    return phase.name.title()
 
 
 class RoundNotOpen(ContractRevert):

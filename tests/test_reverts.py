@@ -21,6 +21,7 @@ from marketplace.crypto import PayoutLeaf, payout_tree, sha256
 from marketplace.devchain import now
 from marketplace.messages import ZERO_ADDRESS, NodeKind, Phase, TaskParams
 from tests.helpers import (
+    CANCELLABLE,
     ETHER,
     SALT,
     VALIDATION_FILE,
@@ -404,7 +405,11 @@ def test_reveal_during_rounds_reverts_wrong_phase(
 ) -> None:
     with pytest.raises(errors.WrongPhase) as exc:
         send_reveal(market, task_id, sponsor)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.ROUNDS}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.ROUNDS,
+        "allowed": errors.phase_mask(Phase.REVEAL),
+    }
 
 
 def test_reveal_after_reveal_deadline_reverts_wrong_phase(
@@ -413,7 +418,11 @@ def test_reveal_after_reveal_deadline_reverts_wrong_phase(
     advance_to(market.task(task_id).reveal_deadline)
     with pytest.raises(errors.WrongPhase) as exc:
         send_reveal(market, task_id, sponsor)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.UNREVEALED}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNREVEALED,
+        "allowed": errors.phase_mask(Phase.REVEAL),
+    }
 
 
 def test_second_reveal_reverts_wrong_phase(
@@ -422,7 +431,11 @@ def test_second_reveal_reverts_wrong_phase(
     reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.WrongPhase) as exc:
         send_reveal(market, task_id, sponsor)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.EVALUATION,
+        "allowed": errors.phase_mask(Phase.REVEAL),
+    }
 
 
 def test_post_payout_root_before_reveal_reverts_wrong_phase(
@@ -431,7 +444,11 @@ def test_post_payout_root_before_reveal_reverts_wrong_phase(
     advance_to(market.task(task_id).rounds_end)
     with pytest.raises(errors.WrongPhase) as exc:
         market.post_payout_root(evaluator, task_id, digest("root"), ETHER)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.REVEAL}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.REVEAL,
+        "allowed": errors.phase_mask(Phase.EVALUATION, Phase.CHALLENGE),
+    }
 
 
 def test_post_payout_root_after_evaluation_deadline_reverts_wrong_phase(
@@ -441,7 +458,11 @@ def test_post_payout_root_after_evaluation_deadline_reverts_wrong_phase(
     advance_to(market.task(task_id).evaluation_deadline)
     with pytest.raises(errors.WrongPhase) as exc:
         market.post_payout_root(evaluator, task_id, digest("root"), ETHER)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.UNSETTLED}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNSETTLED,
+        "allowed": errors.phase_mask(Phase.EVALUATION, Phase.CHALLENGE),
+    }
 
 
 def test_post_merge_after_reveal_reverts_wrong_phase(
@@ -456,7 +477,12 @@ def test_post_merge_after_reveal_reverts_wrong_phase(
     reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.WrongPhase) as exc:
         market.post_merge(evaluator, task_id, 1, [1], 100, digest("m"), digest("p"), "cid")
-    assert exc.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.EVALUATION,
+        "allowed": errors.phase_mask(Phase.ROUNDS, Phase.REVEAL),
+    }
+    assert str(exc.value) == f"task {task_id} is in phase Evaluation; this needs Rounds or Reveal"
 
 
 def test_finalize_before_any_root_reverts_wrong_phase(
@@ -465,7 +491,11 @@ def test_finalize_before_any_root_reverts_wrong_phase(
     reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.WrongPhase) as exc:
         market.finalize(sponsor, task_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.EVALUATION,
+        "allowed": errors.phase_mask(Phase.CHALLENGE),
+    }
 
 
 def test_claim_before_finalize_reverts_wrong_phase(
@@ -481,7 +511,11 @@ def test_claim_before_finalize_reverts_wrong_phase(
     market.post_payout_root(evaluator, task_id, payout_tree(leaves).root, ETHER)
     with pytest.raises(errors.WrongPhase) as exc:
         market.claim(accounts[2], task_id, leaves[0], payout_tree(leaves).proof(0))
-    assert exc.value.values == {"taskId": task_id, "current": Phase.CHALLENGE}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.CHALLENGE,
+        "allowed": errors.phase_mask(Phase.CLAIMS),
+    }
 
 
 def test_claim_on_unknown_task_reverts_wrong_phase_none(
@@ -491,7 +525,11 @@ def test_claim_on_unknown_task_reverts_wrong_phase_none(
     leaf = PayoutLeaf(0, accounts[2], ETHER, 1)
     with pytest.raises(errors.WrongPhase) as exc:
         market.claim(accounts[2], 4, leaf, [])
-    assert exc.value.values == {"taskId": 4, "current": Phase.NONE}
+    assert exc.value.values == {
+        "taskId": 4,
+        "current": Phase.NONE,
+        "allowed": errors.phase_mask(Phase.CLAIMS),
+    }
 
 
 def test_refund_while_rounds_open_reverts_wrong_phase(
@@ -500,7 +538,11 @@ def test_refund_while_rounds_open_reverts_wrong_phase(
     node_id = architecture(market, accounts[2], task_id)
     with pytest.raises(errors.WrongPhase) as exc:
         market.refund(accounts[2], task_id, node_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.ROUNDS}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.ROUNDS,
+        "allowed": errors.phase_mask(Phase.UNREVEALED, Phase.UNSETTLED, Phase.CANCELLED),
+    }
     assert not market.is_refunded(task_id, node_id)
 
 
@@ -517,7 +559,11 @@ def test_refund_of_settled_task_reverts_wrong_phase(
     settle(w3, market, task_id, sponsor, evaluator, payout_tree([leaf]).root, ETHER)
     with pytest.raises(errors.WrongPhase) as exc:
         market.refund(accounts[2], task_id, node_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.CLAIMS}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.CLAIMS,
+        "allowed": errors.phase_mask(Phase.UNREVEALED, Phase.UNSETTLED, Phase.CANCELLED),
+    }
 
 
 def test_reclaim_while_rounds_open_reverts_wrong_phase(
@@ -525,7 +571,12 @@ def test_reclaim_while_rounds_open_reverts_wrong_phase(
 ) -> None:
     with pytest.raises(errors.WrongPhase) as exc:
         market.reclaim(sponsor, task_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.ROUNDS}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.ROUNDS,
+        # No submissions: an unsettled bounty would return to the sponsor too.
+        "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED, Phase.UNSETTLED),
+    }
 
 
 def test_reclaim_when_sponsor_did_not_reveal_reverts_wrong_phase(
@@ -535,7 +586,11 @@ def test_reclaim_when_sponsor_did_not_reveal_reverts_wrong_phase(
     advance_to(market.task(task_id).reveal_deadline)
     with pytest.raises(errors.WrongPhase) as exc:
         market.reclaim(sponsor, task_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.UNREVEALED}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNREVEALED,
+        "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED),
+    }
 
 
 def test_reclaim_during_challenge_window_reverts_wrong_phase(
@@ -545,14 +600,23 @@ def test_reclaim_during_challenge_window_reverts_wrong_phase(
     market.post_payout_root(evaluator, task_id, digest("root"), ETHER)
     with pytest.raises(errors.WrongPhase) as exc:
         market.reclaim(sponsor, task_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.CHALLENGE}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.CHALLENGE,
+        # No submissions: an unsettled bounty would return to the sponsor too.
+        "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED, Phase.UNSETTLED),
+    }
 
 
 def test_cancel_twice_reverts_wrong_phase(market: ChainClient, sponsor: str, task_id: int) -> None:
     market.cancel_task(sponsor, task_id)
     with pytest.raises(errors.WrongPhase) as exc:
         market.cancel_task(sponsor, task_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.CANCELLED}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.CANCELLED,
+        "allowed": CANCELLABLE,
+    }
     assert market.task(task_id).reclaimed == BOUNTY
 
 

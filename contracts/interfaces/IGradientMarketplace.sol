@@ -113,8 +113,9 @@ interface IGradientMarketplace {
     error NotSponsor(uint256 taskId, address caller);
     /// @dev Only one of the task's evaluators may do this.
     error NotEvaluator(uint256 taskId, address caller);
-    /// @dev The task is not in the phase this call needs.
-    error WrongPhase(uint256 taskId, Phase current);
+    /// @dev The task is not in a phase this call is allowed in; `allowed` has bit `p` set for
+    /// each allowed `Phase` p (0 when no phase would allow it, e.g. a cancel after a reclaim).
+    error WrongPhase(uint256 taskId, Phase current, uint256 allowed);
     /// @dev Submissions are accepted only while a round is open.
     error RoundNotOpen(uint256 taskId, uint64 opens, uint64 closes);
     /// @dev A merge of round `round` may be posted only after that round closed.
