@@ -540,28 +540,28 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     // ------------------------------------------------------------------ internal
 
     function _checkParams(TaskParams calldata p) internal view {
-        if (p.bounty == 0) revert InvalidTaskParams(1);
-        if (p.rounds == 0) revert InvalidTaskParams(2);
-        if (p.roundDuration == 0) revert InvalidTaskParams(3);
-        if (p.revealWindow == 0 || p.evaluationWindow == 0 || p.claimWindow == 0) revert InvalidTaskParams(4);
+        if (p.bounty == 0) revert ZeroBounty();
+        if (p.rounds == 0) revert ZeroRounds();
+        if (p.roundDuration == 0) revert ZeroRoundDuration();
+        if (p.revealWindow == 0 || p.evaluationWindow == 0 || p.claimWindow == 0) revert ZeroWindow();
         uint256 shortest = Math.min(
             Math.min(p.roundDuration, p.revealWindow),
             Math.min(Math.min(p.evaluationWindow, p.challengeWindow), p.claimWindow)
         );
         if (shortest < minWindow) revert WindowTooShort(shortest, minWindow);
         uint256 n = p.evaluators.length;
-        if (n == 0 || n > MAX_EVALUATORS) revert InvalidTaskParams(5);
+        if (n == 0 || n > MAX_EVALUATORS) revert BadEvaluatorCount(n);
         for (uint256 i; i < n; ++i) {
-            if (p.evaluators[i] == address(0)) revert InvalidTaskParams(6);
+            if (p.evaluators[i] == address(0)) revert BadEvaluator(address(0));
             if (p.evaluators[i] == msg.sender) revert SponsorIsEvaluator(msg.sender);
             for (uint256 j; j < i; ++j) {
-                if (p.evaluators[i] == p.evaluators[j]) revert InvalidTaskParams(6);
+                if (p.evaluators[i] == p.evaluators[j]) revert BadEvaluator(p.evaluators[i]);
             }
         }
         // A strict majority: two different roots can never both reach it.
-        if (p.quorum == 0 || p.quorum > n || 2 * uint256(p.quorum) <= n) revert InvalidTaskParams(7);
-        if (p.start != 0 && p.start < block.timestamp) revert InvalidTaskParams(8);
-        if (p.token != address(0) && p.token.code.length == 0) revert InvalidTaskParams(9);
+        if (p.quorum == 0 || p.quorum > n || 2 * uint256(p.quorum) <= n) revert BadQuorum(p.quorum, n);
+        if (p.start != 0 && p.start < block.timestamp) revert StartInPast(p.start, block.timestamp);
+        if (p.token != address(0) && p.token.code.length == 0) revert TokenNotAContract(p.token);
     }
 
     function _existing(uint256 taskId) internal view returns (Task storage t) {

@@ -116,8 +116,40 @@ class UnknownTask(ContractRevert):
     """No task has this id."""
 
 
-class InvalidTaskParams(ContractRevert):
-    """A task parameter is out of range (`code` names which)."""
+class ZeroBounty(ContractRevert):
+    """A task's bounty is zero."""
+
+
+class ZeroRounds(ContractRevert):
+    """A task has no rounds."""
+
+
+class ZeroRoundDuration(ContractRevert):
+    """A task's rounds last zero seconds."""
+
+
+class ZeroWindow(ContractRevert):
+    """A task's reveal, evaluation or claim window is zero."""
+
+
+class BadEvaluatorCount(ContractRevert):
+    """A task names no evaluator, or more than the contract's maximum."""
+
+
+class BadEvaluator(ContractRevert):
+    """An evaluator is the zero address, or named twice."""
+
+
+class BadQuorum(ContractRevert):
+    """The quorum is not a strict majority of the task's evaluators."""
+
+
+class StartInPast(ContractRevert):
+    """A task's explicit start is before the block it is created in."""
+
+
+class TokenNotAContract(ContractRevert):
+    """A task's ERC-20 token address holds no code."""
 
 
 class WrongValue(ContractRevert):

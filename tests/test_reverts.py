@@ -156,57 +156,133 @@ def test_submit_update_with_raw_call_to_unknown_task_reverts_unknown_task(
     assert exc.value.values == {"taskId": 3}
 
 
-# ---------------------------------------------------------------------- InvalidTaskParams
+# ---------------------------------------------------------------------- task parameters
 
-# (case id, overrides of the default params as a function of the accounts, expected code)
-INVALID_PARAMS: list[tuple[str, Callable[[list[str]], dict[str, Any]], int]] = [
-    ("bounty-zero", lambda a: {"bounty": 0}, 1),
-    ("rounds-zero", lambda a: {"rounds": 0}, 2),
-    ("round-duration-zero", lambda a: {"round_duration": 0}, 3),
-    ("reveal-window-zero", lambda a: {"reveal_window": 0}, 4),
-    ("evaluation-window-zero", lambda a: {"evaluation_window": 0}, 4),
-    ("claim-window-zero", lambda a: {"claim_window": 0}, 4),
-    ("no-evaluator", lambda a: {"evaluators": ()}, 5),
-    ("nine-evaluators", lambda a: {"evaluators": tuple(a[1:10]), "quorum": 5}, 5),
-    ("zero-address-evaluator", lambda a: {"evaluators": (ZERO_ADDRESS,)}, 6),
-    ("zero-address-second-evaluator", lambda a: {"evaluators": (a[1], ZERO_ADDRESS, a[2])}, 6),
-    ("duplicate-evaluator", lambda a: {"evaluators": (a[1], a[2], a[1]), "quorum": 2}, 6),
-    ("quorum-zero", lambda a: {"quorum": 0}, 7),
-    ("quorum-1-of-2", lambda a: {"evaluators": (a[1], a[2]), "quorum": 1}, 7),
-    ("quorum-2-of-4", lambda a: {"evaluators": tuple(a[1:5]), "quorum": 2}, 7),
-    ("quorum-4-of-8", lambda a: {"evaluators": tuple(a[1:9]), "quorum": 4}, 7),
-    ("quorum-above-evaluator-count", lambda a: {"evaluators": (a[1],), "quorum": 2}, 7),
-    ("quorum-4-of-3", lambda a: {"evaluators": tuple(a[1:4]), "quorum": 4}, 7),
-    ("token-without-code", lambda a: {"token": a[5]}, 9),
+# (case id, overrides of the default params, the error, its values), both as functions of the
+# accounts.
+INVALID_PARAMS: list[
+    tuple[
+        str,
+        Callable[[list[str]], dict[str, Any]],
+        type[errors.ContractRevert],
+        Callable[[list[str]], dict[str, Any]],
+    ]
+] = [
+    ("bounty-zero", lambda a: {"bounty": 0}, errors.ZeroBounty, lambda a: {}),
+    ("rounds-zero", lambda a: {"rounds": 0}, errors.ZeroRounds, lambda a: {}),
+    (
+        "round-duration-zero",
+        lambda a: {"round_duration": 0},
+        errors.ZeroRoundDuration,
+        lambda a: {},
+    ),
+    ("reveal-window-zero", lambda a: {"reveal_window": 0}, errors.ZeroWindow, lambda a: {}),
+    ("evaluation-window-zero", lambda a: {"evaluation_window": 0}, errors.ZeroWindow, lambda a: {}),
+    ("claim-window-zero", lambda a: {"claim_window": 0}, errors.ZeroWindow, lambda a: {}),
+    (
+        "no-evaluator",
+        lambda a: {"evaluators": ()},
+        errors.BadEvaluatorCount,
+        lambda a: {"count": 0},
+    ),
+    (
+        "nine-evaluators",
+        lambda a: {"evaluators": tuple(a[1:10]), "quorum": 5},
+        errors.BadEvaluatorCount,
+        lambda a: {"count": 9},
+    ),
+    (
+        "zero-address-evaluator",
+        lambda a: {"evaluators": (ZERO_ADDRESS,)},
+        errors.BadEvaluator,
+        lambda a: {"evaluator": ZERO_ADDRESS},
+    ),
+    (
+        "zero-address-second-evaluator",
+        lambda a: {"evaluators": (a[1], ZERO_ADDRESS, a[2])},
+        errors.BadEvaluator,
+        lambda a: {"evaluator": ZERO_ADDRESS},
+    ),
+    (
+        "duplicate-evaluator",
+        lambda a: {"evaluators": (a[1], a[2], a[1]), "quorum": 2},
+        errors.BadEvaluator,
+        lambda a: {"evaluator": a[1]},
+    ),
+    (
+        "quorum-zero",
+        lambda a: {"quorum": 0},
+        errors.BadQuorum,
+        lambda a: {"quorum": 0, "evaluators": 1},
+    ),
+    (
+        "quorum-1-of-2",
+        lambda a: {"evaluators": (a[1], a[2]), "quorum": 1},
+        errors.BadQuorum,
+        lambda a: {"quorum": 1, "evaluators": 2},
+    ),
+    (
+        "quorum-2-of-4",
+        lambda a: {"evaluators": tuple(a[1:5]), "quorum": 2},
+        errors.BadQuorum,
+        lambda a: {"quorum": 2, "evaluators": 4},
+    ),
+    (
+        "quorum-4-of-8",
+        lambda a: {"evaluators": tuple(a[1:9]), "quorum": 4},
+        errors.BadQuorum,
+        lambda a: {"quorum": 4, "evaluators": 8},
+    ),
+    (
+        "quorum-above-evaluator-count",
+        lambda a: {"evaluators": (a[1],), "quorum": 2},
+        errors.BadQuorum,
+        lambda a: {"quorum": 2, "evaluators": 1},
+    ),
+    (
+        "quorum-4-of-3",
+        lambda a: {"evaluators": tuple(a[1:4]), "quorum": 4},
+        errors.BadQuorum,
+        lambda a: {"quorum": 4, "evaluators": 3},
+    ),
+    (
+        "token-without-code",
+        lambda a: {"token": a[5]},
+        errors.TokenNotAContract,
+        lambda a: {"token": a[5]},
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("overrides", "code"),
-    [pytest.param(build, code, id=name) for name, build, code in INVALID_PARAMS],
+    ("overrides", "error", "values"),
+    [pytest.param(build, error, values, id=name) for name, build, error, values in INVALID_PARAMS],
 )
-def test_create_task_with_out_of_range_param_reverts_invalid_task_params(
+def test_create_task_with_out_of_range_param_reverts_with_the_error_naming_it(
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     task_params: MakeParams,
     overrides: Callable[[list[str]], dict[str, Any]],
-    code: int,
+    error: type[errors.ContractRevert],
+    values: Callable[[list[str]], dict[str, Any]],
 ) -> None:
     params = unchecked_params(task_params(), **overrides(accounts))
-    with pytest.raises(errors.InvalidTaskParams) as exc:
+    with pytest.raises(error) as exc:
         market.create_task(sponsor, params)
-    assert exc.value.values == {"code": code}
+    assert type(exc.value) is error
+    assert exc.value.values == values(accounts)
     assert market.task_count() == 0
 
 
-def test_create_task_starting_in_the_past_reverts_invalid_task_params(
+def test_create_task_starting_in_the_past_reverts_start_in_past(
     w3: Web3, market: ChainClient, sponsor: str, task_params: MakeParams
 ) -> None:
     past = now(w3) - 1  # the transaction runs at least one second after the latest block
-    with pytest.raises(errors.InvalidTaskParams) as exc:
+    with pytest.raises(errors.StartInPast) as exc:
         market.create_task(sponsor, task_params(start=past))
-    assert exc.value.values == {"code": 8}
+    assert exc.value.values["start"] == past
+    assert exc.value.values["timestamp"] > past
 
 
 def test_create_task_accepts_the_boundaries_of_every_range(

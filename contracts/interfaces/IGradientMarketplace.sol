@@ -103,8 +103,24 @@ interface IGradientMarketplace {
 
     /// @dev No task has this id.
     error UnknownTask(uint256 taskId);
-    /// @dev A task parameter is out of range; `code` names which (see `createTask`).
-    error InvalidTaskParams(uint8 code);
+    /// @dev A task's bounty is zero.
+    error ZeroBounty();
+    /// @dev A task has no rounds.
+    error ZeroRounds();
+    /// @dev A task's rounds last zero seconds.
+    error ZeroRoundDuration();
+    /// @dev A task's reveal, evaluation or claim window is zero.
+    error ZeroWindow();
+    /// @dev A task names no evaluator, or more than `MAX_EVALUATORS`.
+    error BadEvaluatorCount(uint256 count);
+    /// @dev An evaluator is the zero address, or named twice.
+    error BadEvaluator(address evaluator);
+    /// @dev The quorum is not a strict majority of the `evaluators` (zero, or above their count).
+    error BadQuorum(uint256 quorum, uint256 evaluators);
+    /// @dev A task's explicit start is before the block it is created in.
+    error StartInPast(uint256 start, uint256 timestamp);
+    /// @dev A task's ERC-20 token address holds no code.
+    error TokenNotAContract(address token);
     /// @dev The ETH sent does not match what the call requires.
     error WrongValue(uint256 sent, uint256 required);
     /// @dev The token delivered less than was transferred (fee-on-transfer tokens are refused).
@@ -249,10 +265,10 @@ interface IGradientMarketplace {
     // ---------------------------------------------------------------- calls
 
     /// @notice Creates a task and escrows its bounty (ETH as `msg.value`, or an ERC-20 pulled
-    /// with `transferFrom`). Codes of `InvalidTaskParams`: 1 bounty, 2 rounds, 3 round duration,
-    /// 4 windows, 5 evaluator count, 6 evaluator address (zero or repeated), 7 quorum (not a
-    /// strict majority), 8 start in the past, 9 token without code. A window under `minWindow`
-    /// reverts `WindowTooShort`; the sponsor among the evaluators, `SponsorIsEvaluator`.
+    /// with `transferFrom`). Out-of-range parameters revert with their own error (`ZeroBounty`,
+    /// `ZeroRounds`, `ZeroRoundDuration`, `ZeroWindow`, `BadEvaluatorCount`, `BadEvaluator`,
+    /// `BadQuorum`, `StartInPast`, `TokenNotAContract`); a window under `minWindow` reverts
+    /// `WindowTooShort`; the sponsor among the evaluators, `SponsorIsEvaluator`.
     function createTask(TaskParams calldata params) external payable returns (uint256 taskId);
 
     /// @notice Proposes an architecture: a child of the root, while the rounds are not over.
