@@ -161,7 +161,8 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (block.timestamp >= roundsEnd || t.flags & CANCELLED != 0) {
             revert RoundNotOpen(taskId, t.start, roundsEnd);
         }
-        uint8 round = block.timestamp < t.start ? 0 : uint8((block.timestamp - t.start) / t.roundDuration);
+        // Safe cast: before the rounds end the round index is below `rounds`, a uint8.
+        uint8 round = uint8(_roundOf(t, block.timestamp));
         nodeId = _addNode(t);
         _nodes[taskId][nodeId] = Node(msg.sender, 0, 0, round, Kind.Architecture, 0, bytes32(0));
         emit ArchitectureProposed(taskId, nodeId, msg.sender, round, digest, cid);
@@ -190,7 +191,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
             if (confirmations < t.quorum) revert MergeNotConfirmed(taskId, parent, confirmations, t.quorum);
         }
         // Safe cast: the round index is below `rounds`, a uint8.
-        uint8 round = uint8((block.timestamp - t.start) / t.roundDuration);
+        uint8 round = uint8(_roundOf(t, block.timestamp));
         nodeId = _addNode(t);
         _nodes[taskId][nodeId] = Node(msg.sender, uint32(parent), samples, round, Kind.Update, 0, bytes32(0));
         if (encryptionKey != bytes32(0)) emit EncryptionKeyRegistered(taskId, msg.sender, encryptionKey);
@@ -205,9 +206,9 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (block.timestamp < t.start || block.timestamp >= roundsEnd || t.flags & CANCELLED != 0) {
             revert RoundNotOpen(taskId, t.start, roundsEnd);
         }
-        uint256 round = (block.timestamp - t.start) / t.roundDuration;
+        uint256 round = _roundOf(t, block.timestamp);
         // The masked set is fixed at the round's midpoint, so every miner seals against the same one.
-        uint64 opens = uint64(t.start) + uint64(round) * t.roundDuration;
+        uint64 opens = _roundOpens(t, round);
         uint64 closes = opens + t.roundDuration / 2;
         if (block.timestamp >= closes) revert JoinWindowClosed(taskId, opens, closes);
         if (base == 0 || base > t.nodeCount) revert InvalidParent(taskId, base);
@@ -220,7 +221,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function revealMaskSeeds(uint256 taskId, uint8 round, uint256 base, bytes32[] calldata seeds) external {
         Task storage t = _existing(taskId);
         // A round past the last never closes.
-        uint64 closes = round < t.rounds ? uint64(t.start) + (uint64(round) + 1) * t.roundDuration : type(uint64).max;
+        uint64 closes = round < t.rounds ? _roundOpens(t, uint256(round) + 1) : type(uint64).max;
         if (block.timestamp < closes) revert RoundNotClosed(taskId, round, closes);
         if (seeds.length == 0 || seeds.length > MAX_MERGE_PARENTS) revert InvalidSeedCount(taskId, seeds.length);
         emit MaskSeedsRevealed(taskId, round, msg.sender, base, seeds);
@@ -239,7 +240,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         Task storage t = _existing(taskId);
         _requirePhase(taskId, t, MERGING);
         uint256 bit = 1 << _evaluatorIndex(taskId, t, msg.sender);
-        uint64 closes = uint64(t.start) + (uint64(round) + 1) * t.roundDuration;
+        uint64 closes = _roundOpens(t, uint256(round) + 1);
         if (round >= t.rounds || block.timestamp < closes) revert RoundNotClosed(taskId, round, closes);
         uint256 count = parents.length;
         if (count == 0 || count > MAX_MERGE_PARENTS) revert InvalidMergeParents(taskId, count);
@@ -512,9 +513,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     /// @inheritdoc IGradientMarketplace
     function currentRound(uint256 taskId) external view returns (uint256) {
         Task storage t = _existing(taskId);
-        if (block.timestamp < t.start) return 0;
-        uint256 round = (block.timestamp - t.start) / t.roundDuration;
-        return round < t.rounds ? round : t.rounds;
+        return Math.min(_roundOf(t, block.timestamp), t.rounds);
     }
 
     /// @inheritdoc IGradientMarketplace
@@ -667,8 +666,28 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (allowed & (1 << uint256(current)) == 0) revert WrongPhase(taskId, current, allowed);
     }
 
+    // The round schedule, written once (`marketplace/schedule.py` mirrors it): round r opens at
+    // start + r * roundDuration and closes when round r + 1 opens; the rounds end when round
+    // `rounds` would open. Unchecked, as the bounds hold: start < 2**40, every caller's r <= 256,
+    // duration < 2**32 (nonzero: `_checkParams`), so the sum fits a uint64.
+
+    /// @dev The round `timestamp` falls in: 0 before the start, `rounds` or more after the end.
+    function _roundOf(Task storage t, uint256 timestamp) internal view returns (uint256) {
+        uint256 start = t.start;
+        if (timestamp < start) return 0;
+        unchecked {
+            return (timestamp - start) / t.roundDuration;
+        }
+    }
+
+    function _roundOpens(Task storage t, uint256 round) internal view returns (uint64) {
+        unchecked {
+            return uint64(t.start + round * t.roundDuration);
+        }
+    }
+
     function _roundsEnd(Task storage t) internal view returns (uint64) {
-        return uint64(t.start) + uint64(t.rounds) * t.roundDuration;
+        return _roundOpens(t, t.rounds);
     }
 
     /// @dev What the sponsor has taken back so far, from the flags its withdrawals set.
