@@ -3,6 +3,7 @@ pragma solidity 0.8.37;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {BitMaps} from "@openzeppelin/contracts/utils/structs/BitMaps.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
@@ -19,6 +20,7 @@ import {IGradientMarketplace} from "./interfaces/IGradientMarketplace.sol";
 /// in confirmed merges: withholding never returns it to the sponsor.
 contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
+    using BitMaps for BitMaps.BitMap;
 
     uint256 public constant MAX_EVALUATORS = 8;
     uint256 public constant MAX_MERGE_PARENTS = 256;
@@ -99,12 +101,13 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     mapping(uint256 taskId => mapping(uint256 index => address)) private _evaluators;
     /// @dev keccak256(taskId, root, total) => bitmap of the evaluators who posted it.
     mapping(bytes32 vote => uint256) private _votes;
-    mapping(uint256 taskId => mapping(uint256 word => uint256)) private _claimedWords;
-    mapping(uint256 taskId => mapping(uint256 word => uint256)) private _refundedWords;
+    /// @dev A bitmap is a mapping of 256-bit words: the same slots as the nested mappings it replaced.
+    mapping(uint256 taskId => BitMaps.BitMap) private _claimed;
+    mapping(uint256 taskId => BitMaps.BitMap) private _refunded;
     mapping(address account => uint256) private _reputation;
     mapping(address evaluator => uint256) private _strikes;
     /// @dev Parents of merges that reached the quorum, a bit per node: a withheld bounty's shares.
-    mapping(uint256 taskId => mapping(uint256 word => uint256)) private _keptWords;
+    mapping(uint256 taskId => BitMaps.BitMap) private _kept;
     /// @dev keccak256 of a merge's parents, for tasks whose quorum is above one (confirmations
     /// must name the same parents).
     mapping(uint256 taskId => mapping(uint256 nodeId => bytes32)) private _mergeParents;
@@ -360,14 +363,12 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     ) external nonReentrant {
         Task storage t = _tasks[taskId];
         _requirePhase(taskId, t, CLAIMING);
-        (uint256 word, uint256 mask) = (index >> 8, 1 << (index & 0xff));
-        uint256 claimedWord = _claimedWords[taskId][word];
-        if (claimedWord & mask != 0) revert AlreadyClaimed(taskId, index);
+        // Marked now, checked below: a failed check reverts the mark with it.
+        if (_markOnce(_claimed[taskId], index)) revert AlreadyClaimed(taskId, index);
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(index, account, amount, points))));
         if (!MerkleProof.verifyCalldata(proof, t.payoutRoot, leaf)) revert InvalidProof(taskId, index);
         uint256 remaining = t.payoutTotal - t.claimed;
         if (amount > remaining) revert ClaimExceedsTotal(taskId, amount, remaining);
-        _claimedWords[taskId][word] = claimedWord | mask;
         t.claimed += uint128(amount); // fits: amount <= remaining <= payoutTotal, a uint128
         uint256 credited = _reputationFor(taskId, t, account, amount, points);
         if (credited != 0) _reputation[account] += credited;
@@ -381,10 +382,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         Phase current = _requirePhase(taskId, t, REFUNDING);
         Node storage n = _nodes[taskId][nodeId];
         if (n.kind != Kind.Architecture && n.kind != Kind.Update) revert NotRefundable(taskId, nodeId);
-        (uint256 word, uint256 mask) = (nodeId >> 8, 1 << (nodeId & 0xff));
-        uint256 refundedWord = _refundedWords[taskId][word];
-        if (refundedWord & mask != 0) revert AlreadyRefunded(taskId, nodeId);
-        _refundedWords[taskId][word] = refundedWord | mask;
+        if (_markOnce(_refunded[taskId], nodeId)) revert AlreadyRefunded(taskId, nodeId);
         uint256 amount = t.deposit;
         if (current != Phase.Cancelled) amount += _withheldShare(taskId, t, nodeId);
         address author = n.author;
@@ -492,7 +490,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function getNode(uint256 taskId, uint256 nodeId) external view returns (NodeView memory) {
         Node storage n = _nodes[taskId][nodeId];
         if (n.kind == Kind.None) revert InvalidParent(taskId, nodeId);
-        bool kept = _keptWords[taskId][nodeId >> 8] & (1 << (nodeId & 0xff)) != 0;
+        bool kept = _kept[taskId].get(nodeId);
         return NodeView(n.author, n.parent, n.samples, n.round, n.kind, n.confirmations, n.plaintextDigest, kept);
     }
 
@@ -518,12 +516,12 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
 
     /// @inheritdoc IGradientMarketplace
     function isClaimed(uint256 taskId, uint256 index) external view returns (bool) {
-        return _claimedWords[taskId][index >> 8] & (1 << (index & 0xff)) != 0;
+        return _claimed[taskId].get(index);
     }
 
     /// @inheritdoc IGradientMarketplace
     function isRefunded(uint256 taskId, uint256 nodeId) external view returns (bool) {
-        return _refundedWords[taskId][nodeId >> 8] & (1 << (nodeId & 0xff)) != 0;
+        return _refunded[taskId].get(nodeId);
     }
 
     /// @inheritdoc IGradientMarketplace
@@ -597,7 +595,8 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     /// each word is written once. An honest quorum merges only updates; a merge kept as a parent
     /// (which only a dishonest quorum would post) holds a share nobody can refund.
     function _keepParents(uint256 taskId, Task storage t, uint32[] calldata parents) internal {
-        mapping(uint256 word => uint256) storage words = _keptWords[taskId];
+        // Word by word, which `BitMaps.set` (a bit at a time) cannot do.
+        mapping(uint256 word => uint256) storage words = _kept[taskId]._data;
         uint256 added;
         uint256 count = parents.length;
         for (uint256 i; i < count;) {
@@ -622,7 +621,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function _withheldShare(uint256 taskId, Task storage t, uint256 nodeId) internal returns (uint256) {
         uint256 shares = t.keptUpdates;
         if (shares == 0) shares = t.nodeCount - t.mergeCount;
-        else if (_keptWords[taskId][nodeId >> 8] & (1 << (nodeId & 0xff)) == 0) return 0;
+        else if (!_kept[taskId].get(nodeId)) return 0;
         uint256 k = t.sharesPaid;
         t.sharesPaid = uint32(k + 1); // k < shares, a uint32
         uint256 pool = uint256(t.bounty) + uint256(t.deposit) * t.joinCount;
@@ -701,6 +700,16 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
 
     function _escrow(Task storage t) internal view returns (uint256) {
         return uint256(t.bounty) + uint256(t.deposit) * (t.nodeCount - t.mergeCount + t.joinCount);
+    }
+
+    /// @dev Sets bit `index` and returns whether it was set already: the word is read once, where
+    /// `BitMaps.get` then `BitMaps.set` would read it twice (about 100 gas more per claim).
+    function _markOnce(BitMaps.BitMap storage bitmap, uint256 index) internal returns (bool wasSet) {
+        mapping(uint256 bucket => uint256) storage words = bitmap._data;
+        uint256 word = words[index >> 8];
+        uint256 mask = 1 << (index & 0xff);
+        if (word & mask != 0) return true;
+        words[index >> 8] = word | mask;
     }
 
     function _voteKey(uint256 taskId, bytes32 root, uint256 total) internal pure returns (bytes32) {
