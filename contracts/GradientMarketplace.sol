@@ -3,6 +3,7 @@ pragma solidity 0.8.37;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {BitMaps} from "@openzeppelin/contracts/utils/structs/BitMaps.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
@@ -19,6 +20,7 @@ import {IGradientMarketplace} from "./interfaces/IGradientMarketplace.sol";
 /// in confirmed merges: withholding never returns it to the sponsor.
 contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
+    using BitMaps for BitMaps.BitMap;
 
     uint256 public constant MAX_EVALUATORS = 8;
     uint256 public constant MAX_MERGE_PARENTS = 256;
@@ -31,6 +33,18 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     uint8 private constant CANCELLED = 4;
     uint8 private constant RECLAIMED_UNALLOCATED = 8; // in Claims: escrow - payoutTotal
     uint8 private constant RECLAIMED_REST = 16;       // in Closed or Unsettled: all but the claims
+
+    // The phases a call is allowed in, a bit per `Phase` value (the `allowed` of `WrongPhase`).
+    uint256 private constant MERGING = (1 << uint256(Phase.Rounds)) | (1 << uint256(Phase.Reveal));
+    uint256 private constant REVEALING = 1 << uint256(Phase.Reveal);
+    uint256 private constant SETTLING = (1 << uint256(Phase.Evaluation)) | (1 << uint256(Phase.Challenge));
+    uint256 private constant CHALLENGED = 1 << uint256(Phase.Challenge);
+    uint256 private constant CLAIMING = 1 << uint256(Phase.Claims);
+    uint256 private constant REFUNDING =
+        (1 << uint256(Phase.Unrevealed)) | (1 << uint256(Phase.Unsettled)) | (1 << uint256(Phase.Cancelled));
+    uint256 private constant CANCELLABLE = (1 << uint256(Phase.Rounds)) | (1 << uint256(Phase.Reveal))
+        | (1 << uint256(Phase.Evaluation)) | (1 << uint256(Phase.Unrevealed)) | (1 << uint256(Phase.Unsettled));
+    uint256 private constant RECLAIMING = (1 << uint256(Phase.Claims)) | (1 << uint256(Phase.Closed));
 
     struct Task {
         // slot 0: what every submission reads
@@ -87,12 +101,13 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     mapping(uint256 taskId => mapping(uint256 index => address)) private _evaluators;
     /// @dev keccak256(taskId, root, total) => bitmap of the evaluators who posted it.
     mapping(bytes32 vote => uint256) private _votes;
-    mapping(uint256 taskId => mapping(uint256 word => uint256)) private _claimedWords;
-    mapping(uint256 taskId => mapping(uint256 word => uint256)) private _refundedWords;
+    /// @dev A bitmap is a mapping of 256-bit words: the same slots as the nested mappings it replaced.
+    mapping(uint256 taskId => BitMaps.BitMap) private _claimed;
+    mapping(uint256 taskId => BitMaps.BitMap) private _refunded;
     mapping(address account => uint256) private _reputation;
     mapping(address evaluator => uint256) private _strikes;
     /// @dev Parents of merges that reached the quorum, a bit per node: a withheld bounty's shares.
-    mapping(uint256 taskId => mapping(uint256 word => uint256)) private _keptWords;
+    mapping(uint256 taskId => BitMaps.BitMap) private _kept;
     /// @dev keccak256 of a merge's parents, for tasks whose quorum is above one (confirmations
     /// must name the same parents).
     mapping(uint256 taskId => mapping(uint256 nodeId => bytes32)) private _mergeParents;
@@ -149,7 +164,8 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (block.timestamp >= roundsEnd || t.flags & CANCELLED != 0) {
             revert RoundNotOpen(taskId, t.start, roundsEnd);
         }
-        uint8 round = block.timestamp < t.start ? 0 : uint8((block.timestamp - t.start) / t.roundDuration);
+        // Safe cast: before the rounds end the round index is below `rounds`, a uint8.
+        uint8 round = uint8(_roundOf(t, block.timestamp));
         nodeId = _addNode(t);
         _nodes[taskId][nodeId] = Node(msg.sender, 0, 0, round, Kind.Architecture, 0, bytes32(0));
         emit ArchitectureProposed(taskId, nodeId, msg.sender, round, digest, cid);
@@ -178,7 +194,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
             if (confirmations < t.quorum) revert MergeNotConfirmed(taskId, parent, confirmations, t.quorum);
         }
         // Safe cast: the round index is below `rounds`, a uint8.
-        uint8 round = uint8((block.timestamp - t.start) / t.roundDuration);
+        uint8 round = uint8(_roundOf(t, block.timestamp));
         nodeId = _addNode(t);
         _nodes[taskId][nodeId] = Node(msg.sender, uint32(parent), samples, round, Kind.Update, 0, bytes32(0));
         if (encryptionKey != bytes32(0)) emit EncryptionKeyRegistered(taskId, msg.sender, encryptionKey);
@@ -193,9 +209,9 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (block.timestamp < t.start || block.timestamp >= roundsEnd || t.flags & CANCELLED != 0) {
             revert RoundNotOpen(taskId, t.start, roundsEnd);
         }
-        uint256 round = (block.timestamp - t.start) / t.roundDuration;
+        uint256 round = _roundOf(t, block.timestamp);
         // The masked set is fixed at the round's midpoint, so every miner seals against the same one.
-        uint64 opens = uint64(t.start) + uint64(round) * t.roundDuration;
+        uint64 opens = _roundOpens(t, round);
         uint64 closes = opens + t.roundDuration / 2;
         if (block.timestamp >= closes) revert JoinWindowClosed(taskId, opens, closes);
         if (base == 0 || base > t.nodeCount) revert InvalidParent(taskId, base);
@@ -208,7 +224,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function revealMaskSeeds(uint256 taskId, uint8 round, uint256 base, bytes32[] calldata seeds) external {
         Task storage t = _existing(taskId);
         // A round past the last never closes.
-        uint64 closes = round < t.rounds ? uint64(t.start) + (uint64(round) + 1) * t.roundDuration : type(uint64).max;
+        uint64 closes = round < t.rounds ? _roundOpens(t, uint256(round) + 1) : type(uint64).max;
         if (block.timestamp < closes) revert RoundNotClosed(taskId, round, closes);
         if (seeds.length == 0 || seeds.length > MAX_MERGE_PARENTS) revert InvalidSeedCount(taskId, seeds.length);
         emit MaskSeedsRevealed(taskId, round, msg.sender, base, seeds);
@@ -225,10 +241,9 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         string calldata cid
     ) external returns (uint256 nodeId) {
         Task storage t = _existing(taskId);
-        Phase current = _phase(t);
-        if (current != Phase.Rounds && current != Phase.Reveal) revert WrongPhase(taskId, current);
+        _requirePhase(taskId, t, MERGING);
         uint256 bit = 1 << _evaluatorIndex(taskId, t, msg.sender);
-        uint64 closes = uint64(t.start) + (uint64(round) + 1) * t.roundDuration;
+        uint64 closes = _roundOpens(t, uint256(round) + 1);
         if (round >= t.rounds || block.timestamp < closes) revert RoundNotClosed(taskId, round, closes);
         uint256 count = parents.length;
         if (count == 0 || count > MAX_MERGE_PARENTS) revert InvalidMergeParents(taskId, count);
@@ -258,8 +273,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         Task storage t = _existing(taskId);
         // Like posting: until the reveal, so the kept set (a withheld bounty's shares) is final
         // before any share can be paid.
-        Phase current = _phase(t);
-        if (current != Phase.Rounds && current != Phase.Reveal) revert WrongPhase(taskId, current);
+        _requirePhase(taskId, t, MERGING);
         uint256 bit = 1 << _evaluatorIndex(taskId, t, msg.sender);
         Node storage n = _nodes[taskId][nodeId];
         if (n.kind != Kind.Merge) revert NotAMerge(taskId, nodeId);
@@ -281,8 +295,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function revealValidation(uint256 taskId, bytes32 fileDigest, bytes32 salt, string calldata cid) external {
         Task storage t = _existing(taskId);
         if (msg.sender != t.sponsor) revert NotSponsor(taskId, msg.sender);
-        Phase current = _phase(t);
-        if (current != Phase.Reveal) revert WrongPhase(taskId, current);
+        _requirePhase(taskId, t, REVEALING);
         bytes32 computed = keccak256(abi.encodePacked(fileDigest, salt));
         if (computed != t.validationCommit) revert CommitmentMismatch(taskId, t.validationCommit, computed);
         t.flags |= REVEALED;
@@ -295,8 +308,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         external
     {
         Task storage t = _existing(taskId);
-        Phase current = _phase(t);
-        if (current != Phase.Evaluation && current != Phase.Challenge) revert WrongPhase(taskId, current);
+        _requirePhase(taskId, t, SETTLING);
         uint256 bit = 1 << _evaluatorIndex(taskId, t, msg.sender);
         if (t.posted & bit != 0) revert AlreadyPosted(taskId, msg.sender);
         uint256 escrow = _escrow(t);
@@ -322,8 +334,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     /// @inheritdoc IGradientMarketplace
     function finalize(uint256 taskId) external {
         Task storage t = _existing(taskId);
-        Phase current = _phase(t);
-        if (current != Phase.Challenge) revert WrongPhase(taskId, current);
+        _requirePhase(taskId, t, CHALLENGED);
         uint64 endsAt = uint64(t.settledAt) + t.challengeWindow;
         if (block.timestamp < endsAt) revert ChallengeWindowOpen(taskId, endsAt);
         t.flags |= FINALIZED;
@@ -351,16 +362,13 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         bytes32[] calldata proof
     ) external nonReentrant {
         Task storage t = _tasks[taskId];
-        Phase current = _phase(t);
-        if (current != Phase.Claims) revert WrongPhase(taskId, current);
-        (uint256 word, uint256 mask) = (index >> 8, 1 << (index & 0xff));
-        uint256 claimedWord = _claimedWords[taskId][word];
-        if (claimedWord & mask != 0) revert AlreadyClaimed(taskId, index);
+        _requirePhase(taskId, t, CLAIMING);
+        // Marked now, checked below: a failed check reverts the mark with it.
+        if (_markOnce(_claimed[taskId], index)) revert AlreadyClaimed(taskId, index);
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(index, account, amount, points))));
         if (!MerkleProof.verifyCalldata(proof, t.payoutRoot, leaf)) revert InvalidProof(taskId, index);
         uint256 remaining = t.payoutTotal - t.claimed;
         if (amount > remaining) revert ClaimExceedsTotal(taskId, amount, remaining);
-        _claimedWords[taskId][word] = claimedWord | mask;
         t.claimed += uint128(amount); // fits: amount <= remaining <= payoutTotal, a uint128
         uint256 credited = _reputationFor(taskId, t, account, amount, points);
         if (credited != 0) _reputation[account] += credited;
@@ -371,16 +379,10 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     /// @inheritdoc IGradientMarketplace
     function refund(uint256 taskId, uint256 nodeId) external nonReentrant {
         Task storage t = _existing(taskId);
-        Phase current = _phase(t);
-        if (current != Phase.Unrevealed && current != Phase.Unsettled && current != Phase.Cancelled) {
-            revert WrongPhase(taskId, current);
-        }
+        Phase current = _requirePhase(taskId, t, REFUNDING);
         Node storage n = _nodes[taskId][nodeId];
         if (n.kind != Kind.Architecture && n.kind != Kind.Update) revert NotRefundable(taskId, nodeId);
-        (uint256 word, uint256 mask) = (nodeId >> 8, 1 << (nodeId & 0xff));
-        uint256 refundedWord = _refundedWords[taskId][word];
-        if (refundedWord & mask != 0) revert AlreadyRefunded(taskId, nodeId);
-        _refundedWords[taskId][word] = refundedWord | mask;
+        if (_markOnce(_refunded[taskId], nodeId)) revert AlreadyRefunded(taskId, nodeId);
         uint256 amount = t.deposit;
         if (current != Phase.Cancelled) amount += _withheldShare(taskId, t, nodeId);
         address author = n.author;
@@ -398,9 +400,11 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
             revert HasSubmissions(taskId, t.nodeCount - t.mergeCount);
         }
         // Without submissions a root can still be posted: once one was agreed (or the bounty
-        // reclaimed) the bounty is accounted for, and cancelling would pay it twice.
+        // reclaimed, which leaves the task Unsettled: no phase then allows a cancel) the bounty
+        // is accounted for, and cancelling would pay it twice. The same as
+        // `_requirePhase(CANCELLABLE)` read from the flags alone, 768 gas cheaper than the phase.
         if (t.flags & (CANCELLED | RECLAIMED_REST) != 0 || t.settledAt != 0) {
-            revert WrongPhase(taskId, _phase(t));
+            revert WrongPhase(taskId, _phase(t), t.flags & RECLAIMED_REST != 0 ? 0 : CANCELLABLE);
         }
         uint128 amount = t.bounty;
         t.flags |= CANCELLED;
@@ -412,7 +416,9 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function reclaim(uint256 taskId) external nonReentrant {
         Task storage t = _existing(taskId);
         if (msg.sender != t.sponsor) revert NotSponsor(taskId, msg.sender);
-        Phase current = _phase(t);
+        // Unrevealed or Unsettled after submissions: the bounty goes to them by `refund`.
+        uint256 allowed = t.nodeCount == 0 ? RECLAIMING | (1 << uint256(Phase.Unsettled)) : RECLAIMING;
+        Phase current = _requirePhase(taskId, t, allowed);
         uint256 owed;
         uint8 flag = RECLAIMED_REST;
         if (current == Phase.Claims) {
@@ -420,11 +426,8 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
             flag = RECLAIMED_UNALLOCATED;
         } else if (current == Phase.Closed) {
             owed = _escrow(t) - t.claimed; // plus what was allocated but not claimed in time
-        } else if (current == Phase.Unsettled && t.nodeCount == 0) {
-            owed = t.bounty; // nobody worked (escrow = bounty, claimed = 0): the bounty returns
         } else {
-            // Unrevealed or Unsettled after submissions: the bounty goes to them by `refund`.
-            revert WrongPhase(taskId, current);
+            owed = t.bounty; // nobody worked (escrow = bounty, claimed = 0): the bounty returns
         }
         uint256 amount = owed - _reclaimed(t);
         if (amount == 0) revert NothingToReclaim(taskId);
@@ -487,7 +490,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function getNode(uint256 taskId, uint256 nodeId) external view returns (NodeView memory) {
         Node storage n = _nodes[taskId][nodeId];
         if (n.kind == Kind.None) revert InvalidParent(taskId, nodeId);
-        bool kept = _keptWords[taskId][nodeId >> 8] & (1 << (nodeId & 0xff)) != 0;
+        bool kept = _kept[taskId].get(nodeId);
         return NodeView(n.author, n.parent, n.samples, n.round, n.kind, n.confirmations, n.plaintextDigest, kept);
     }
 
@@ -508,19 +511,17 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     /// @inheritdoc IGradientMarketplace
     function currentRound(uint256 taskId) external view returns (uint256) {
         Task storage t = _existing(taskId);
-        if (block.timestamp < t.start) return 0;
-        uint256 round = (block.timestamp - t.start) / t.roundDuration;
-        return round < t.rounds ? round : t.rounds;
+        return Math.min(_roundOf(t, block.timestamp), t.rounds);
     }
 
     /// @inheritdoc IGradientMarketplace
     function isClaimed(uint256 taskId, uint256 index) external view returns (bool) {
-        return _claimedWords[taskId][index >> 8] & (1 << (index & 0xff)) != 0;
+        return _claimed[taskId].get(index);
     }
 
     /// @inheritdoc IGradientMarketplace
     function isRefunded(uint256 taskId, uint256 nodeId) external view returns (bool) {
-        return _refundedWords[taskId][nodeId >> 8] & (1 << (nodeId & 0xff)) != 0;
+        return _refunded[taskId].get(nodeId);
     }
 
     /// @inheritdoc IGradientMarketplace
@@ -536,28 +537,28 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     // ------------------------------------------------------------------ internal
 
     function _checkParams(TaskParams calldata p) internal view {
-        if (p.bounty == 0) revert InvalidTaskParams(1);
-        if (p.rounds == 0) revert InvalidTaskParams(2);
-        if (p.roundDuration == 0) revert InvalidTaskParams(3);
-        if (p.revealWindow == 0 || p.evaluationWindow == 0 || p.claimWindow == 0) revert InvalidTaskParams(4);
+        if (p.bounty == 0) revert ZeroBounty();
+        if (p.rounds == 0) revert ZeroRounds();
+        if (p.roundDuration == 0) revert ZeroRoundDuration();
+        if (p.revealWindow == 0 || p.evaluationWindow == 0 || p.claimWindow == 0) revert ZeroWindow();
         uint256 shortest = Math.min(
             Math.min(p.roundDuration, p.revealWindow),
             Math.min(Math.min(p.evaluationWindow, p.challengeWindow), p.claimWindow)
         );
         if (shortest < minWindow) revert WindowTooShort(shortest, minWindow);
         uint256 n = p.evaluators.length;
-        if (n == 0 || n > MAX_EVALUATORS) revert InvalidTaskParams(5);
+        if (n == 0 || n > MAX_EVALUATORS) revert BadEvaluatorCount(n);
         for (uint256 i; i < n; ++i) {
-            if (p.evaluators[i] == address(0)) revert InvalidTaskParams(6);
+            if (p.evaluators[i] == address(0)) revert BadEvaluator(address(0));
             if (p.evaluators[i] == msg.sender) revert SponsorIsEvaluator(msg.sender);
             for (uint256 j; j < i; ++j) {
-                if (p.evaluators[i] == p.evaluators[j]) revert InvalidTaskParams(6);
+                if (p.evaluators[i] == p.evaluators[j]) revert BadEvaluator(p.evaluators[i]);
             }
         }
         // A strict majority: two different roots can never both reach it.
-        if (p.quorum == 0 || p.quorum > n || 2 * uint256(p.quorum) <= n) revert InvalidTaskParams(7);
-        if (p.start != 0 && p.start < block.timestamp) revert InvalidTaskParams(8);
-        if (p.token != address(0) && p.token.code.length == 0) revert InvalidTaskParams(9);
+        if (p.quorum == 0 || p.quorum > n || 2 * uint256(p.quorum) <= n) revert BadQuorum(p.quorum, n);
+        if (p.start != 0 && p.start < block.timestamp) revert StartInPast(p.start, block.timestamp);
+        if (p.token != address(0) && p.token.code.length == 0) revert TokenNotAContract(p.token);
     }
 
     function _existing(uint256 taskId) internal view returns (Task storage t) {
@@ -594,7 +595,8 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     /// each word is written once. An honest quorum merges only updates; a merge kept as a parent
     /// (which only a dishonest quorum would post) holds a share nobody can refund.
     function _keepParents(uint256 taskId, Task storage t, uint32[] calldata parents) internal {
-        mapping(uint256 word => uint256) storage words = _keptWords[taskId];
+        // Word by word, which `BitMaps.set` (a bit at a time) cannot do.
+        mapping(uint256 word => uint256) storage words = _kept[taskId]._data;
         uint256 added;
         uint256 count = parents.length;
         for (uint256 i; i < count;) {
@@ -619,7 +621,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     function _withheldShare(uint256 taskId, Task storage t, uint256 nodeId) internal returns (uint256) {
         uint256 shares = t.keptUpdates;
         if (shares == 0) shares = t.nodeCount - t.mergeCount;
-        else if (_keptWords[taskId][nodeId >> 8] & (1 << (nodeId & 0xff)) == 0) return 0;
+        else if (!_kept[taskId].get(nodeId)) return 0;
         uint256 k = t.sharesPaid;
         t.sharesPaid = uint32(k + 1); // k < shares, a uint32
         uint256 pool = uint256(t.bounty) + uint256(t.deposit) * t.joinCount;
@@ -656,8 +658,35 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         return block.timestamp < uint256(t.revealedAt) + t.evaluationWindow ? Phase.Evaluation : Phase.Unsettled;
     }
 
+    /// @dev The one phase check: reverts unless the task's phase is in `allowed` (a bit per
+    /// `Phase` value, as OpenZeppelin Governor's `_validateStateBitmap`), and returns it.
+    function _requirePhase(uint256 taskId, Task storage t, uint256 allowed) internal view returns (Phase current) {
+        current = _phase(t);
+        if (allowed & (1 << uint256(current)) == 0) revert WrongPhase(taskId, current, allowed);
+    }
+
+    // The round schedule, written once (`marketplace/schedule.py` mirrors it): round r opens at
+    // start + r * roundDuration and closes when round r + 1 opens; the rounds end when round
+    // `rounds` would open. Unchecked, as the bounds hold: start < 2**40, every caller's r <= 256,
+    // duration < 2**32 (nonzero: `_checkParams`), so the sum fits a uint64.
+
+    /// @dev The round `timestamp` falls in: 0 before the start, `rounds` or more after the end.
+    function _roundOf(Task storage t, uint256 timestamp) internal view returns (uint256) {
+        uint256 start = t.start;
+        if (timestamp < start) return 0;
+        unchecked {
+            return (timestamp - start) / t.roundDuration;
+        }
+    }
+
+    function _roundOpens(Task storage t, uint256 round) internal view returns (uint64) {
+        unchecked {
+            return uint64(t.start + round * t.roundDuration);
+        }
+    }
+
     function _roundsEnd(Task storage t) internal view returns (uint64) {
-        return uint64(t.start) + uint64(t.rounds) * t.roundDuration;
+        return _roundOpens(t, t.rounds);
     }
 
     /// @dev What the sponsor has taken back so far, from the flags its withdrawals set.
@@ -671,6 +700,16 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
 
     function _escrow(Task storage t) internal view returns (uint256) {
         return uint256(t.bounty) + uint256(t.deposit) * (t.nodeCount - t.mergeCount + t.joinCount);
+    }
+
+    /// @dev Sets bit `index` and returns whether it was set already: the word is read once, where
+    /// `BitMaps.get` then `BitMaps.set` would read it twice (about 100 gas more per claim).
+    function _markOnce(BitMaps.BitMap storage bitmap, uint256 index) internal returns (bool wasSet) {
+        mapping(uint256 bucket => uint256) storage words = bitmap._data;
+        uint256 word = words[index >> 8];
+        uint256 mask = 1 << (index & 0xff);
+        if (word & mask != 0) return true;
+        words[index >> 8] = word | mask;
     }
 
     function _voteKey(uint256 taskId, bytes32 root, uint256 total) internal pure returns (bytes32) {

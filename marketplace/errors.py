@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from marketplace.messages import Phase
+
 
 class MarketplaceError(Exception):
     """Root of every error this project raises on purpose."""
@@ -114,8 +116,40 @@ class UnknownTask(ContractRevert):
     """No task has this id."""
 
 
-class InvalidTaskParams(ContractRevert):
-    """A task parameter is out of range (`code` names which)."""
+class ZeroBounty(ContractRevert):
+    """A task's bounty is zero."""
+
+
+class ZeroRounds(ContractRevert):
+    """A task has no rounds."""
+
+
+class ZeroRoundDuration(ContractRevert):
+    """A task's rounds last zero seconds."""
+
+
+class ZeroWindow(ContractRevert):
+    """A task's reveal, evaluation or claim window is zero."""
+
+
+class BadEvaluatorCount(ContractRevert):
+    """A task names no evaluator, or more than the contract's maximum."""
+
+
+class BadEvaluator(ContractRevert):
+    """An evaluator is the zero address, or named twice."""
+
+
+class BadQuorum(ContractRevert):
+    """The quorum is not a strict majority of the task's evaluators."""
+
+
+class StartInPast(ContractRevert):
+    """A task's explicit start is before the block it is created in."""
+
+
+class TokenNotAContract(ContractRevert):
+    """A task's ERC-20 token address holds no code."""
 
 
 class WrongValue(ContractRevert):
@@ -134,8 +168,33 @@ class NotEvaluator(ContractRevert):
     """Only one of the task's evaluators may do this."""
 
 
+def phase_mask(*phases: Phase) -> int:
+    """The bitmap `WrongPhase` names its allowed phases by: bit p set for each `Phase` p."""
+    return sum(1 << phase for phase in set(phases))
+
+
 class WrongPhase(ContractRevert):
-    """The task is not in the phase this call needs."""
+    """The task is not in a phase this call is allowed in: `values["allowed"]` has a bit per
+    allowed `Phase` (`phase_mask`), and the message names them."""
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        task, current, allowed = values["taskId"], Phase(values["current"]), self.allowed
+        needs = "this needs " + " or ".join(map(_phase_name, allowed))
+        Exception.__init__(
+            self,
+            f"task {task} is in phase {_phase_name(current)}; "
+            + (needs if allowed else "no phase allows this any more"),
+        )
+
+    @property
+    def allowed(self) -> tuple[Phase, ...]:
+        """The phases the call would have been accepted in, in lifecycle order."""
+        return tuple(p for p in Phase if int(self.values["allowed"]) >> p & 1)
+
+
+def _phase_name(phase: Phase) -> str:
+    return phase.name.title()
 
 
 class RoundNotOpen(ContractRevert):

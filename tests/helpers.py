@@ -13,6 +13,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import TxParams
 
+from marketplace import errors
 from marketplace.chain import DEV_MIN_WINDOW, ChainClient
 from marketplace.crypto import sha256, validation_commitment
 from marketplace.devchain import advance_to, local_web3
@@ -21,6 +22,10 @@ from marketplace.messages import Phase, TaskParams, TxResult
 ETHER = 10**18
 VALIDATION_FILE = b"label,x0,x1\n1,0.5,0.25\n0,0.125,1.0\n"
 SALT = bytes(range(32))
+# The phases `cancelTask` is allowed in (the `allowed` of its `WrongPhase`, until a reclaim).
+CANCELLABLE = errors.phase_mask(
+    Phase.ROUNDS, Phase.REVEAL, Phase.EVALUATION, Phase.UNREVEALED, Phase.UNSETTLED
+)
 
 
 def commitment(file: bytes = VALIDATION_FILE, salt: bytes = SALT) -> bytes:

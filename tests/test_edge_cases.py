@@ -11,7 +11,7 @@ from marketplace import errors
 from marketplace.chain import ChainClient
 from marketplace.crypto import PayoutLeaf, payout_tree
 from marketplace.messages import Phase, TaskParams
-from tests.helpers import ETHER, architecture, create_task, digest, reveal
+from tests.helpers import CANCELLABLE, ETHER, architecture, create_task, digest, reveal
 
 
 def test_cancel_after_a_root_was_agreed_on_a_task_without_submissions_reverts_wrong_phase(
@@ -31,7 +31,11 @@ def test_cancel_after_a_root_was_agreed_on_a_task_without_submissions_reverts_wr
     with pytest.raises(errors.WrongPhase) as exc:
         market.cancel_task(sponsor, task_id)
 
-    assert exc.value.values == {"taskId": task_id, "current": Phase.CHALLENGE}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.CHALLENGE,
+        "allowed": CANCELLABLE,
+    }
     advance_to(market.task(task_id).challenge_end)
     market.finalize(sponsor, task_id)
     market.claim(accounts[5], task_id, leaf, payout_tree([leaf]).proof(0))
@@ -56,7 +60,12 @@ def test_cancel_after_reclaiming_an_unsettled_bounty_reverts_wrong_phase(
     with pytest.raises(errors.WrongPhase) as exc:
         market.cancel_task(sponsor, task_id)
 
-    assert exc.value.values == {"taskId": task_id, "current": Phase.UNSETTLED}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNSETTLED,
+        "allowed": 0,
+    }
+    assert str(exc.value) == f"task {task_id} is in phase Unsettled; no phase allows this any more"
     assert market.balance(market.address) == 0
     assert market.task(task_id).reclaimed == 10 * ETHER
 

@@ -388,9 +388,9 @@ def test_transfers_the_token_refuses_arrive_as_its_own_revert(
 def test_a_token_without_code_is_refused(
     market: ChainClient, accounts: list[str], sponsor: str, task_params: Callable[..., TaskParams]
 ) -> None:
-    with pytest.raises(errors.InvalidTaskParams) as refused:
+    with pytest.raises(errors.TokenNotAContract) as refused:
         market.create_task(sponsor, task_params(token=accounts[7]))
-    assert refused.value.values == {"code": 9}
+    assert refused.value.values == {"token": accounts[7]}
     assert market.task_count() == 0
 
 

@@ -21,6 +21,7 @@ from marketplace.crypto import PayoutLeaf, payout_tree, sha256
 from marketplace.devchain import now
 from marketplace.messages import ZERO_ADDRESS, NodeKind, Phase, TaskParams
 from tests.helpers import (
+    CANCELLABLE,
     ETHER,
     SALT,
     VALIDATION_FILE,
@@ -155,57 +156,133 @@ def test_submit_update_with_raw_call_to_unknown_task_reverts_unknown_task(
     assert exc.value.values == {"taskId": 3}
 
 
-# ---------------------------------------------------------------------- InvalidTaskParams
+# ---------------------------------------------------------------------- task parameters
 
-# (case id, overrides of the default params as a function of the accounts, expected code)
-INVALID_PARAMS: list[tuple[str, Callable[[list[str]], dict[str, Any]], int]] = [
-    ("bounty-zero", lambda a: {"bounty": 0}, 1),
-    ("rounds-zero", lambda a: {"rounds": 0}, 2),
-    ("round-duration-zero", lambda a: {"round_duration": 0}, 3),
-    ("reveal-window-zero", lambda a: {"reveal_window": 0}, 4),
-    ("evaluation-window-zero", lambda a: {"evaluation_window": 0}, 4),
-    ("claim-window-zero", lambda a: {"claim_window": 0}, 4),
-    ("no-evaluator", lambda a: {"evaluators": ()}, 5),
-    ("nine-evaluators", lambda a: {"evaluators": tuple(a[1:10]), "quorum": 5}, 5),
-    ("zero-address-evaluator", lambda a: {"evaluators": (ZERO_ADDRESS,)}, 6),
-    ("zero-address-second-evaluator", lambda a: {"evaluators": (a[1], ZERO_ADDRESS, a[2])}, 6),
-    ("duplicate-evaluator", lambda a: {"evaluators": (a[1], a[2], a[1]), "quorum": 2}, 6),
-    ("quorum-zero", lambda a: {"quorum": 0}, 7),
-    ("quorum-1-of-2", lambda a: {"evaluators": (a[1], a[2]), "quorum": 1}, 7),
-    ("quorum-2-of-4", lambda a: {"evaluators": tuple(a[1:5]), "quorum": 2}, 7),
-    ("quorum-4-of-8", lambda a: {"evaluators": tuple(a[1:9]), "quorum": 4}, 7),
-    ("quorum-above-evaluator-count", lambda a: {"evaluators": (a[1],), "quorum": 2}, 7),
-    ("quorum-4-of-3", lambda a: {"evaluators": tuple(a[1:4]), "quorum": 4}, 7),
-    ("token-without-code", lambda a: {"token": a[5]}, 9),
+# (case id, overrides of the default params, the error, its values), both as functions of the
+# accounts.
+INVALID_PARAMS: list[
+    tuple[
+        str,
+        Callable[[list[str]], dict[str, Any]],
+        type[errors.ContractRevert],
+        Callable[[list[str]], dict[str, Any]],
+    ]
+] = [
+    ("bounty-zero", lambda a: {"bounty": 0}, errors.ZeroBounty, lambda a: {}),
+    ("rounds-zero", lambda a: {"rounds": 0}, errors.ZeroRounds, lambda a: {}),
+    (
+        "round-duration-zero",
+        lambda a: {"round_duration": 0},
+        errors.ZeroRoundDuration,
+        lambda a: {},
+    ),
+    ("reveal-window-zero", lambda a: {"reveal_window": 0}, errors.ZeroWindow, lambda a: {}),
+    ("evaluation-window-zero", lambda a: {"evaluation_window": 0}, errors.ZeroWindow, lambda a: {}),
+    ("claim-window-zero", lambda a: {"claim_window": 0}, errors.ZeroWindow, lambda a: {}),
+    (
+        "no-evaluator",
+        lambda a: {"evaluators": ()},
+        errors.BadEvaluatorCount,
+        lambda a: {"count": 0},
+    ),
+    (
+        "nine-evaluators",
+        lambda a: {"evaluators": tuple(a[1:10]), "quorum": 5},
+        errors.BadEvaluatorCount,
+        lambda a: {"count": 9},
+    ),
+    (
+        "zero-address-evaluator",
+        lambda a: {"evaluators": (ZERO_ADDRESS,)},
+        errors.BadEvaluator,
+        lambda a: {"evaluator": ZERO_ADDRESS},
+    ),
+    (
+        "zero-address-second-evaluator",
+        lambda a: {"evaluators": (a[1], ZERO_ADDRESS, a[2])},
+        errors.BadEvaluator,
+        lambda a: {"evaluator": ZERO_ADDRESS},
+    ),
+    (
+        "duplicate-evaluator",
+        lambda a: {"evaluators": (a[1], a[2], a[1]), "quorum": 2},
+        errors.BadEvaluator,
+        lambda a: {"evaluator": a[1]},
+    ),
+    (
+        "quorum-zero",
+        lambda a: {"quorum": 0},
+        errors.BadQuorum,
+        lambda a: {"quorum": 0, "evaluators": 1},
+    ),
+    (
+        "quorum-1-of-2",
+        lambda a: {"evaluators": (a[1], a[2]), "quorum": 1},
+        errors.BadQuorum,
+        lambda a: {"quorum": 1, "evaluators": 2},
+    ),
+    (
+        "quorum-2-of-4",
+        lambda a: {"evaluators": tuple(a[1:5]), "quorum": 2},
+        errors.BadQuorum,
+        lambda a: {"quorum": 2, "evaluators": 4},
+    ),
+    (
+        "quorum-4-of-8",
+        lambda a: {"evaluators": tuple(a[1:9]), "quorum": 4},
+        errors.BadQuorum,
+        lambda a: {"quorum": 4, "evaluators": 8},
+    ),
+    (
+        "quorum-above-evaluator-count",
+        lambda a: {"evaluators": (a[1],), "quorum": 2},
+        errors.BadQuorum,
+        lambda a: {"quorum": 2, "evaluators": 1},
+    ),
+    (
+        "quorum-4-of-3",
+        lambda a: {"evaluators": tuple(a[1:4]), "quorum": 4},
+        errors.BadQuorum,
+        lambda a: {"quorum": 4, "evaluators": 3},
+    ),
+    (
+        "token-without-code",
+        lambda a: {"token": a[5]},
+        errors.TokenNotAContract,
+        lambda a: {"token": a[5]},
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("overrides", "code"),
-    [pytest.param(build, code, id=name) for name, build, code in INVALID_PARAMS],
+    ("overrides", "error", "values"),
+    [pytest.param(build, error, values, id=name) for name, build, error, values in INVALID_PARAMS],
 )
-def test_create_task_with_out_of_range_param_reverts_invalid_task_params(
+def test_create_task_with_out_of_range_param_reverts_with_the_error_naming_it(
     market: ChainClient,
     accounts: list[str],
     sponsor: str,
     task_params: MakeParams,
     overrides: Callable[[list[str]], dict[str, Any]],
-    code: int,
+    error: type[errors.ContractRevert],
+    values: Callable[[list[str]], dict[str, Any]],
 ) -> None:
     params = unchecked_params(task_params(), **overrides(accounts))
-    with pytest.raises(errors.InvalidTaskParams) as exc:
+    with pytest.raises(error) as exc:
         market.create_task(sponsor, params)
-    assert exc.value.values == {"code": code}
+    assert type(exc.value) is error
+    assert exc.value.values == values(accounts)
     assert market.task_count() == 0
 
 
-def test_create_task_starting_in_the_past_reverts_invalid_task_params(
+def test_create_task_starting_in_the_past_reverts_start_in_past(
     w3: Web3, market: ChainClient, sponsor: str, task_params: MakeParams
 ) -> None:
     past = now(w3) - 1  # the transaction runs at least one second after the latest block
-    with pytest.raises(errors.InvalidTaskParams) as exc:
+    with pytest.raises(errors.StartInPast) as exc:
         market.create_task(sponsor, task_params(start=past))
-    assert exc.value.values == {"code": 8}
+    assert exc.value.values["start"] == past
+    assert exc.value.values["timestamp"] > past
 
 
 def test_create_task_accepts_the_boundaries_of_every_range(
@@ -404,7 +481,11 @@ def test_reveal_during_rounds_reverts_wrong_phase(
 ) -> None:
     with pytest.raises(errors.WrongPhase) as exc:
         send_reveal(market, task_id, sponsor)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.ROUNDS}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.ROUNDS,
+        "allowed": errors.phase_mask(Phase.REVEAL),
+    }
 
 
 def test_reveal_after_reveal_deadline_reverts_wrong_phase(
@@ -413,7 +494,11 @@ def test_reveal_after_reveal_deadline_reverts_wrong_phase(
     advance_to(market.task(task_id).reveal_deadline)
     with pytest.raises(errors.WrongPhase) as exc:
         send_reveal(market, task_id, sponsor)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.UNREVEALED}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNREVEALED,
+        "allowed": errors.phase_mask(Phase.REVEAL),
+    }
 
 
 def test_second_reveal_reverts_wrong_phase(
@@ -422,7 +507,11 @@ def test_second_reveal_reverts_wrong_phase(
     reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.WrongPhase) as exc:
         send_reveal(market, task_id, sponsor)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.EVALUATION,
+        "allowed": errors.phase_mask(Phase.REVEAL),
+    }
 
 
 def test_post_payout_root_before_reveal_reverts_wrong_phase(
@@ -431,7 +520,11 @@ def test_post_payout_root_before_reveal_reverts_wrong_phase(
     advance_to(market.task(task_id).rounds_end)
     with pytest.raises(errors.WrongPhase) as exc:
         market.post_payout_root(evaluator, task_id, digest("root"), ETHER)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.REVEAL}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.REVEAL,
+        "allowed": errors.phase_mask(Phase.EVALUATION, Phase.CHALLENGE),
+    }
 
 
 def test_post_payout_root_after_evaluation_deadline_reverts_wrong_phase(
@@ -441,7 +534,11 @@ def test_post_payout_root_after_evaluation_deadline_reverts_wrong_phase(
     advance_to(market.task(task_id).evaluation_deadline)
     with pytest.raises(errors.WrongPhase) as exc:
         market.post_payout_root(evaluator, task_id, digest("root"), ETHER)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.UNSETTLED}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNSETTLED,
+        "allowed": errors.phase_mask(Phase.EVALUATION, Phase.CHALLENGE),
+    }
 
 
 def test_post_merge_after_reveal_reverts_wrong_phase(
@@ -456,7 +553,12 @@ def test_post_merge_after_reveal_reverts_wrong_phase(
     reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.WrongPhase) as exc:
         market.post_merge(evaluator, task_id, 1, [1], 100, digest("m"), digest("p"), "cid")
-    assert exc.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.EVALUATION,
+        "allowed": errors.phase_mask(Phase.ROUNDS, Phase.REVEAL),
+    }
+    assert str(exc.value) == f"task {task_id} is in phase Evaluation; this needs Rounds or Reveal"
 
 
 def test_finalize_before_any_root_reverts_wrong_phase(
@@ -465,7 +567,11 @@ def test_finalize_before_any_root_reverts_wrong_phase(
     reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.WrongPhase) as exc:
         market.finalize(sponsor, task_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.EVALUATION,
+        "allowed": errors.phase_mask(Phase.CHALLENGE),
+    }
 
 
 def test_claim_before_finalize_reverts_wrong_phase(
@@ -481,7 +587,11 @@ def test_claim_before_finalize_reverts_wrong_phase(
     market.post_payout_root(evaluator, task_id, payout_tree(leaves).root, ETHER)
     with pytest.raises(errors.WrongPhase) as exc:
         market.claim(accounts[2], task_id, leaves[0], payout_tree(leaves).proof(0))
-    assert exc.value.values == {"taskId": task_id, "current": Phase.CHALLENGE}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.CHALLENGE,
+        "allowed": errors.phase_mask(Phase.CLAIMS),
+    }
 
 
 def test_claim_on_unknown_task_reverts_wrong_phase_none(
@@ -491,7 +601,11 @@ def test_claim_on_unknown_task_reverts_wrong_phase_none(
     leaf = PayoutLeaf(0, accounts[2], ETHER, 1)
     with pytest.raises(errors.WrongPhase) as exc:
         market.claim(accounts[2], 4, leaf, [])
-    assert exc.value.values == {"taskId": 4, "current": Phase.NONE}
+    assert exc.value.values == {
+        "taskId": 4,
+        "current": Phase.NONE,
+        "allowed": errors.phase_mask(Phase.CLAIMS),
+    }
 
 
 def test_refund_while_rounds_open_reverts_wrong_phase(
@@ -500,7 +614,11 @@ def test_refund_while_rounds_open_reverts_wrong_phase(
     node_id = architecture(market, accounts[2], task_id)
     with pytest.raises(errors.WrongPhase) as exc:
         market.refund(accounts[2], task_id, node_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.ROUNDS}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.ROUNDS,
+        "allowed": errors.phase_mask(Phase.UNREVEALED, Phase.UNSETTLED, Phase.CANCELLED),
+    }
     assert not market.is_refunded(task_id, node_id)
 
 
@@ -517,7 +635,11 @@ def test_refund_of_settled_task_reverts_wrong_phase(
     settle(w3, market, task_id, sponsor, evaluator, payout_tree([leaf]).root, ETHER)
     with pytest.raises(errors.WrongPhase) as exc:
         market.refund(accounts[2], task_id, node_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.CLAIMS}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.CLAIMS,
+        "allowed": errors.phase_mask(Phase.UNREVEALED, Phase.UNSETTLED, Phase.CANCELLED),
+    }
 
 
 def test_reclaim_while_rounds_open_reverts_wrong_phase(
@@ -525,7 +647,12 @@ def test_reclaim_while_rounds_open_reverts_wrong_phase(
 ) -> None:
     with pytest.raises(errors.WrongPhase) as exc:
         market.reclaim(sponsor, task_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.ROUNDS}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.ROUNDS,
+        # No submissions: an unsettled bounty would return to the sponsor too.
+        "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED, Phase.UNSETTLED),
+    }
 
 
 def test_reclaim_when_sponsor_did_not_reveal_reverts_wrong_phase(
@@ -535,7 +662,11 @@ def test_reclaim_when_sponsor_did_not_reveal_reverts_wrong_phase(
     advance_to(market.task(task_id).reveal_deadline)
     with pytest.raises(errors.WrongPhase) as exc:
         market.reclaim(sponsor, task_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.UNREVEALED}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNREVEALED,
+        "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED),
+    }
 
 
 def test_reclaim_during_challenge_window_reverts_wrong_phase(
@@ -545,14 +676,23 @@ def test_reclaim_during_challenge_window_reverts_wrong_phase(
     market.post_payout_root(evaluator, task_id, digest("root"), ETHER)
     with pytest.raises(errors.WrongPhase) as exc:
         market.reclaim(sponsor, task_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.CHALLENGE}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.CHALLENGE,
+        # No submissions: an unsettled bounty would return to the sponsor too.
+        "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED, Phase.UNSETTLED),
+    }
 
 
 def test_cancel_twice_reverts_wrong_phase(market: ChainClient, sponsor: str, task_id: int) -> None:
     market.cancel_task(sponsor, task_id)
     with pytest.raises(errors.WrongPhase) as exc:
         market.cancel_task(sponsor, task_id)
-    assert exc.value.values == {"taskId": task_id, "current": Phase.CANCELLED}
+    assert exc.value.values == {
+        "taskId": task_id,
+        "current": Phase.CANCELLED,
+        "allowed": CANCELLABLE,
+    }
     assert market.task(task_id).reclaimed == BOUNTY
 
 

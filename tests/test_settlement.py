@@ -15,6 +15,7 @@ from marketplace.chain import ChainClient
 from marketplace.crypto import PayoutLeaf, payout_tree
 from marketplace.messages import NodeKind, Phase, TaskParams, TxResult
 from tests.helpers import (
+    CANCELLABLE,
     ETHER,
     architecture,
     create_task,
@@ -81,7 +82,11 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
     assert market.phase(task_id) == Phase.REVEAL
     with pytest.raises(errors.WrongPhase) as refused:
         send_reveal(market, task_id, sponsor)
-    assert refused.value.values == {"taskId": task_id, "current": Phase.UNREVEALED}
+    assert refused.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNREVEALED,
+        "allowed": errors.phase_mask(Phase.REVEAL),
+    }
     advance_to(task.reveal_deadline)
     assert market.phase(task_id) == Phase.UNREVEALED
     with pytest.raises(errors.WrongPhase):
@@ -89,7 +94,11 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
     assert not market.task(task_id).revealed
     with pytest.raises(errors.WrongPhase) as refused:
         market.reclaim(sponsor, task_id)
-    assert refused.value.values == {"taskId": task_id, "current": Phase.UNREVEALED}
+    assert refused.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNREVEALED,
+        "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED),
+    }
     with pytest.raises(errors.HasSubmissions):
         market.cancel_task(sponsor, task_id)
     with pytest.raises(errors.NotRefundable) as not_refundable:
@@ -179,14 +188,22 @@ def test_unsettled_bounty_goes_to_the_submitters_never_back_to_the_sponsor(
     assert market.task(task_id).posted == 0b011
     with pytest.raises(errors.WrongPhase) as refused:
         market.reclaim(sponsor, task_id)
-    assert refused.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
+    assert refused.value.values == {
+        "taskId": task_id,
+        "current": Phase.EVALUATION,
+        "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED),
+    }
 
     # The third root would be mined at the evaluation deadline: too late to make a quorum.
     advance_to(task.evaluation_deadline - 1)
     assert market.phase(task_id) == Phase.EVALUATION
     with pytest.raises(errors.WrongPhase) as refused:
         market.post_payout_root(ev2, task_id, root_0, ETHER)
-    assert refused.value.values == {"taskId": task_id, "current": Phase.UNSETTLED}
+    assert refused.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNSETTLED,
+        "allowed": errors.phase_mask(Phase.EVALUATION, Phase.CHALLENGE),
+    }
     advance_to(task.evaluation_deadline)
     assert market.phase(task_id) == Phase.UNSETTLED
     with pytest.raises(errors.WrongPhase):
@@ -195,7 +212,11 @@ def test_unsettled_bounty_goes_to_the_submitters_never_back_to_the_sponsor(
     # Silent or split evaluators do not hand the bounty back to the sponsor.
     with pytest.raises(errors.WrongPhase) as refused:
         market.reclaim(sponsor, task_id)
-    assert refused.value.values == {"taskId": task_id, "current": Phase.UNSETTLED}
+    assert refused.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNSETTLED,
+        "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED),
+    }
 
     # No merge reached the quorum, so each submission holds one share: floor(B(k+1)/3) -
     # floor(Bk/3) for the k-th refund, which add up to the bounty to the wei.
@@ -273,7 +294,11 @@ def test_cancel_without_submissions_returns_the_whole_bounty(
         submit(market, miner, task_id, 1, "u")
     with pytest.raises(errors.WrongPhase) as refused:
         market.cancel_task(sponsor, task_id)
-    assert refused.value.values == {"taskId": task_id, "current": Phase.CANCELLED}
+    assert refused.value.values == {
+        "taskId": task_id,
+        "current": Phase.CANCELLED,
+        "allowed": CANCELLABLE,
+    }
     with pytest.raises(errors.WrongPhase):
         market.reclaim(sponsor, task_id)
     assert market.balance(market.address) == 3 * ETHER and market.task(task_id).node_count == 0

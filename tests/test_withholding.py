@@ -178,7 +178,11 @@ def test_a_silent_evaluator_hands_the_bounty_to_the_kept_updates_not_the_sponsor
     sponsor_before = market.balance(sponsor)
     with pytest.raises(errors.WrongPhase) as refused:
         market.reclaim(sponsor, task_id)
-    assert refused.value.values == {"taskId": task_id, "current": Phase.UNSETTLED}
+    assert refused.value.values == {
+        "taskId": task_id,
+        "current": Phase.UNSETTLED,
+        "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED),
+    }
     amounts = [
         market.refund(accounts[8], task_id, node).event("Refunded").args["amount"]
         for node in (second, first, 1)
@@ -319,7 +323,11 @@ def test_confirmations_name_the_posted_parents_and_end_at_the_reveal(
     reveal(w3, market, task_id, sponsor)
     with pytest.raises(errors.WrongPhase) as late:
         market.confirm_merge(trio[2], task_id, merge_id, digest("p"), [first, second])
-    assert late.value.values == {"taskId": task_id, "current": Phase.EVALUATION}
+    assert late.value.values == {
+        "taskId": task_id,
+        "current": Phase.EVALUATION,
+        "allowed": errors.phase_mask(Phase.ROUNDS, Phase.REVEAL),
+    }
     assert market.node(task_id, merge_id).confirmations == 0b011
 
 

@@ -103,8 +103,24 @@ interface IGradientMarketplace {
 
     /// @dev No task has this id.
     error UnknownTask(uint256 taskId);
-    /// @dev A task parameter is out of range; `code` names which (see `createTask`).
-    error InvalidTaskParams(uint8 code);
+    /// @dev A task's bounty is zero.
+    error ZeroBounty();
+    /// @dev A task has no rounds.
+    error ZeroRounds();
+    /// @dev A task's rounds last zero seconds.
+    error ZeroRoundDuration();
+    /// @dev A task's reveal, evaluation or claim window is zero.
+    error ZeroWindow();
+    /// @dev A task names no evaluator, or more than `MAX_EVALUATORS`.
+    error BadEvaluatorCount(uint256 count);
+    /// @dev An evaluator is the zero address, or named twice.
+    error BadEvaluator(address evaluator);
+    /// @dev The quorum is not a strict majority of the `evaluators` (zero, or above their count).
+    error BadQuorum(uint256 quorum, uint256 evaluators);
+    /// @dev A task's explicit start is before the block it is created in.
+    error StartInPast(uint256 start, uint256 timestamp);
+    /// @dev A task's ERC-20 token address holds no code.
+    error TokenNotAContract(address token);
     /// @dev The ETH sent does not match what the call requires.
     error WrongValue(uint256 sent, uint256 required);
     /// @dev The token delivered less than was transferred (fee-on-transfer tokens are refused).
@@ -113,8 +129,9 @@ interface IGradientMarketplace {
     error NotSponsor(uint256 taskId, address caller);
     /// @dev Only one of the task's evaluators may do this.
     error NotEvaluator(uint256 taskId, address caller);
-    /// @dev The task is not in the phase this call needs.
-    error WrongPhase(uint256 taskId, Phase current);
+    /// @dev The task is not in a phase this call is allowed in; `allowed` has bit `p` set for
+    /// each allowed `Phase` p (0 when no phase would allow it, e.g. a cancel after a reclaim).
+    error WrongPhase(uint256 taskId, Phase current, uint256 allowed);
     /// @dev Submissions are accepted only while a round is open.
     error RoundNotOpen(uint256 taskId, uint64 opens, uint64 closes);
     /// @dev A merge of round `round` may be posted only after that round closed.
@@ -248,10 +265,10 @@ interface IGradientMarketplace {
     // ---------------------------------------------------------------- calls
 
     /// @notice Creates a task and escrows its bounty (ETH as `msg.value`, or an ERC-20 pulled
-    /// with `transferFrom`). Codes of `InvalidTaskParams`: 1 bounty, 2 rounds, 3 round duration,
-    /// 4 windows, 5 evaluator count, 6 evaluator address (zero or repeated), 7 quorum (not a
-    /// strict majority), 8 start in the past, 9 token without code. A window under `minWindow`
-    /// reverts `WindowTooShort`; the sponsor among the evaluators, `SponsorIsEvaluator`.
+    /// with `transferFrom`). Out-of-range parameters revert with their own error (`ZeroBounty`,
+    /// `ZeroRounds`, `ZeroRoundDuration`, `ZeroWindow`, `BadEvaluatorCount`, `BadEvaluator`,
+    /// `BadQuorum`, `StartInPast`, `TokenNotAContract`); a window under `minWindow` reverts
+    /// `WindowTooShort`; the sponsor among the evaluators, `SponsorIsEvaluator`.
     function createTask(TaskParams calldata params) external payable returns (uint256 taskId);
 
     /// @notice Proposes an architecture: a child of the root, while the rounds are not over.
@@ -349,14 +366,28 @@ interface IGradientMarketplace {
 
     /// @notice The shortest round or phase window a task may set (fixed at deployment).
     function minWindow() external view returns (uint32);
+    /// @notice How many tasks were created; task ids run from 1 to this.
     function taskCount() external view returns (uint256);
+    /// @notice A task's parameters, ledger and derived deadlines (see `TaskView`); reverts
+    /// `UnknownTask` for an id never created.
     function getTask(uint256 taskId) external view returns (TaskView memory);
+    /// @notice A node of the task's model DAG, with whether it is a kept parent of a confirmed
+    /// merge; reverts `InvalidParent` for a node that does not exist.
     function getNode(uint256 taskId, uint256 nodeId) external view returns (NodeView memory);
+    /// @notice The task's evaluators, in the order their bits appear in `posted` and in a
+    /// merge's `confirmations`; reverts `UnknownTask`.
     function evaluatorsOf(uint256 taskId) external view returns (address[] memory);
+    /// @notice Where the task is in its lifecycle now; `Phase.None` for an unknown id.
     function phase(uint256 taskId) external view returns (Phase);
+    /// @notice The round open now: 0 before the start, `rounds` once they are all over;
+    /// reverts `UnknownTask`.
     function currentRound(uint256 taskId) external view returns (uint256);
+    /// @notice Whether the payout leaf `index` of the task's root was claimed.
     function isClaimed(uint256 taskId, uint256 index) external view returns (bool);
+    /// @notice Whether node `nodeId`'s deposit (and withheld-bounty share) was refunded.
     function isRefunded(uint256 taskId, uint256 nodeId) external view returns (bool);
+    /// @notice The reputation `account` was credited by its claims, summed over all tasks.
     function reputationOf(address account) external view returns (uint256);
+    /// @notice How many times `evaluator` posted a root other than the one finalized.
     function strikesOf(address evaluator) external view returns (uint256);
 }
