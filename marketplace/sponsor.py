@@ -209,8 +209,9 @@ def pull_model(
     With `test` (a file of the task's schema), the card carries the test score too.
 
     Raises:
-        DeliveryError: no root is agreed yet, or no delivery of the agreed root holds (each
-            one's reason); EnvelopeError among them when `sponsor` is not the task's sponsor.
+        IntegrityError: no root is agreed yet.
+        DeliveryError: no delivery of the agreed root holds, each one's reason (`not a
+            recipient` among them when `sponsor` is not the task's sponsor).
         DataFormatError: the test file does not fit the task's schema.
     """
     spec = read_spec(chain, store, task_id)
