@@ -40,15 +40,15 @@ from marketplace.cli_common import (
 )
 from marketplace.config import Settings
 from marketplace.connect import Connection
-from marketplace.errors import ConfigError, MarketplaceError
+from marketplace.errors import ConfigError
 from marketplace.messages import Phase
 from marketplace.outage import OutageGuard
 from marketplace.state import StateFile
-from marketplace.tasks import read_spec
 from miner.claims import collect
 from miner.ledger import DEFAULT_BUDGET, PrivacyLedger, fingerprint
 from miner.trainer import Trainer
-from miner.worker import Miner, MinerConfig, Waiting, load_private_data
+from miner.watcher import Watcher
+from miner.worker import Miner, MinerConfig, Waiting
 
 app = typer.Typer(
     help="Train tasks' models on your private data and get paid for what they gain.",
@@ -279,36 +279,11 @@ def watch(
     settings = options(data_dir, rpc, contract, ipfs, account, keystore)
     connection = signer(settings)
     miner = _miner(connection, settings, data, MinerConfig(epochs=epochs, seed=seed), None)
-    fits: dict[int, bool] = {}
-    waited: set[tuple[int, int]] = set()
+    watcher = Watcher(miner, data)
 
     def one_pass() -> None:
-        for task_id in range(1, connection.chain.task_count() + 1):
-            if miner.finished(task_id):
-                continue
-            if task_id not in fits:
-                try:
-                    load_private_data(data, read_spec(connection.chain, connection.store, task_id))
-                    fits[task_id] = True
-                except MarketplaceError as exc:
-                    console.print(f"task {task_id}: skipped, your data does not fit ({exc})")
-                    fits[task_id] = False
-            if not fits[task_id]:
-                continue
-            try:
-                submission = miner.submit_round(task_id)
-                if isinstance(submission, Waiting):
-                    if (task_id, submission.round) not in waited:  # once, not every pass
-                        waited.add((task_id, submission.round))
-                        console.print(f"task {task_id} {submission}")
-                elif submission is not None and not submission.found:
-                    console.print(
-                        f"task {task_id} round {submission.round}: node {submission.node_id}"
-                    )
-                for line in miner.collect(task_id):
-                    console.print(f"task {task_id}: {line}")
-            except MarketplaceError as exc:
-                console.print(f"[yellow]task {task_id}: {exc}[/]")
+        for line in watcher.one_pass():
+            console.print(line)
 
     guard = OutageGuard(settings.outage_seconds, console.print)
     passes = 0
