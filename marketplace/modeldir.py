@@ -11,7 +11,6 @@ first, the spec and weights checked as the evaluators check them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,25 +38,24 @@ MAX_CARD_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """A model directory read back: the spec, its weights and the card."""
+    """A delivered model: the spec, its weights and the card (what `sponsor.pull_model` gives,
+    `write_model` writes and `read_model` reads back)."""
 
     spec: ModelSpec
     weights: dict[str, torch.Tensor]
     card: ModelCard
 
 
-def write_model(
-    directory: Path, spec: ModelSpec, weights: Mapping[str, torch.Tensor], card: ModelCard
-) -> Path:
+def write_model(directory: Path, model: ModelFiles) -> Path:
     """Write the four files into `directory` (created if missing); returns the card's path."""
     from marketplace.card import render_markdown
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / WEIGHTS_FILE).write_bytes(encode_weights(weights))
-        (directory / SPEC_FILE).write_bytes(spec.to_json())
-        (directory / CARD_JSON).write_bytes(card.to_bytes())
-        (directory / CARD_MD).write_text(render_markdown(card))
+        (directory / WEIGHTS_FILE).write_bytes(encode_weights(model.weights))
+        (directory / SPEC_FILE).write_bytes(model.spec.to_json())
+        (directory / CARD_JSON).write_bytes(model.card.to_bytes())
+        (directory / CARD_MD).write_text(render_markdown(model.card))
     except OSError as exc:
         raise ConfigError(f"cannot write the model to {directory}: {exc.strerror or exc}") from None
     return directory / CARD_MD

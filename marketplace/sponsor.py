@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from eth_account.signers.local import LocalAccount
 
 from marketplace.aggregation import packing
-from marketplace.card import CardScore, ModelCard, build_card, checked_delivery
+from marketplace.card import CardScore, build_card, checked_delivery
 from marketplace.chain import ChainClient
 from marketplace.checks import encode_architecture
 from marketplace.crypto import sha256, validation_commitment
@@ -35,6 +35,7 @@ from marketplace.messages import (
     TaskSpec,
     TxResult,
 )
+from marketplace.modeldir import ModelFiles
 from marketplace.models import ModelSpec
 from marketplace.report import ReportCheck, agreed_checks
 from marketplace.secagg import SecAggError
@@ -186,15 +187,6 @@ def propose_architecture(
     return chain.propose_architecture(scientist.address, task_id, sha256(bundle), cid)
 
 
-@dataclass(frozen=True)
-class PulledModel:
-    """The winner as the sponsor opened and checked it, and its card."""
-
-    spec: ModelSpec
-    weights: dict[str, torch.Tensor]
-    card: ModelCard
-
-
 def pull_model(
     chain: ChainClient,
     store: BlobStore,
@@ -202,7 +194,7 @@ def pull_model(
     chain_id: int,
     task_id: int,
     test: bytes | None = None,
-) -> PulledModel:
+) -> ModelFiles:
     """The model delivered to `sponsor`, from the first report of the agreed root whose
     delivery holds: the public checks (`delivery_mismatch`), the envelope opened with the
     sponsor's key, its digest, and its score on the validation set equal to the report's.
@@ -224,7 +216,7 @@ def pull_model(
             reasons.append(f"{agreed.posted.evaluator}: {exc}")
             continue
         tested = _test_score(test, spec, model, weights)
-        return PulledModel(model, weights, build_card(chain, spec, records, agreed, model, tested))
+        return ModelFiles(model, weights, build_card(chain, spec, records, agreed, model, tested))
     raise DeliveryError(
         f"no delivery of task {task_id}'s winner opens for {sponsor.address}: "
         + ("; ".join(reasons) or "no report was posted with the agreed root")

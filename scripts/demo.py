@@ -428,7 +428,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     # The sponsor pulls the model it paid for, checked, with its card (and the test split's
     # score, which only the sponsor can give).
     pulled = pull_model(chain, store, sponsor, chain_id, task_id, test=to_csv(test))
-    card_path = write_model(args.out / "model", pulled.spec, pulled.weights, pulled.card)
+    card_path = write_model(args.out / "model", pulled)
 
     # ------------------------------------------------------------- gas from the chain
     for block in range(1, int(w3.eth.block_number) + 1):

@@ -89,7 +89,7 @@ def pull(
         task_id,
         test_file,
     )
-    card_path = write_model(output, pulled.spec, pulled.weights, pulled.card)
+    card_path = write_model(output, pulled)
     card = pulled.card
     console.print(
         f"pulled node {card.model.winner} ({card.model.kind}) of task {task_id} into {output}/"

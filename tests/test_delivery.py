@@ -14,8 +14,9 @@ from marketplace.delivery import delivery_mismatch, open_delivery
 from marketplace.errors import DeliveryError, EnvelopeError, IntegrityError
 from marketplace.evaluation import load_dataset, score, to_csv
 from marketplace.messages import NodeKind
+from marketplace.modeldir import ModelFiles
 from marketplace.report import PayoutReport, agreed_report
-from marketplace.sponsor import PulledModel, pull_model
+from marketplace.sponsor import pull_model
 from marketplace.tasks import account_key, miner_key, nodes_by_id, read_spec
 from marketplace.verify import verify_task
 from tests.market import Market, new_market
@@ -37,7 +38,7 @@ def settled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Market, PayoutRep
 
 
 @pytest.fixture(scope="module")
-def pulled(settled: tuple[Market, PayoutReport]) -> PulledModel:
+def pulled(settled: tuple[Market, PayoutReport]) -> ModelFiles:
     market, _ = settled
     return pull_model(
         market.chain,
@@ -50,7 +51,7 @@ def pulled(settled: tuple[Market, PayoutReport]) -> PulledModel:
 
 
 def test_the_sponsor_pulls_the_weights_of_the_winner_it_paid_for(
-    settled: tuple[Market, PayoutReport], pulled: PulledModel
+    settled: tuple[Market, PayoutReport], pulled: ModelFiles
 ) -> None:
     market, report = settled
     records = nodes_by_id(market.chain, market.task_id)
@@ -69,7 +70,7 @@ def test_the_sponsor_pulls_the_weights_of_the_winner_it_paid_for(
 
 
 def test_the_card_s_lineage_gains_and_payouts_are_the_report_s(
-    settled: tuple[Market, PayoutReport], pulled: PulledModel
+    settled: tuple[Market, PayoutReport], pulled: ModelFiles
 ) -> None:
     market, report = settled
     assert report.winner is not None
@@ -115,7 +116,7 @@ def test_the_card_s_lineage_gains_and_payouts_are_the_report_s(
 
 
 def test_a_card_holds_against_the_chain_and_one_altered_number_fails(
-    settled: tuple[Market, PayoutReport], pulled: PulledModel
+    settled: tuple[Market, PayoutReport], pulled: ModelFiles
 ) -> None:
     market, _ = settled
     card = pulled.card
@@ -146,7 +147,7 @@ def test_a_card_holds_against_the_chain_and_one_altered_number_fails(
 
 
 def test_the_test_score_is_the_winner_s_on_the_test_split(
-    settled: tuple[Market, PayoutReport], pulled: PulledModel
+    settled: tuple[Market, PayoutReport], pulled: ModelFiles
 ) -> None:
     market, _ = settled
     assert pulled.card.test is not None
@@ -158,7 +159,7 @@ def test_the_test_score_is_the_winner_s_on_the_test_split(
 
 
 def test_a_stranger_and_a_miner_cannot_open_the_delivered_model(
-    settled: tuple[Market, PayoutReport], pulled: PulledModel
+    settled: tuple[Market, PayoutReport], pulled: ModelFiles
 ) -> None:
     market, report = settled
     assert report.delivery is not None
@@ -182,7 +183,7 @@ def test_a_stranger_and_a_miner_cannot_open_the_delivered_model(
 
 
 def test_verify_checks_the_delivery_is_the_scored_winner(
-    settled: tuple[Market, PayoutReport], pulled: PulledModel
+    settled: tuple[Market, PayoutReport], pulled: ModelFiles
 ) -> None:
     market, report = settled
     result = verify_task(market.chain, market.store, market.task_id, market.chain_id)
@@ -213,7 +214,7 @@ def test_nothing_is_delivered_before_a_root_is_agreed(tmp_path: Path) -> None:
 
 
 def test_the_pulled_model_predicts_the_test_split_and_exports_to_an_agreeing_graph(
-    settled: tuple[Market, PayoutReport], pulled: PulledModel, tmp_path: Path
+    settled: tuple[Market, PayoutReport], pulled: ModelFiles, tmp_path: Path
 ) -> None:
     """What the sponsor does next: predict on the demo's test split (the winner's test
     accuracy, exactly) and export to ONNX (every validation row predicts the same class)."""
@@ -221,7 +222,7 @@ def test_the_pulled_model_predicts_the_test_split_and_exports_to_an_agreeing_gra
     from marketplace.modeldir import CARD_MD, read_model, write_model
 
     market, _ = settled
-    assert write_model(tmp_path, pulled.spec, pulled.weights, pulled.card) == tmp_path / CARD_MD
+    assert write_model(tmp_path, pulled) == tmp_path / CARD_MD
     files = read_model(tmp_path)
     assert weights_digest(files.weights) == weights_digest(pulled.weights)
     (tmp_path / "test.csv").write_bytes(to_csv(market.test))

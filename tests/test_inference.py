@@ -135,7 +135,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory, digits: Dataset) -> Path:
     np.savez(path / "unlabelled.npz", x=digits.features)
     spec = mlp(64, 32, 10)
     weights = trained(spec, digits.features[:1797], digits.labels[:1797].astype(np.int64))
-    write_model(path / "model", spec, weights, card())
+    write_model(path / "model", ModelFiles(spec, weights, card()))
     return path
 
 
@@ -176,7 +176,9 @@ def test_regression_scores_the_negated_sse_as_the_evaluators(tmp_path: Path) -> 
     dataset = Dataset(rng.random((100, 3), dtype=np.float32), rng.random(100), None)
     (tmp_path / "data.csv").write_bytes(to_csv(dataset, "y"))
     spec = mlp(3, 4, 1)
-    write_model(tmp_path / "m", spec, init_weights(spec, 2), card(schema, Metric.NEGATED_SSE))
+    write_model(
+        tmp_path / "m", ModelFiles(spec, init_weights(spec, 2), card(schema, Metric.NEGATED_SSE))
+    )
     files = read_model(tmp_path / "m")
     result = predict_file(files, load_data(tmp_path / "data.csv", files.card))
     reread = load_dataset(tmp_path / "data.csv", schema, CAP)
@@ -229,7 +231,7 @@ def test_a_non_numeric_cell_and_a_stray_npz_array_are_refused(
 
 
 def model_files(tmp_path: Path, spec: ModelSpec, schema: DataSchema) -> ModelFiles:
-    write_model(tmp_path / "m", spec, init_weights(spec, 5), card(schema))
+    write_model(tmp_path / "m", ModelFiles(spec, init_weights(spec, 5), card(schema)))
     return read_model(tmp_path / "m")
 
 
