@@ -79,7 +79,7 @@ bench-paillier: setup
 load-api: setup
 	$(PY) scripts/load_api.py
 
-## Recompile contracts/ into the committed artifacts (marketplace/artifacts/).
+## Recompile contracts/ into the committed artifacts (marketplace/chain/artifacts/).
 build: setup
 	$(PY) scripts/compile_contracts.py
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marketplace.messages import Phase
+from marketplace.rules.messages import Phase
 
 
 class MarketplaceError(Exception):

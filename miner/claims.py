@@ -4,13 +4,13 @@ file, nothing of the training: `Miner.collect` and `miner claim` both call `coll
 
 from __future__ import annotations
 
-from marketplace.chain import ChainClient
+from marketplace.chain.client import ChainClient
 from marketplace.errors import NoMatchingReport
-from marketplace.messages import NodeKind, Phase
-from marketplace.report import claim_payout
-from marketplace.state import StateFile
-from marketplace.storage import BlobStore
-from marketplace.tasks import nodes_by_id
+from marketplace.protocol.tasks import nodes_by_id
+from marketplace.rules.messages import NodeKind, Phase
+from marketplace.runtime.state import StateFile
+from marketplace.storage.stores import BlobStore
+from marketplace.wire.report import claim_payout
 
 
 def collect(

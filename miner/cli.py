@@ -24,7 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from marketplace.cli_common import (
+from marketplace.cli.common import (
     AccountIndex,
     Contract,
     DataDir,
@@ -38,12 +38,12 @@ from marketplace.cli_common import (
     show_time,
     signer,
 )
-from marketplace.config import Settings
-from marketplace.connect import Connection
 from marketplace.errors import ConfigError
-from marketplace.messages import Phase
-from marketplace.outage import OutageGuard
-from marketplace.state import StateFile
+from marketplace.rules.messages import Phase
+from marketplace.runtime.config import Settings
+from marketplace.runtime.connect import Connection
+from marketplace.runtime.outage import OutageGuard
+from marketplace.runtime.state import StateFile
 from miner.claims import collect
 from miner.ledger import DEFAULT_BUDGET, PrivacyLedger, fingerprint
 from miner.trainer import Trainer
@@ -235,7 +235,7 @@ def claim(
     keystore: Keystore = None,
 ) -> None:
     """Claim what task TASK owes you (or your refunds, if the sponsor never revealed)."""
-    from marketplace.report import claim_payout
+    from marketplace.wire.report import claim_payout
 
     settings = options(data_dir, rpc, contract, ipfs, account, keystore)
     connection = signer(settings)

@@ -44,10 +44,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from marketplace.errors import ConfigError, DataFormatError, MarketplaceError
-from marketplace.evaluation import Dataset, check_fits
-from marketplace.layers import EmbeddingMean
-from marketplace.messages import Metric
-from marketplace.models import ModelSpec, build_model, check_weights
+from marketplace.rules.evaluation import Dataset, check_fits
+from marketplace.rules.layers import EmbeddingMean
+from marketplace.rules.messages import Metric
+from marketplace.rules.models import ModelSpec, build_model, check_weights
 
 if TYPE_CHECKING:
     import torch

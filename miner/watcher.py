@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from marketplace.errors import MarketplaceError
-from marketplace.tasks import read_spec
+from marketplace.protocol.tasks import read_spec
 from miner.worker import Miner, Waiting, load_private_data
 
 

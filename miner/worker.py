@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 
 from eth_account.signers.local import LocalAccount
 
-from marketplace.aggregation import (
+from marketplace.chain.client import ChainClient
+from marketplace.errors import (
+    BlobNotFound,
+    ConfigError,
+    DataFormatError,
+    SpecError,
+)
+from marketplace.protocol.aggregation import (
     MIN_MEMBERS,
     Group,
     groups_of,
@@ -31,27 +38,8 @@ from marketplace.aggregation import (
     submission_verdict,
     submitted_members,
 )
-from marketplace.chain import ChainClient
-from marketplace.checks import NODE_ERRORS
-from marketplace.codec import encode_weights
-from marketplace.crypto import sha256
-from marketplace.envelope import seal
-from marketplace.errors import (
-    BlobNotFound,
-    ConfigError,
-    DataFormatError,
-    SpecError,
-)
-from marketplace.evaluation import Dataset, check_budget, check_schema_fits, load_dataset
-from marketplace.faults import crash_point, pause_point
-from marketplace.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
-from marketplace.models import ModelSpec
-from marketplace.outage import OutageGuard
-from marketplace.rewards import architecture_of
-from marketplace.secagg import mask_key, self_mask_key, submission_values
-from marketplace.state import StateFile, write_bytes_atomically
-from marketplace.storage import BlobStore
-from marketplace.tasks import (
+from marketplace.protocol.checks import NODE_ERRORS
+from marketplace.protocol.tasks import (
     MergeBundle,
     architecture_spec,
     evaluator_keys,
@@ -62,7 +50,19 @@ from marketplace.tasks import (
     read_spec,
     registered_keys,
 )
-from marketplace.timing import Stopwatch
+from marketplace.rules.evaluation import Dataset, check_budget, check_schema_fits, load_dataset
+from marketplace.rules.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
+from marketplace.rules.models import ModelSpec
+from marketplace.rules.rewards import architecture_of
+from marketplace.runtime.faults import crash_point, pause_point
+from marketplace.runtime.outage import OutageGuard
+from marketplace.runtime.state import StateFile, write_bytes_atomically
+from marketplace.runtime.timing import Stopwatch
+from marketplace.storage.stores import BlobStore
+from marketplace.wire.codec import encode_weights
+from marketplace.wire.crypto import sha256
+from marketplace.wire.envelope import seal
+from marketplace.wire.secagg import mask_key, self_mask_key, submission_values
 from miner.claims import collect
 from miner.ledger import PrivacyLedger, fingerprint
 from miner.trainer import DPConfig, Progress, TrainConfig, Trainer, TrainResult
@@ -156,7 +156,7 @@ class MinerConfig:
 @dataclass(frozen=True)
 class Waiting:
     """An open round this miner does not train for yet: the previous round's merge is due by
-    `until`, the end of the round's merge window (marketplace.schedule). The next pass looks
+    `until`, the end of the round's merge window (marketplace.chain.schedule). The next pass looks
     again; from `until` on it trains on the best node it can read."""
 
     task_id: int
@@ -389,8 +389,8 @@ class Miner:
         saved: dict[str, object],
         now: int,
     ) -> Submission | Waiting | None:
-        """A secure aggregation round (marketplace.aggregation): join in its first half, once
-        the previous round's merge is readable or its merge window has passed, and train
+        """A secure aggregation round (marketplace.protocol.aggregation): join in its first half,
+        once the previous round's merge is readable or its merge window has passed, and train
         meanwhile; once the masked set is fixed at the midpoint, seal the delta against it,
         upload and submit. None while there is nothing to submit yet (or at all)."""
         aggregation = spec.aggregation
@@ -452,7 +452,8 @@ class Miner:
     def reveal_masks(self, task_id: int) -> list[str]:
         """After each secure aggregation round this miner's submission counted in: reveal its
         own mask key and its mask keys with the members that did not submit, once, so the key
-        holder can open the group's sum (marketplace.aggregation). What it did, as lines."""
+        holder can open the group's sum (marketplace.protocol.aggregation). What it did, as
+        lines."""
         spec = read_spec(self.chain, self.store, task_id)
         aggregation = spec.aggregation
         if aggregation is None:

@@ -39,7 +39,7 @@ def line(name: str, seconds: float, baseline_name: str, baseline: float, unit: f
 
 
 def bench_storage(data: bytes) -> None:
-    from marketplace.storage import LocalStore
+    from marketplace.storage.stores import LocalStore
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -78,7 +78,7 @@ def bench_envelope(data: bytes) -> None:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from eth_account import Account
 
-    from marketplace.envelope import X25519KeyPair, open_envelope, seal
+    from marketplace.wire.envelope import X25519KeyPair, open_envelope, seal
 
     author = Account.create()
     reader = X25519KeyPair.generate()
@@ -112,9 +112,9 @@ def bench_score() -> None:
     import torch
     from sklearn.datasets import load_digits
 
-    from marketplace.evaluation import Dataset, score
-    from marketplace.messages import Metric
-    from marketplace.models import ModelSpec, build_model, init_weights
+    from marketplace.rules.evaluation import Dataset, score
+    from marketplace.rules.messages import Metric
+    from marketplace.rules.models import ModelSpec, build_model, init_weights
 
     digits = load_digits()
     features = np.ascontiguousarray(digits.data, dtype=np.float32)  # 1,797 rows x 64 features

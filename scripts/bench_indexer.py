@@ -21,11 +21,11 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.types import RPCEndpoint
 
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient
-from marketplace.crypto import sha256
-from marketplace.devnet import start_anvil, terminate, wait_until_answering
-from marketplace.indexer import Indexer
-from marketplace.messages import TaskParams
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.dev.devnet import start_anvil, terminate, wait_until_answering
+from marketplace.rules.messages import TaskParams
+from marketplace.service.indexer import Indexer
+from marketplace.wire.crypto import sha256
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 EVENT_NAMES = ("TaskCreated", "ArchitectureProposed", "UpdateSubmitted")

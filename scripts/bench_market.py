@@ -40,9 +40,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from marketplace.evaluation import Dataset, score
-from marketplace.messages import Metric
-from marketplace.models import ModelSpec, init_weights
+from marketplace.rules.evaluation import Dataset, score
+from marketplace.rules.messages import Metric
+from marketplace.rules.models import ModelSpec, init_weights
 from miner.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent

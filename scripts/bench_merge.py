@@ -15,11 +15,18 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from marketplace.evaluation import score
-from marketplace.merge import Candidate, Merged, MergeRule, Scorer, merge_round, weighted_average
-from marketplace.messages import Metric
-from marketplace.models import ModelSpec, init_weights
-from marketplace.shards import digits_splits
+from marketplace.dev.shards import digits_splits
+from marketplace.rules.evaluation import score
+from marketplace.rules.merge import (
+    Candidate,
+    Merged,
+    MergeRule,
+    Scorer,
+    merge_round,
+    weighted_average,
+)
+from marketplace.rules.messages import Metric
+from marketplace.rules.models import ModelSpec, init_weights
 
 RULE = MergeRule(tolerance=1e-6, min_gain=2, exact_max=6, permutations=16)  # the defaults
 TINY = ModelSpec(

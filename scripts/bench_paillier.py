@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from phe.paillier import PaillierPrivateKey as PrivateKey
 from phe.paillier import PaillierPublicKey as PublicKey
 
-from marketplace.secagg import (
+from marketplace.wire.secagg import (
     MaskedRound,
     Packing,
     aggregate,

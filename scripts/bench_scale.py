@@ -54,21 +54,21 @@ from web3 import Web3  # noqa: E402
 from web3.middleware import SignAndSendRawMiddlewareBuilder  # noqa: E402
 from web3.types import RPCEndpoint  # noqa: E402
 
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient  # noqa: E402
-from marketplace.devchain import local_web3, tester_of  # noqa: E402
-from marketplace.devnet import advance_chain_to, anvil_keys, free_port  # noqa: E402
-from marketplace.engines import Engines  # noqa: E402
-from marketplace.evaluation import to_csv  # noqa: E402
-from marketplace.evaluator import Evaluator  # noqa: E402
-from marketplace.messages import DataSchema, Metric, Phase, RewardSplit, TaskParams, TaskSpec  # noqa: E402
-from marketplace.models import init_weights, mlp  # noqa: E402
-from marketplace.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
-from marketplace.sponsor import create_task, propose_architecture, reveal  # noqa: E402
-from marketplace.state import StateFile  # noqa: E402
-from marketplace.storage import BlobStore, IpfsStore, LocalStore  # noqa: E402
-from marketplace.tasks import account_key, miner_key  # noqa: E402
-from marketplace.timing import Stopwatch, Timed  # noqa: E402
-from marketplace.verify import verify_task  # noqa: E402
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient  # noqa: E402
+from marketplace.dev.devchain import local_web3, tester_of  # noqa: E402
+from marketplace.dev.devnet import advance_chain_to, anvil_keys, free_port  # noqa: E402
+from marketplace.dev.engines import Engines  # noqa: E402
+from marketplace.dev.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
+from marketplace.protocol.tasks import account_key, miner_key  # noqa: E402
+from marketplace.roles.evaluator import Evaluator  # noqa: E402
+from marketplace.roles.sponsor import create_task, propose_architecture, reveal  # noqa: E402
+from marketplace.roles.verify import verify_task  # noqa: E402
+from marketplace.rules.evaluation import to_csv  # noqa: E402
+from marketplace.rules.messages import DataSchema, Metric, Phase, RewardSplit, TaskParams, TaskSpec  # noqa: E402
+from marketplace.rules.models import init_weights, mlp  # noqa: E402
+from marketplace.runtime.state import StateFile  # noqa: E402
+from marketplace.runtime.timing import Stopwatch, Timed  # noqa: E402
+from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore  # noqa: E402
 from miner.trainer import Trainer  # noqa: E402
 from miner.worker import Miner, MinerConfig, Submission  # noqa: E402
 

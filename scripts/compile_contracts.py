@@ -1,6 +1,6 @@
-"""Compile contracts/ into marketplace/artifacts/ (run by `make build`)."""
+"""Compile contracts/ into marketplace/chain/artifacts/ (run by `make build`)."""
 
-from marketplace.compiler import PROJECT_ROOT, compile_sources, read_sources, write_artifacts
+from marketplace.dev.compiler import PROJECT_ROOT, compile_sources, read_sources, write_artifacts
 
 
 def main() -> None:

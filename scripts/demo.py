@@ -8,7 +8,7 @@ read (round 0: two on each architecture), the evaluator posts the round's merge;
 sponsor reveals, the evaluator scores every node and posts the payout root, the sponsor
 finalizes, everyone claims, the sponsor reclaims the rest.
 
-Every role is the library the CLIs run (`Miner`, `Evaluator`, `marketplace.sponsor`), on one
+Every role is the library the CLIs run (`Miner`, `Evaluator`, `marketplace.roles.sponsor`), on one
 in-process eth-tester chain and one local blob store; the clock is moved instead of waited on.
 `--engines`: the same market on anvil and an IPFS daemon, started for the run (in the run's
 folder, on free ports) and stopped after it, every transaction signed here. `--serve PORT`
@@ -56,18 +56,22 @@ from rich.tree import Tree  # noqa: E402
 from web3 import Web3  # noqa: E402
 from web3.middleware import SignAndSendRawMiddlewareBuilder  # noqa: E402
 
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient  # noqa: E402
-from marketplace.devchain import local_web3  # noqa: E402
-from marketplace.devnet import (  # noqa: E402
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient  # noqa: E402
+from marketplace.delivered.modeldir import write_model  # noqa: E402
+from marketplace.dev.devchain import local_web3  # noqa: E402
+from marketplace.dev.devnet import (  # noqa: E402
     advance_chain_to,
     anvil_keys,
     free_port,
     wait_until_serving,
 )
-from marketplace.engines import Engines  # noqa: E402
-from marketplace.evaluation import Dataset, score, to_csv  # noqa: E402
-from marketplace.evaluator import Evaluator  # noqa: E402
-from marketplace.messages import (  # noqa: E402
+from marketplace.dev.engines import Engines  # noqa: E402
+from marketplace.dev.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
+from marketplace.protocol.tasks import account_key, paillier_hex  # noqa: E402
+from marketplace.roles.evaluator import Evaluator  # noqa: E402
+from marketplace.roles.sponsor import create_task, propose_architecture, pull_model, reveal  # noqa: E402
+from marketplace.rules.evaluation import Dataset, score, to_csv  # noqa: E402
+from marketplace.rules.messages import (  # noqa: E402
     Aggregation,
     DataSchema,
     Metric,
@@ -77,15 +81,11 @@ from marketplace.messages import (  # noqa: E402
     TaskParams,
     TaskSpec,
 )
-from marketplace.modeldir import write_model  # noqa: E402
-from marketplace.models import ModelSpec, init_weights, mlp  # noqa: E402
-from marketplace.report import PayoutReport, agreed_report, claim_payout  # noqa: E402
-from marketplace.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
-from marketplace.sponsor import create_task, propose_architecture, pull_model, reveal  # noqa: E402
-from marketplace.state import StateFile  # noqa: E402
-from marketplace.storage import BlobStore, IpfsStore, LocalStore  # noqa: E402
-from marketplace.tasks import account_key, paillier_hex  # noqa: E402
-from marketplace.timing import Stopwatch, Timed  # noqa: E402
+from marketplace.rules.models import ModelSpec, init_weights, mlp  # noqa: E402
+from marketplace.runtime.state import StateFile  # noqa: E402
+from marketplace.runtime.timing import Stopwatch, Timed  # noqa: E402
+from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore  # noqa: E402
+from marketplace.wire.report import PayoutReport, agreed_report, claim_payout  # noqa: E402
 from miner.ledger import PrivacyLedger, fingerprint  # noqa: E402
 from miner.trainer import TrainConfig, Trainer, TrainResult  # noqa: E402
 from miner.worker import Miner, MinerConfig, Submission, Waiting  # noqa: E402
@@ -592,7 +592,7 @@ def _widths(model: ModelSpec) -> str:
 
 
 def _param_bytes(model: ModelSpec) -> int:
-    from marketplace.models import parameter_count
+    from marketplace.rules.models import parameter_count
 
     return 4 * parameter_count(model)
 

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from marketplace.gasreport import (
+from marketplace.dev.gasreport import (
     COLUMNS,
     ENGINES,
     TARGETS,

@@ -30,15 +30,15 @@ from pathlib import Path
 import httpx
 from web3 import Web3
 
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient
-from marketplace.devnet import (
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.dev.devnet import (
     free_port,
     start_anvil,
     terminate,
     wait_until_answering,
     wait_until_serving,
 )
-from marketplace.indexer import Indexer
+from marketplace.service.indexer import Indexer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_indexer import fill  # noqa: E402  # the same 10,000-update task

@@ -1,6 +1,6 @@
 """Write tests/data/cid_vectors.json: CIDs a real IPFS implementation gives known bytes.
 
-The vectors are the oracle for `marketplace.cid.cid_of`; they were produced with
+The vectors are the oracle for `marketplace.wire.cid.cid_of`; they were produced with
 js-ipfs 0.66.1, installed outside the project and run offline on a fresh empty repo:
 
     mkdir -p /tmp/ipfs-oracle && cd /tmp/ipfs-oracle && npm init -y

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from eth_utils.address import is_address, to_checksum_address
 
-from marketplace.cli_common import (
+from marketplace.cli.common import (
     AccountIndex,
     Contract,
     DataDir,
@@ -29,7 +29,7 @@ from marketplace.cli_common import (
     signer,
 )
 from marketplace.errors import ConfigError
-from marketplace.report import claim_payout
+from marketplace.wire.report import claim_payout
 from sponsor_cli import arch, model, task
 
 app = typer.Typer(

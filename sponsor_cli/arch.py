@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from marketplace.cli_common import (
+from marketplace.cli.common import (
     AccountIndex,
     Contract,
     DataDir,
@@ -21,9 +21,9 @@ from marketplace.cli_common import (
     signer,
 )
 from marketplace.errors import ConfigError
-from marketplace.layers import MAX_SPEC_BYTES
-from marketplace.models import ModelSpec
-from marketplace.tasks import read_spec
+from marketplace.protocol.tasks import read_spec
+from marketplace.rules.layers import MAX_SPEC_BYTES
+from marketplace.rules.models import ModelSpec
 
 app = typer.Typer(help="Propose architectures (data scientists).", no_args_is_help=True)
 
@@ -51,9 +51,9 @@ def propose(
 
         sponsor arch propose --task 1 --spec mlp.json --seed 1 --account 2
     """
-    from marketplace.codec import decode_weights
-    from marketplace.models import init_weights
-    from marketplace.sponsor import propose_architecture
+    from marketplace.roles.sponsor import propose_architecture
+    from marketplace.rules.models import init_weights
+    from marketplace.wire.codec import decode_weights
 
     if (seed is None) == (weights is None):
         raise ConfigError("give exactly one of --seed N or --weights FILE.safetensors")

@@ -17,7 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from marketplace.cli_common import (
+from marketplace.cli.common import (
     AccountIndex,
     Contract,
     DataDir,
@@ -30,11 +30,11 @@ from marketplace.cli_common import (
     readable_errors,
     signer,
 )
+from marketplace.delivered.modeldir import read_model
 from marketplace.errors import ConfigError, ExportError
-from marketplace.modeldir import read_model
 
 if TYPE_CHECKING:
-    from marketplace.inference import OnnxCheck, Prediction
+    from marketplace.delivered.inference import OnnxCheck, Prediction
 
 app = typer.Typer(help="Use the delivered model: predict, export.", no_args_is_help=True)
 
@@ -75,9 +75,9 @@ def pull(
 
         sponsor model pull --task 1 -o model/ --account 0
     """
-    from marketplace.card import describe_score
-    from marketplace.modeldir import write_model
-    from marketplace.sponsor import pull_model
+    from marketplace.delivered.card import describe_score
+    from marketplace.delivered.modeldir import write_model
+    from marketplace.roles.sponsor import pull_model
 
     connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
     test_file = read_file(test, MAX_TEST_BYTES) if test is not None else None
@@ -118,7 +118,7 @@ def predict(
 
         sponsor model predict --model model/ --data new.csv -o predictions.csv
     """
-    from marketplace import inference
+    from marketplace.delivered import inference
 
     files = read_model(model)
     rows = inference.load_data(data, files.card)
@@ -162,7 +162,7 @@ def export(
 
         sponsor model export --model model/ --format onnx --check-data val.csv
     """
-    from marketplace import inference
+    from marketplace.delivered import inference
 
     files = read_model(model)
     rows = (

@@ -16,7 +16,7 @@ from rich import box
 from rich.table import Table
 from rich.tree import Tree
 
-from marketplace.cli_common import (
+from marketplace.cli.common import (
     AccountIndex,
     Contract,
     DataDir,
@@ -35,12 +35,9 @@ from marketplace.cli_common import (
     show_time,
     signer,
 )
-from marketplace.config import Settings
-from marketplace.connect import dev_account
-from marketplace.devnet import read_devnet_info
-from marketplace.envelope import public_key_from_hex
 from marketplace.errors import ConfigError
-from marketplace.messages import (
+from marketplace.protocol.tasks import account_key, nodes_by_id, paillier_hex
+from marketplace.rules.messages import (
     ZERO_ADDRESS,
     Aggregation,
     Metric,
@@ -51,9 +48,12 @@ from marketplace.messages import (
     TaskSpec,
     TaskState,
 )
-from marketplace.report import PayoutReport, shown_report
-from marketplace.schemas import InferredSchema, infer_schema, summary
-from marketplace.tasks import account_key, nodes_by_id, paillier_hex
+from marketplace.rules.schemas import InferredSchema, infer_schema, summary
+from marketplace.runtime.config import Settings
+from marketplace.runtime.connect import dev_account
+from marketplace.runtime.devnet_info import read_devnet_info
+from marketplace.wire.envelope import public_key_from_hex
+from marketplace.wire.report import PayoutReport, shown_report
 
 app = typer.Typer(help="Create and run tasks: bounties for models.", no_args_is_help=True)
 
@@ -219,7 +219,7 @@ def create(
 
         sponsor task create --validation val.csv --bounty 10 --evaluator dev:1 --account 0
     """
-    from marketplace.sponsor import create_task
+    from marketplace.roles.sponsor import create_task
 
     settings = options(data_dir, rpc, contract, ipfs, account, keystore)
     file = read_file(validation, MAX_FILE_BYTES)
@@ -389,7 +389,7 @@ def _one_transaction(name: str, help_text: str) -> None:
         connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
         chain = connection.chain
         if name == "reveal":
-            from marketplace.sponsor import reveal
+            from marketplace.roles.sponsor import reveal
 
             result = reveal(
                 chain, connection.store, connection.account, connection.chain_id, task_id

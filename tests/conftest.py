@@ -11,13 +11,13 @@ import pytest
 from web3 import Web3
 from web3.contract import Contract
 
-from marketplace import compiler
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient
-from marketplace.devchain import advance_time as _advance_time
-from marketplace.devchain import advance_to as _advance_to
-from marketplace.devchain import local_web3
-from marketplace.devnet import Devnet, start_devnet
-from marketplace.messages import TaskParams
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.dev import compiler
+from marketplace.dev.devchain import advance_time as _advance_time
+from marketplace.dev.devchain import advance_to as _advance_to
+from marketplace.dev.devchain import local_web3
+from marketplace.dev.devnet import Devnet, start_devnet
+from marketplace.rules.messages import TaskParams
 from tests.helpers import eth_task
 
 ROOT = compiler.PROJECT_ROOT

@@ -14,10 +14,10 @@ from web3.contract import Contract
 from web3.types import TxParams
 
 from marketplace import errors
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient
-from marketplace.crypto import sha256, validation_commitment
-from marketplace.devchain import advance_to, local_web3
-from marketplace.messages import Phase, TaskParams, TxResult
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.dev.devchain import advance_to, local_web3
+from marketplace.rules.messages import Phase, TaskParams, TxResult
+from marketplace.wire.crypto import sha256, validation_commitment
 
 ETHER = 10**18
 VALIDATION_FILE = b"label,x0,x1\n1,0.5,0.25\n0,0.125,1.0\n"

@@ -12,17 +12,24 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient
-from marketplace.devchain import advance_to, local_web3
-from marketplace.evaluation import Dataset, to_csv
-from marketplace.evaluator import Evaluator
-from marketplace.messages import Aggregation, DataSchema, Metric, RewardSplit, TaskParams, TaskSpec
-from marketplace.models import ModelSpec, init_weights
-from marketplace.shards import digits_splits, dirichlet_shards, subset
-from marketplace.sponsor import create_task, propose_architecture, reveal
-from marketplace.state import StateFile
-from marketplace.storage import LocalStore
-from marketplace.tasks import account_key
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.dev.devchain import advance_to, local_web3
+from marketplace.dev.shards import digits_splits, dirichlet_shards, subset
+from marketplace.protocol.tasks import account_key
+from marketplace.roles.evaluator import Evaluator
+from marketplace.roles.sponsor import create_task, propose_architecture, reveal
+from marketplace.rules.evaluation import Dataset, to_csv
+from marketplace.rules.messages import (
+    Aggregation,
+    DataSchema,
+    Metric,
+    RewardSplit,
+    TaskParams,
+    TaskSpec,
+)
+from marketplace.rules.models import ModelSpec, init_weights
+from marketplace.runtime.state import StateFile
+from marketplace.storage.stores import LocalStore
 from miner.ledger import PrivacyLedger
 from miner.trainer import Trainer
 from miner.worker import Miner, MinerConfig, Submission, Waiting

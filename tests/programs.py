@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from marketplace.evaluation import to_csv
-from marketplace.shards import digits_splits, dirichlet_shards, subset
+from marketplace.dev.shards import digits_splits, dirichlet_shards, subset
+from marketplace.rules.evaluation import to_csv
 
 BIN = Path(sys.executable).parent
 MLP = {
@@ -41,7 +41,7 @@ def run(
     folder: Path, program: str, *args: str, crash: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `program` to its end with `folder/d` as its data folder."""
-    from marketplace.faults import CRASH_ENV
+    from marketplace.runtime.faults import CRASH_ENV
 
     return subprocess.run(
         [BIN / program, *args, "--data-dir", str(folder / "d")],
@@ -67,7 +67,7 @@ def start(folder: Path, program: str, *args: str, **env: str) -> subprocess.Pope
 
 def script_output(name: str, *args: str, timeout: float = 300) -> str:
     """Run `scripts/<name>` to its end (failing the test on a non-zero exit); its stdout."""
-    from marketplace.compiler import PROJECT_ROOT
+    from marketplace.dev.compiler import PROJECT_ROOT
 
     done = subprocess.run(
         [sys.executable, f"scripts/{name}", *args],

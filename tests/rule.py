@@ -1,5 +1,5 @@
 """Two clauses of the reward rule restated from DESIGN.md ("Credit for verified improvement"),
-apart from `marketplace.rewards`, for the market tests to check an agreed report against:
+apart from `marketplace.rules.rewards`, for the market tests to check an agreed report against:
 which valid updates forfeit their deposit (the harm clause) and each account's data share under
 the per-account cap. They hold whichever updates a round's merge keeps, so the tests assert
 them instead of a merge's incidental outcome. Rounds in clear only (no secure aggregation).
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 from eth_utils.address import to_checksum_address
 
-from marketplace.messages import NodeKind, NodeRecord
-from marketplace.report import NodeVerdict, PayoutReport
+from marketplace.rules.messages import NodeKind, NodeRecord
+from marketplace.wire.report import NodeVerdict, PayoutReport
 
 BPS = 10_000
 MIN_GAIN = 2  # TaskSpec.min_gain's default

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from marketplace import errors
-from marketplace.aggregation import (
+from marketplace.dev.devchain import advance_to
+from marketplace.errors import ConfigError
+from marketplace.protocol.aggregation import (
     apply_mean,
     delta_values,
     groups_of,
@@ -21,19 +23,7 @@ from marketplace.aggregation import (
     round_groups,
     seal_delta,
 )
-from marketplace.devchain import advance_to
-from marketplace.errors import ConfigError
-from marketplace.messages import Aggregation, ChainEvent, NodeKind, NodeRecord, Phase
-from marketplace.report import coalition_of
-from marketplace.rewards import CREDIT_SCALE, apportion
-from marketplace.secagg import (
-    SecAggError,
-    decode_submission,
-    decrypt,
-    self_mask_key,
-    uncancelled_masks,
-)
-from marketplace.tasks import (
+from marketplace.protocol.tasks import (
     account_key,
     miner_key,
     nodes_by_id,
@@ -41,7 +31,17 @@ from marketplace.tasks import (
     paillier_hex,
     paillier_key,
 )
-from marketplace.verify import verify_task
+from marketplace.roles.verify import verify_task
+from marketplace.rules.messages import Aggregation, ChainEvent, NodeKind, NodeRecord, Phase
+from marketplace.rules.rewards import CREDIT_SCALE, apportion
+from marketplace.wire.report import coalition_of
+from marketplace.wire.secagg import (
+    SecAggError,
+    decode_submission,
+    decrypt,
+    self_mask_key,
+    uncancelled_masks,
+)
 from miner.trainer import Trainer, TrainResult
 from tests.market import BOUNTY, DEPOSIT, ROUND, SPLIT, TINY, Market, new_market
 

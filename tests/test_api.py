@@ -18,17 +18,17 @@ import pytest
 from fastapi.testclient import TestClient
 from web3 import Web3
 
-from marketplace import api
-from marketplace.api import PhaseName, create_app
-from marketplace.card import public_card, render_markdown
-from marketplace.chain import ChainClient
-from marketplace.crypto import sha256
-from marketplace.devchain import advance_to, now
-from marketplace.devchain import tester_of as chain_tester
-from marketplace.devnet import free_port, start_devnet
-from marketplace.indexer import Indexer
-from marketplace.messages import NodeKind, Phase
-from marketplace.report import PayoutReport, agreed_report
+from marketplace.chain.client import ChainClient
+from marketplace.delivered.card import public_card, render_markdown
+from marketplace.dev.devchain import advance_to, now
+from marketplace.dev.devchain import tester_of as chain_tester
+from marketplace.dev.devnet import free_port, start_devnet
+from marketplace.rules.messages import NodeKind, Phase
+from marketplace.service import api
+from marketplace.service.api import PhaseName, create_app
+from marketplace.service.indexer import Indexer
+from marketplace.wire.crypto import sha256
+from marketplace.wire.report import PayoutReport, agreed_report
 from tests.helpers import eth_task
 from tests.market import Market, new_market
 from tests.programs import BIN, script_output

@@ -11,9 +11,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
-from marketplace.api import create_app
-from marketplace.devchain import now
-from marketplace.indexer import Indexer
+from marketplace.dev.devchain import now
+from marketplace.service.api import create_app
+from marketplace.service.indexer import Indexer
 from tests.market import new_market
 
 CHECKS = [

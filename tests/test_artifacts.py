@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from marketplace.compiler import EVM_VERSION, load_artifact
+from marketplace.chain.artifacts import load_artifact
+from marketplace.dev.compiler import EVM_VERSION
 
 
 def test_committed_artifacts_match_a_fresh_compile_of_contracts(compiled: dict[str, Any]) -> None:

@@ -19,22 +19,22 @@ from typing import Any
 
 import pytest
 
-from marketplace import scorer as scorer_module
-from marketplace.checks import Refusal, encode_architecture
-from marketplace.codec import encode_weights, weights_digest
-from marketplace.crypto import sha256
-from marketplace.envelope import seal
+from marketplace.dev.shards import digits_splits
 from marketplace.errors import ConfigError, ScoringTimeout
-from marketplace.evaluation import EVAL_BATCH_SIZE, Scores, score, scores
-from marketplace.evaluator import Evaluator
-from marketplace.messages import DEFAULT_SCORING_MACS, Metric, NodeKind
-from marketplace.models import ModelSpec, init_weights, macs_per_sample
-from marketplace.report import PayoutReport, agreed_report, coalition_key
-from marketplace.rewards import architecture_of
-from marketplace.shards import digits_splits
-from marketplace.sponsor import propose_architecture
-from marketplace.tasks import evaluator_keys, nodes_by_id, read_spec
-from marketplace.verify import verify_task
+from marketplace.protocol.checks import Refusal, encode_architecture
+from marketplace.protocol.tasks import evaluator_keys, nodes_by_id, read_spec
+from marketplace.roles import scorer as scorer_module
+from marketplace.roles.evaluator import Evaluator
+from marketplace.roles.sponsor import propose_architecture
+from marketplace.roles.verify import verify_task
+from marketplace.rules.evaluation import EVAL_BATCH_SIZE, Scores, score, scores
+from marketplace.rules.messages import DEFAULT_SCORING_MACS, Metric, NodeKind
+from marketplace.rules.models import ModelSpec, init_weights, macs_per_sample
+from marketplace.rules.rewards import architecture_of
+from marketplace.wire.codec import encode_weights, weights_digest
+from marketplace.wire.crypto import sha256
+from marketplace.wire.envelope import seal
+from marketplace.wire.report import PayoutReport, agreed_report, coalition_key
 from tests.market import DEPOSIT, TINY, Market, new_market
 
 # Under the 4e9 MAC cap (38 M multiply-adds per row), over the default budget on 360 rows.

@@ -12,10 +12,10 @@ import pytest
 from web3 import HTTPProvider, Web3
 
 from marketplace import errors
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient
-from marketplace.compiler import PROJECT_ROOT
-from marketplace.crypto import sha256
-from marketplace.messages import NodeKind, TaskParams
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.dev.compiler import PROJECT_ROOT
+from marketplace.rules.messages import NodeKind, TaskParams
+from marketplace.wire.crypto import sha256
 from tests.helpers import SALT, VALIDATION_FILE, digest
 
 ANVIL = PROJECT_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"

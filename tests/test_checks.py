@@ -16,7 +16,16 @@ import torch
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from marketplace.checks import (
+from marketplace.errors import (
+    BlobNotFound,
+    BlobTooLarge,
+    EnvelopeError,
+    IntegrityError,
+    SpecError,
+    StoreUnavailable,
+    WeightsError,
+)
+from marketplace.protocol.checks import (
     NODE_ERRORS,
     SPEC_METADATA_KEY,
     Refusal,
@@ -27,21 +36,12 @@ from marketplace.checks import (
     encode_architecture,
     refusal,
 )
-from marketplace.codec import encode_weights
-from marketplace.crypto import sha256
-from marketplace.envelope import X25519KeyPair, seal
-from marketplace.errors import (
-    BlobNotFound,
-    BlobTooLarge,
-    EnvelopeError,
-    IntegrityError,
-    SpecError,
-    StoreUnavailable,
-    WeightsError,
-)
-from marketplace.messages import DataSchema, Metric, NodeKind, NodeRecord
-from marketplace.models import ModelSpec, init_weights
-from marketplace.storage import BlobStore, LocalStore
+from marketplace.rules.messages import DataSchema, Metric, NodeKind, NodeRecord
+from marketplace.rules.models import ModelSpec, init_weights
+from marketplace.storage.stores import BlobStore, LocalStore
+from marketplace.wire.codec import encode_weights
+from marketplace.wire.crypto import sha256
+from marketplace.wire.envelope import X25519KeyPair, seal
 
 TASK, PARENT, NODE = 5, 2, 9
 CAP = 1 << 20

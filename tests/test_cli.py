@@ -15,14 +15,14 @@ from typer.main import get_command
 from typer.testing import CliRunner
 from web3 import Web3
 
-from marketplace.chain import ChainClient
-from marketplace.cli import app as marketplace_app
-from marketplace.connect import dev_account
-from marketplace.devnet import Devnet, advance_chain_to
-from marketplace.evaluation import to_csv
-from marketplace.messages import Phase
-from marketplace.shards import digits_splits
-from marketplace.tasks import account_key, paillier_hex
+from marketplace.chain.client import ChainClient
+from marketplace.cli.app import app as marketplace_app
+from marketplace.dev.devnet import Devnet, advance_chain_to
+from marketplace.dev.shards import digits_splits
+from marketplace.protocol.tasks import account_key, paillier_hex
+from marketplace.rules.evaluation import to_csv
+from marketplace.rules.messages import Phase
+from marketplace.runtime.connect import dev_account
 from miner import cli as miner_cli
 from miner.cli import app as miner_app
 from miner.trainer import TrainConfig, Trainer

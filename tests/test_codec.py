@@ -14,10 +14,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from marketplace import codec
-from marketplace.codec import decode_weights, encode_weights, weights_digest
 from marketplace.errors import WeightsError
-from marketplace.models import ModelSpec, init_weights
+from marketplace.rules.models import ModelSpec, init_weights
+from marketplace.wire import codec
+from marketplace.wire.codec import decode_weights, encode_weights, weights_digest
 from tests.helpers import MLP_SPEC
 
 MAX = 1 << 20

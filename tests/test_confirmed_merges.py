@@ -13,19 +13,19 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from marketplace import errors
-from marketplace.cid import cid_of
-from marketplace.devchain import advance_to
-from marketplace.evaluation import Dataset, to_csv
-from marketplace.evaluator import Evaluator
-from marketplace.merge import MergeResult
-from marketplace.messages import NodeKind, NodeRecord, Phase, TaskSpec
-from marketplace.report import PayoutReport, agreed_report, posted_reports
-from marketplace.rewards import BPS, apportion
-from marketplace.scorer import TaskView
-from marketplace.state import StateFile
-from marketplace.storage import LocalStore
-from marketplace.tasks import account_key, nodes_by_id, read_spec, settled_confirmations
-from marketplace.verify import verify_task
+from marketplace.dev.devchain import advance_to
+from marketplace.protocol.tasks import account_key, nodes_by_id, read_spec, settled_confirmations
+from marketplace.roles.evaluator import Evaluator
+from marketplace.roles.scorer import TaskView
+from marketplace.roles.verify import verify_task
+from marketplace.rules.evaluation import Dataset, to_csv
+from marketplace.rules.merge import MergeResult
+from marketplace.rules.messages import NodeKind, NodeRecord, Phase, TaskSpec
+from marketplace.rules.rewards import BPS, apportion
+from marketplace.runtime.state import StateFile
+from marketplace.storage.stores import LocalStore
+from marketplace.wire.cid import cid_of
+from marketplace.wire.report import PayoutReport, agreed_report, posted_reports
 from miner.trainer import TrainConfig, Trainer, TrainResult
 from miner.worker import Miner, MinerConfig
 from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from marketplace.messages import NodeKind
-from marketplace.state import StateFile
-from marketplace.tasks import nodes_by_id
+from marketplace.protocol.tasks import nodes_by_id
+from marketplace.rules.messages import NodeKind
+from marketplace.runtime.state import StateFile
 from miner.trainer import Trainer
 from miner.worker import Miner, MinerConfig
 from tests.market import DEPOSIT, new_market

@@ -23,20 +23,20 @@ import torch
 from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
-from marketplace.cid import cid_of
-from marketplace.codec import encode_weights
-from marketplace.crypto import PayoutLeaf, payout_tree, sha256
-from marketplace.devchain import advance_to
-from marketplace.envelope import X25519KeyPair, seal
-from marketplace.evaluator import Evaluator
-from marketplace.messages import NodeKind, NodeRecord
-from marketplace.messages import Phase as TaskPhase
-from marketplace.models import ModelSpec, init_weights
-from marketplace.report import PayoutEntry, PayoutReport, agreed_report
-from marketplace.sponsor import propose_architecture
-from marketplace.state import StateFile
-from marketplace.tasks import account_key, evaluator_keys, nodes_by_id, read_spec
-from marketplace.verify import Check, Verification, verify_task
+from marketplace.dev.devchain import advance_to
+from marketplace.protocol.tasks import account_key, evaluator_keys, nodes_by_id, read_spec
+from marketplace.roles.evaluator import Evaluator
+from marketplace.roles.sponsor import propose_architecture
+from marketplace.roles.verify import Check, Verification, verify_task
+from marketplace.rules.messages import NodeKind, NodeRecord
+from marketplace.rules.messages import Phase as TaskPhase
+from marketplace.rules.models import ModelSpec, init_weights
+from marketplace.runtime.state import StateFile
+from marketplace.wire.cid import cid_of
+from marketplace.wire.codec import encode_weights
+from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
+from marketplace.wire.envelope import X25519KeyPair, seal
+from marketplace.wire.report import PayoutEntry, PayoutReport, agreed_report
 from tests.helpers import spent
 from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market
 from tests.rule import BPS, capped_data, refunded_deposits

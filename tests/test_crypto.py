@@ -1,5 +1,6 @@
-"""Oracle tests across languages: what marketplace.crypto computes in Python is what the contract
-(and OpenZeppelin's Solidity, through tests/contracts/MerkleOracle.sol) computes on chain."""
+"""Oracle tests across languages: what marketplace.wire.crypto computes in Python is what the
+contract (and OpenZeppelin's Solidity, through tests/contracts/MerkleOracle.sol) computes on
+chain."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from web3 import Web3
 from web3.contract import Contract
 
 from marketplace import errors
-from marketplace.chain import ChainClient
-from marketplace.crypto import (
+from marketplace.chain.client import ChainClient
+from marketplace.rules.messages import Phase, TaskParams
+from marketplace.wire.crypto import (
     MerkleTree,
     PayoutLeaf,
     hash_pair,
@@ -26,7 +28,6 @@ from marketplace.crypto import (
     validation_commitment,
     verify_proof,
 )
-from marketplace.messages import Phase, TaskParams
 from tests.helpers import ETHER, SALT, VALIDATION_FILE, create_task, settle
 
 MAX_UINT = 2**256 - 1

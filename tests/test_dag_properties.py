@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marketplace import errors
-from marketplace.devchain import advance_to
-from marketplace.messages import NodeKind
+from marketplace.dev.devchain import advance_to
+from marketplace.rules.messages import NodeKind
 from tests.helpers import ETHER, create_task, digest, eth_task, new_market
 
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from marketplace.devnet import RpcServer, free_port, wait_until_serving
-from marketplace.messages import NodeKind
-from marketplace.report import agreed_report
+from marketplace.dev.devnet import RpcServer, free_port, wait_until_serving
+from marketplace.rules.messages import NodeKind
+from marketplace.wire.report import agreed_report
 from tests.market import Market, new_market
 from tests.programs import BIN
 

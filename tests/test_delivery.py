@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.card import ModelCard, check_card, lineage, render_markdown
-from marketplace.codec import weights_digest
-from marketplace.delivery import delivery_mismatch, open_delivery
+from marketplace.delivered.card import ModelCard, check_card, lineage, render_markdown
+from marketplace.delivered.delivery import delivery_mismatch, open_delivery
+from marketplace.delivered.modeldir import ModelFiles
 from marketplace.errors import DeliveryError, EnvelopeError, IntegrityError
-from marketplace.evaluation import load_dataset, score, to_csv
-from marketplace.messages import NodeKind
-from marketplace.modeldir import ModelFiles
-from marketplace.report import PayoutReport, agreed_report
-from marketplace.sponsor import pull_model
-from marketplace.tasks import account_key, miner_key, nodes_by_id, read_spec
-from marketplace.verify import verify_task
+from marketplace.protocol.tasks import account_key, miner_key, nodes_by_id, read_spec
+from marketplace.roles.sponsor import pull_model
+from marketplace.roles.verify import verify_task
+from marketplace.rules.evaluation import load_dataset, score, to_csv
+from marketplace.rules.messages import NodeKind
+from marketplace.wire.codec import weights_digest
+from marketplace.wire.report import PayoutReport, agreed_report
 from tests.market import Market, new_market
 
 
@@ -218,8 +218,8 @@ def test_the_pulled_model_predicts_the_test_split_and_exports_to_an_agreeing_gra
 ) -> None:
     """What the sponsor does next: predict on the demo's test split (the winner's test
     accuracy, exactly) and export to ONNX (every validation row predicts the same class)."""
-    from marketplace import inference
-    from marketplace.modeldir import CARD_MD, read_model, write_model
+    from marketplace.delivered import inference
+    from marketplace.delivered.modeldir import CARD_MD, read_model, write_model
 
     market, _ = settled
     assert write_model(tmp_path, pulled) == tmp_path / CARD_MD

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from marketplace.compiler import PROJECT_ROOT
-from marketplace.devnet import free_port
+from marketplace.dev.compiler import PROJECT_ROOT
+from marketplace.dev.devnet import free_port
 
 OUTCOMES: dict[str, tuple[list[str], float]] = {}  # setup -> (payout rows, accuracy ratio)
 

@@ -10,15 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from web3 import Web3
 
-from marketplace.chain import ChainClient
-from marketplace.devchain import (
+from marketplace.chain.client import ChainClient
+from marketplace.dev.devchain import (
     IndexedBackend,
     _revert_data,
     advance_time,
     advance_to,
     now,
 )
-from marketplace.devchain import (
+from marketplace.dev.devchain import (
     tester_of as chain_tester,
 )
 

@@ -20,26 +20,28 @@ from web3 import Web3
 from web3.middleware import SignAndSendRawMiddlewareBuilder
 from web3.types import TxParams, Wei
 
-from marketplace import devnet as devnet_module
 from marketplace import errors
-from marketplace.chain import ChainClient
-from marketplace.crypto import sha256
-from marketplace.devchain import now
-from marketplace.devnet import (
+from marketplace.chain.client import ChainClient
+from marketplace.dev import devnet as devnet_module
+from marketplace.dev.devchain import now
+from marketplace.dev.devnet import (
     ANVIL,
-    DEVNET_FILE,
-    DevAccount,
     Devnet,
-    DevnetInfo,
     advance_chain_time,
     advance_chain_to,
     deployment_record,
-    read_devnet_info,
     run_devnet,
     start_devnet,
+)
+from marketplace.rules.messages import Phase
+from marketplace.runtime.devnet_info import (
+    DEVNET_FILE,
+    DevAccount,
+    DevnetInfo,
+    read_devnet_info,
     write_devnet_info,
 )
-from marketplace.messages import Phase
+from marketplace.wire.crypto import sha256
 from tests.helpers import ETHER, SALT, VALIDATION_FILE, eth_task
 
 TESTER_CHAIN_ID = 131277322940537
@@ -424,9 +426,9 @@ def test_only_anvil_keeps_a_state_file(tmp_path: Path) -> None:
 def test_programs_use_the_ipfs_node_the_devnet_file_names_unless_told_otherwise(
     tmp_path: Path,
 ) -> None:
-    from marketplace.config import Settings
-    from marketplace.connect import open_store
-    from marketplace.storage import IpfsStore, LocalStore
+    from marketplace.runtime.config import Settings
+    from marketplace.runtime.connect import open_store
+    from marketplace.storage.stores import IpfsStore, LocalStore
 
     info = DevnetInfo(
         engine="anvil",

@@ -8,9 +8,9 @@ import pytest
 from web3 import Web3
 
 from marketplace import errors
-from marketplace.chain import ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree
-from marketplace.messages import Phase, TaskParams
+from marketplace.chain.client import ChainClient
+from marketplace.rules.messages import Phase, TaskParams
+from marketplace.wire.crypto import PayoutLeaf, payout_tree
 from tests.helpers import CANCELLABLE, ETHER, architecture, create_task, digest, reveal
 
 

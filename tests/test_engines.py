@@ -1,4 +1,4 @@
-"""The real engines: anvil and an IPFS daemon started by `marketplace.engines` (what
+"""The real engines: anvil and an IPFS daemon started by `marketplace.dev.engines` (what
 `scripts/engines.sh` runs), the CIDs the daemon gives against `LocalStore`'s, `blobs push`, and
 the faults: the daemon stopped under a miner's upload, anvil restarted under every program."""
 
@@ -17,19 +17,20 @@ import pytest
 from typer.testing import CliRunner
 from web3 import Web3
 
-from marketplace.blobs import task_cids
-from marketplace.chain import ChainClient
-from marketplace.cid import CHUNK_SIZE, cid_binary
-from marketplace.cli import app as marketplace_app
-from marketplace.crypto import sha256
-from marketplace.devnet import advance_chain_to, free_port, read_devnet_info, start_devnet
-from marketplace.engines import Engines, Ipfs, ProcessRecord, start_ticks
+from marketplace.chain.client import ChainClient
+from marketplace.cli.app import app as marketplace_app
+from marketplace.dev.devnet import advance_chain_to, free_port, start_devnet
+from marketplace.dev.engines import Engines, Ipfs, ProcessRecord, start_ticks
 from marketplace.errors import StoreUnavailable
-from marketplace.faults import PAUSE_ENV, PAUSE_FILE_ENV
-from marketplace.messages import NodeKind, Phase
-from marketplace.report import agreed_report
-from marketplace.storage import IpfsStore, LocalStore
-from marketplace.tasks import read_spec
+from marketplace.protocol.tasks import read_spec
+from marketplace.rules.messages import NodeKind, Phase
+from marketplace.runtime.devnet_info import read_devnet_info
+from marketplace.runtime.faults import PAUSE_ENV, PAUSE_FILE_ENV
+from marketplace.storage.push import task_cids
+from marketplace.storage.stores import IpfsStore, LocalStore
+from marketplace.wire.cid import CHUNK_SIZE, cid_binary
+from marketplace.wire.crypto import sha256
+from marketplace.wire.report import agreed_report
 from sponsor_cli.app import app as sponsor_app
 from tests.programs import create_task, ok, run, start, write_inputs
 

@@ -1,6 +1,6 @@
 """Envelopes: sealed to the task's readers, bound to author, task, parent and kind, signed.
 
-Offsets below are those of the format comment in marketplace/envelope.py (version 1).
+Offsets below are those of the format comment in marketplace/wire/envelope.py (version 1).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from eth_account.signers.local import LocalAccount
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marketplace import envelope
-from marketplace.envelope import (
+from marketplace.errors import EnvelopeError
+from marketplace.wire import envelope
+from marketplace.wire.envelope import (
     ENVELOPE_KINDS,
     MAX_HEADER_SIZE,
     MAX_RECIPIENTS,
@@ -30,7 +31,6 @@ from marketplace.envelope import (
     public_key_from_hex,
     seal,
 )
-from marketplace.errors import EnvelopeError
 
 MIB = 1 << 20
 CAP = 16 * MIB

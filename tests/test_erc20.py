@@ -12,9 +12,9 @@ from web3 import Web3
 from web3.contract import Contract
 
 from marketplace import errors
-from marketplace.chain import ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree
-from marketplace.messages import NodeKind, Phase, TaskParams
+from marketplace.chain.client import ChainClient
+from marketplace.rules.messages import NodeKind, Phase, TaskParams
+from marketplace.wire.crypto import PayoutLeaf, payout_tree
 from tests.helpers import (
     create_task,
     digest,

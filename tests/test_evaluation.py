@@ -19,9 +19,8 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from marketplace.codec import encode_weights
 from marketplace.errors import DataFormatError, SpecError, WeightsError
-from marketplace.evaluation import (
+from marketplace.rules.evaluation import (
     SSE_ROW_CAP,
     Dataset,
     check_schema_fits,
@@ -30,8 +29,9 @@ from marketplace.evaluation import (
     predict,
     score,
 )
-from marketplace.messages import DataSchema, Metric
-from marketplace.models import ModelSpec, build_model, init_weights, parameter_shapes
+from marketplace.rules.messages import DataSchema, Metric
+from marketplace.rules.models import ModelSpec, build_model, init_weights, parameter_shapes
+from marketplace.wire.codec import encode_weights
 from tests.helpers import MLP_SPEC
 
 DIGITS = DataSchema(num_features=64, num_classes=10)
@@ -566,10 +566,10 @@ def test_torch_settings_are_restored(dataset: Dataset) -> None:
 SCORE_IN_A_SUBPROCESS = """
 import hashlib, sys
 from pathlib import Path
-from marketplace.codec import decode_weights
-from marketplace.evaluation import load_dataset, predict, score
-from marketplace.messages import DataSchema, Metric
-from marketplace.models import ModelSpec
+from marketplace.wire.codec import decode_weights
+from marketplace.rules.evaluation import load_dataset, predict, score
+from marketplace.rules.messages import DataSchema, Metric
+from marketplace.rules.models import ModelSpec
 folder = Path(sys.argv[1])
 data = load_dataset(folder / "digits.csv", DataSchema(num_features=64, num_classes=10), 8 << 20)
 for name in ("mlp", "conv2d"):

@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 from web3 import Web3
 
-from marketplace import eventlog
-from marketplace.chain import ChainClient
-from marketplace.crypto import sha256
-from marketplace.devchain import tester_of as chain_tester
-from marketplace.messages import ChainEvent
+from marketplace.chain.client import ChainClient, eventlog
+from marketplace.dev.devchain import tester_of as chain_tester
+from marketplace.rules.messages import ChainEvent
+from marketplace.wire.crypto import sha256
 from tests.test_indexer import CID, create, submit
 
 

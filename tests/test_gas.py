@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.compiler import PROJECT_ROOT
-from marketplace.gasreport import (
+from marketplace.dev.compiler import PROJECT_ROOT
+from marketplace.dev.gasreport import (
     TARGETS,
     engines_differ,
     markdown_table,

@@ -15,28 +15,28 @@ from pathlib import Path
 
 import pytest
 
-from marketplace import scorer as scorer_module
-from marketplace.checks import Verdict
-from marketplace.cid import cid_of
-from marketplace.codec import encode_weights
-from marketplace.crypto import sha256
-from marketplace.devchain import advance_to
-from marketplace.envelope import seal
+from marketplace.dev.devchain import advance_to
 from marketplace.errors import EnvelopeError, SpecError, StoreUnavailable
-from marketplace.evaluator import Evaluator
-from marketplace.messages import NodeKind, Phase, Score
-from marketplace.models import ModelSpec, init_weights
-from marketplace.report import PayoutReport, agreed_report
-from marketplace.sponsor import propose_architecture
-from marketplace.state import StateFile
-from marketplace.tasks import (
+from marketplace.protocol.checks import Verdict
+from marketplace.protocol.tasks import (
     account_key,
     evaluator_keys,
     nodes_by_id,
     open_validation,
     read_spec,
 )
-from marketplace.verify import verify_task
+from marketplace.roles import scorer as scorer_module
+from marketplace.roles.evaluator import Evaluator
+from marketplace.roles.sponsor import propose_architecture
+from marketplace.roles.verify import verify_task
+from marketplace.rules.messages import NodeKind, Phase, Score
+from marketplace.rules.models import ModelSpec, init_weights
+from marketplace.runtime.state import StateFile
+from marketplace.wire.cid import cid_of
+from marketplace.wire.codec import encode_weights
+from marketplace.wire.crypto import sha256
+from marketplace.wire.envelope import seal
+from marketplace.wire.report import PayoutReport, agreed_report
 from tests.helpers import spent
 from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market
 from tests.rule import capped_data, forfeited, refunded_deposits

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from web3 import Web3
 
-from marketplace import indexer as indexer_module
-from marketplace.card import public_card
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient, _event
-from marketplace.crypto import sha256
-from marketplace.devchain import tester_of as chain_tester
-from marketplace.devnet import RpcServer
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient, _event
+from marketplace.delivered.card import public_card
+from marketplace.dev.devchain import tester_of as chain_tester
+from marketplace.dev.devnet import RpcServer
 from marketplace.errors import ConfigError
-from marketplace.indexer import Indexer
-from marketplace.report import agreed_report
+from marketplace.service import indexer as indexer_module
+from marketplace.service.indexer import Indexer
+from marketplace.wire.crypto import sha256
+from marketplace.wire.report import agreed_report
 from tests.helpers import eth_task
 from tests.market import Market, new_market
 from tests.programs import script_output
@@ -187,7 +187,7 @@ def test_a_reorg_older_than_every_kept_hash_rebuilds_from_the_start(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from marketplace import indexer as indexer_module
+    from marketplace.service import indexer as indexer_module
 
     monkeypatch.setattr(indexer_module, "KEEP_BLOCKS", 1)
     monkeypatch.setattr(indexer_module, "KEEP_LOG_BLOCKS", 0)

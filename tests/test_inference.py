@@ -15,15 +15,15 @@ import torch
 from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
-from marketplace import inference
-from marketplace.card import CardModel, CardScore, CardSettlement, ModelCard
+from marketplace.delivered import inference
+from marketplace.delivered.card import CardModel, CardScore, CardSettlement, ModelCard
+from marketplace.delivered.inference import Rows, check_onnx, export_onnx, load_data, predict_file
+from marketplace.delivered.modeldir import ModelFiles, read_model, write_model
 from marketplace.errors import DataFormatError, ExportError
-from marketplace.evaluation import Dataset, load_dataset, predict, score, to_csv
-from marketplace.inference import Rows, check_onnx, export_onnx, load_data, predict_file
-from marketplace.layers import LAYER_TYPES
-from marketplace.messages import DataSchema, Metric
-from marketplace.modeldir import ModelFiles, read_model, write_model
-from marketplace.models import ModelSpec, init_weights, mlp
+from marketplace.rules.evaluation import Dataset, load_dataset, predict, score, to_csv
+from marketplace.rules.layers import LAYER_TYPES
+from marketplace.rules.messages import DataSchema, Metric
+from marketplace.rules.models import ModelSpec, init_weights, mlp
 from sponsor_cli.app import app
 
 DIGITS = DataSchema(num_features=64, num_classes=10)
@@ -102,7 +102,7 @@ def card(schema: DataSchema = DIGITS, metric: Metric = Metric.ACCURACY) -> Model
 
 def trained(spec: ModelSpec, x: npt.NDArray[Any], y: npt.NDArray[np.int64]) -> dict[str, Any]:
     """A few full-batch Adam steps from a fixed init: an accuracy well above chance."""
-    from marketplace.models import build_model
+    from marketplace.rules.models import build_model
 
     torch.manual_seed(0)
     model = build_model(spec, init_weights(spec, 1))

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from marketplace.api import create_app
 from marketplace.errors import ConfigError
-from marketplace.evaluation import Dataset
-from marketplace.indexer import Indexer
+from marketplace.rules.evaluation import Dataset
+from marketplace.service.api import create_app
+from marketplace.service.indexer import Indexer
 from miner.cli import app as miner_app
 from miner.ledger import PrivacyBudgetExceeded, PrivacyLedger, fingerprint
 from miner.worker import epsilon_millis

@@ -9,9 +9,9 @@ import pytest
 from web3 import Web3
 
 from marketplace import errors
-from marketplace.chain import ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree, sha256
-from marketplace.messages import NodeKind, Phase, TaskParams
+from marketplace.chain.client import ChainClient
+from marketplace.rules.messages import NodeKind, Phase, TaskParams
+from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
 from tests.helpers import ETHER, SALT, VALIDATION_FILE, digest, send_reveal, spent
 
 

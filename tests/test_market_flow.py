@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from marketplace import evaluator as evaluator_module
-from marketplace.devchain import advance_to
-from marketplace.envelope import envelope_recipients
+from marketplace.dev.devchain import advance_to
 from marketplace.errors import StoreUnavailable
-from marketplace.evaluation import to_csv
-from marketplace.messages import NodeKind, Payout, Phase
-from marketplace.report import PayoutReport, agreed_report, claim_payout, posted_reports
-from marketplace.tasks import account_key, miner_key, nodes_by_id
-from marketplace.verify import verify_task
+from marketplace.protocol.tasks import account_key, miner_key, nodes_by_id
+from marketplace.roles import evaluator as evaluator_module
+from marketplace.roles.verify import verify_task
+from marketplace.rules.evaluation import to_csv
+from marketplace.rules.messages import NodeKind, Payout, Phase
+from marketplace.wire.envelope import envelope_recipients
+from marketplace.wire.report import PayoutReport, agreed_report, claim_payout, posted_reports
 from miner import worker as worker_module
 from miner.trainer import TrainConfig, Trainer
 from miner.worker import Miner

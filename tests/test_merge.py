@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marketplace.errors import DagError, WeightsError
-from marketplace.merge import (
+from marketplace.rules.merge import (
     Candidate,
     ClassRecall,
     MergeResult,

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from marketplace.errors import SpecError, WeightsError
-from marketplace.layers import MAX_SPEC_BYTES, Linear, ReLU
-from marketplace.models import (
+from marketplace.rules.layers import MAX_SPEC_BYTES, Linear, ReLU
+from marketplace.rules.models import (
     ModelSpec,
     build_model,
     flops_per_sample,
@@ -358,7 +358,8 @@ def test_python_construction_raises_spec_error_too() -> None:
 def test_specs_parse_and_price_without_torch() -> None:
     code = (
         "import sys, json\n"
-        "import marketplace.models as m, marketplace.codec, marketplace.evaluation\n"
+        "import marketplace.rules.models as m, marketplace.wire.codec\n"
+        "import marketplace.rules.evaluation\n"
         f"spec = m.ModelSpec.from_json({json.dumps(json.dumps(CONV2D))})\n"
         "print(m.parameter_count(spec), m.flops_per_sample(spec), 'torch' in sys.modules)\n"
     )
@@ -369,7 +370,7 @@ def test_specs_parse_and_price_without_torch() -> None:
 
 
 def test_mlp_is_linear_layers_of_the_widths_with_relus_between() -> None:
-    from marketplace.models import mlp, parameter_count
+    from marketplace.rules.models import mlp, parameter_count
 
     spec = mlp(30, 32, 2)
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from marketplace.errors import ChainUnavailable, SpecError, StoreUnavailable
-from marketplace.outage import OutageGuard
+from marketplace.runtime.outage import OutageGuard
 
 
 class Clock:

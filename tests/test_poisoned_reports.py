@@ -12,13 +12,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from marketplace.api import create_app
-from marketplace.crypto import PayoutLeaf, payout_tree
-from marketplace.devchain import advance_to, now
+from marketplace.dev.devchain import advance_to, now
 from marketplace.errors import BlobNotFound, NoMatchingReport
-from marketplace.indexer import Indexer
-from marketplace.messages import NodeKind, Phase
-from marketplace.report import (
+from marketplace.protocol.tasks import account_key
+from marketplace.roles.verify import verify_task
+from marketplace.rules.messages import NodeKind, Phase
+from marketplace.service.api import create_app
+from marketplace.service.indexer import Indexer
+from marketplace.wire.crypto import PayoutLeaf, payout_tree
+from marketplace.wire.report import (
     MAX_REPORT_BYTES,
     NodeVerdict,
     PayoutEntry,
@@ -29,8 +31,6 @@ from marketplace.report import (
     claim_payout,
     posted_roots,
 )
-from marketplace.tasks import account_key
-from marketplace.verify import verify_task
 from tests.market import Market, new_market
 
 # ------------------------------------------------------------------ the check, on its own

@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
-from marketplace.chain import ChainClient
-from marketplace.config import Settings
-from marketplace.connect import open_store
-from marketplace.devnet import advance_chain_to, free_port, read_devnet_info
-from marketplace.engines import Engines
-from marketplace.evaluation import to_csv
-from marketplace.messages import NodeKind, Phase
-from marketplace.report import agreed_report
-from marketplace.shards import digits_splits
+from marketplace.chain.client import ChainClient
+from marketplace.dev.devnet import advance_chain_to, free_port
+from marketplace.dev.engines import Engines
+from marketplace.dev.shards import digits_splits
+from marketplace.rules.evaluation import to_csv
+from marketplace.rules.messages import NodeKind, Phase
+from marketplace.runtime.config import Settings
+from marketplace.runtime.connect import open_store
+from marketplace.runtime.devnet_info import read_devnet_info
+from marketplace.wire.report import agreed_report
 from tests.programs import BIN, create_task, ok, program_env, run, write_inputs
 
 KILLED = -signal.SIGKILL

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from web3 import Web3
 
 from marketplace import errors
-from marketplace.chain import ChainClient
-from marketplace.crypto import MerkleTree, PayoutLeaf, payout_tree, verify_proof
-from marketplace.devchain import advance_to
-from marketplace.messages import Phase
+from marketplace.chain.client import ChainClient
+from marketplace.dev.devchain import advance_to
+from marketplace.rules.messages import Phase
+from marketplace.wire.crypto import MerkleTree, PayoutLeaf, payout_tree, verify_proof
 from tests.helpers import (
     CANCELLABLE,
     ETHER,

@@ -18,10 +18,11 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.types import TxParams, TxReceipt, Wei
 
-from marketplace import devchain, errors
-from marketplace.chain import ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree, sha256
-from marketplace.messages import Phase, TaskParams
+from marketplace import errors
+from marketplace.chain.client import ChainClient
+from marketplace.dev import devchain
+from marketplace.rules.messages import Phase, TaskParams
+from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
 from tests.helpers import (
     ETHER,
     SALT,

@@ -16,10 +16,10 @@ from web3 import Web3
 from web3.contract import Contract
 
 from marketplace import errors
-from marketplace.chain import ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree, sha256
-from marketplace.devchain import now
-from marketplace.messages import ZERO_ADDRESS, NodeKind, Phase, TaskParams
+from marketplace.chain.client import ChainClient
+from marketplace.dev.devchain import now
+from marketplace.rules.messages import ZERO_ADDRESS, NodeKind, Phase, TaskParams
+from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
 from tests.helpers import (
     CANCELLABLE,
     ETHER,

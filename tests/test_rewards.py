@@ -13,9 +13,8 @@ from eth_utils.address import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marketplace.crypto import payout_tree, verify_proof
 from marketplace.errors import DagError
-from marketplace.messages import (
+from marketplace.rules.messages import (
     DataSchema,
     Metric,
     NodeKind,
@@ -25,7 +24,7 @@ from marketplace.messages import (
     Score,
     TaskSpec,
 )
-from marketplace.rewards import (
+from marketplace.rules.rewards import (
     BPS,
     CREDIT_SCALE,
     Evidence,
@@ -35,7 +34,8 @@ from marketplace.rewards import (
     node_gains,
     payout_leaves,
 )
-from marketplace.shapley import Coalition
+from marketplace.rules.shapley import Coalition
+from marketplace.wire.crypto import payout_tree, verify_proof
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True)
 ETHER = 10**18

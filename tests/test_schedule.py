@@ -8,10 +8,10 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from marketplace.devchain import advance_to, now
-from marketplace.messages import NodeKind
-from marketplace.schedule import RoundSchedule
-from marketplace.tasks import nodes_by_id
+from marketplace.chain.schedule import RoundSchedule
+from marketplace.dev.devchain import advance_to, now
+from marketplace.protocol.tasks import nodes_by_id
+from marketplace.rules.messages import NodeKind
 from tests.market import ROUND, Market, new_market
 
 POLL = 2  # seconds of chain time between two looks, the miner's default

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from marketplace.errors import ConfigError, DataFormatError
-from marketplace.evaluation import Dataset, to_csv
-from marketplace.messages import DataSchema, Metric
-from marketplace.schemas import infer_schema
+from marketplace.rules.evaluation import Dataset, to_csv
+from marketplace.rules.messages import DataSchema, Metric
+from marketplace.rules.schemas import infer_schema
 
 CAP = 1 << 20
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from phe import paillier
 from scipy import stats
 
-from marketplace.secagg import (
+from marketplace.wire.secagg import (
     MaskedRound,
     Packing,
     SecAggError,

@@ -11,9 +11,9 @@ import pytest
 from web3 import Web3
 
 from marketplace import errors
-from marketplace.chain import ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree
-from marketplace.messages import NodeKind, Phase, TaskParams, TxResult
+from marketplace.chain.client import ChainClient
+from marketplace.rules.messages import NodeKind, Phase, TaskParams, TxResult
+from marketplace.wire.crypto import PayoutLeaf, payout_tree
 from tests.helpers import (
     CANCELLABLE,
     ETHER,

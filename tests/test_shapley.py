@@ -1,4 +1,5 @@
-"""Shapley values of a round's updates (marketplace/shapley.py): exact, sampled, replayable."""
+"""Shapley values of a round's updates (marketplace/rules/shapley.py): exact, sampled,
+replayable."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from itertools import combinations
 
 import pytest
 
-from marketplace.shapley import Coalition, orders, shapley
+from marketplace.rules.shapley import Coalition, orders, shapley
 
 BASE = 100
 

@@ -9,10 +9,8 @@ import numpy.typing as npt
 import pytest
 from sklearn.datasets import load_digits
 
-from marketplace import shards
-from marketplace.errors import ConfigError
-from marketplace.evaluation import Dataset
-from marketplace.shards import (
+from marketplace.dev import shards
+from marketplace.dev.shards import (
     breast_cancer_splits,
     digits_splits,
     dirichlet_shards,
@@ -20,6 +18,8 @@ from marketplace.shards import (
     split_validation,
     subset,
 )
+from marketplace.errors import ConfigError
+from marketplace.rules.evaluation import Dataset
 
 # Ten classes of uneven size (50 to 140 rows), shuffled: 950 rows.
 LABELS = np.random.default_rng(0).permutation(np.repeat(np.arange(10), np.arange(50, 150, 10)))

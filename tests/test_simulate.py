@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.messages import NodeKind
-from marketplace.report import PayoutReport
+from marketplace.rules.messages import NodeKind
+from marketplace.wire.report import PayoutReport
 from scripts.simulation.agents import FREE_RIDER_SAMPLES, REWIND_ROWS
 from scripts.simulation.market import (
     BOUNTY,

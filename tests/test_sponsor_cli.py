@@ -15,14 +15,14 @@ from typer.testing import CliRunner, Result
 from web3 import Web3
 from web3.exceptions import TimeExhausted, Web3RPCError
 
-from marketplace.chain import ChainClient
-from marketplace.checks import decode_architecture
-from marketplace.connect import dev_account
-from marketplace.devnet import Devnet
-from marketplace.evaluation import Dataset, to_csv
-from marketplace.messages import Metric, Phase
-from marketplace.storage import LocalStore
-from marketplace.tasks import account_key, paillier_hex, read_spec
+from marketplace.chain.client import ChainClient
+from marketplace.dev.devnet import Devnet
+from marketplace.protocol.checks import decode_architecture
+from marketplace.protocol.tasks import account_key, paillier_hex, read_spec
+from marketplace.rules.evaluation import Dataset, to_csv
+from marketplace.rules.messages import Metric, Phase
+from marketplace.runtime.connect import dev_account
+from marketplace.storage.stores import LocalStore
 from sponsor_cli.app import app
 from tests.helpers import readable_error
 

@@ -15,8 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from marketplace import storage
-from marketplace.cid import CHUNK_SIZE, cid_of
 from marketplace.errors import (
     BlobNotFound,
     BlobTooLarge,
@@ -24,7 +22,9 @@ from marketplace.errors import (
     StorageError,
     StoreUnavailable,
 )
-from marketplace.storage import BlobStore, IpfsStore, LocalStore
+from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore
+from marketplace.storage.stores import stores as storage
+from marketplace.wire.cid import CHUNK_SIZE, cid_of
 
 MIB = 1024 * 1024
 VECTORS_FILE = Path(__file__).parent / "data" / "cid_vectors.json"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from marketplace.errors import EnvelopeError, IntegrityError
-from marketplace.messages import DataSchema, Metric, TaskSpec
-from marketplace.tasks import account_key, open_validation, read_spec, seal_validation
+from marketplace.protocol.tasks import account_key, open_validation, read_spec, seal_validation
+from marketplace.rules.messages import DataSchema, Metric, TaskSpec
 from tests.market import SPLIT, Market, new_market
 
 

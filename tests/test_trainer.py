@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from marketplace.dev.shards import digits_splits
 from marketplace.errors import ConfigError, DataFormatError, SpecError, WeightsError
-from marketplace.evaluation import Dataset, score
-from marketplace.messages import Metric
-from marketplace.models import ModelSpec, check_weights, init_weights
-from marketplace.shards import digits_splits
+from marketplace.rules.evaluation import Dataset, score
+from marketplace.rules.messages import Metric
+from marketplace.rules.models import ModelSpec, check_weights, init_weights
 from miner import trainer as trainer_module
 from miner.trainer import DPConfig, TrainConfig, Trainer, TrainingError, TrainResult
 from tests.helpers import MLP_SPEC

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from marketplace.evaluation import Dataset, to_csv
-from marketplace.state import StateFile
+from marketplace.rules.evaluation import Dataset, to_csv
+from marketplace.runtime.state import StateFile
 from miner.trainer import Trainer
 from miner.watcher import Watcher
 from miner.worker import Miner, MinerConfig

@@ -13,9 +13,9 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
 from marketplace import errors
-from marketplace.chain import PUBLIC_MIN_WINDOW, ChainClient
-from marketplace.crypto import PayoutLeaf, payout_tree
-from marketplace.messages import Phase, TaskParams
+from marketplace.chain.client import PUBLIC_MIN_WINDOW, ChainClient
+from marketplace.rules.messages import Phase, TaskParams
+from marketplace.wire.crypto import PayoutLeaf, payout_tree
 from tests.helpers import (
     architecture,
     create_task,

@@ -41,17 +41,17 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from marketplace.chain import ChainClient
-from marketplace.codec import encode_weights
-from marketplace.crypto import sha256
-from marketplace.devnet import advance_chain_to
-from marketplace.evaluation import Dataset
-from marketplace.models import ModelSpec, init_weights
-from marketplace.rewards import architecture_of
-from marketplace.shards import subset
-from marketplace.state import StateFile
-from marketplace.storage import BlobStore
-from marketplace.tasks import nodes_by_id, read_spec
+from marketplace.chain.client import ChainClient
+from marketplace.dev.devnet import advance_chain_to
+from marketplace.dev.shards import subset
+from marketplace.protocol.tasks import nodes_by_id, read_spec
+from marketplace.rules.evaluation import Dataset
+from marketplace.rules.models import ModelSpec, init_weights
+from marketplace.rules.rewards import architecture_of
+from marketplace.runtime.state import StateFile
+from marketplace.storage.stores import BlobStore
+from marketplace.wire.codec import encode_weights
+from marketplace.wire.crypto import sha256
 from miner.trainer import Progress, TrainConfig, Trainer, TrainResult
 from miner.worker import Miner, MinerConfig, Submission, Waiting
 

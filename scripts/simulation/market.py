@@ -24,12 +24,15 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.types import BlockIdentifier
 
-from marketplace.chain import DEV_MIN_WINDOW, ChainClient
-from marketplace.devchain import local_web3, tester_of
-from marketplace.devnet import advance_chain_to
-from marketplace.evaluation import Dataset, score, to_csv
-from marketplace.evaluator import Evaluator
-from marketplace.messages import (
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.dev.devchain import local_web3, tester_of
+from marketplace.dev.devnet import advance_chain_to
+from marketplace.dev.shards import breast_cancer_splits, digits_splits, dirichlet_shards, subset
+from marketplace.protocol.tasks import account_key, nodes_by_id
+from marketplace.roles.evaluator import Evaluator
+from marketplace.roles.sponsor import create_task, propose_architecture, reveal
+from marketplace.rules.evaluation import Dataset, score, to_csv
+from marketplace.rules.messages import (
     DataSchema,
     Metric,
     NodeKind,
@@ -39,14 +42,11 @@ from marketplace.messages import (
     TaskParams,
     TaskSpec,
 )
-from marketplace.models import ModelSpec, init_weights, mlp
-from marketplace.report import PayoutReport, agreed_report, claim_payout
-from marketplace.rewards import BPS, architecture_of
-from marketplace.shards import breast_cancer_splits, digits_splits, dirichlet_shards, subset
-from marketplace.sponsor import create_task, propose_architecture, reveal
-from marketplace.state import StateFile
-from marketplace.storage import LocalStore
-from marketplace.tasks import account_key, nodes_by_id
+from marketplace.rules.models import ModelSpec, init_weights, mlp
+from marketplace.rules.rewards import BPS, architecture_of
+from marketplace.runtime.state import StateFile
+from marketplace.storage.stores import LocalStore
+from marketplace.wire.report import PayoutReport, agreed_report, claim_payout
 from miner.trainer import TrainConfig, Trainer
 
 from .agents import KINDS, Agent, Env
