@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from web3 import Web3
 
-from marketplace.chain.client import ChainClient, eventlog
+from marketplace.chain import eventlog
+from marketplace.chain.client import ChainClient
 from marketplace.dev.devchain import tester_of as chain_tester
 from marketplace.rules.messages import ChainEvent
 from marketplace.wire.crypto import sha256

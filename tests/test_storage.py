@@ -22,8 +22,8 @@ from marketplace.errors import (
     StorageError,
     StoreUnavailable,
 )
+from marketplace.storage import stores as storage
 from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore
-from marketplace.storage.stores import stores as storage
 from marketplace.wire.cid import CHUNK_SIZE, cid_of
 
 MIB = 1024 * 1024
