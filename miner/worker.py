@@ -50,7 +50,8 @@ from marketplace.protocol.tasks import (
     read_spec,
     registered_keys,
 )
-from marketplace.rules.evaluation import Dataset, check_budget, check_schema_fits, load_dataset
+from marketplace.rules.datafiles import Dataset, load_dataset
+from marketplace.rules.evaluation import check_budget, check_schema_fits
 from marketplace.rules.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
 from marketplace.rules.models import ModelSpec
 from marketplace.rules.rewards import architecture_of

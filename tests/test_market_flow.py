@@ -14,7 +14,7 @@ from marketplace.errors import StoreUnavailable
 from marketplace.protocol.tasks import account_key, miner_key, nodes_by_id
 from marketplace.roles import evaluator as evaluator_module
 from marketplace.roles.verify import verify_task
-from marketplace.rules.evaluation import to_csv
+from marketplace.rules.datafiles import to_csv
 from marketplace.rules.messages import NodeKind, Payout, Phase
 from marketplace.wire.envelope import envelope_recipients
 from marketplace.wire.report import PayoutReport, agreed_report, claim_payout, posted_reports

@@ -78,12 +78,8 @@ from marketplace.roles.scorer import (
     to_arrays,
     to_tensors,
 )
-from marketplace.rules.evaluation import (
-    Clock,
-    Dataset,
-    ceiling,
-    class_rows,
-)
+from marketplace.rules.datafiles import Dataset
+from marketplace.rules.evaluation import Clock, ceiling, class_rows
 from marketplace.rules.merge import (
     Candidate,
     ClassRecall,

@@ -55,7 +55,8 @@ from marketplace.protocol.tasks import (
     read_spec,
     validation_file,
 )
-from marketplace.rules.evaluation import Clock, Dataset, Scores, load_validation, scores
+from marketplace.rules.datafiles import Dataset, load_validation
+from marketplace.rules.evaluation import Clock, Scores, scores
 from marketplace.rules.merge import MergeRule, coalition_value
 from marketplace.rules.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.rules.models import ModelSpec

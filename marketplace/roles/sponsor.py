@@ -36,7 +36,8 @@ from marketplace.protocol.tasks import (
     spec_bytes,
     validation_file,
 )
-from marketplace.rules.evaluation import check_budget, load_dataset, load_validation, score
+from marketplace.rules.datafiles import load_dataset, load_validation
+from marketplace.rules.evaluation import check_budget, score
 from marketplace.rules.messages import (
     ZERO_ADDRESS,
     Aggregation,

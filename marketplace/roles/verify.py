@@ -46,7 +46,8 @@ from marketplace.protocol.tasks import (
     validation_file,
 )
 from marketplace.roles.scorer import Scorer, TaskView
-from marketplace.rules.evaluation import Dataset, ceiling, load_validation
+from marketplace.rules.datafiles import Dataset, load_validation
+from marketplace.rules.evaluation import ceiling
 from marketplace.rules.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.rules.rewards import UNCONFIRMED, Frontier, compute_payouts
 from marketplace.rules.shapley import Coalition
