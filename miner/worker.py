@@ -38,7 +38,6 @@ from marketplace.protocol.aggregation import (
     submission_verdict,
     submitted_members,
 )
-from marketplace.protocol.checks import NODE_ERRORS
 from marketplace.protocol.tasks import (
     MergeBundle,
     architecture_spec,
@@ -50,6 +49,7 @@ from marketplace.protocol.tasks import (
     read_spec,
     registered_keys,
 )
+from marketplace.protocol.verdicts import NODE_ERRORS
 from marketplace.rules.datafiles import Dataset, load_dataset
 from marketplace.rules.evaluation import check_budget, check_schema_fits
 from marketplace.rules.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState

@@ -24,7 +24,6 @@ from marketplace.delivered.delivery import open_delivery
 from marketplace.delivered.modeldir import ModelFiles
 from marketplace.errors import ConfigError, DeliveryError, MarketplaceError, OverBudget
 from marketplace.protocol.aggregation import packing
-from marketplace.protocol.checks import encode_architecture
 from marketplace.protocol.tasks import (
     SALT_BYTES,
     account_key,
@@ -48,6 +47,7 @@ from marketplace.rules.messages import (
 )
 from marketplace.rules.models import ModelSpec
 from marketplace.storage.stores import BlobStore
+from marketplace.wire.architecture import encode_architecture
 from marketplace.wire.crypto import sha256, validation_commitment
 from marketplace.wire.envelope import public_key_from_hex
 from marketplace.wire.report import ReportCheck, agreed_checks
