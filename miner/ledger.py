@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError
 
 from marketplace.errors import ConfigError, MarketplaceError
-from marketplace.rules.evaluation import Dataset
+from marketplace.rules.datafiles import Dataset
 from marketplace.runtime.state import MAX_STATE_BYTES, write_atomically
 
 DEFAULT_BUDGET = 10.0  # total epsilon per dataset unless the owner says otherwise

@@ -44,7 +44,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from marketplace.errors import ConfigError, DataFormatError, MarketplaceError
-from marketplace.rules.evaluation import Dataset, check_fits
+from marketplace.rules.datafiles import Dataset
+from marketplace.rules.evaluation import check_fits
 from marketplace.rules.layers import EmbeddingMean
 from marketplace.rules.messages import Metric
 from marketplace.rules.models import ModelSpec, build_model, check_weights

@@ -38,7 +38,6 @@ from marketplace.protocol.aggregation import (
     submission_verdict,
     submitted_members,
 )
-from marketplace.protocol.checks import NODE_ERRORS
 from marketplace.protocol.tasks import (
     MergeBundle,
     architecture_spec,
@@ -50,7 +49,9 @@ from marketplace.protocol.tasks import (
     read_spec,
     registered_keys,
 )
-from marketplace.rules.evaluation import Dataset, check_budget, check_schema_fits, load_dataset
+from marketplace.protocol.verdicts import NODE_ERRORS
+from marketplace.rules.datafiles import Dataset, load_dataset
+from marketplace.rules.evaluation import check_budget, check_schema_fits
 from marketplace.rules.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
 from marketplace.rules.models import ModelSpec
 from marketplace.rules.rewards import architecture_of

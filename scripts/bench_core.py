@@ -112,7 +112,8 @@ def bench_score() -> None:
     import torch
     from sklearn.datasets import load_digits
 
-    from marketplace.rules.evaluation import Dataset, score
+    from marketplace.rules.datafiles import Dataset
+    from marketplace.rules.evaluation import score
     from marketplace.rules.messages import Metric
     from marketplace.rules.models import ModelSpec, build_model, init_weights
 

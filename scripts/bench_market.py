@@ -40,7 +40,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from marketplace.rules.evaluation import Dataset, score
+from marketplace.rules.datafiles import Dataset
+from marketplace.rules.evaluation import score
 from marketplace.rules.messages import Metric
 from marketplace.rules.models import ModelSpec, init_weights
 from miner.trainer import Trainer

@@ -63,7 +63,7 @@ from marketplace.protocol.tasks import account_key, miner_key  # noqa: E402
 from marketplace.roles.evaluator import Evaluator  # noqa: E402
 from marketplace.roles.sponsor import create_task, propose_architecture, reveal  # noqa: E402
 from marketplace.roles.verify import verify_task  # noqa: E402
-from marketplace.rules.evaluation import to_csv  # noqa: E402
+from marketplace.rules.datafiles import to_csv  # noqa: E402
 from marketplace.rules.messages import DataSchema, Metric, Phase, RewardSplit, TaskParams, TaskSpec  # noqa: E402
 from marketplace.rules.models import init_weights, mlp  # noqa: E402
 from marketplace.runtime.state import StateFile  # noqa: E402

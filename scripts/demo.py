@@ -70,7 +70,8 @@ from marketplace.dev.shards import digits_splits, dirichlet_shards, subset  # no
 from marketplace.protocol.tasks import account_key, paillier_hex  # noqa: E402
 from marketplace.roles.evaluator import Evaluator  # noqa: E402
 from marketplace.roles.sponsor import create_task, propose_architecture, pull_model, reveal  # noqa: E402
-from marketplace.rules.evaluation import Dataset, score, to_csv  # noqa: E402
+from marketplace.rules.datafiles import Dataset, to_csv  # noqa: E402
+from marketplace.rules.evaluation import score  # noqa: E402
 from marketplace.rules.messages import (  # noqa: E402
     Aggregation,
     DataSchema,

@@ -18,7 +18,7 @@ from marketplace.dev.shards import digits_splits, dirichlet_shards, subset
 from marketplace.protocol.tasks import account_key
 from marketplace.roles.evaluator import Evaluator
 from marketplace.roles.sponsor import create_task, propose_architecture, reveal
-from marketplace.rules.evaluation import Dataset, to_csv
+from marketplace.rules.datafiles import Dataset, to_csv
 from marketplace.rules.messages import (
     Aggregation,
     DataSchema,

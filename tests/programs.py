@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from marketplace.dev.shards import digits_splits, dirichlet_shards, subset
-from marketplace.rules.evaluation import to_csv
+from marketplace.rules.datafiles import to_csv
 
 BIN = Path(sys.executable).parent
 MLP = {

@@ -21,8 +21,8 @@ import pytest
 
 from marketplace.dev.shards import digits_splits
 from marketplace.errors import ConfigError, ScoringTimeout
-from marketplace.protocol.checks import Refusal, encode_architecture
 from marketplace.protocol.tasks import evaluator_keys, nodes_by_id, read_spec
+from marketplace.protocol.verdicts import Refusal
 from marketplace.roles import scorer as scorer_module
 from marketplace.roles.evaluator import Evaluator
 from marketplace.roles.sponsor import propose_architecture
@@ -31,6 +31,7 @@ from marketplace.rules.evaluation import EVAL_BATCH_SIZE, Scores, score, scores
 from marketplace.rules.messages import DEFAULT_SCORING_MACS, Metric, NodeKind
 from marketplace.rules.models import ModelSpec, init_weights, macs_per_sample
 from marketplace.rules.rewards import architecture_of
+from marketplace.wire.architecture import encode_architecture
 from marketplace.wire.codec import encode_weights, weights_digest
 from marketplace.wire.crypto import sha256
 from marketplace.wire.envelope import seal

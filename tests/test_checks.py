@@ -25,20 +25,16 @@ from marketplace.errors import (
     StoreUnavailable,
     WeightsError,
 )
-from marketplace.protocol.checks import (
-    NODE_ERRORS,
-    SPEC_METADATA_KEY,
-    Refusal,
-    Verdict,
-    check_architecture,
-    check_update,
-    decode_architecture,
-    encode_architecture,
-    refusal,
-)
+from marketplace.protocol.checks import check_architecture, check_update
+from marketplace.protocol.verdicts import NODE_ERRORS, Refusal, Verdict, refusal
 from marketplace.rules.messages import DataSchema, Metric, NodeKind, NodeRecord
 from marketplace.rules.models import ModelSpec, init_weights
 from marketplace.storage.stores import BlobStore, LocalStore
+from marketplace.wire.architecture import (
+    SPEC_METADATA_KEY,
+    decode_architecture,
+    encode_architecture,
+)
 from marketplace.wire.codec import encode_weights
 from marketplace.wire.crypto import sha256
 from marketplace.wire.envelope import X25519KeyPair, seal

@@ -20,7 +20,7 @@ from marketplace.cli.app import app as marketplace_app
 from marketplace.dev.devnet import Devnet, advance_chain_to
 from marketplace.dev.shards import digits_splits
 from marketplace.protocol.tasks import account_key, paillier_hex
-from marketplace.rules.evaluation import to_csv
+from marketplace.rules.datafiles import to_csv
 from marketplace.rules.messages import Phase
 from marketplace.runtime.connect import dev_account
 from miner import cli as miner_cli

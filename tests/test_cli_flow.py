@@ -14,7 +14,7 @@ from marketplace.cli.app import app as marketplace_app
 from marketplace.cli.common import show_time
 from marketplace.dev.devnet import Devnet, advance_chain_to
 from marketplace.dev.shards import digits_splits
-from marketplace.rules.evaluation import to_csv
+from marketplace.rules.datafiles import to_csv
 from marketplace.rules.messages import Phase
 from marketplace.storage.stores import LocalStore
 from marketplace.wire.report import agreed_report

@@ -18,7 +18,7 @@ from marketplace.protocol.tasks import account_key, nodes_by_id, read_spec, sett
 from marketplace.roles.evaluator import Evaluator
 from marketplace.roles.scorer import TaskView
 from marketplace.roles.verify import verify_task
-from marketplace.rules.evaluation import Dataset, to_csv
+from marketplace.rules.datafiles import Dataset, to_csv
 from marketplace.rules.merge import MergeResult
 from marketplace.rules.messages import NodeKind, NodeRecord, Phase, TaskSpec
 from marketplace.rules.rewards import BPS, apportion

@@ -15,7 +15,8 @@ from marketplace.errors import DeliveryError, EnvelopeError, IntegrityError
 from marketplace.protocol.tasks import account_key, miner_key, nodes_by_id, read_spec
 from marketplace.roles.sponsor import pull_model
 from marketplace.roles.verify import verify_task
-from marketplace.rules.evaluation import load_dataset, score, to_csv
+from marketplace.rules.datafiles import load_dataset, to_csv
+from marketplace.rules.evaluation import score
 from marketplace.rules.messages import NodeKind
 from marketplace.wire.codec import weights_digest
 from marketplace.wire.report import PayoutReport, agreed_report

@@ -20,12 +20,11 @@ import torch
 from sklearn.datasets import load_digits
 
 from marketplace.errors import DataFormatError, SpecError, WeightsError
+from marketplace.rules.datafiles import Dataset, load_dataset
 from marketplace.rules.evaluation import (
     SSE_ROW_CAP,
-    Dataset,
     check_schema_fits,
     deterministic,
-    load_dataset,
     predict,
     score,
 )
@@ -567,7 +566,8 @@ SCORE_IN_A_SUBPROCESS = """
 import hashlib, sys
 from pathlib import Path
 from marketplace.wire.codec import decode_weights
-from marketplace.rules.evaluation import load_dataset, predict, score
+from marketplace.rules.datafiles import load_dataset
+from marketplace.rules.evaluation import predict, score
 from marketplace.rules.messages import DataSchema, Metric
 from marketplace.rules.models import ModelSpec
 folder = Path(sys.argv[1])

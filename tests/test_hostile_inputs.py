@@ -17,7 +17,6 @@ import pytest
 
 from marketplace.dev.devchain import advance_to
 from marketplace.errors import EnvelopeError, SpecError, StoreUnavailable
-from marketplace.protocol.checks import Verdict
 from marketplace.protocol.tasks import (
     account_key,
     evaluator_keys,
@@ -25,6 +24,7 @@ from marketplace.protocol.tasks import (
     open_validation,
     read_spec,
 )
+from marketplace.protocol.verdicts import Verdict
 from marketplace.roles import scorer as scorer_module
 from marketplace.roles.evaluator import Evaluator
 from marketplace.roles.sponsor import propose_architecture

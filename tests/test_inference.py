@@ -20,7 +20,8 @@ from marketplace.delivered.card import CardModel, CardScore, CardSettlement, Mod
 from marketplace.delivered.inference import Rows, check_onnx, export_onnx, load_data, predict_file
 from marketplace.delivered.modeldir import ModelFiles, read_model, write_model
 from marketplace.errors import DataFormatError, ExportError
-from marketplace.rules.evaluation import Dataset, load_dataset, predict, score, to_csv
+from marketplace.rules.datafiles import Dataset, load_dataset, to_csv
+from marketplace.rules.evaluation import predict, score
 from marketplace.rules.layers import LAYER_TYPES
 from marketplace.rules.messages import DataSchema, Metric
 from marketplace.rules.models import ModelSpec, init_weights, mlp

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from marketplace.errors import ConfigError
-from marketplace.rules.evaluation import Dataset
+from marketplace.rules.datafiles import Dataset
 from marketplace.service.api import create_app
 from marketplace.service.indexer import Indexer
 from miner.cli import app as miner_app

@@ -13,8 +13,9 @@ from marketplace.dev.devchain import advance_to
 from marketplace.errors import StoreUnavailable
 from marketplace.protocol.tasks import account_key, miner_key, nodes_by_id
 from marketplace.roles import evaluator as evaluator_module
+from marketplace.roles import settlement as settlement_module
 from marketplace.roles.verify import verify_task
-from marketplace.rules.evaluation import to_csv
+from marketplace.rules.datafiles import to_csv
 from marketplace.rules.messages import NodeKind, Payout, Phase
 from marketplace.wire.envelope import envelope_recipients
 from marketplace.wire.report import PayoutReport, agreed_report, claim_payout, posted_reports
@@ -153,14 +154,14 @@ def test_settlement_pays_what_the_report_says_and_verifies(market: Market) -> No
 def test_verify_flags_a_root_that_the_reward_rule_does_not_give(
     market: Market, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    honest = evaluator_module.compute_payouts
+    honest = settlement_module.compute_payouts
 
     def greedy(*args, **kwargs):  # type: ignore[no-untyped-def]
         payouts = honest(*args, **kwargs)
         total = sum(p.amount for p in payouts)
         return [Payout(account=market.evaluator_account.address, amount=total, points=0)]
 
-    monkeypatch.setattr(evaluator_module, "compute_payouts", greedy)
+    monkeypatch.setattr(settlement_module, "compute_payouts", greedy)
     _settled(market)
 
     verification = verify_task(market.chain, market.store, market.task_id, market.chain_id)

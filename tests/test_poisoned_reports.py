@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from marketplace.dev.devchain import advance_to, now
 from marketplace.errors import BlobNotFound, NoMatchingReport
 from marketplace.protocol.tasks import account_key
+from marketplace.roles import coalitions as coalitions_module
 from marketplace.roles.verify import verify_task
 from marketplace.rules.messages import NodeKind, Phase
 from marketplace.service.api import create_app
@@ -377,14 +378,15 @@ def test_verify_rescores_coalitions_and_catches_a_report_that_inflates_them(
     truth = honest.evaluate(market.task_id)
     (merge_id,) = truth.coalitions
     favoured = min(int(key) for key in truth.coalitions[merge_id] if "," not in key)
-    real = lying.scorer.averager
+    real = coalitions_module.averager
 
-    def inflated(view: Any, frontier: Any, node_id: int, dataset: Any) -> Any:
-        score = real(view, frontier, node_id, dataset)
+    def inflated(scorer: Any, view: Any, frontier: Any, node_id: int, dataset: Any) -> Any:
+        score = real(scorer, view, frontier, node_id, dataset)
         return lambda coalition: score(coalition) + (9 if favoured in coalition else 0)
 
-    monkeypatch.setattr(lying.scorer, "averager", inflated)
-    lie, _ = lying.settle(market.task_id)
+    with monkeypatch.context() as lying_only:  # the honest evaluator and verify score truly
+        lying_only.setattr(coalitions_module, "averager", inflated)
+        lie, _ = lying.settle(market.task_id)
     honest.step(market.task_id)
 
     assert lie.coalitions != truth.coalitions  # with several kept updates, so would the root

@@ -18,7 +18,7 @@ from marketplace.chain.client import ChainClient
 from marketplace.dev.devnet import advance_chain_to, free_port
 from marketplace.dev.engines import Engines
 from marketplace.dev.shards import digits_splits
-from marketplace.rules.evaluation import to_csv
+from marketplace.rules.datafiles import to_csv
 from marketplace.rules.messages import NodeKind, Phase
 from marketplace.runtime.config import Settings
 from marketplace.runtime.connect import open_store

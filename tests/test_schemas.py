@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from marketplace.errors import ConfigError, DataFormatError
-from marketplace.rules.evaluation import Dataset, to_csv
+from marketplace.rules.datafiles import Dataset, to_csv
 from marketplace.rules.messages import DataSchema, Metric
 from marketplace.rules.schemas import infer_schema
 

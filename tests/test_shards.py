@@ -19,7 +19,7 @@ from marketplace.dev.shards import (
     subset,
 )
 from marketplace.errors import ConfigError
-from marketplace.rules.evaluation import Dataset
+from marketplace.rules.datafiles import Dataset
 
 # Ten classes of uneven size (50 to 140 rows), shuffled: 950 rows.
 LABELS = np.random.default_rng(0).permutation(np.repeat(np.arange(10), np.arange(50, 150, 10)))

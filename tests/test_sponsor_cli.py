@@ -17,12 +17,12 @@ from web3.exceptions import TimeExhausted, Web3RPCError
 
 from marketplace.chain.client import ChainClient
 from marketplace.dev.devnet import Devnet
-from marketplace.protocol.checks import decode_architecture
 from marketplace.protocol.tasks import account_key, paillier_hex, read_spec
-from marketplace.rules.evaluation import Dataset, to_csv
+from marketplace.rules.datafiles import Dataset, to_csv
 from marketplace.rules.messages import Metric, Phase
 from marketplace.runtime.connect import dev_account
 from marketplace.storage.stores import LocalStore
+from marketplace.wire.architecture import decode_architecture
 from sponsor_cli.app import app
 from tests.helpers import readable_error
 

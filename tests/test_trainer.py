@@ -16,7 +16,8 @@ import torch
 
 from marketplace.dev.shards import digits_splits
 from marketplace.errors import ConfigError, DataFormatError, SpecError, WeightsError
-from marketplace.rules.evaluation import Dataset, score
+from marketplace.rules.datafiles import Dataset
+from marketplace.rules.evaluation import score
 from marketplace.rules.messages import Metric
 from marketplace.rules.models import ModelSpec, check_weights, init_weights
 from miner import trainer as trainer_module

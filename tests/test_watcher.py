@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marketplace.rules.evaluation import Dataset, to_csv
+from marketplace.rules.datafiles import Dataset, to_csv
 from marketplace.runtime.state import StateFile
 from miner.trainer import Trainer
 from miner.watcher import Watcher

@@ -30,13 +30,10 @@ from torch import nn
 
 from marketplace.delivered.card import describe_score
 from marketplace.errors import ExportError
+from marketplace.rules.datafiles import Dataset, Features, Labels, load_rows
 from marketplace.rules.evaluation import (
     EVAL_BATCH_SIZE,
-    Dataset,
-    Features,
-    Labels,
     check_fits,
-    load_rows,
     negated_sse,
     predict,
     right_rows,

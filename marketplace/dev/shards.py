@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from marketplace.errors import ConfigError
-from marketplace.rules.evaluation import Dataset
+from marketplace.rules.datafiles import Dataset
 
 MAX_TRIES = 1_000  # draws of the whole split before `dirichlet_shards` gives up on min_size
 

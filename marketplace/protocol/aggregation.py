@@ -53,7 +53,8 @@ from eth_utils.address import to_checksum_address
 from phe import paillier
 
 from marketplace.chain.client import ChainClient
-from marketplace.protocol.checks import Refusal, Verdict, check_aggregate_update
+from marketplace.protocol.checks import check_aggregate_update
+from marketplace.protocol.verdicts import Refusal, Verdict
 from marketplace.rules.messages import (
     Aggregation,
     ChainEvent,

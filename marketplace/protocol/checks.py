@@ -1,60 +1,23 @@
 """Validity checks: is a node's blob what the chain says it is, and a model the task can score?
 
-An evaluator decides every node before scoring it; an invalid node forfeits its deposit
-(DESIGN.md, "The reward rule"). The checks never raise for bad bytes a submitter chose: each
-refusal becomes an invalid `Verdict` whose `reason` starts with a stable code
-(`Verdict.code`), then ": " and a readable detail. Only two things raise:
+Each `check_*` fetches a node's blob (capped, against its CID and the digest the chain
+recorded), opens and decodes it, and returns its `Verdict` (`marketplace.protocol.verdicts`,
+which lists the reason codes). The checks never raise for bad bytes a submitter chose: each
+refusal becomes an invalid verdict. Only two things raise:
 
 - a store that cannot be reached (`StoreUnavailable`) or answers an error that says nothing
   about the blob (a bare `StorageError`): not the submitter's fault, so the evaluator retries
   later instead of forfeiting a deposit;
 - a caller's mistake (`ValueError`): a node of another kind, another task, parent weights
   that do not fit the spec.
-
-Reason codes, in the order an update is checked:
-
-    blob-missing     no blob under the CID (or the CID is not a base32 CIDv1)
-    too-large        the blob is over the size cap (the store stops reading at the cap)
-    cid-mismatch     the bytes do not hash to the CID (a CID not made the way the market
-                     makes them: CIDv1, raw leaves, 256 KiB chunks, balanced layout)
-    digest-mismatch  sha256 of the blob is not the digest the chain recorded
-    undecryptable    not an envelope, truncated, malformed, tampered, or not sealed to us
-    author-binding   signed by an account other than the node's author
-    binding          sealed for another task, parent, kind or chain
-    spec             (architectures) no spec in the bundle, a spec that is refused, or one
-                     that does not fit the task's data schema and metric (`check_schema_fits`);
-                     (updates, merges) built on an invalid architecture
-    over-budget      (architectures) scoring it once costs more multiply-adds than the task's
-                     budget (`evaluation.check_budget`): refused before anyone trains it
-    weights          not safetensors, wrong names, shapes or dtypes
-    non-finite       a NaN or an infinity in the weights
-    no-update        every weight within `tolerance` of the parent's
-
-Two more codes come from the evaluator, not from a node's bytes: `over-cap` (an account's
-update past the task's `max_submissions_per_round` in its round, in node id order) and
-`scoring-timeout` (scoring the node took longer than the task's `scoring_seconds`).
-
-Architecture bundles are public (not sealed): canonical safetensors bytes
-(`codec.encode_weights`) of the initial weights, whose `__metadata__` maps "model_spec" to the
-spec's canonical JSON (`ModelSpec.to_json`). Equal specs and weights give equal bytes, so the
-digest the chain records is reproducible. Other metadata keys are ignored by readers.
-
-Past its check, a node's bytes can still fail when they are used (scored, merged): `NODE_ERRORS`
-are the errors such bytes raise, and `refusal` turns one into the node's invalid verdict, so
-a caller catches exactly those at the node's boundary and lets every other error through.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from marketplace.errors import (
@@ -63,16 +26,17 @@ from marketplace.errors import (
     EnvelopeError,
     IntegrityError,
     OverBudget,
-    ScoringTimeout,
     SpecError,
     WeightsError,
 )
+from marketplace.protocol.verdicts import Refusal, Verdict, weights_code
 from marketplace.rules.evaluation import check_budget, check_schema_fits
 from marketplace.rules.merge import is_no_update
 from marketplace.rules.messages import DataSchema, Metric, NodeKind, NodeRecord, TaskSpec
 from marketplace.rules.models import ModelSpec, check_weights
 from marketplace.storage.stores import BlobStore
-from marketplace.wire.codec import MAX_HEADER_BYTES, decode_weights, encode_weights
+from marketplace.wire.architecture import decode_architecture
+from marketplace.wire.codec import decode_weights, to_arrays
 from marketplace.wire.crypto import sha256
 from marketplace.wire.envelope import X25519KeyPair, envelope_author, open_envelope
 from marketplace.wire.secagg import SecAggError
@@ -82,79 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPEC_METADATA_KEY = "model_spec"
-"""The `__metadata__` key of an architecture bundle that holds the spec's JSON."""
-
 ReaderKey = X25519PrivateKey | X25519KeyPair | bytes
 """The evaluator's X25519 private key, in any form `open_envelope` takes."""
-
-
-class Refusal(StrEnum):
-    """Why a node is invalid: the stable code a `Verdict.reason` starts with."""
-
-    BLOB_MISSING = "blob-missing"
-    TOO_LARGE = "too-large"
-    CID_MISMATCH = "cid-mismatch"
-    DIGEST_MISMATCH = "digest-mismatch"
-    UNDECRYPTABLE = "undecryptable"
-    AUTHOR_BINDING = "author-binding"
-    BINDING = "binding"
-    SPEC = "spec"
-    WEIGHTS = "weights"
-    NON_FINITE = "non-finite"
-    NO_UPDATE = "no-update"
-    COPY = "copy"  # the same weights as an earlier update (issue 15: one update, one voice)
-    OVER_BUDGET = "over-budget"
-    OVER_CAP = "over-cap"
-    SCORING_TIMEOUT = "scoring-timeout"
-
-
-_CODES = frozenset(code.value for code in Refusal)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """An evaluator's decision on one node.
-
-    Attributes:
-        node_id: the node decided.
-        valid: whether the node keeps its deposit and may be scored.
-        reason: "" when valid; else a `Refusal` code, ": " and a detail.
-        weights: the decoded weights (parameter order) when valid, else None.
-    """
-
-    node_id: int
-    valid: bool
-    reason: str = ""
-    weights: dict[str, torch.Tensor] | None = field(default=None, compare=False, repr=False)
-    sealed: bool = False  # a valid secure aggregation update: well-formed, never seen alone
-
-    def __post_init__(self) -> None:
-        if self.valid != (self.reason == ""):
-            raise ValueError("a verdict has a reason exactly when it is invalid")
-        if self.sealed and (not self.valid or self.weights is not None):
-            raise ValueError("a sealed verdict is valid and carries no weights")
-        if not self.sealed and self.valid != (self.weights is not None):
-            raise ValueError("a verdict carries weights exactly when it is valid")
-        if self.reason and self.reason.partition(":")[0] not in _CODES:
-            raise ValueError(f"a reason starts with a Refusal code, not {self.reason!r}")
-
-    @classmethod
-    def accepted(cls, node_id: int, weights: dict[str, torch.Tensor]) -> Verdict:
-        return cls(node_id, True, "", weights)
-
-    @classmethod
-    def sealed_update(cls, node_id: int) -> Verdict:
-        return cls(node_id, True, "", None, sealed=True)
-
-    @classmethod
-    def refused(cls, node_id: int, code: Refusal, detail: str = "") -> Verdict:
-        return cls(node_id, False, f"{code.value}: {detail}" if detail else code.value)
-
-    @property
-    def code(self) -> Refusal | None:
-        """The reason's code (None when valid)."""
-        return Refusal(self.reason.partition(":")[0]) if self.reason else None
 
 
 class _Refused(Exception):
@@ -214,7 +107,7 @@ def check_update(
         blob = _fetch(record, store, max_size)
         plaintext = _open(record, blob, reader_key, task_id, max_size, chain_id)
         weights = _decode(plaintext, spec, max_size)
-        if is_no_update(_arrays(weights), _arrays(parent_weights), tolerance):
+        if is_no_update(to_arrays(weights), to_arrays(parent_weights), tolerance):
             raise _Refused(
                 Refusal.NO_UPDATE,
                 f"every weight is within {tolerance:g} of parent {record.parents[0]}'s",
@@ -245,37 +138,6 @@ def check_aggregate_update(
 
 
 # ------------------------------------------------------------------------- architectures
-
-
-def encode_architecture(spec: ModelSpec, weights: Mapping[str, torch.Tensor]) -> bytes:
-    """The public bundle of an architecture: canonical safetensors of `weights`, with the
-    spec's JSON under `__metadata__["model_spec"]`.
-
-    Raises:
-        WeightsError: `weights` are not exactly the spec's names, shapes and float32.
-    """
-    check_weights(spec, weights)
-    return encode_weights(weights, {SPEC_METADATA_KEY: spec.to_json().decode()})
-
-
-def decode_architecture(
-    blob: bytes | bytearray | memoryview, max_size: int
-) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    """The spec and initial weights of an untrusted bundle (the format of `encode_architecture`).
-
-    Order: the size cap, the safetensors header, the spec in its metadata (size cap, schema,
-    shapes), then the weights against that spec (names, shapes, dtypes, finite values).
-
-    Raises:
-        WeightsError: over `max_size`, not safetensors, or weights that do not fit the spec.
-        SpecError: no "model_spec" in the metadata, or a spec that is refused.
-    """
-    size = memoryview(blob).nbytes
-    if size > max_size:
-        raise WeightsError(f"the bundle is {size:,} bytes, over the cap of {max_size:,}")
-    data = bytes(blob)
-    spec = ModelSpec.from_json(_spec_text(data))
-    return spec, decode_weights(data, spec, max_size)
 
 
 def check_architecture(
@@ -316,43 +178,6 @@ def check_architecture(
     except _Refused as refused:
         return _refuse(record, refused), None
     return Verdict.accepted(record.node_id, weights), spec
-
-
-# ------------------------------------------------------------------------ past the check
-
-NODE_ERRORS = (
-    BlobNotFound,
-    BlobTooLarge,
-    IntegrityError,
-    SpecError,
-    WeightsError,
-    EnvelopeError,
-    SecAggError,
-    ScoringTimeout,
-)
-"""What a node's bytes can raise when used (or take too long to score); any other error (a
-store that cannot be reached, the chain, a bug) is not the node's fault and must propagate."""
-
-
-def refusal(node_id: int, exc: Exception) -> Verdict:
-    """The invalid verdict of a node whose bytes raised `exc`, one of `NODE_ERRORS`."""
-    if isinstance(exc, WeightsError):
-        refused = _weights_refusal(exc)
-        return Verdict.refused(node_id, refused.code, refused.detail)
-    codes: tuple[tuple[type[Exception], Refusal], ...] = (
-        (BlobNotFound, Refusal.BLOB_MISSING),
-        (BlobTooLarge, Refusal.TOO_LARGE),
-        (IntegrityError, Refusal.CID_MISMATCH),
-        (OverBudget, Refusal.OVER_BUDGET),  # before SpecError, its base
-        (SpecError, Refusal.SPEC),
-        (EnvelopeError, Refusal.UNDECRYPTABLE),
-        (SecAggError, Refusal.WEIGHTS),
-        (ScoringTimeout, Refusal.SCORING_TIMEOUT),
-    )
-    for kind, code in codes:
-        if isinstance(exc, kind):
-            return Verdict.refused(node_id, code, str(exc))
-    raise TypeError(f"{type(exc).__name__} is not one of the node errors") from exc
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -415,37 +240,7 @@ def _decode(plaintext: bytes, spec: ModelSpec, max_size: int) -> dict[str, torch
 
 
 def _weights_refusal(exc: WeightsError) -> _Refused:
-    """codec reports every refusal as WeightsError; non-finite values get their own code."""
-    message = str(exc)
-    if "non-finite" in message:
-        return _Refused(Refusal.NON_FINITE, message)
-    if "over the cap" in message:
-        return _Refused(Refusal.TOO_LARGE, message)
-    return _Refused(Refusal.WEIGHTS, message)
-
-
-def _spec_text(blob: bytes) -> str:
-    """The spec JSON in a bundle's safetensors header (every other header check: codec's)."""
-    if len(blob) < 8:
-        raise WeightsError(f"not safetensors: {len(blob)} bytes, too short for a header")
-    length = int.from_bytes(blob[:8], "little")
-    if length > min(MAX_HEADER_BYTES, len(blob) - 8):
-        raise WeightsError(f"not safetensors: the header length field says {length:,} bytes")
-    try:
-        header: Any = json.loads(blob[8 : 8 + length].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise WeightsError(f"not safetensors: the header is not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise WeightsError("not safetensors: the header is not a JSON object")
-    metadata = header.get("__metadata__")
-    text = metadata.get(SPEC_METADATA_KEY) if isinstance(metadata, dict) else None
-    if not isinstance(text, str):
-        raise SpecError(f'the bundle has no "{SPEC_METADATA_KEY}" string in its __metadata__')
-    return text
-
-
-def _arrays(weights: Mapping[str, torch.Tensor]) -> dict[str, npt.NDArray[np.float32]]:
-    return {name: tensor.detach().cpu().numpy() for name, tensor in weights.items()}
+    return _Refused(weights_code(exc), str(exc))
 
 
 def _refuse(record: NodeRecord, refused: _Refused) -> Verdict:

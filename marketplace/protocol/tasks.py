@@ -40,11 +40,11 @@ from marketplace.errors import (
     SpecError,
     ValidationUnavailable,
 )
-from marketplace.protocol.checks import decode_architecture
 from marketplace.rules.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.rules.models import ModelSpec
 from marketplace.rules.rewards import architecture_of, unconfirmed_merges
 from marketplace.storage.stores import BlobStore
+from marketplace.wire.architecture import decode_architecture
 from marketplace.wire.codec import decode_weights, encode_weights
 from marketplace.wire.crypto import sha256, validation_commitment
 from marketplace.wire.envelope import (

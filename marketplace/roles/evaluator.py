@@ -3,15 +3,18 @@
 `Evaluator.step(task_id)` does whatever the task's phase calls for and is safe to repeat:
 
 - rounds closed and not merged: for each architecture the round's updates built on, check
-  every update, `merge_round` them on the sealed validation set, seal the merge to the
-  evaluators, the sponsor and the registered miners, upload and post it (another evaluator's
-  merge is confirmed instead, only once its blob is fetched, opened and found to be this
-  evaluator's merge bit for bit);
-- after the reveal: decide and score every node on the revealed file, the coalition scores
-  of every merge that gained and the added scores of the updates merges left out, the payouts
-  by the reward rule, upload the report, post its root. A merge the quorum had not confirmed
-  by the reveal is not fetched or scored: its verdict is `unconfirmed`
-  (`rewards.unconfirmed_merges`).
+  every update, `merge_round` them on the sealed validation set (`roles.merging`), seal the
+  merge to the evaluators, the sponsor and the registered miners, upload and post it (another
+  evaluator's merge is confirmed instead, only once its blob is fetched, opened and found to be
+  this evaluator's merge bit for bit); a secure aggregation round's groups are summed and
+  opened by the key holder (`roles.group_sums`), and their means posted;
+- after the reveal: the payout report (`roles.settlement`: every node decided and scored on the
+  revealed file, the coalition and added scores, the payouts by the reward rule, the delivery),
+  uploaded, and its root posted. A merge the quorum had not confirmed by the reveal is not
+  fetched or scored: its verdict is `unconfirmed` (`rewards.unconfirmed_merges`).
+
+What is judged comes from this evaluator's `Scorer`; this module holds what needs the account:
+signing and posting merges, confirmations and the root, and the state file.
 
 The work is bounded (DESIGN.md, "Bounded evaluator work"): an architecture over the task's
 scoring budget is refused `over-budget` unscored, an account's updates past the task's cap
@@ -29,37 +32,13 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
 from eth_account.signers.local import LocalAccount
 from phe import paillier
 
 from marketplace.chain.client import ChainClient
-from marketplace.delivered.delivery import Delivery, deliver
-from marketplace.errors import (
-    MarketplaceError,
-    ValidationUnavailable,
-)
-from marketplace.protocol.aggregation import (
-    MIN_MEMBERS,
-    Group,
-    apply_mean,
-    join_refunds,
-    open_group_sum,
-    packing,
-    public_key,
-    revealed_seeds,
-    submitted_members,
-    value_count,
-)
-from marketplace.protocol.checks import (
-    NODE_ERRORS,
-    Verdict,
-)
+from marketplace.errors import MarketplaceError, ValidationUnavailable
 from marketplace.protocol.tasks import (
     account_key,
     encode_merge,
@@ -68,83 +47,30 @@ from marketplace.protocol.tasks import (
     of_kind,
     paillier_key,
     seal_merge,
-    unconfirmed,
 )
-from marketplace.roles.scorer import (
-    Scorer,
-    TaskView,
-    credited_samples,
-    load_dataset,
-    to_arrays,
-    to_tensors,
-)
-from marketplace.rules.evaluation import (
-    Clock,
-    Dataset,
-    ceiling,
-    class_rows,
-)
-from marketplace.rules.merge import (
-    Candidate,
-    ClassRecall,
-    MergeResult,
-    MergeRule,
-    merge_round,
-)
-from marketplace.rules.messages import (
-    Aggregation,
-    Metric,
-    NodeKind,
-    NodeRecord,
-    Phase,
-    Score,
-)
-from marketplace.rules.models import ModelSpec, flops_per_sample
-from marketplace.rules.rewards import (
-    Evidence,
-    Frontier,
-    architecture_of,
-    compute_payouts,
-    find_winner,
-    node_gains,
-)
+from marketplace.protocol.verdicts import NODE_ERRORS, Verdict
+from marketplace.roles.group_sums import GroupMean, GroupOutcome, has_merge, open_group
+from marketplace.roles.merging import recomputed, scored_merge
+from marketplace.roles.scorer import Scorer, TaskView
+from marketplace.roles.settlement import payout_report
+from marketplace.rules.datafiles import Dataset
+from marketplace.rules.evaluation import Clock
+from marketplace.rules.merge import MergeResult
+from marketplace.rules.messages import Aggregation, NodeKind, NodeRecord, Phase, Score
+from marketplace.rules.rewards import architecture_of
 from marketplace.runtime.faults import crash_point
 from marketplace.runtime.state import StateFile
 from marketplace.runtime.timing import Stopwatch
 from marketplace.storage.stores import BlobStore
-from marketplace.wire.codec import weights_digest
+from marketplace.wire.codec import to_tensors, weights_digest
 from marketplace.wire.crypto import sha256
 from marketplace.wire.envelope import X25519KeyPair
-from marketplace.wire.report import (
-    MAX_REPORT_BYTES,
-    NodeVerdict,
-    PayoutReport,
-    coalition_key,
-    payout_entries,
-    posted_reports,
-)
-from marketplace.wire.secagg import SecAggError, decode_submission, sum_round, uncancelled_masks
+from marketplace.wire.report import MAX_REPORT_BYTES, PayoutReport, posted_reports
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-
-NO_MERGE = MergeResult(kept=(), weights={}, score=0, samples=0, no_updates=(), left_out=())
-
-
-class GroupOutcome(Enum):
-    """What opening a secure aggregation group's sum came to, this pass."""
-
-    POSTED = "posted"  # its merge is on the chain
-    WAITING = "waiting"  # members may still reveal their mask seeds: look again next pass
-    SETTLED = "settled"  # abandoned, or its mean does not improve: nothing will change
-
-
-@dataclass(frozen=True)
-class GroupResult:
-    outcome: GroupOutcome
-    line: str = ""  # what happened, for the evaluator's output ("" while waiting)
 
 
 class Evaluator:
@@ -298,7 +224,7 @@ class Evaluator:
         plain_digest = weights_digest(tensors)
         model = self.scorer.architecture(view, arch_id)
         for record in of_kind(view.records, NodeKind.MERGE):
-            if self._recomputed(view, record, model, round_index, result, plain_digest):
+            if recomputed(self.scorer, view, record, model, round_index, result, plain_digest):
                 with self.watch.measure("chain"):
                     self.chain.confirm_merge(
                         self.address, task_id, record.node_id, plain_digest, record.parents
@@ -314,28 +240,6 @@ class Evaluator:
             f"(score {result.score}, left out {list(result.left_out)}, "
             f"{result.scorings} scorings)"
         )
-
-    def _recomputed(
-        self,
-        view: TaskView,
-        record: NodeRecord,
-        model: ModelSpec,
-        round_index: int,
-        result: MergeResult,
-        plain_digest: bytes,
-    ) -> bool:
-        """Whether the posted merge `record` is this evaluator's `result` bit for bit: the same
-        round, parents, samples and plaintext digest on-chain, and a blob that is fetched, opens
-        and holds those weights, round and round score (what miners choose a parent by). Only
-        then is it confirmed: a digest alone can be copied by an evaluator that never uploads."""
-        posted = (record.round, record.parents, record.samples, record.plaintext_digest)
-        if posted != (round_index, result.kept, result.samples, plain_digest):
-            return False
-        opened = self.scorer.open_posted(view, record, model)
-        if isinstance(opened, Verdict):
-            log.warning("merge %d is not confirmed: %s", record.node_id, opened.reason)
-            return False
-        return (opened.round, opened.round_score) == (round_index, result.score)
 
     def _post_merge(
         self,
@@ -377,67 +281,9 @@ class Evaluator:
     def merge_of(
         self, task_id: int, view: TaskView, arch_id: int, updates: list[NodeRecord]
     ) -> MergeResult:
-        """The round's merge of `updates` (one architecture), on the sealed validation set;
-        empty when the architecture is invalid (its updates are too)."""
-        if not self.scorer.verdict(view, arch_id).valid:
-            return NO_MERGE
-        validation = self.scorer.sealed_validation(task_id, view.spec)
-        model = self.scorer.architecture(view, arch_id)
-        candidates = []
-        for record in updates:
-            verdict = self.scorer.verdict(view, record.node_id)
-            parent_verdict = self.scorer.verdict(view, record.parents[0])
-            if not verdict.valid or parent_verdict.weights is None or verdict.weights is None:
-                continue
-            candidates.append(
-                Candidate(
-                    record.node_id,
-                    to_arrays(verdict.weights),
-                    credited_samples(view.spec, record),
-                    to_arrays(parent_verdict.weights),
-                )
-            )
-        if not candidates:
-            return NO_MERGE
-        base_score, base_weights = self._frontier(view, arch_id, updates[0].round, validation)
-        recall = None
-        if view.spec.metric is Metric.ACCURACY:
-            recall = ClassRecall(
-                lambda weights: self.scorer.scored(model, weights, validation, view.spec).by_class,
-                class_rows(validation),
-            )
-        return merge_round(
-            candidates,
-            lambda weights: self.scorer.score_arrays(model, weights, validation, view.spec),
-            MergeRule.of(view.spec),
-            base_score=base_score,
-            anchor=base_weights,
-            recall=recall,
-        )
-
-    def _frontier(
-        self, view: TaskView, arch_id: int, round_index: int, dataset: Dataset
-    ) -> tuple[int, Mapping[str, npt.NDArray[np.float32]]]:
-        """The round's frontier (`rewards.Frontier`, on this evaluator's scores of the
-        architecture and its valid merges of earlier rounds): its score and weights, the model
-        every miner of the round could start from."""
-        model = self.scorer.architecture(view, arch_id)
-        scores: dict[int, Score] = {}
-        for record in [view.records[arch_id], *of_kind(view.records, NodeKind.MERGE)]:
-            node_id = record.node_id
-            if record.round >= round_index and record.kind is NodeKind.MERGE:
-                continue
-            if architecture_of(view.records, node_id) != arch_id:
-                continue
-            verdict = self.scorer.verdict(view, node_id)
-            if verdict.valid and verdict.weights is not None:
-                value = self.scorer.score(view, model, node_id, dataset)
-                scores[node_id] = Score(node_id=node_id, valid=True, value=value)
-        base = Frontier(view.records, scores, 0).base(arch_id, round_index)
-        assert base is not None  # the architecture is valid: its updates were checked
-        weights = self.scorer.verdict(view, base).weights
-        assert weights is not None
-        return scores[base].value, to_arrays(weights)
+        """The merge this evaluator posts for a round's `updates` of one architecture
+        (`merging.scored_merge`): the step a rogue evaluator's tests replace."""
+        return scored_merge(self.scorer, task_id, view, arch_id, updates)
 
     def _merged(self, task_id: int, view: TaskView, round_index: int, arch_id: int) -> bool:
         """Whether this evaluator posted or confirmed a merge of the round and architecture."""
@@ -464,96 +310,26 @@ class Evaluator:
         done = []
         for base, group in sorted(self.scorer.groups_of(task_id, view, round_index).items()):
             marker = (task_id, round_index, base)
-            if marker in self._finished or self._aggregated(view, round_index, base):
+            if marker in self._finished or has_merge(view, round_index, base):
                 continue
-            result = self._aggregate_group(task_id, view, group)
-            if result.outcome is GroupOutcome.POSTED:
-                done.append(result.line)
+            result = open_group(
+                self.scorer, lambda: self._paillier_key(aggregation), task_id, view, group
+            )
+            if result.mean is not None:
+                done.append(self._post_mean(task_id, view, result.mean))
             elif result.outcome is GroupOutcome.SETTLED:  # nothing will change for this group
                 self._finished.add(marker)
                 done.append(f"round {round_index}, base {base}: {result.line}")
         return done
 
-    def _aggregate_group(self, task_id: int, view: TaskView, group: Group) -> GroupResult:
-        aggregation = view.spec.aggregation
-        assert aggregation is not None
-        if not group.viable:
-            return GroupResult(GroupOutcome.SETTLED, "one miner joined: nothing to aggregate")
-        submitted = submitted_members(
-            group, view.records, lambda node_id: self.scorer.verdict(view, node_id)
-        )
-        dropped = [i for i in range(len(group.members)) if i not in submitted]
-        if len(submitted) < MIN_MEMBERS:
-            return GroupResult(
-                GroupOutcome.SETTLED,
-                f"abandoned: {len(submitted)} of {len(group.members)} miners who joined submitted "
-                "a well-formed update, and a sum needs two (a sum of one is that update)",
-            )
-        seeds = revealed_seeds(self.chain, group, sorted(submitted), dropped)
-        if len(seeds) < len(submitted):
-            deadline = self.chain.task(task_id).schedule.merge_due(group.round + 1)
-            if self.chain.now() < deadline:
-                return GroupResult(GroupOutcome.WAITING)  # seeds may come until the deadline
-            return GroupResult(
-                GroupOutcome.SETTLED,
-                f"abandoned: {len(submitted) - len(seeds)} of the {len(submitted)} miners who "
-                "submitted revealed no mask seeds by a quarter round after the close, so the "
-                "masks cannot be taken out; no update was opened, and the next round re-runs "
-                "with fresh masks",
-            )
-        base_weights = self.scorer.verdict(view, group.base).weights
-        assert base_weights is not None  # members' verdicts are valid only on a valid base
-        count = value_count(base_weights)
-        public, layout = public_key(aggregation), packing(aggregation)
-        ciphertexts = {
-            i: decode_submission(
-                self.store.get(r.cid, view.spec.max_blob_bytes), public, layout, group.masked, count
-            )
-            for i, r in submitted.items()
-        }
-        with self.watch.measure("aggregation"):
-            encrypted = sum_round(public, group.masked, ciphertexts, dropped)
-            correction = uncancelled_masks(seeds, dropped, len(encrypted), public.n)
-            try:
-                summed = open_group_sum(
-                    self._paillier_key(aggregation),
-                    aggregation,
-                    encrypted,
-                    count,
-                    len(submitted),
-                    correction,
-                )
-            except SecAggError as exc:
-                return GroupResult(GroupOutcome.SETTLED, f"abandoned: {exc}")
-        merged = apply_mean(base_weights, summed, len(submitted))
-        validation = self.scorer.sealed_validation(task_id, view.spec)
-        model = self.scorer.architecture(view, architecture_of(view.records, group.base))
-        merged_score = self.scorer.score_arrays(model, merged, validation, view.spec)
-        base_score = self.scorer.score(view, model, group.base, validation)
-        if merged_score < base_score:
-            return GroupResult(
-                GroupOutcome.SETTLED,
-                f"the mean of {len(submitted)} updates scores {merged_score}, below its base's "
-                f"{base_score}: not posted, and the next round builds on the base again",
-            )
-        kept = tuple(sorted(r.node_id for r in submitted.values()))
-        samples = sum(credited_samples(view.spec, r) for r in submitted.values())
+    def _post_mean(self, task_id: int, view: TaskView, mean: GroupMean) -> str:
         node_id = self._post_merge(
-            task_id, view, group.round, kept, to_tensors(merged), merged_score, samples
+            task_id, view, mean.round, mean.kept, to_tensors(mean.weights), mean.score, mean.samples
         )
-        recovered = f", drop-outs: {len(dropped)}" if dropped else ""
-        return GroupResult(
-            GroupOutcome.POSTED,
-            f"round {group.round}: posted merge {node_id}, the decrypted sum of {list(kept)} on "
-            f"{group.base} (score {merged_score}, base {base_score}{recovered})",
-        )
-
-    def _aggregated(self, view: TaskView, round_index: int, base: int) -> bool:
-        """Whether the group (round, base) has its merge posted."""
-        return any(
-            merge.round == round_index and view.records[merge.parents[0]].parents[0] == base
-            for merge in of_kind(view.records, NodeKind.MERGE)
-            if view.records[merge.parents[0]].kind is NodeKind.UPDATE
+        recovered = f", drop-outs: {mean.dropped}" if mean.dropped else ""
+        return (
+            f"round {mean.round}: posted merge {node_id}, the decrypted sum of {list(mean.kept)} "
+            f"on {mean.base} (score {mean.score}, base {mean.base_score}{recovered})"
         )
 
     def _paillier_key(self, aggregation: Aggregation) -> paillier.PaillierPrivateKey:
@@ -592,79 +368,6 @@ class Evaluator:
         return report, cid
 
     def evaluate(self, task_id: int) -> PayoutReport:
-        """Every node decided and scored on the revealed validation file, and the payouts."""
-        view = self.scorer.view(task_id)
-        spec = view.spec
-        file = self.scorer.revealed_file(task_id, spec)
-        if file is None:
-            raise MarketplaceError(f"task {task_id}'s validation set is not revealed yet")
-        dataset = load_dataset(file, spec, "the revealed validation file")
-        scorings = self.scorer.scorings
-        scores: dict[int, Score] = unconfirmed(self.chain, task_id, view.records)
-        for node_id in sorted(view.records):
-            if node_id in scores:  # a merge short of the quorum: not fetched, not scored
-                continue
-            if self.scorer.verdict(view, node_id).sealed:  # seen only in its round's sum: it stands
-                parent = scores[view.records[node_id].parents[0]]  # at its base's score
-                scores[node_id] = Score(node_id=node_id, valid=True, value=parent.value)
-            else:
-                scores[node_id] = self.scorer.node_result(view, node_id, dataset)
-        coalitions, added = self.scorer.evidence(view, scores, dataset)
-        # Every architecture whose verdict is valid: one whose own scoring timed out (on this
-        # machine) still prices its updates' compute.
-        flops = {arch_id: flops_per_sample(model) for arch_id, model in view.architectures.items()}
-        task = self.chain.task(task_id)
-        records = list(view.records.values())
-        joins = join_refunds(
-            self.chain.round_joins(task_id), view.records, scores, spec, task.deposit
-        )
-        evidence = Evidence(coalitions, added, flops, ceiling(dataset, spec.metric))
-        payouts = compute_payouts(records, scores, evidence, spec, task.bounty, task.deposit, joins)
-        entries, root, total = payout_entries(payouts)
-        gains = node_gains(records, scores)
-        winner = find_winner(records, scores)
-        nodes = tuple(
-            NodeVerdict(
-                node_id=r.node_id,
-                kind=r.kind,
-                author=r.author,
-                parents=r.parents,
-                valid=scores[r.node_id].valid,
-                reason=scores[r.node_id].reason,
-                score=scores[r.node_id].value,
-                gain=gains[r.node_id],
-            )
-            for r in records
-        )
-        return PayoutReport(
-            task_id=task_id,
-            chain_id=self.chain_id,
-            contract=self.chain.address,
-            evaluator=self.address,
-            validation_digest=sha256(file).hex(),
-            winner=winner,
-            nodes=nodes,
-            coalitions={
-                merge_id: {coalition_key(c): value for c, value in table.items()}
-                for merge_id, table in coalitions.items()
-            },
-            added=added,
-            flops_per_sample=flops,
-            ceiling=evidence.ceiling,
-            payouts=entries,
-            root="0x" + root.hex(),
-            total=total,
-            scorings=self.scorer.scorings - scorings,
-            delivery=self._deliver(view, task_id, winner),
-        )
-
-    def _deliver(self, view: TaskView, task_id: int, winner: int | None) -> Delivery | None:
-        """The winner sealed to the sponsor and uploaded (DESIGN.md, "Delivery")."""
-        if winner is None:
-            return None
-        weights = self.scorer.verdict(view, winner).weights
-        assert weights is not None  # the winner is a valid merge or architecture
-        with self.watch.measure("storage"):
-            return deliver(
-                self.store, self.account, view.spec, task_id, winner, weights, self.chain_id
-            )
+        """Every node decided and scored on the revealed validation file, and the payouts
+        (`settlement.payout_report`)."""
+        return payout_report(self.scorer, self.account, self.chain_id, task_id)

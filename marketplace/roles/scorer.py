@@ -4,7 +4,9 @@ A `Scorer` reads the chain, the store and what is sealed to its X25519 key; it s
 nothing. It keeps, per task, the `TaskView` (the node list, each node's verdict, the scores) and,
 across tasks, one score per model, dataset and weights, so each model is run once. The evaluator
 process (`marketplace.roles.evaluator`) holds one and posts what it finds; `verify` builds one
-with the verifier's key and compares what it finds with the posted reports.
+with the verifier's key and compares what it finds with the posted reports. What settlement
+replays from a scorer's scores besides each node's (coalition and added scores) is
+`marketplace.roles.coalitions`'; a round's merge computed from them, `marketplace.roles.merging`'.
 
 Verdicts: an architecture by `checks.check_architecture`; an update in clear by
 `checks.check_update` (the per-round cap first, unread, then the copy rule: one update, one
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,32 +40,24 @@ from marketplace.errors import (
     WeightsError,
 )
 from marketplace.protocol.aggregation import Group, round_groups, submission_verdict, value_count
-from marketplace.protocol.checks import (
-    NODE_ERRORS,
-    Refusal,
-    Verdict,
-    check_architecture,
-    check_update,
-    refusal,
-)
+from marketplace.protocol.checks import check_architecture, check_update
 from marketplace.protocol.tasks import (
     MergeBundle,
     nodes_by_id,
-    of_kind,
     open_merge,
     open_validation,
     read_spec,
     validation_file,
 )
-from marketplace.rules.evaluation import Clock, Dataset, Scores, load_validation, scores
-from marketplace.rules.merge import MergeRule, coalition_value
+from marketplace.protocol.verdicts import NODE_ERRORS, Refusal, Verdict, refusal
+from marketplace.rules.datafiles import Dataset, load_validation
+from marketplace.rules.evaluation import Clock, Scores, scores
 from marketplace.rules.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.rules.models import ModelSpec
-from marketplace.rules.rewards import Frontier, architecture_of, updates_by
-from marketplace.rules.shapley import Coalition
+from marketplace.rules.rewards import architecture_of, updates_by
 from marketplace.runtime.timing import Stopwatch
 from marketplace.storage.stores import BlobStore
-from marketplace.wire.codec import arrays_digest, weights_digest
+from marketplace.wire.codec import arrays_digest, to_arrays, to_tensors, weights_digest
 from marketplace.wire.crypto import sha256
 from marketplace.wire.envelope import X25519KeyPair
 
@@ -387,94 +381,6 @@ class Scorer:
         model = self.architecture(view, architecture_of(view.records, node_id))
         return self.score(view, model, node_id, dataset)
 
-    def evidence(
-        self, view: TaskView, scores: dict[int, Score], dataset: Dataset
-    ) -> tuple[dict[int, dict[Coalition, int]], dict[int, int]]:
-        """What the reward rule replays besides the scores (`rewards.Evidence`): the coalition
-        scores of every merge in clear that rose above its frontier, and the added score of
-        every update its round's merge left out. A merge one of whose scorings passes the time
-        limit is made invalid in `scores` (`scoring-timeout`), and the frontiers after it are
-        worked out again."""
-        coalitions: dict[int, dict[Coalition, int]] = {}
-        while True:
-            frontier = Frontier(view.records, scores, view.spec.min_gain)
-            pending = [
-                merge_id
-                for merge_id in frontier.gaining_merges()
-                if merge_id not in coalitions
-                and not view.spec.aggregates(view.records[merge_id].round)
-            ]
-            if not pending:
-                return coalitions, self._added(view, scores, frontier, dataset)
-            try:
-                coalitions[pending[0]] = self._coalitions(view, frontier, pending[0], dataset)
-            except ScoringTimeout as exc:
-                reason = refusal(pending[0], exc).reason
-                log.warning("merge %d is invalid on this machine: %s", pending[0], reason)
-                scores[pending[0]] = Score(node_id=pending[0], valid=False, reason=reason)
-                coalitions.clear()
-
-    def _coalitions(
-        self, view: TaskView, frontier: Frontier, merge_id: int, dataset: Dataset
-    ) -> dict[Coalition, int]:
-        """Coalition of the merge's valid update parents -> the score of their average."""
-        base = frontier.of(merge_id)
-        assert base is not None  # a merge that gained has a frontier
-        average = self.averager(view, frontier, merge_id, dataset)
-        played = MergeRule.of(view.spec).contributions(
-            frontier.members(merge_id), lambda coalition: average(coalition) if coalition else base
-        )
-        return {coalition: value for coalition, value in played.coalitions.items() if coalition}
-
-    def _added(
-        self, view: TaskView, scores: Mapping[int, Score], frontier: Frontier, dataset: Dataset
-    ) -> dict[int, int]:
-        """Update id -> the score of its round's merge with it added, for every valid update
-        in clear that the merge left out and that improved nothing on its own (`rewards` judges
-        it harmful by that score; one that improved keeps its deposit whatever it is)."""
-        added = {}
-        for record in of_kind(view.records, NodeKind.UPDATE):
-            if not scores[record.node_id].valid or view.spec.aggregates(record.round):
-                continue
-            base = frontier.of(record.node_id)
-            if base is None or scores[record.node_id].value >= base + view.spec.min_gain:
-                continue
-            left_out = frontier.added_coalition(record.node_id)
-            if left_out is None:
-                continue
-            merge_id, coalition = left_out
-            try:
-                added[record.node_id] = self.averager(view, frontier, merge_id, dataset)(coalition)
-            except ScoringTimeout:  # this machine's clock: the update is given the doubt
-                added[record.node_id] = scores[merge_id].value
-        return added
-
-    def averager(
-        self, view: TaskView, frontier: Frontier, merge_id: int, dataset: Dataset
-    ) -> Callable[[Coalition], int]:
-        """A coalition's value, as `merge_round` values it (`merge.coalition_value`): the
-        better score of the updates' average without and with the merge's frontier model."""
-        model = self.architecture(view, architecture_of(view.records, merge_id))
-        base = frontier.base(architecture_of(view.records, merge_id), view.records[merge_id].round)
-        anchor = None if base is None else self.verdict(view, base).weights
-
-        def value(coalition: Coalition) -> int:
-            parts = []
-            for node_id in coalition:
-                weights = self.verdict(view, node_id).weights
-                assert weights is not None  # a valid update in clear
-                parts.append(
-                    (to_arrays(weights), credited_samples(view.spec, view.records[node_id]))
-                )
-            return coalition_value(
-                parts,
-                view.spec.merge_weighting,
-                None if anchor is None else to_arrays(anchor),
-                lambda weights: self.score_arrays(model, weights, dataset, view.spec),
-            )[0]
-
-        return value
-
 
 def credited_samples(spec: TaskSpec, record: NodeRecord) -> int:
     return min(record.samples, spec.max_samples_credited)
@@ -487,13 +393,3 @@ def load_dataset(file: bytes, spec: TaskSpec, what: str) -> Dataset:
         return load_validation(file, spec)
     except DataFormatError as exc:
         raise ValidationUnavailable(f"{what} does not load: {exc}") from None
-
-
-def to_arrays(weights: Mapping[str, torch.Tensor]) -> dict[str, npt.NDArray[np.float32]]:
-    return {name: tensor.detach().cpu().numpy() for name, tensor in weights.items()}
-
-
-def to_tensors(weights: Mapping[str, npt.NDArray[np.float32]]) -> dict[str, torch.Tensor]:
-    import torch
-
-    return {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in weights.items()}

@@ -24,7 +24,6 @@ from marketplace.delivered.delivery import open_delivery
 from marketplace.delivered.modeldir import ModelFiles
 from marketplace.errors import ConfigError, DeliveryError, MarketplaceError, OverBudget
 from marketplace.protocol.aggregation import packing
-from marketplace.protocol.checks import encode_architecture
 from marketplace.protocol.tasks import (
     SALT_BYTES,
     account_key,
@@ -36,7 +35,8 @@ from marketplace.protocol.tasks import (
     spec_bytes,
     validation_file,
 )
-from marketplace.rules.evaluation import check_budget, load_dataset, load_validation, score
+from marketplace.rules.datafiles import load_dataset, load_validation
+from marketplace.rules.evaluation import check_budget, score
 from marketplace.rules.messages import (
     ZERO_ADDRESS,
     Aggregation,
@@ -47,6 +47,7 @@ from marketplace.rules.messages import (
 )
 from marketplace.rules.models import ModelSpec
 from marketplace.storage.stores import BlobStore
+from marketplace.wire.architecture import encode_architecture
 from marketplace.wire.crypto import sha256, validation_commitment
 from marketplace.wire.envelope import public_key_from_hex
 from marketplace.wire.report import ReportCheck, agreed_checks

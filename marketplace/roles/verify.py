@@ -35,7 +35,6 @@ from marketplace.errors import (
     ValidationUnavailable,
 )
 from marketplace.protocol.aggregation import join_refunds
-from marketplace.protocol.checks import NODE_ERRORS
 from marketplace.protocol.tasks import (
     account_key,
     architecture_spec,
@@ -45,8 +44,11 @@ from marketplace.protocol.tasks import (
     unconfirmed,
     validation_file,
 )
+from marketplace.protocol.verdicts import NODE_ERRORS
+from marketplace.roles.coalitions import averager
 from marketplace.roles.scorer import Scorer, TaskView
-from marketplace.rules.evaluation import Dataset, ceiling, load_validation
+from marketplace.rules.datafiles import Dataset, load_validation
+from marketplace.rules.evaluation import ceiling
 from marketplace.rules.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.rules.rewards import UNCONFIRMED, Frontier, compute_payouts
 from marketplace.rules.shapley import Coalition
@@ -289,7 +291,7 @@ def _rescore_evidence(
         if merge_id not in view.records or set(coalition) & unreadable:
             continue
         try:
-            mine: int | str = scorer.averager(view, frontier, merge_id, dataset)(coalition)
+            mine: int | str = averager(scorer, view, frontier, merge_id, dataset)(coalition)
         except (*NODE_ERRORS, AssertionError, KeyError) as exc:
             mine = f"unscorable ({exc})"
         checked += 1

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from marketplace.errors import ConfigError, DataFormatError
-from marketplace.rules.evaluation import csv_table, is_class_index, is_npz, load_dataset, npz_arrays
+from marketplace.rules.datafiles import csv_table, is_class_index, is_npz, load_dataset
 from marketplace.rules.messages import DataSchema, Metric
+from marketplace.rules.npzfile import npz_arrays
 
 DEFAULT_LABEL = "label"
 SHOWN_COLUMNS = 8  # column names an error lists before "..."

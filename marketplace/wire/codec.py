@@ -182,3 +182,15 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def to_arrays(weights: Mapping[str, torch.Tensor]) -> dict[str, npt.NDArray[np.float32]]:
+    """Tensors as numpy arrays (what merging and digests of arrays take)."""
+    return {name: tensor.detach().cpu().numpy() for name, tensor in weights.items()}
+
+
+def to_tensors(weights: Mapping[str, npt.NDArray[np.float32]]) -> dict[str, torch.Tensor]:
+    """Numpy arrays as tensors (what a model is built from)."""
+    import torch
+
+    return {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in weights.items()}

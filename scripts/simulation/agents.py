@@ -45,7 +45,7 @@ from marketplace.chain.client import ChainClient
 from marketplace.dev.devnet import advance_chain_to
 from marketplace.dev.shards import subset
 from marketplace.protocol.tasks import nodes_by_id, read_spec
-from marketplace.rules.evaluation import Dataset
+from marketplace.rules.datafiles import Dataset
 from marketplace.rules.models import ModelSpec, init_weights
 from marketplace.rules.rewards import architecture_of
 from marketplace.runtime.state import StateFile

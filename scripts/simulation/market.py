@@ -31,7 +31,8 @@ from marketplace.dev.shards import breast_cancer_splits, digits_splits, dirichle
 from marketplace.protocol.tasks import account_key, nodes_by_id
 from marketplace.roles.evaluator import Evaluator
 from marketplace.roles.sponsor import create_task, propose_architecture, reveal
-from marketplace.rules.evaluation import Dataset, score, to_csv
+from marketplace.rules.datafiles import Dataset, to_csv
+from marketplace.rules.evaluation import score
 from marketplace.rules.messages import (
     DataSchema,
     Metric,
