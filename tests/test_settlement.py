@@ -495,17 +495,17 @@ def test_a_root_posted_after_the_agreement(
     market.post_payout_root(ev0, task_id, agreed_root, 5 * ETHER)
     agreed = market.post_payout_root(ev1, task_id, agreed_root, 5 * ETHER)
     assert agreed.event("PayoutRootAgreed").args["root"] == agreed_root
-    settled_at = market.task(task_id).settled_at
+    agreed_at = market.task(task_id).agreed_at
 
     root = agreed_root if late_root == "agreed" else other_root
     posted = market.post_payout_root(ev2, task_id, root, 5 * ETHER + late_total)
     assert [e.name for e in posted.events] == ["PayoutRootPosted"]  # no second agreement
     assert posted.event("PayoutRootPosted").args["votes"] == votes
     task = market.task(task_id)
-    assert (task.payout_root, task.payout_total, task.settled_at) == (
+    assert (task.payout_root, task.payout_total, task.agreed_at) == (
         agreed_root,
         5 * ETHER,
-        settled_at,
+        agreed_at,
     )
 
     advance_to(task.challenge_end)
@@ -617,8 +617,8 @@ def test_phase_of_one_task_at_every_boundary(
     leaf = PayoutLeaf(0, scientist, ETHER, 1)
     market.post_payout_root(evaluator, task_id, payout_tree([leaf]).root, ETHER)
     task = market.task(task_id)
-    assert task.settled_at == task.evaluation_deadline - 1
-    assert task.challenge_end == task.settled_at + 600 and task.claim_deadline == 0
+    assert (task.agreed_at, task.finalized_at) == (task.evaluation_deadline - 1, 0)
+    assert task.challenge_end == task.agreed_at + 600 and task.claim_deadline == 0
     assert market.phase(task_id) == Phase.CHALLENGE
     advance_to(task.evaluation_deadline)  # agreed in time: not Unsettled
     assert market.phase(task_id) == Phase.CHALLENGE
@@ -632,7 +632,13 @@ def test_phase_of_one_task_at_every_boundary(
     market.finalize(outsider, task_id)  # mined at challenge_end
     assert market.phase(task_id) == Phase.CLAIMS
     final = market.task(task_id)
-    assert (final.finalized, final.settled_at) == (True, task.challenge_end)
+    # Finalizing keeps the agreement's time and starts the claim period from its own.
+    assert (final.finalized, final.agreed_at, final.finalized_at) == (
+        True,
+        task.agreed_at,
+        task.challenge_end,
+    )
+    assert final.challenge_end == 0
     assert final.claim_deadline == task.challenge_end + 7 * 24 * 3600
 
     advance_to(final.claim_deadline - 1)
