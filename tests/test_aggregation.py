@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.dev.devchain import advance_to
 from marketplace.errors import ConfigError
 from marketplace.protocol.aggregation import (
@@ -354,7 +354,7 @@ def test_a_lone_joiner_does_not_submit_and_a_late_one_does_not_join(market: Mark
     assert market.miners[0].submit_round(task_id) is None  # alone: its "sum" would be its update
     assert [e.args["account"] for e in chain.round_joins(task_id, 0)] == [market.miners[0].address]
     assert chain.task(task_id).node_count == 1
-    with pytest.raises(errors.JoinWindowClosed):
+    with pytest.raises(reverts.JoinWindowClosed):
         chain.join_round(market.miners[1].address, task_id, 1, b"\x01" * 32)
 
 
