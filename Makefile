@@ -79,9 +79,11 @@ bench-paillier: setup
 load-api: setup
 	$(PY) scripts/load_api.py
 
-## Recompile contracts/ into the committed artifacts (marketplace/chain/artifacts/).
+## Recompile contracts/ into the committed artifacts (marketplace/chain/artifacts/), then
+## regenerate the client's error classes from the ABI (marketplace/chain/reverts.py).
 build: setup
 	$(PY) scripts/compile_contracts.py
+	$(PY) scripts/gen_reverts.py
 
 lint: setup
 	$(PY) -m ruff check marketplace miner sponsor_cli scripts tests

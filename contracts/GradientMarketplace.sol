@@ -8,6 +8,8 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IGradientMarketplace} from "./interfaces/IGradientMarketplace.sol";
+import {IGradientMarketplaceActions} from "./interfaces/IGradientMarketplaceActions.sol";
+import {IGradientMarketplaceViews} from "./interfaces/IGradientMarketplaceViews.sol";
 
 /// @title GradientMarketplace
 /// @notice Escrows bounties, records the model DAG, commits to validation sets, settles payouts
@@ -25,7 +27,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     uint256 public constant MAX_EVALUATORS = 8;
     uint256 public constant MAX_MERGE_PARENTS = 256;
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     uint32 public immutable minWindow;
 
     uint8 private constant REVEALED = 1;
@@ -47,32 +49,32 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
     uint256 private constant RECLAIMING = (1 << uint256(Phase.Claims)) | (1 << uint256(Phase.Closed));
 
     struct Task {
-        // slot 0: what every submission reads
+        // slot 0: what every submission and every claim reads
         address sponsor;
         uint40 start;
         uint32 roundDuration;
         uint8 rounds;
-        uint8 quorum;
-        // slot 1: currency and settlement state
-        address token;          // address(0): ETH
-        uint40 settledAt;       // a root reached the quorum; finalize overwrites it with its own time
-        uint32 claimWindow;
-        uint8 evaluatorCount;
-        uint8 posted;           // bitmap of evaluators who posted a payout root
         uint8 flags;            // REVEALED | FINALIZED | CANCELLED | RECLAIMED_*
+        uint8 evaluatorCount;
+        // slot 1: currency, the claim period, joins
+        address token;          // address(0): ETH
+        uint40 finalizedAt;     // the agreed root became final: claims run claimWindow from here
+        uint32 claimWindow;
+        uint24 joinCount;       // secure aggregation joins, each with a deposit
         // slot 2: escrow inputs, rewritten by every submission
         uint128 bounty;
         uint96 deposit;
         uint32 nodeCount;
-        // slot 3: windows, the reveal, and what a merge writes
+        // slot 3: windows, the reveal, what a merge writes, the vote
         uint32 revealWindow;
         uint32 evaluationWindow;
         uint32 challengeWindow;
         uint32 mergeCount;      // submissions = nodeCount - mergeCount
         uint40 revealedAt;      // the evaluation window runs from here
         uint32 keptUpdates;     // updates kept in a merge that reached the quorum
-        uint32 sharesPaid;      // withheld-bounty shares paid so far
-        uint24 joinCount;       // secure aggregation joins, each with a deposit
+        uint40 agreedAt;        // a root reached the quorum: the challenge window runs from here
+        uint8 posted;           // bitmap of evaluators who posted a payout root
+        uint8 quorum;
         // slot 4: the payout ledger (what the sponsor reclaimed is derived: `_reclaimed`)
         uint128 payoutTotal;
         uint128 claimed;
@@ -80,6 +82,8 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         bytes32 validationCommit;
         // slot 6
         bytes32 payoutRoot;
+        // slot 7: only a withheld bounty's refunds touch it (slots 0-6 are full)
+        uint32 sharesPaid;      // withheld-bounty shares paid so far
     }
 
     struct Node {
@@ -124,7 +128,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
 
     // ------------------------------------------------------------------ external
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function createTask(TaskParams calldata p) external payable nonReentrant returns (uint256 taskId) {
         _checkParams(p);
         uint40 start = p.start == 0 ? uint40(block.timestamp) : p.start;
@@ -152,7 +156,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         _collect(p.token, p.bounty);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function proposeArchitecture(uint256 taskId, bytes32 digest, string calldata cid)
         external
         payable
@@ -172,7 +176,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         _collect(t.token, t.deposit);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function submitUpdate(
         uint256 taskId,
         uint256 parent,
@@ -202,7 +206,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         _collect(t.token, t.deposit);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function joinRound(uint256 taskId, uint256 base, bytes32 maskKey) external payable nonReentrant {
         Task storage t = _existing(taskId);
         uint64 roundsEnd = _roundsEnd(t);
@@ -220,7 +224,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         _collect(t.token, t.deposit);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function revealMaskSeeds(uint256 taskId, uint8 round, uint256 base, bytes32[] calldata seeds) external {
         Task storage t = _existing(taskId);
         // A round past the last never closes.
@@ -230,7 +234,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         emit MaskSeedsRevealed(taskId, round, msg.sender, base, seeds);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function postMerge(
         uint256 taskId,
         uint8 round,
@@ -266,7 +270,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         else _mergeParents[taskId][nodeId] = keccak256(abi.encodePacked(parents));
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function confirmMerge(uint256 taskId, uint256 nodeId, bytes32 plaintextDigest, uint32[] calldata parents)
         external
     {
@@ -291,7 +295,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (count == t.quorum) _keepParents(taskId, t, parents);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function revealValidation(uint256 taskId, bytes32 fileDigest, bytes32 salt, string calldata cid) external {
         Task storage t = _existing(taskId);
         if (msg.sender != t.sponsor) revert NotSponsor(taskId, msg.sender);
@@ -303,7 +307,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         emit ValidationRevealed(taskId, fileDigest, salt, cid);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function postPayoutRoot(uint256 taskId, bytes32 root, uint128 total, string calldata reportCid)
         external
     {
@@ -323,22 +327,22 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         }
         emit PayoutRootPosted(taskId, msg.sender, root, total, votes, reportCid);
         // A quorum is a strict majority and each evaluator votes once, so at most one root gets here.
-        if (t.settledAt == 0 && votes >= t.quorum) {
-            t.settledAt = uint40(block.timestamp);
+        if (t.agreedAt == 0 && votes >= t.quorum) {
+            t.agreedAt = uint40(block.timestamp);
             t.payoutTotal = total;
             t.payoutRoot = root;
             emit PayoutRootAgreed(taskId, root, total);
         }
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function finalize(uint256 taskId) external {
         Task storage t = _existing(taskId);
         _requirePhase(taskId, t, CHALLENGED);
-        uint64 endsAt = uint64(t.settledAt) + t.challengeWindow;
+        uint64 endsAt = uint64(t.agreedAt) + t.challengeWindow;
         if (block.timestamp < endsAt) revert ChallengeWindowOpen(taskId, endsAt);
         t.flags |= FINALIZED;
-        t.settledAt = uint40(block.timestamp);
+        t.finalizedAt = uint40(block.timestamp);
         uint256 winners = t.quorum == 1 ? t.posted : _votes[_voteKey(taskId, t.payoutRoot, t.payoutTotal)];
         uint256 losers = t.posted & ~winners;
         for (uint256 i; losers != 0; ++i) {
@@ -352,7 +356,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         emit TaskFinalized(taskId, t.payoutRoot, t.payoutTotal);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function claim(
         uint256 taskId,
         uint256 index,
@@ -376,7 +380,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         _pay(t.token, account, amount);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function refund(uint256 taskId, uint256 nodeId) external nonReentrant {
         Task storage t = _existing(taskId);
         Phase current = _requirePhase(taskId, t, REFUNDING);
@@ -390,7 +394,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         _pay(t.token, author, amount);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function cancelTask(uint256 taskId) external nonReentrant {
         Task storage t = _existing(taskId);
         if (msg.sender != t.sponsor) revert NotSponsor(taskId, msg.sender);
@@ -403,7 +407,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         // reclaimed, which leaves the task Unsettled: no phase then allows a cancel) the bounty
         // is accounted for, and cancelling would pay it twice. The same as
         // `_requirePhase(CANCELLABLE)` read from the flags alone, 768 gas cheaper than the phase.
-        if (t.flags & (CANCELLED | RECLAIMED_REST) != 0 || t.settledAt != 0) {
+        if (t.flags & (CANCELLED | RECLAIMED_REST) != 0 || t.agreedAt != 0) {
             revert WrongPhase(taskId, _phase(t), t.flags & RECLAIMED_REST != 0 ? 0 : CANCELLABLE);
         }
         uint128 amount = t.bounty;
@@ -412,7 +416,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         _pay(t.token, msg.sender, amount);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceActions
     function reclaim(uint256 taskId) external nonReentrant {
         Task storage t = _existing(taskId);
         if (msg.sender != t.sponsor) revert NotSponsor(taskId, msg.sender);
@@ -438,12 +442,12 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
 
     // ------------------------------------------------------------------ views
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     function taskCount() external view returns (uint256) {
         return _nextTaskId - 1;
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     function getTask(uint256 taskId) external view returns (TaskView memory v) {
         Task storage t = _existing(taskId);
         v.sponsor = t.sponsor;
@@ -461,7 +465,8 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         v.finalized = t.flags & FINALIZED != 0;
         v.cancelled = t.flags & CANCELLED != 0;
         v.posted = t.posted;
-        v.settledAt = t.settledAt;
+        v.agreedAt = t.agreedAt;
+        v.finalizedAt = t.finalizedAt;
         v.revealWindow = t.revealWindow;
         v.evaluationWindow = t.evaluationWindow;
         v.challengeWindow = t.challengeWindow;
@@ -475,10 +480,8 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         v.revealDeadline = v.roundsEnd + t.revealWindow;
         // From the reveal; before it, the latest it can be.
         v.evaluationDeadline = (v.revealed ? uint64(t.revealedAt) : v.revealDeadline) + t.evaluationWindow;
-        if (t.settledAt != 0) {
-            if (v.finalized) v.claimDeadline = uint64(t.settledAt) + t.claimWindow;
-            else v.challengeEnd = uint64(t.settledAt) + t.challengeWindow;
-        }
+        if (v.finalized) v.claimDeadline = uint64(t.finalizedAt) + t.claimWindow;
+        else if (t.agreedAt != 0) v.challengeEnd = uint64(t.agreedAt) + t.challengeWindow;
         v.escrow = _escrow(t);
         v.revealedAt = t.revealedAt;
         v.keptUpdates = t.keptUpdates;
@@ -486,7 +489,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         v.joinCount = t.joinCount;
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     function getNode(uint256 taskId, uint256 nodeId) external view returns (NodeView memory) {
         Node storage n = _nodes[taskId][nodeId];
         if (n.kind == Kind.None) revert InvalidParent(taskId, nodeId);
@@ -494,7 +497,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         return NodeView(n.author, n.parent, n.samples, n.round, n.kind, n.confirmations, n.plaintextDigest, kept);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     function evaluatorsOf(uint256 taskId) external view returns (address[] memory evaluators) {
         Task storage t = _existing(taskId);
         evaluators = new address[](t.evaluatorCount);
@@ -503,33 +506,33 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         }
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     function phase(uint256 taskId) external view returns (Phase) {
         return _phase(_tasks[taskId]);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     function currentRound(uint256 taskId) external view returns (uint256) {
         Task storage t = _existing(taskId);
         return Math.min(_roundOf(t, block.timestamp), t.rounds);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     function isClaimed(uint256 taskId, uint256 index) external view returns (bool) {
         return _claimed[taskId].get(index);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     function isRefunded(uint256 taskId, uint256 nodeId) external view returns (bool) {
         return _refunded[taskId].get(nodeId);
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     function reputationOf(address account) external view returns (uint256) {
         return _reputation[account];
     }
 
-    /// @inheritdoc IGradientMarketplace
+    /// @inheritdoc IGradientMarketplaceViews
     function strikesOf(address evaluator) external view returns (uint256) {
         return _strikes[evaluator];
     }
@@ -648,9 +651,9 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         uint8 flags = t.flags;
         if (flags & CANCELLED != 0) return Phase.Cancelled;
         if (flags & FINALIZED != 0) {
-            return block.timestamp < uint256(t.settledAt) + t.claimWindow ? Phase.Claims : Phase.Closed;
+            return block.timestamp < uint256(t.finalizedAt) + t.claimWindow ? Phase.Claims : Phase.Closed;
         }
-        if (t.settledAt != 0) return Phase.Challenge;
+        if (t.agreedAt != 0) return Phase.Challenge;
         uint256 roundsEnd = _roundsEnd(t);
         if (block.timestamp < roundsEnd) return Phase.Rounds;
         uint256 revealDeadline = roundsEnd + t.revealWindow;

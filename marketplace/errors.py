@@ -1,12 +1,13 @@
 """Every failure the marketplace reports, under one root, one class each.
 
-Contract reverts arrive as the custom error the contract raised, with its values:
-`except NotSponsor as e: e.values["caller"]`.
+Contract reverts arrive as the custom error the contract raised, with its values: their classes
+are generated from the ABI into `marketplace.chain.reverts` (`except reverts.NotSponsor as e:
+e.values["caller"]`); this module holds their base (`ContractRevert`) and every other failure.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from marketplace.rules.messages import Phase
 
@@ -96,7 +97,12 @@ class TransactionReverted(ChainError):
 
 
 class ContractRevert(ChainError):
-    """The contract reverted with a custom error; `values` holds its arguments by name."""
+    """The contract reverted with a custom error; `values` holds its arguments by name.
+    One subclass per error of the contract's ABI is generated into `marketplace/chain/reverts.py`
+    (`scripts/gen_reverts.py`), with the error's 4-byte `SELECTOR` and its ABI `ARGUMENTS`."""
+
+    SELECTOR: ClassVar[bytes] = b""
+    ARGUMENTS: ClassVar[tuple[tuple[str, str], ...]] = ()  # (name, ABI type), in order
 
     def __init__(self, **values: Any) -> None:
         self.values = values
@@ -112,70 +118,14 @@ class UnknownRevert(ContractRevert):
     """The contract reverted with data this client cannot decode."""
 
 
-class UnknownTask(ContractRevert):
-    """No task has this id."""
-
-
-class ZeroBounty(ContractRevert):
-    """A task's bounty is zero."""
-
-
-class ZeroRounds(ContractRevert):
-    """A task has no rounds."""
-
-
-class ZeroRoundDuration(ContractRevert):
-    """A task's rounds last zero seconds."""
-
-
-class ZeroWindow(ContractRevert):
-    """A task's reveal, evaluation or claim window is zero."""
-
-
-class BadEvaluatorCount(ContractRevert):
-    """A task names no evaluator, or more than the contract's maximum."""
-
-
-class BadEvaluator(ContractRevert):
-    """An evaluator is the zero address, or named twice."""
-
-
-class BadQuorum(ContractRevert):
-    """The quorum is not a strict majority of the task's evaluators."""
-
-
-class StartInPast(ContractRevert):
-    """A task's explicit start is before the block it is created in."""
-
-
-class TokenNotAContract(ContractRevert):
-    """A task's ERC-20 token address holds no code."""
-
-
-class WrongValue(ContractRevert):
-    """The ETH sent does not match what the call requires."""
-
-
-class FeeOnTransferToken(ContractRevert):
-    """The token delivered less than was transferred."""
-
-
-class NotSponsor(ContractRevert):
-    """Only the task's sponsor may do this."""
-
-
-class NotEvaluator(ContractRevert):
-    """Only one of the task's evaluators may do this."""
-
-
 def phase_mask(*phases: Phase) -> int:
     """The bitmap `WrongPhase` names its allowed phases by: bit p set for each `Phase` p."""
     return sum(1 << phase for phase in set(phases))
 
 
-class WrongPhase(ContractRevert):
-    """The task is not in a phase this call is allowed in: `values["allowed"]` has a bit per
-    allowed `Phase` (`phase_mask`), and the message names them."""
+class PhaseRevert(ContractRevert):
+    """A revert that names the task's `current` phase and the phases the call is `allowed` in,
+    a bit per `Phase` (`phase_mask`): its message names them (the base of `reverts.WrongPhase`)."""
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
@@ -195,119 +145,3 @@ class WrongPhase(ContractRevert):
 
 def _phase_name(phase: Phase) -> str:
     return phase.name.title()
-
-
-class RoundNotOpen(ContractRevert):
-    """Submissions are accepted only while a round is open."""
-
-
-class JoinWindowClosed(ContractRevert):
-    """A secure aggregation round is joined only in its first half, before the masks are fixed."""
-
-
-class InvalidSeedCount(ContractRevert):
-    """Mask seeds are revealed one or more at a time, at most a group's size."""
-
-
-class WindowTooShort(ContractRevert):
-    """A round or phase window is shorter than the deployment's minimum window."""
-
-
-class SponsorIsEvaluator(ContractRevert):
-    """A sponsor cannot be one of its own task's evaluators."""
-
-
-class MergeParentsMismatch(ContractRevert):
-    """A merge is confirmed with the same parents it was posted with."""
-
-
-class RoundNotClosed(ContractRevert):
-    """A round's merge may be posted only after that round closed."""
-
-
-class InvalidParent(ContractRevert):
-    """The parent is not an existing node of this task."""
-
-
-class InvalidMergeParents(ContractRevert):
-    """A merge's parents must be existing nodes, strictly increasing, within the cap."""
-
-
-class MergeNotConfirmed(ContractRevert):
-    """The parent is a merge the evaluator quorum has not confirmed yet."""
-
-
-class NotAMerge(ContractRevert):
-    """The node is not a merge."""
-
-
-class MergeDigestMismatch(ContractRevert):
-    """The confirming evaluator recomputed a different merge."""
-
-
-class AlreadyConfirmed(ContractRevert):
-    """This evaluator already confirmed this merge."""
-
-
-class CommitmentMismatch(ContractRevert):
-    """The revealed digest and salt do not match the validation commitment."""
-
-
-class AlreadyPosted(ContractRevert):
-    """This evaluator already posted a payout root for the task."""
-
-
-class TotalExceedsEscrow(ContractRevert):
-    """A payout total larger than the task's escrow."""
-
-
-class ChallengeWindowOpen(ContractRevert):
-    """The challenge window has not passed yet."""
-
-
-class AlreadyClaimed(ContractRevert):
-    """The payout leaf was already claimed."""
-
-
-class InvalidProof(ContractRevert):
-    """The Merkle proof does not prove this leaf under the final root."""
-
-
-class ClaimExceedsTotal(ContractRevert):
-    """Paying this claim would pass the posted total."""
-
-
-class HasSubmissions(ContractRevert):
-    """The task has submissions and can no longer be cancelled."""
-
-
-class AlreadyRefunded(ContractRevert):
-    """This node's refund was already paid."""
-
-
-class NotRefundable(ContractRevert):
-    """Merges carry no deposit and get no refund."""
-
-
-class NothingToReclaim(ContractRevert):
-    """There is nothing left for the sponsor to reclaim now."""
-
-
-class PaymentFailed(ContractRevert):
-    """The recipient refused an ETH transfer."""
-
-
-class ReentrancyGuardReentrantCall(ContractRevert):
-    """A guarded function was re-entered."""
-
-
-class SafeERC20FailedOperation(ContractRevert):
-    """An ERC-20 transfer failed or returned false."""
-
-
-def revert_class(name: str) -> type[ContractRevert]:
-    """The class for the contract's custom error `name` (UnknownRevert if there is none)."""
-    found = globals().get(name)
-    if isinstance(found, type) and issubclass(found, ContractRevert):
-        return found
-    return UnknownRevert

@@ -419,7 +419,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     for line in lines:
         console.print(f"  [cyan]evaluator[/] {line}")
     report = agreed_report(chain, store, task_id)
-    advance_chain_to(w3, chain.task(task_id).settled_at + params.challenge_window)
+    advance_chain_to(w3, chain.task(task_id).agreed_at + params.challenge_window)
     chain.finalize(sponsor.address, task_id)
     for account in [*scientists, *miners_accounts]:
         entry, claimed = claim_payout(chain, store, account.address, task_id)

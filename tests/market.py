@@ -212,7 +212,7 @@ class Market:
 
     def finalize(self) -> None:
         task = self.chain.task(self.task_id)
-        advance_to(self.w3, task.settled_at + task.challenge_window)
+        advance_to(self.w3, task.agreed_at + task.challenge_window)
         self.chain.finalize(self.sponsor.address, self.task_id)
 
     def run_to_claims(self, miners: int, claimants: int, rounds: int = 2) -> None:

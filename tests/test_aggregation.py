@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.dev.devchain import advance_to
 from marketplace.errors import ConfigError
 from marketplace.protocol.aggregation import (
@@ -81,7 +81,7 @@ def market(tmp_path: Path) -> Market:
 
 
 def midpoint(market: Market, round_index: int) -> int:
-    return market.chain.task(market.task_id).start + round_index * ROUND + ROUND // 2
+    return market.chain.task(market.task_id).schedule.midpoint(round_index)
 
 
 def join_and_train(market: Market, miners: range | list[int]) -> None:
@@ -268,9 +268,9 @@ def test_without_every_survivors_seeds_the_group_is_abandoned_and_rerun(market: 
     advance_to(market.w3, task.round_end(0))
     assert evaluator.step(task_id) == []
     assert market.miners[0].reveal_masks(task_id)  # the other two survivors stay silent
-    advance_to(market.w3, task.round_end(0) + ROUND // 4 - 5)
+    advance_to(market.w3, task.schedule.merge_due(1) - 5)
     assert evaluator.step(task_id) == []  # still waiting
-    advance_to(market.w3, task.round_end(0) + ROUND // 4)
+    advance_to(market.w3, task.schedule.merge_due(1))
     assert evaluator.step(task_id) == [
         "round 0, base 1: abandoned: 2 of the 3 miners who submitted revealed no mask seeds by "
         "a quarter round after the close, so the masks cannot be taken out; no update was "
@@ -354,7 +354,7 @@ def test_a_lone_joiner_does_not_submit_and_a_late_one_does_not_join(market: Mark
     assert market.miners[0].submit_round(task_id) is None  # alone: its "sum" would be its update
     assert [e.args["account"] for e in chain.round_joins(task_id, 0)] == [market.miners[0].address]
     assert chain.task(task_id).node_count == 1
-    with pytest.raises(errors.JoinWindowClosed):
+    with pytest.raises(reverts.JoinWindowClosed):
         chain.join_round(market.miners[1].address, task_id, 1, b"\x01" * 32)
 
 
@@ -486,7 +486,7 @@ def test_join_spam_forfeits_its_deposits_and_followed_joins_are_refunded(tmp_pat
         "and a sum needs two (a sum of one is that update)"
     ]
     # Round 1: no merge to wait for past a quarter round; the honest miners join alone.
-    advance_to(market.w3, chain.task(task_id).round_end(0) + ROUND // 4)
+    advance_to(market.w3, chain.task(task_id).schedule.merge_due(1))
     join_and_train(market, range(2))
     advance_to(market.w3, midpoint(market, 1))
     assert all(m.submit_round(task_id) is not None for m in market.miners)

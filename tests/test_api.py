@@ -104,7 +104,8 @@ def test_one_task_has_its_phase_settlement_and_phase_spans(served: Served) -> No
     assert task["phase"] == chain.phase(1).name.lower() == "claims"
     (agreed,) = chain.events("PayoutRootAgreed", taskId=1)
     assert task["settled_at"] == served.market.w3.eth.get_block(agreed.block_number)["timestamp"]
-    assert task["finalized_at"] == state.settled_at  # finalize restarts the clock for claims
+    assert task["settled_at"] == state.agreed_at
+    assert task["finalized_at"] == state.finalized_at  # finalize restarts the clock for claims
     assert task["payout_root"] == "0x" + state.payout_root.hex()
     assert task["evaluators"] == [served.market.evaluator_account.address]
     spans = {span["phase"]: (span["starts"], span["ends"]) for span in task["phases"]}
@@ -113,7 +114,7 @@ def test_one_task_has_its_phase_settlement_and_phase_spans(served: Served) -> No
     assert spans["evaluation"] == (state.revealed_at, state.evaluation_deadline)  # from the reveal
     challenge_end = task["settled_at"] + state.challenge_window
     assert spans["challenge"] == (task["settled_at"], challenge_end)
-    assert spans["claims"] == (state.settled_at, state.claim_deadline)
+    assert spans["claims"] == (state.finalized_at, state.claim_deadline)
 
 
 def test_the_tree_has_every_node_with_the_agreed_reports_scores(served: Served) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from web3 import HTTPProvider, Web3
 
-from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
 from marketplace.dev.compiler import PROJECT_ROOT
 from marketplace.rules.messages import NodeKind, TaskParams
@@ -77,9 +77,9 @@ def test_client_runs_a_task_on_anvil_with_the_gas_and_errors_of_eth_tester(
         update.gas_used
         == market.submit_update(tester_accounts[3], 1, 1, 10, digest("u"), "bafkreiu").gas_used
     )
-    with pytest.raises(errors.NotSponsor) as exc:
+    with pytest.raises(reverts.NotSponsor) as exc:
         on_anvil.reveal_validation(miner, 1, sha256(VALIDATION_FILE), SALT, "bafkreival")
     assert exc.value.values == {"taskId": 1, "caller": miner}
-    with pytest.raises(errors.InvalidParent) as parent_exc:
+    with pytest.raises(reverts.InvalidParent) as parent_exc:
         on_anvil.submit_update(miner, 1, 7, 10, digest("x"), "bafkreix")
     assert parent_exc.value.values == {"taskId": 1, "parent": 7}

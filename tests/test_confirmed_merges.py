@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.dev.devchain import advance_to
 from marketplace.protocol.tasks import account_key, nodes_by_id, read_spec, settled_confirmations
 from marketplace.roles.evaluator import Evaluator
@@ -391,7 +391,7 @@ def test_a_confirmation_sent_after_the_reveal_is_refused_and_changes_no_verdict(
     market.reveal()
 
     late = honest[1].address  # merges are posted and confirmed only until the reveal
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         market.chain.confirm_merge(
             late, market.task_id, inflated.node_id, inflated.plaintext_digest, inflated.parents
         )

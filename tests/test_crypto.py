@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from web3 import Web3
 from web3.contract import Contract
 
-from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
 from marketplace.rules.messages import Phase, TaskParams
 from marketplace.wire.crypto import (
@@ -210,7 +210,7 @@ def test_validation_commitment_is_what_reveal_checks(
 
     for bit in (0, 1, 7, 8, 128, 255):
         for digest, salt in ((file_digest, flip(SALT, bit)), (flip(file_digest, bit), SALT)):
-            with pytest.raises(errors.CommitmentMismatch) as refused:
+            with pytest.raises(reverts.CommitmentMismatch) as refused:
                 market.reveal_validation(sponsor, task_id, digest, salt, "bafkreival")
             assert refused.value.values == {
                 "taskId": task_id,

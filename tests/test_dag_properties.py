@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.dev.devchain import advance_to
 from marketplace.rules.messages import NodeKind
 from tests.helpers import ETHER, create_task, digest, eth_task, new_market
@@ -83,7 +83,7 @@ def test_contract_accepts_exactly_the_valid_dag_operations(
                     digest("p" + label),
                     "bafkreim",
                 )
-        except (errors.InvalidParent, errors.InvalidMergeParents):
+        except (reverts.InvalidParent, reverts.InvalidMergeParents):
             assert not _valid(op, len(model)), f"refused a valid {op}"
             return
         assert _valid(op, len(model)), f"accepted an invalid {op}"

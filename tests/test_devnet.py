@@ -21,6 +21,7 @@ from web3.middleware import SignAndSendRawMiddlewareBuilder
 from web3.types import TxParams, Wei
 
 from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
 from marketplace.dev import devnet as devnet_module
 from marketplace.dev.devchain import now
@@ -158,10 +159,10 @@ def test_a_transaction_over_http_mines_and_reverts_arrive_as_the_contracts_error
 
     assert created.value == 1 and chain.task_count() == 1
     assert chain.task(1).sponsor == sponsor and chain.balance(chain.address) == 10 * ETHER
-    with pytest.raises(errors.UnknownTask) as unknown:
+    with pytest.raises(reverts.UnknownTask) as unknown:
         chain.task(99)
     assert unknown.value.values == {"taskId": 99}
-    with pytest.raises(errors.NotSponsor) as not_sponsor:  # a transaction, simulated first
+    with pytest.raises(reverts.NotSponsor) as not_sponsor:  # a transaction, simulated first
         chain.reveal_validation(miner, 1, sha256(VALIDATION_FILE), SALT, "bafkreival")
     assert not_sponsor.value.values == {"taskId": 1, "caller": miner}
 
@@ -378,7 +379,7 @@ def test_an_anvil_devnet_deploys_the_market_and_its_clock_moves(tmp_path: Path) 
         # anvil's clock runs on with the wall clock: at least the hour, plus the seconds spent.
         assert before + 3600 <= after <= before + 3605
         assert advance_chain_to(w3, after + 100) == after + 100
-        with pytest.raises(errors.UnknownTask):
+        with pytest.raises(reverts.UnknownTask):
             chain.task(99)
     finally:
         running.stop()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from web3 import Web3
 
-from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
 from marketplace.rules.messages import Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree
@@ -28,7 +28,7 @@ def test_cancel_after_a_root_was_agreed_on_a_task_without_submissions_reverts_wr
     leaf = PayoutLeaf(0, accounts[5], 10 * ETHER, 0)
     market.post_payout_root(evaluator, task_id, payout_tree([leaf]).root, 10 * ETHER)
 
-    with pytest.raises(errors.WrongPhase) as exc:
+    with pytest.raises(reverts.WrongPhase) as exc:
         market.cancel_task(sponsor, task_id)
 
     assert exc.value.values == {
@@ -39,7 +39,7 @@ def test_cancel_after_a_root_was_agreed_on_a_task_without_submissions_reverts_wr
     advance_to(market.task(task_id).challenge_end)
     market.finalize(sponsor, task_id)
     market.claim(accounts[5], task_id, leaf, payout_tree([leaf]).proof(0))
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         market.cancel_task(sponsor, task_id)
     assert market.balance(market.address) == 0
 
@@ -57,7 +57,7 @@ def test_cancel_after_reclaiming_an_unsettled_bounty_reverts_wrong_phase(
     assert market.phase(task_id) == Phase.UNSETTLED
     market.reclaim(sponsor, task_id)
 
-    with pytest.raises(errors.WrongPhase) as exc:
+    with pytest.raises(reverts.WrongPhase) as exc:
         market.cancel_task(sponsor, task_id)
 
     assert exc.value.values == {
@@ -83,11 +83,11 @@ def test_merge_for_round_255_reverts_round_not_closed_rather_than_overflowing(
     task = market.task(task_id)
     advance_to(task.rounds_end)
 
-    with pytest.raises(errors.RoundNotClosed) as exc:
+    with pytest.raises(reverts.RoundNotClosed) as exc:
         market.post_merge(evaluator, task_id, 255, [1], 1, digest("m"), digest("p"), "bafkreim")
 
     assert exc.value.values == {
         "taskId": task_id,
         "round": 255,
-        "closes": task.start + 256 * task.round_duration,
+        "closes": task.schedule.closes(255),
     }

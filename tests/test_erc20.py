@@ -12,6 +12,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
 from marketplace.rules.messages import NodeKind, Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree
@@ -245,7 +246,7 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     books.move(mkt, miner_a, 3 * UNIT + 2 * DEPOSIT)
     books.check()
     assert market.reputation(miner_a) == 30 and market.reputation(scientist) == 0
-    with pytest.raises(errors.AlreadyClaimed):
+    with pytest.raises(reverts.AlreadyClaimed):
         market.claim(miner_a, task_id, leaves[1], tree.proof(1))
 
     # The sponsor reclaims the unallocated 3 tokens now, the unclaimed share after the deadline.
@@ -258,11 +259,11 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     books.sent(sponsor, reclaimed.tx_hash)
     books.move(mkt, sponsor, 3 * UNIT)
     books.check()
-    with pytest.raises(errors.NothingToReclaim):
+    with pytest.raises(reverts.NothingToReclaim):
         market.reclaim(sponsor, task_id)
     advance_to(market.task(task_id).claim_deadline)
     assert market.phase(task_id) == Phase.CLOSED
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         market.claim(miner_b, task_id, leaves[2], tree.proof(2))
     reclaimed = market.reclaim(sponsor, task_id)
     assert reclaimed.event("Reclaimed").args["amount"] == 2 * UNIT + 2 * DEPOSIT
@@ -294,7 +295,7 @@ def test_eth_sent_with_a_token_task_is_refused(
     params = task_params(token=token.address)
     fund(w3, market, token, sponsor, BOUNTY)
     for value in (1, BOUNTY):
-        with pytest.raises(errors.WrongValue) as refused:
+        with pytest.raises(reverts.WrongValue) as refused:
             market._transact(sponsor, "createTask", [params.as_abi()], value=value)
         assert refused.value.values == {"sent": value, "required": 0}
     assert market.task_count() == 0 and market.balance(market.address, token.address) == 0
@@ -304,7 +305,7 @@ def test_eth_sent_with_a_token_task_is_refused(
         fund(w3, market, token, account, UNIT)
     # A deposit in ETH (what an ETH task would take) is refused as any other value.
     for value in (1, DEPOSIT):
-        with pytest.raises(errors.WrongValue) as refused:
+        with pytest.raises(reverts.WrongValue) as refused:
             market._transact(
                 scientist, "proposeArchitecture", [task_id, digest("arch"), "cid"], value=value
             )
@@ -312,7 +313,7 @@ def test_eth_sent_with_a_token_task_is_refused(
     market.propose_architecture(scientist, task_id, digest("arch"), "cid")
     args = [task_id, 1, 100, 0, digest("u"), bytes(32), "cid"]
     for value in (1, DEPOSIT):
-        with pytest.raises(errors.WrongValue) as refused:
+        with pytest.raises(reverts.WrongValue) as refused:
             market._transact(miner, "submitUpdate", args, value=value)
         assert refused.value.values == {"sent": value, "required": 0}
 
@@ -388,7 +389,7 @@ def test_transfers_the_token_refuses_arrive_as_its_own_revert(
 def test_a_token_without_code_is_refused(
     market: ChainClient, accounts: list[str], sponsor: str, task_params: Callable[..., TaskParams]
 ) -> None:
-    with pytest.raises(errors.TokenNotAContract) as refused:
+    with pytest.raises(reverts.TokenNotAContract) as refused:
         market.create_task(sponsor, task_params(token=accounts[7]))
     assert refused.value.values == {"token": accounts[7]}
     assert market.task_count() == 0

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from web3 import Web3
 
-from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
 from marketplace.rules.messages import NodeKind, Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
@@ -66,7 +66,7 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     )
 
     # A merge of round 0 may only come after round 0 closed.
-    with pytest.raises(errors.RoundNotClosed):
+    with pytest.raises(reverts.RoundNotClosed):
         market.post_merge(
             evaluator, task_id, 0, [2, 3], 1000, digest("m0"), digest("p0"), "bafkreim0"
         )
@@ -91,7 +91,7 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     market.submit_update(miner_b, task_id, 4, 400, digest("b1"), "bafkreib1")
     advance_to(task.rounds_end)
     assert market.phase(task_id) == Phase.REVEAL
-    with pytest.raises(errors.RoundNotOpen):
+    with pytest.raises(reverts.RoundNotOpen):
         market.submit_update(miner_a, task_id, 4, 600, digest("late"), "bafkreilate")
     market.post_merge(evaluator, task_id, 1, [5, 6], 1000, digest("m1"), digest("p1"), "bafkreim1")
 
@@ -110,7 +110,7 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     assert (task.node_count, task.submission_count, task.escrow) == (7, 5, 10 * ETHER + 5 * deposit)
 
     # Reveal: only the sponsor, only with the committed file and salt.
-    with pytest.raises(errors.CommitmentMismatch):
+    with pytest.raises(reverts.CommitmentMismatch):
         market.reveal_validation(sponsor, task_id, sha256(b"another file"), SALT, "bafkreival")
     revealed = send_reveal(market, task_id, sponsor)
     assert revealed.event("ValidationRevealed").args["fileDigest"] == sha256(VALIDATION_FILE)
@@ -127,9 +127,9 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     posted = market.post_payout_root(evaluator, task_id, tree.root, total)
     assert posted.event("PayoutRootAgreed").args == {"taskId": 1, "root": tree.root, "total": total}
     assert market.phase(task_id) == Phase.CHALLENGE
-    with pytest.raises(errors.ChallengeWindowOpen):
+    with pytest.raises(reverts.ChallengeWindowOpen):
         market.finalize(accounts[8], task_id)
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         market.claim(scientist, task_id, leaves[0], tree.proof(0))
 
     advance_to(market.task(task_id).challenge_end)
@@ -153,7 +153,7 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     }
     assert market.reputation(miner_a) == 30 and market.reputation(scientist) == 0
     assert market.is_claimed(task_id, 1) and not market.is_claimed(task_id, 2)
-    with pytest.raises(errors.AlreadyClaimed):
+    with pytest.raises(reverts.AlreadyClaimed):
         market.claim(miner_a, task_id, leaves[1], tree.proof(1))
 
     # The sponsor takes back what the root did not allocate, right away...
@@ -162,13 +162,13 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     unallocated = 10 * ETHER + 5 * deposit - total
     assert unallocated == 3 * ETHER
     assert market.balance(sponsor) == before + unallocated - spent(w3, reclaimed.tx_hash)
-    with pytest.raises(errors.NothingToReclaim):
+    with pytest.raises(reverts.NothingToReclaim):
         market.reclaim(sponsor, task_id)
 
     # ...and what was not claimed once the claim period is over; claims are then closed.
     advance_to(market.task(task_id).claim_deadline)
     assert market.phase(task_id) == Phase.CLOSED
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         market.claim(miner_b, task_id, leaves[2], tree.proof(2))
     market.reclaim(sponsor, task_id)
     assert market.balance(market.address) == 0

@@ -332,7 +332,7 @@ def test_two_evaluators_confirm_each_others_merges_and_agree_on_the_root(tmp_pat
     posted_roots = posted_reports(market.chain, market.task_id)
     assert posted_roots[first.address][:2] == posted_roots[second.address][:2]
     task = market.chain.task(market.task_id)
-    assert task.settled_at > 0 and task.payout_root == posted_roots[first.address][0]
+    assert task.agreed_at > 0 and task.payout_root == posted_roots[first.address][0]
 
 
 def test_an_upload_that_fails_is_retried_with_the_same_sealed_blob_without_training(

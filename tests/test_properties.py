@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from web3 import Web3
 
-from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
 from marketplace.dev.devchain import advance_to
 from marketplace.rules.messages import Phase
@@ -130,11 +130,11 @@ def test_claims_in_any_order_pay_each_leaf_once_within_the_total(
         leaf, sender = leaves[index], accounts[sender_index]
         remaining = table.total - paid
         if index in claimed:
-            with pytest.raises(errors.AlreadyClaimed) as refused:
+            with pytest.raises(reverts.AlreadyClaimed) as refused:
                 market.claim(sender, task_id, leaf, tree.proof(index))
             assert refused.value.values == {"taskId": task_id, "index": index}
         elif leaf.amount > remaining:
-            with pytest.raises(errors.ClaimExceedsTotal) as exceeded:
+            with pytest.raises(reverts.ClaimExceedsTotal) as exceeded:
                 market.claim(sender, task_id, leaf, tree.proof(index))
             assert exceeded.value.values == {
                 "taskId": task_id,
@@ -176,7 +176,7 @@ def test_claims_in_any_order_pay_each_leaf_once_within_the_total(
         received[sponsor] += table.escrow - table.total
         gas[sponsor] += spent(w3, reclaimed.tx_hash)
     else:
-        with pytest.raises(errors.NothingToReclaim):
+        with pytest.raises(reverts.NothingToReclaim):
             market.reclaim(sponsor, task_id)
     assert market.balance(market.address) == table.total - paid
     assert [market.is_claimed(task_id, i) for i in range(len(leaves))] == [
@@ -213,12 +213,12 @@ def test_a_proof_proves_only_its_own_leaf(data: st.DataObject, table: Table) -> 
     ]
     for forged in forgeries:
         assert not verify_proof(proof, tree.root, forged.hash())
-        with pytest.raises(errors.InvalidProof) as refused:
+        with pytest.raises(reverts.InvalidProof) as refused:
             market.claim(accounts[9], task_id, forged, proof)
         assert refused.value.values == {"taskId": task_id, "index": forged.index}
     if j is not None:  # the proof of another position
         assert not verify_proof(tree.proof(j), tree.root, leaf.hash())
-        with pytest.raises(errors.InvalidProof) as refused:
+        with pytest.raises(reverts.InvalidProof) as refused:
             market.claim(accounts[9], task_id, leaf, tree.proof(j))
         assert refused.value.values == {"taskId": task_id, "index": i}
 
@@ -264,7 +264,7 @@ def test_a_reclaimed_task_cannot_be_cancelled_into_other_tasks_escrow(phase: Pha
     assert market.balance(market.address) == 5 * ETHER + claimable  # + the other task's bounty
     before = market.balance(market.address)
 
-    with pytest.raises(errors.WrongPhase) as refused:
+    with pytest.raises(reverts.WrongPhase) as refused:
         market.cancel_task(sponsor, task_id)
 
     # Once all but the claims were reclaimed no phase allows a cancel.

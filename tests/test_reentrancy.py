@@ -18,7 +18,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.types import TxParams, TxReceipt, Wei
 
-from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
 from marketplace.dev import devchain
 from marketplace.rules.messages import Phase, TaskParams
@@ -56,9 +56,8 @@ def assert_reentry_blocked(market: ChainClient, receiver: Contract) -> None:
     assert receiver.functions.reentrySucceeded().call() is False
     error = bytes(receiver.functions.reentryError().call())
     assert error == REENTRANT_CALL == bytes.fromhex("3ee5aeb5")
-    name, arg_names, arg_types = market._errors[error[:4]]
-    assert (name, arg_names, arg_types) == ("ReentrancyGuardReentrantCall", [], [])
-    assert errors.revert_class(name) is errors.ReentrancyGuardReentrantCall
+    assert reverts.BY_SELECTOR[error[:4]] is reverts.ReentrancyGuardReentrantCall
+    assert reverts.ReentrancyGuardReentrantCall.ARGUMENTS == ()
 
 
 @pytest.fixture
@@ -130,7 +129,7 @@ def test_claim_reentry_pays_one_leaf(
         "amount": 3 * ETHER,
         "points": 7,
     }
-    with pytest.raises(errors.AlreadyClaimed) as refused:
+    with pytest.raises(reverts.AlreadyClaimed) as refused:
         market.claim(accounts[5], task_id, leaves[1], proof)
     assert refused.value.values == {"taskId": task_id, "index": 1}
 
@@ -170,7 +169,7 @@ def test_refund_reentry_pays_one_refund(
         "author": receiver.address,
         "amount": refund,
     }
-    with pytest.raises(errors.AlreadyRefunded):
+    with pytest.raises(reverts.AlreadyRefunded):
         market.refund(accounts[5], task_id, 2)
 
 

@@ -8,10 +8,11 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from marketplace.chain.phases import PhaseTimes
 from marketplace.chain.schedule import RoundSchedule
 from marketplace.dev.devchain import advance_to, now
 from marketplace.protocol.tasks import nodes_by_id
-from marketplace.rules.messages import NodeKind
+from marketplace.rules.messages import NodeKind, Phase
 from tests.market import ROUND, Market, new_market
 
 POLL = 2  # seconds of chain time between two looks, the miner's default
@@ -53,6 +54,41 @@ def test_round_schedule_boundaries_are_exact_to_the_second() -> None:
         True,
         False,
     ]
+
+
+def test_phase_times_decide_the_phase_in_the_contracts_order_to_the_second() -> None:
+    times = PhaseTimes(
+        schedule=RoundSchedule(start=1_000, duration=100, rounds=2),  # the rounds end at 1,200
+        reveal_window=50,
+        evaluation_window=60,
+        claim_window=70,
+        cancelled=False,
+        revealed_at=None,
+        agreed_at=None,
+        finalized_at=None,
+    )
+    assert [times.phase_at(t) for t in (0, 1_199, 1_200, 1_249, 1_250)] == [
+        Phase.ROUNDS,
+        Phase.ROUNDS,
+        Phase.REVEAL,
+        Phase.REVEAL,
+        Phase.UNREVEALED,
+    ]
+    revealed = replace(times, revealed_at=1_210)  # the evaluation window runs from the reveal
+    assert [revealed.phase_at(t) for t in (1_210, 1_269, 1_270)] == [
+        Phase.EVALUATION,
+        Phase.EVALUATION,
+        Phase.UNSETTLED,
+    ]
+    agreed = replace(revealed, agreed_at=1_260)
+    assert agreed.phase_at(10**9) == Phase.CHALLENGE  # until someone finalizes
+    final = replace(agreed, finalized_at=1_400)  # claims run from the finalize, not the agreement
+    assert [final.phase_at(t) for t in (1_400, 1_469, 1_470)] == [
+        Phase.CLAIMS,
+        Phase.CLAIMS,
+        Phase.CLOSED,
+    ]
+    assert replace(times, cancelled=True).phase_at(1_100) == Phase.CANCELLED
 
 
 def test_the_schedule_agrees_with_the_contracts_current_round(tmp_path: Path) -> None:

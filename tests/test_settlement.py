@@ -11,6 +11,7 @@ import pytest
 from web3 import Web3
 
 from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
 from marketplace.rules.messages import NodeKind, Phase, TaskParams, TxResult
 from marketplace.wire.crypto import PayoutLeaf, payout_tree
@@ -80,7 +81,7 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
     # The last second of the reveal window: a reveal sent now is mined at the deadline, too late.
     advance_to(task.reveal_deadline - 1)
     assert market.phase(task_id) == Phase.REVEAL
-    with pytest.raises(errors.WrongPhase) as refused:
+    with pytest.raises(reverts.WrongPhase) as refused:
         send_reveal(market, task_id, sponsor)
     assert refused.value.values == {
         "taskId": task_id,
@@ -89,22 +90,22 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
     }
     advance_to(task.reveal_deadline)
     assert market.phase(task_id) == Phase.UNREVEALED
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         send_reveal(market, task_id, sponsor)
     assert not market.task(task_id).revealed
-    with pytest.raises(errors.WrongPhase) as refused:
+    with pytest.raises(reverts.WrongPhase) as refused:
         market.reclaim(sponsor, task_id)
     assert refused.value.values == {
         "taskId": task_id,
         "current": Phase.UNREVEALED,
         "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED),
     }
-    with pytest.raises(errors.HasSubmissions):
+    with pytest.raises(reverts.HasSubmissions):
         market.cancel_task(sponsor, task_id)
-    with pytest.raises(errors.NotRefundable) as not_refundable:
+    with pytest.raises(reverts.NotRefundable) as not_refundable:
         market.refund(outsider, task_id, 4)  # the merge carried no deposit
     assert not_refundable.value.values == {"taskId": task_id, "nodeId": 4}
-    with pytest.raises(errors.NotRefundable):
+    with pytest.raises(reverts.NotRefundable):
         market.refund(outsider, task_id, 5)  # no such node
 
     # Each submission gets its deposit back, and each update kept in the confirmed merge one
@@ -127,14 +128,14 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
         assert market.balance(author) == author_before + DEPOSIT + share
         assert market.balance(market.address) == market_before - DEPOSIT - share
         assert market.is_refunded(task_id, node_id)
-        with pytest.raises(errors.AlreadyRefunded) as again:
+        with pytest.raises(reverts.AlreadyRefunded) as again:
             market.refund(author, task_id, node_id)
         assert again.value.values == {"taskId": task_id, "nodeId": node_id}
     assert [e.args["nodeId"] for e in market.events("Refunded", taskId=task_id)] == [1, 2, 3]
 
     # Nothing is left: no dust stranded, nothing for the sponsor.
     assert market.balance(market.address) == 0 and market.task(task_id).shares_paid == 2
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         market.reclaim(sponsor, task_id)
     assert market.task(task_id).reclaimed == 0
 
@@ -186,7 +187,7 @@ def test_unsettled_bounty_goes_to_the_submitters_never_back_to_the_sponsor(
             "reportCid": report_cid,
         }
     assert market.task(task_id).posted == 0b011
-    with pytest.raises(errors.WrongPhase) as refused:
+    with pytest.raises(reverts.WrongPhase) as refused:
         market.reclaim(sponsor, task_id)
     assert refused.value.values == {
         "taskId": task_id,
@@ -197,7 +198,7 @@ def test_unsettled_bounty_goes_to_the_submitters_never_back_to_the_sponsor(
     # The third root would be mined at the evaluation deadline: too late to make a quorum.
     advance_to(task.evaluation_deadline - 1)
     assert market.phase(task_id) == Phase.EVALUATION
-    with pytest.raises(errors.WrongPhase) as refused:
+    with pytest.raises(reverts.WrongPhase) as refused:
         market.post_payout_root(ev2, task_id, root_0, ETHER)
     assert refused.value.values == {
         "taskId": task_id,
@@ -206,11 +207,11 @@ def test_unsettled_bounty_goes_to_the_submitters_never_back_to_the_sponsor(
     }
     advance_to(task.evaluation_deadline)
     assert market.phase(task_id) == Phase.UNSETTLED
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         market.finalize(outsider, task_id)
 
     # Silent or split evaluators do not hand the bounty back to the sponsor.
-    with pytest.raises(errors.WrongPhase) as refused:
+    with pytest.raises(reverts.WrongPhase) as refused:
         market.reclaim(sponsor, task_id)
     assert refused.value.values == {
         "taskId": task_id,
@@ -233,7 +234,7 @@ def test_unsettled_bounty_goes_to_the_submitters_never_back_to_the_sponsor(
             "amount": DEPOSIT + shares[node_id],
         }
         assert market.balance(author) == author_before + DEPOSIT + shares[node_id]
-        with pytest.raises(errors.AlreadyRefunded):
+        with pytest.raises(reverts.AlreadyRefunded):
             market.refund(outsider, task_id, node_id)
     assert market.balance(market.address) == 0
     for node_id, author in authors.items():
@@ -273,7 +274,7 @@ def test_cancel_without_submissions_returns_the_whole_bounty(
     if phase == Phase.UNSETTLED:
         advance_to(task.evaluation_deadline)
     assert market.phase(task_id) == phase
-    with pytest.raises(errors.NotSponsor):
+    with pytest.raises(reverts.NotSponsor):
         market.cancel_task(accounts[7], task_id)
 
     before = market.balance(sponsor)
@@ -288,18 +289,18 @@ def test_cancel_without_submissions_returns_the_whole_bounty(
     assert (task.cancelled, task.reclaimed, task.node_count) == (True, 10 * ETHER, 0)
 
     # No submission, no second cancel, nothing to reclaim.
-    with pytest.raises(errors.RoundNotOpen):
+    with pytest.raises(reverts.RoundNotOpen):
         architecture(market, scientist, task_id)
-    with pytest.raises(errors.RoundNotOpen):
+    with pytest.raises(reverts.RoundNotOpen):
         submit(market, miner, task_id, 1, "u")
-    with pytest.raises(errors.WrongPhase) as refused:
+    with pytest.raises(reverts.WrongPhase) as refused:
         market.cancel_task(sponsor, task_id)
     assert refused.value.values == {
         "taskId": task_id,
         "current": Phase.CANCELLED,
         "allowed": CANCELLABLE,
     }
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         market.reclaim(sponsor, task_id)
     assert market.balance(market.address) == 3 * ETHER and market.task(task_id).node_count == 0
 
@@ -312,7 +313,7 @@ def test_a_task_with_one_submission_cannot_be_cancelled(
 ) -> None:
     task_id = create_task(market, sponsor, task_params())
     architecture(market, accounts[2], task_id)
-    with pytest.raises(errors.HasSubmissions) as refused:
+    with pytest.raises(reverts.HasSubmissions) as refused:
         market.cancel_task(sponsor, task_id)
     assert refused.value.values == {"taskId": task_id, "submissions": 1}
     assert market.phase(task_id) == Phase.ROUNDS and not market.task(task_id).cancelled
@@ -351,13 +352,13 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     assert merge.value == 4
     node = market.node(task_id, 4)
     assert (node.kind, node.author, node.confirmations) == (NodeKind.MERGE, ev0, 0b001)
-    with pytest.raises(errors.MergeNotConfirmed) as refused:
+    with pytest.raises(reverts.MergeNotConfirmed) as refused:
         market.submit_update(miner_a, task_id, 4, 600, digest("a1"), "bafkreia1")
     assert refused.value.values == {"taskId": task_id, "nodeId": 4, "confirmations": 1, "quorum": 2}
     assert market.task(task_id).node_count == 4
-    with pytest.raises(errors.AlreadyConfirmed):
+    with pytest.raises(reverts.AlreadyConfirmed):
         market.confirm_merge(ev0, task_id, 4, digest("p0"), [2, 3])
-    with pytest.raises(errors.MergeDigestMismatch) as mismatch:
+    with pytest.raises(reverts.MergeDigestMismatch) as mismatch:
         market.confirm_merge(ev1, task_id, 4, digest("another merge"), [2, 3])
     assert mismatch.value.values == {
         "taskId": task_id,
@@ -365,7 +366,7 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
         "posted": digest("p0"),
         "confirmed": digest("another merge"),
     }
-    with pytest.raises(errors.NotEvaluator):
+    with pytest.raises(reverts.NotEvaluator):
         market.confirm_merge(miner_a, task_id, 4, digest("p0"), [2, 3])
     assert market.node(task_id, 4).confirmations == 0b001
 
@@ -421,7 +422,7 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     assert market.phase(task_id) == Phase.CHALLENGE
     task = market.task(task_id)
     assert (task.payout_root, task.payout_total, task.posted) == (tree.root, total, 0b111)
-    with pytest.raises(errors.AlreadyPosted):
+    with pytest.raises(reverts.AlreadyPosted):
         market.post_payout_root(ev2, task_id, tree.root, total)
 
     # Finalization strikes the evaluator whose root lost, and only it.
@@ -441,7 +442,7 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     assert [market.strikes(e) for e in (ev0, ev1, ev2)] == [0, 0, 1]
 
     # Claims follow R; the losing root's leaf proves nothing.
-    with pytest.raises(errors.InvalidProof):
+    with pytest.raises(reverts.InvalidProof):
         market.claim(miner_b, task_id, rogue_leaves[0], rogue.proof(0))
     for leaf in leaves:
         account_before, market_before = market.balance(leaf.account), market.balance(market.address)
@@ -495,17 +496,17 @@ def test_a_root_posted_after_the_agreement(
     market.post_payout_root(ev0, task_id, agreed_root, 5 * ETHER)
     agreed = market.post_payout_root(ev1, task_id, agreed_root, 5 * ETHER)
     assert agreed.event("PayoutRootAgreed").args["root"] == agreed_root
-    settled_at = market.task(task_id).settled_at
+    agreed_at = market.task(task_id).agreed_at
 
     root = agreed_root if late_root == "agreed" else other_root
     posted = market.post_payout_root(ev2, task_id, root, 5 * ETHER + late_total)
     assert [e.name for e in posted.events] == ["PayoutRootPosted"]  # no second agreement
     assert posted.event("PayoutRootPosted").args["votes"] == votes
     task = market.task(task_id)
-    assert (task.payout_root, task.payout_total, task.settled_at) == (
+    assert (task.payout_root, task.payout_total, task.agreed_at) == (
         agreed_root,
         5 * ETHER,
-        settled_at,
+        agreed_at,
     )
 
     advance_to(task.challenge_end)
@@ -589,7 +590,7 @@ def test_phase_of_one_task_at_every_boundary(
     assert market.propose_architecture(scientist, task_id, digest("arch"), "cid").value == 1
     assert market.node(task_id, 1).round == 0
     advance_to(start - 2)
-    with pytest.raises(errors.RoundNotOpen):
+    with pytest.raises(reverts.RoundNotOpen):
         market.submit_update(miner, task_id, 1, 100, digest("u0"), "cid")  # mined at start - 1
     advance_to(start - 1)
     assert market.submit_update(miner, task_id, 1, 100, digest("u0"), "cid").value == 2  # at start
@@ -617,14 +618,14 @@ def test_phase_of_one_task_at_every_boundary(
     leaf = PayoutLeaf(0, scientist, ETHER, 1)
     market.post_payout_root(evaluator, task_id, payout_tree([leaf]).root, ETHER)
     task = market.task(task_id)
-    assert task.settled_at == task.evaluation_deadline - 1
-    assert task.challenge_end == task.settled_at + 600 and task.claim_deadline == 0
+    assert (task.agreed_at, task.finalized_at) == (task.evaluation_deadline - 1, 0)
+    assert task.challenge_end == task.agreed_at + 600 and task.claim_deadline == 0
     assert market.phase(task_id) == Phase.CHALLENGE
     advance_to(task.evaluation_deadline)  # agreed in time: not Unsettled
     assert market.phase(task_id) == Phase.CHALLENGE
 
     advance_to(task.challenge_end - 2)
-    with pytest.raises(errors.ChallengeWindowOpen) as refused:
+    with pytest.raises(reverts.ChallengeWindowOpen) as refused:
         market.finalize(outsider, task_id)  # mined at challenge_end - 1
     assert refused.value.values == {"taskId": task_id, "endsAt": task.challenge_end}
     advance_to(task.challenge_end - 1)
@@ -632,7 +633,13 @@ def test_phase_of_one_task_at_every_boundary(
     market.finalize(outsider, task_id)  # mined at challenge_end
     assert market.phase(task_id) == Phase.CLAIMS
     final = market.task(task_id)
-    assert (final.finalized, final.settled_at) == (True, task.challenge_end)
+    # Finalizing keeps the agreement's time and starts the claim period from its own.
+    assert (final.finalized, final.agreed_at, final.finalized_at) == (
+        True,
+        task.agreed_at,
+        task.challenge_end,
+    )
+    assert final.challenge_end == 0
     assert final.claim_deadline == task.challenge_end + 7 * 24 * 3600
 
     advance_to(final.claim_deadline - 1)

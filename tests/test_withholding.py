@@ -13,6 +13,7 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
 from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.client import PUBLIC_MIN_WINDOW, ChainClient
 from marketplace.rules.messages import Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree
@@ -42,7 +43,7 @@ def test_the_sponsor_cannot_be_an_evaluator_of_its_own_task(
     task_params: Callable[..., TaskParams],
 ) -> None:
     for evaluators, quorum in (((sponsor,), 1), ((accounts[1], sponsor, accounts[5]), 2)):
-        with pytest.raises(errors.SponsorIsEvaluator) as refused:
+        with pytest.raises(reverts.SponsorIsEvaluator) as refused:
             market.create_task(sponsor, task_params(evaluators=evaluators, quorum=quorum))
         assert refused.value.values == {"sponsor": sponsor}
     assert market.task_count() == 0 and market.balance(market.address) == 0
@@ -63,7 +64,7 @@ def test_windows_under_the_deployment_minimum_are_refused(
         "challenge_window",
         "claim_window",
     ):
-        with pytest.raises(errors.WindowTooShort) as refused:
+        with pytest.raises(reverts.WindowTooShort) as refused:
             windows = {"challenge_window": 3600, field: 3599}
             public.create_task(accounts[0], task_params(**windows))
         assert refused.value.values == {"window": 3599, "minimum": 3600}
@@ -156,7 +157,7 @@ def test_unrevealed_sybil_architectures_take_nothing_of_the_bounty(
     assert paid == {accounts[3]: DEPOSIT + 5 * ETHER, accounts[4]: DEPOSIT + 5 * ETHER}
     market.refund(outsider, task_id, 1)  # the architecture: its deposit only
     assert market.balance(market.address) == 0
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         market.reclaim(sponsor, task_id)
 
 
@@ -176,7 +177,7 @@ def test_a_silent_evaluator_hands_the_bounty_to_the_kept_updates_not_the_sponsor
     advance_to(market.task(task_id).evaluation_deadline)  # the evaluator never posts a root
     assert market.phase(task_id) == Phase.UNSETTLED
     sponsor_before = market.balance(sponsor)
-    with pytest.raises(errors.WrongPhase) as refused:
+    with pytest.raises(reverts.WrongPhase) as refused:
         market.reclaim(sponsor, task_id)
     assert refused.value.values == {
         "taskId": task_id,
@@ -208,7 +209,7 @@ def test_the_sponsor_cancels_before_the_start_despite_a_proposal_and_deposits_re
     start = w3.eth.get_block("latest")["timestamp"] + 1000
     task_id = create_task(market, sponsor, task_params(start=start))
     node = architecture(market, stranger, task_id)
-    with pytest.raises(errors.WrongPhase):
+    with pytest.raises(reverts.WrongPhase):
         market.refund(stranger, task_id, node)  # not before the task is cancelled
     sponsor_before, stranger_before = market.balance(sponsor), market.balance(stranger)
     cancelled = market.cancel_task(sponsor, task_id)
@@ -222,7 +223,7 @@ def test_the_sponsor_cancels_before_the_start_despite_a_proposal_and_deposits_re
     # Once the rounds opened, a submission locks the bounty in.
     later = create_task(market, sponsor, task_params())
     architecture(market, stranger, later)
-    with pytest.raises(errors.HasSubmissions):
+    with pytest.raises(reverts.HasSubmissions):
         market.cancel_task(sponsor, later)
 
 
@@ -308,7 +309,7 @@ def test_confirmations_name_the_posted_parents_and_end_at_the_reveal(
     assert merge_id is not None
     # Posted by one of three: nothing is kept until the quorum confirms the same parents.
     assert market.task(task_id).kept_updates == 0
-    with pytest.raises(errors.MergeParentsMismatch) as refused:
+    with pytest.raises(reverts.MergeParentsMismatch) as refused:
         market.confirm_merge(trio[1], task_id, merge_id, digest("p"), [first])
     assert refused.value.values == {"taskId": task_id, "nodeId": merge_id}
     market.confirm_merge(trio[1], task_id, merge_id, digest("p"), [first, second])
@@ -321,7 +322,7 @@ def test_confirmations_name_the_posted_parents_and_end_at_the_reveal(
     ]
     # After the reveal the kept set is final: a late confirmation is refused.
     reveal(w3, market, task_id, sponsor)
-    with pytest.raises(errors.WrongPhase) as late:
+    with pytest.raises(reverts.WrongPhase) as late:
         market.confirm_merge(trio[2], task_id, merge_id, digest("p"), [first, second])
     assert late.value.values == {
         "taskId": task_id,

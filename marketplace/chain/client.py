@@ -29,6 +29,7 @@ from web3.exceptions import (
 from web3.types import BlockIdentifier, RPCEndpoint, TxParams, Wei
 
 from marketplace import errors
+from marketplace.chain import reverts
 from marketplace.chain.artifacts import load_artifact
 from marketplace.chain.eventlog import EventLog
 from marketplace.rules.messages import (
@@ -133,7 +134,6 @@ class ChainClient:
             address=self.address, abi=contract_artifact()["abi"]
         )
         self._receipt_timeout = receipt_timeout
-        self._errors = _error_decoders(contract_artifact()["abi"])
         self._events = {
             HexBytes(keccak(text=_signature(item))): self.contract.events[item["name"]]
             for item in contract_artifact()["abi"]
@@ -467,13 +467,11 @@ class ChainClient:
         data = exc.data if isinstance(exc.data, str) else None
         if data and data.startswith("0x") and len(data) >= 10:
             raw = bytes.fromhex(data[2:])
-            decoder = self._errors.get(raw[:4])
-            if decoder is not None:
-                name, arg_names, arg_types = decoder
-                values = decode(arg_types, raw[4:])
-                return errors.revert_class(name)(
-                    **dict(zip(arg_names, _plain(values), strict=True))
-                )
+            revert = reverts.BY_SELECTOR.get(raw[:4])
+            if revert is not None:
+                names = [name for name, _ in revert.ARGUMENTS]
+                values = decode([abi_type for _, abi_type in revert.ARGUMENTS], raw[4:])
+                return revert(**dict(zip(names, _plain(values), strict=True)))
             return errors.UnknownRevert(data=data)
         return errors.TransactionReverted(str(exc.message or exc))
 
@@ -486,18 +484,6 @@ def _abi_type(item: dict[str, Any]) -> str:
     if item["type"].startswith("tuple"):
         return f"({','.join(_abi_type(c) for c in item['components'])}){item['type'][5:]}"
     return str(item["type"])
-
-
-def _error_decoders(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str], list[str]]]:
-    return {
-        keccak(text=_signature(item))[:4]: (
-            item["name"],
-            [i["name"] for i in item["inputs"]],
-            [_abi_type(i) for i in item["inputs"]],
-        )
-        for item in abi
-        if item["type"] == "error"
-    }
 
 
 def _plain(value: Any) -> Any:

@@ -298,7 +298,7 @@ def public_card(chain: ChainClient, store: BlobStore, task_id: int) -> ModelCard
     """The card of the task's delivered model from public data, without a test score (None
     until a root is agreed whose report delivers a model that holds; the log says why not).
     An engine that does not answer (ChainError, StoreUnavailable) is raised: try again."""
-    if chain.task(task_id).settled_at == 0:
+    if chain.task(task_id).agreed_at == 0:
         return None
     for agreed in agreed_checks(chain, store, task_id):
         try:

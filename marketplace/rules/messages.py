@@ -19,7 +19,7 @@ class Frozen(BaseModel):
 
 
 class Phase(IntEnum):
-    """Where a task is in its lifecycle (mirrors `IGradientMarketplace.Phase`)."""
+    """Where a task is in its lifecycle (mirrors `IGradientMarketplaceTypes.Phase`)."""
 
     NONE = 0
     ROUNDS = 1
@@ -34,7 +34,7 @@ class Phase(IntEnum):
 
 
 class NodeKind(IntEnum):
-    """What a node of the model DAG is (mirrors `IGradientMarketplace.Kind`)."""
+    """What a node of the model DAG is (mirrors `IGradientMarketplaceTypes.Kind`)."""
 
     NONE = 0
     ARCHITECTURE = 1
@@ -101,7 +101,8 @@ class TaskState(Frozen):
     finalized: bool
     cancelled: bool
     posted: int
-    settled_at: int
+    agreed_at: int  # when a root reached the quorum (the challenge window runs from it); 0 before
+    finalized_at: int  # when the agreed root became final (claims run from it); 0 before
     reveal_window: int
     evaluation_window: int
     challenge_window: int

@@ -24,6 +24,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from marketplace.chain.phases import PhaseTimes
 from marketplace.chain.schedule import RoundSchedule
 from marketplace.rules.messages import Phase
 
@@ -100,22 +101,17 @@ def schedule_of(task: sqlite3.Row) -> RoundSchedule:
 
 
 def phase_of(task: sqlite3.Row, now: int) -> Phase:
-    """The phase at chain time `now` of a row of TASKS, as the contract's `_phase` computes it."""
-    if task["cancelled"]:
-        return Phase.CANCELLED
-    if task["finalized_at"] is not None:
-        claims = now < task["finalized_at"] + task["claim_window"]
-        return Phase.CLAIMS if claims else Phase.CLOSED
-    if task["settled_at"] is not None:
-        return Phase.CHALLENGE
-    rounds_end = schedule_of(task).end
-    if now < rounds_end:
-        return Phase.ROUNDS
-    reveal_deadline = rounds_end + task["reveal_window"]
-    if not task["revealed"]:
-        return Phase.REVEAL if now < reveal_deadline else Phase.UNREVEALED
-    evaluation_deadline = task["revealed_at"] + task["evaluation_window"]  # from the reveal
-    return Phase.EVALUATION if now < evaluation_deadline else Phase.UNSETTLED
+    """The phase at chain time `now` of a row of TASKS, by the contract's rule (`PhaseTimes`)."""
+    return PhaseTimes(
+        schedule=schedule_of(task),
+        reveal_window=task["reveal_window"],
+        evaluation_window=task["evaluation_window"],
+        claim_window=task["claim_window"],
+        cancelled=bool(task["cancelled"]),
+        revealed_at=task["revealed_at"],
+        agreed_at=task["settled_at"],
+        finalized_at=task["finalized_at"],
+    ).phase_at(now)
 
 
 # ------------------------------------------------------------------ the index

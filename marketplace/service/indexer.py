@@ -170,8 +170,8 @@ def _hex(value: bytes) -> str:
 def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, ...]] | None:
     """The derived row (table, values) an event makes, if any; `task` is the task as stored
     at the event's block, for TaskCreated (its timing), ValidationRevealed (`revealed_at`),
-    PayoutRootAgreed and TaskFinalized (`settled_at`: the agreement's time, then the
-    finalize's, when the claim window opens)."""
+    PayoutRootAgreed (`agreed_at`, stored as a settlement's `settled_at`) and TaskFinalized
+    (`finalized_at`, when the claim window opens)."""
     a, block = event.args, event.block_number
     if event.name == "TaskCreated":
         assert task is not None
@@ -201,7 +201,7 @@ def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, 
             a["taskId"],
             _hex(a["root"]),
             str(a["total"]),
-            task.settled_at,
+            task.agreed_at,
             block,
         )
     if event.name == "ValidationRevealed":
@@ -209,7 +209,7 @@ def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, 
         return "reveals", (a["taskId"], task.revealed_at, block)
     if event.name == "TaskFinalized":
         assert task is not None
-        return "finalizations", (a["taskId"], task.settled_at, block)
+        return "finalizations", (a["taskId"], task.finalized_at, block)
     if event.name in ("ArchitectureProposed", "UpdateSubmitted", "MergePosted"):
         kind = {"ArchitectureProposed": "architecture", "UpdateSubmitted": "update"}
         if event.name == "MergePosted":

@@ -194,7 +194,7 @@ def posted_roots(chain: ChainClient, task_id: int) -> list[PostedRoot]:
         PostedRoot(evaluator, root, total, cid)
         for evaluator, (root, total, cid) in posted_reports(chain, task_id).items()
     ]
-    settled = agreed.settled_at != 0
+    settled = agreed.agreed_at != 0
     return sorted(
         posted,
         key=lambda p: (
@@ -282,7 +282,7 @@ def agreed_checks(chain: ChainClient, store: BlobStore, task_id: int) -> Iterato
     """Every report posted with the task's agreed root, read and checked as it is asked for,
     in the order posted (IntegrityError if the task has no agreed root yet)."""
     task = chain.task(task_id)
-    if task.settled_at == 0:
+    if task.agreed_at == 0:
         raise IntegrityError(f"task {task_id} has no agreed payout root yet")
     agreed = (task.payout_root, task.payout_total)
     posted = [p for p in posted_roots(chain, task_id) if (p.root, p.total) == agreed]

@@ -285,7 +285,7 @@ def run_market(config: MarketConfig, folder: Path, centralized: bool = True) -> 
     reveal(chain, store, sponsor, chain_id, task_id)
     evaluator.step(task_id)
     report = agreed_report(chain, store, task_id)
-    advance_chain_to(w3, chain.task(task_id).settled_at + params.challenge_window)
+    advance_chain_to(w3, chain.task(task_id).agreed_at + params.challenge_window)
     chain.finalize(sponsor.address, task_id)
     held = int(w3.eth.get_balance(chain.address))
     for entry in report.payouts:

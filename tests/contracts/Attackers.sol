@@ -2,6 +2,8 @@
 pragma solidity 0.8.37;
 
 import {IGradientMarketplace} from "../../contracts/interfaces/IGradientMarketplace.sol";
+import {IGradientMarketplaceTypes} from "../../contracts/interfaces/IGradientMarketplaceTypes.sol";
+import {IGradientMarketplaceActions} from "../../contracts/interfaces/IGradientMarketplaceActions.sol";
 
 /// @notice Sponsors, reveals, submits, claims, refunds and reclaims as a contract, and on the
 /// first ETH it receives once armed tries to re-enter the marketplace with the armed arguments.
@@ -21,7 +23,7 @@ contract ReentrantReceiver {
         market = market_;
     }
 
-    function createTask(IGradientMarketplace.TaskParams calldata params) external payable returns (uint256) {
+    function createTask(IGradientMarketplaceTypes.TaskParams calldata params) external payable returns (uint256) {
         return market.createTask{value: msg.value}(params);
     }
 
@@ -59,10 +61,10 @@ contract ReentrantReceiver {
         if (mode == 0 || reentryAttempts > 0) return;
         ++reentryAttempts;
         bytes memory call;
-        if (mode == 1) call = abi.encodeCall(IGradientMarketplace.claim, (taskId, index, address(this), amount, points, proof));
-        else if (mode == 2) call = abi.encodeCall(IGradientMarketplace.refund, (taskId, index));
-        else if (mode == 3) call = abi.encodeCall(IGradientMarketplace.reclaim, (taskId));
-        else call = abi.encodeCall(IGradientMarketplace.cancelTask, (taskId));
+        if (mode == 1) call = abi.encodeCall(IGradientMarketplaceActions.claim, (taskId, index, address(this), amount, points, proof));
+        else if (mode == 2) call = abi.encodeCall(IGradientMarketplaceActions.refund, (taskId, index));
+        else if (mode == 3) call = abi.encodeCall(IGradientMarketplaceActions.reclaim, (taskId));
+        else call = abi.encodeCall(IGradientMarketplaceActions.cancelTask, (taskId));
         (bool ok, bytes memory err) = address(market).call(call);
         reentrySucceeded = ok;
         reentryError = err;

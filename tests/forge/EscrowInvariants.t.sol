@@ -2,6 +2,7 @@
 pragma solidity 0.8.37;
 
 import {IGradientMarketplace} from "../../contracts/interfaces/IGradientMarketplace.sol";
+import {IGradientMarketplaceTypes} from "../../contracts/interfaces/IGradientMarketplaceTypes.sol";
 import {MarketHandler} from "./MarketHandler.sol";
 import {FuzzSelector, VM} from "./Vm.sol";
 
@@ -71,7 +72,7 @@ contract EscrowInvariantsTest {
     function invariant_claimedWithinTotalWithinEscrow() public view {
         for (uint256 i; i < handler.taskCount(); ++i) {
             uint256 id = handler.taskIds(i);
-            IGradientMarketplace.TaskView memory v = market.getTask(id);
+            IGradientMarketplaceTypes.TaskView memory v = market.getTask(id);
             if (v.claimed > v.payoutTotal || v.payoutTotal > v.escrow) {
                 revert LedgerOutOfOrder(id, v.claimed, v.payoutTotal, v.escrow);
             }
@@ -82,7 +83,7 @@ contract EscrowInvariantsTest {
     function invariant_claimedPlusReclaimedWithinEscrow() public view {
         for (uint256 i; i < handler.taskCount(); ++i) {
             uint256 id = handler.taskIds(i);
-            IGradientMarketplace.TaskView memory v = market.getTask(id);
+            IGradientMarketplaceTypes.TaskView memory v = market.getTask(id);
             if (uint256(v.claimed) + v.reclaimed > v.escrow) {
                 revert WithdrawnOverEscrow(id, v.claimed, v.reclaimed, v.escrow);
             }
@@ -100,7 +101,7 @@ contract EscrowInvariantsTest {
     function invariant_sponsorGetsOnlyTheUnallocatedPartAfterWork() public view {
         for (uint256 i; i < handler.taskCount(); ++i) {
             uint256 id = handler.taskIds(i);
-            IGradientMarketplace.TaskView memory v = market.getTask(id);
+            IGradientMarketplaceTypes.TaskView memory v = market.getTask(id);
             // The handler's clock, not block.timestamp: the time its actions ran at.
             bool closed = v.finalized && handler.clock() >= v.claimDeadline;
             uint256 allowed;

@@ -2,6 +2,7 @@
 pragma solidity 0.8.37;
 
 import {IGradientMarketplace} from "../../contracts/interfaces/IGradientMarketplace.sol";
+import {IGradientMarketplaceTypes} from "../../contracts/interfaces/IGradientMarketplaceTypes.sol";
 import {PayoutTree} from "./PayoutTree.sol";
 import {VM} from "./Vm.sol";
 
@@ -15,15 +16,15 @@ import {VM} from "./Vm.sol";
 /// write its function and add its selector to `actions()`.
 contract MarketHandler {
     // Phases as bits, for picking a task where an action can succeed (`_taskIn`).
-    uint256 internal constant ROUNDS = 1 << uint256(IGradientMarketplace.Phase.Rounds);
-    uint256 internal constant REVEAL = 1 << uint256(IGradientMarketplace.Phase.Reveal);
-    uint256 internal constant EVALUATION = 1 << uint256(IGradientMarketplace.Phase.Evaluation);
-    uint256 internal constant CHALLENGE = 1 << uint256(IGradientMarketplace.Phase.Challenge);
-    uint256 internal constant CLAIMS = 1 << uint256(IGradientMarketplace.Phase.Claims);
-    uint256 internal constant CLOSED = 1 << uint256(IGradientMarketplace.Phase.Closed);
-    uint256 internal constant UNREVEALED = 1 << uint256(IGradientMarketplace.Phase.Unrevealed);
-    uint256 internal constant UNSETTLED = 1 << uint256(IGradientMarketplace.Phase.Unsettled);
-    uint256 internal constant CANCELLED = 1 << uint256(IGradientMarketplace.Phase.Cancelled);
+    uint256 internal constant ROUNDS = 1 << uint256(IGradientMarketplaceTypes.Phase.Rounds);
+    uint256 internal constant REVEAL = 1 << uint256(IGradientMarketplaceTypes.Phase.Reveal);
+    uint256 internal constant EVALUATION = 1 << uint256(IGradientMarketplaceTypes.Phase.Evaluation);
+    uint256 internal constant CHALLENGE = 1 << uint256(IGradientMarketplaceTypes.Phase.Challenge);
+    uint256 internal constant CLAIMS = 1 << uint256(IGradientMarketplaceTypes.Phase.Claims);
+    uint256 internal constant CLOSED = 1 << uint256(IGradientMarketplaceTypes.Phase.Closed);
+    uint256 internal constant UNREVEALED = 1 << uint256(IGradientMarketplaceTypes.Phase.Unrevealed);
+    uint256 internal constant UNSETTLED = 1 << uint256(IGradientMarketplaceTypes.Phase.Unsettled);
+    uint256 internal constant CANCELLED = 1 << uint256(IGradientMarketplaceTypes.Phase.Cancelled);
 
     uint256 public constant MAX_TASKS = 6;
     uint256 public constant MIN_WINDOW = 20;
@@ -115,7 +116,7 @@ contract MarketHandler {
     /// 0-0.3 ether.
     function createTask(uint256 seed) external atClock {
         require(taskIds.length < MAX_TASKS, "enough tasks");
-        IGradientMarketplace.TaskParams memory p;
+        IGradientMarketplaceTypes.TaskParams memory p;
         p.bounty = uint128(1 ether + _pick(seed, 0, 1 ether)); // not round: shares leave dust
         p.deposit = uint96(_pick(seed >> 64, 0, 3) * 0.1 ether);
         p.start = seed & 1 == 0 ? 0 : uint40(clock + _pick(seed >> 8, 1, 60));
@@ -157,7 +158,7 @@ contract MarketHandler {
 
     function submitUpdate(uint256 taskSeed, uint256 actorSeed, uint256 parentSeed) external atClock {
         uint256 taskId = _taskIn(taskSeed, ROUNDS);
-        IGradientMarketplace.TaskView memory v = market.getTask(taskId);
+        IGradientMarketplaceTypes.TaskView memory v = market.getTask(taskId);
         uint256 parent = _nodeWhere(taskId, v, parentSeed, _isParent);
         address actor = _actors[actorSeed % 3];
         VM.deal(actor, actor.balance + v.deposit);
@@ -172,7 +173,7 @@ contract MarketHandler {
     /// @notice An actor joins a secure aggregation round on an existing node, paying the deposit.
     function joinRound(uint256 taskSeed, uint256 actorSeed, uint256 baseSeed) external atClock {
         uint256 taskId = _taskIn(taskSeed, ROUNDS);
-        IGradientMarketplace.TaskView memory v = market.getTask(taskId);
+        IGradientMarketplaceTypes.TaskView memory v = market.getTask(taskId);
         require(v.nodeCount != 0, "nothing to join on");
         address actor = _actors[actorSeed % 3];
         VM.deal(actor, actor.balance + v.deposit);
@@ -184,7 +185,7 @@ contract MarketHandler {
     /// @notice An evaluator merges up to three existing nodes (strictly increasing ids).
     function postMerge(uint256 taskSeed, uint256 evaluatorSeed, uint256 parentsSeed) external atClock {
         uint256 taskId = _taskIn(taskSeed, ROUNDS | REVEAL);
-        IGradientMarketplace.TaskView memory v = market.getTask(taskId);
+        IGradientMarketplaceTypes.TaskView memory v = market.getTask(taskId);
         uint256 first = v.nodeCount == 0 ? 1 : 1 + parentsSeed % v.nodeCount;
         uint256 count = 1;
         uint32[] memory parents = new uint32[](3);
@@ -225,7 +226,7 @@ contract MarketHandler {
     /// its total (the contract must then stop claims at the total).
     function postPayoutRoot(uint256 taskSeed, uint256 evaluatorSeed, uint256 treeSeed) external atClock {
         uint256 taskId = _taskIn(taskSeed, EVALUATION | CHALLENGE);
-        IGradientMarketplace.TaskView memory v = market.getTask(taskId);
+        IGradientMarketplaceTypes.TaskView memory v = market.getTask(taskId);
         uint256 escrow = v.escrow;
         // Prefer an evaluator who has not posted yet.
         address[] memory evaluators = market.evaluatorsOf(taskId);
@@ -275,16 +276,16 @@ contract MarketHandler {
     /// floor(B(k+1)/N) - floor(Bk/N).
     function refund(uint256 taskSeed, uint256 nodeSeed) external atClock {
         uint256 taskId = _taskIn(taskSeed, UNREVEALED | UNSETTLED | CANCELLED);
-        IGradientMarketplace.TaskView memory v = market.getTask(taskId);
+        IGradientMarketplaceTypes.TaskView memory v = market.getTask(taskId);
         uint256 nodeId = _nodeWhere(taskId, v, nodeSeed, _isRefundable);
-        IGradientMarketplace.Phase phase = market.phase(taskId);
+        IGradientMarketplaceTypes.Phase phase = market.phase(taskId);
         address author = market.getNode(taskId, nodeId).author;
         (uint256 before, uint256 toBefore) = (address(market).balance, author.balance);
         market.refund(taskId, nodeId);
         if (_nodeRefunded[taskId][nodeId]) _wrong("node refunded twice");
         _nodeRefunded[taskId][nodeId] = true;
         uint256 share;
-        if (phase != IGradientMarketplace.Phase.Cancelled) {
+        if (phase != IGradientMarketplaceTypes.Phase.Cancelled) {
             uint256 shares = v.keptUpdates == 0 ? v.submissionCount : v.keptUpdates;
             if (v.keptUpdates == 0 || market.getNode(taskId, nodeId).kept) {
                 uint256 k = v.sharesPaid;
@@ -364,7 +365,7 @@ contract MarketHandler {
     /// @dev A node id for which `wanted` holds if one does (scanning from the seed), else any.
     function _nodeWhere(
         uint256 taskId,
-        IGradientMarketplace.TaskView memory v,
+        IGradientMarketplaceTypes.TaskView memory v,
         uint256 seed,
         function(uint256, uint256, uint256) view returns (bool) wanted
     ) internal view returns (uint256) {
@@ -378,17 +379,17 @@ contract MarketHandler {
 
     /// @dev Not an unconfirmed merge.
     function _isParent(uint256 taskId, uint256 nodeId, uint256 quorum) internal view returns (bool) {
-        IGradientMarketplace.NodeView memory node = market.getNode(taskId, nodeId);
-        return node.kind != IGradientMarketplace.Kind.Merge || _popcount(node.confirmations) >= quorum;
+        IGradientMarketplaceTypes.NodeView memory node = market.getNode(taskId, nodeId);
+        return node.kind != IGradientMarketplaceTypes.Kind.Merge || _popcount(node.confirmations) >= quorum;
     }
 
     /// @dev A submission not refunded yet.
     function _isRefundable(uint256 taskId, uint256 nodeId, uint256) internal view returns (bool) {
-        IGradientMarketplace.Kind kind = market.getNode(taskId, nodeId).kind;
-        return kind != IGradientMarketplace.Kind.Merge && !market.isRefunded(taskId, nodeId);
+        IGradientMarketplaceTypes.Kind kind = market.getNode(taskId, nodeId).kind;
+        return kind != IGradientMarketplaceTypes.Kind.Merge && !market.isRefunded(taskId, nodeId);
     }
 
-    function _bit(IGradientMarketplace.Phase phase) internal pure returns (uint256) {
+    function _bit(IGradientMarketplaceTypes.Phase phase) internal pure returns (uint256) {
         return 1 << uint256(phase);
     }
 
@@ -430,7 +431,7 @@ contract MarketHandler {
 
     /// @dev The first deadline of the task after `clock`, or 0 if none is left.
     function _nextDeadline(uint256 taskId) internal view returns (uint256) {
-        IGradientMarketplace.TaskView memory v = market.getTask(taskId);
+        IGradientMarketplaceTypes.TaskView memory v = market.getTask(taskId);
         if (clock < v.start) return v.start;
         uint256 roundEnd = v.start + ((clock - v.start) / v.roundDuration + 1) * v.roundDuration;
         if (roundEnd <= v.roundsEnd) return roundEnd;
