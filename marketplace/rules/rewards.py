@@ -37,7 +37,7 @@ from eth_utils.address import to_checksum_address
 
 from marketplace.errors import DagError
 from marketplace.rules.merge import MergeRule, merge_counts
-from marketplace.rules.messages import NodeKind, NodeRecord, Payout, Score, TaskSpec
+from marketplace.rules.messages import PAYOUT_PARTS, NodeKind, NodeRecord, Payout, Score, TaskSpec
 from marketplace.rules.shapley import Coalition
 from marketplace.wire.crypto import PayoutLeaf
 
@@ -152,7 +152,7 @@ def compute_payouts(
     for account, amount in (join_refunds or {}).items():
         deposits[_checksum(account)] += amount
 
-    return _payouts(expertise, data, compute, deposits, points)
+    return _payouts(points, expertise=expertise, data=data, compute=compute, deposits=deposits)
 
 
 def unconfirmed_merges(
@@ -402,41 +402,22 @@ def _harmful(
     return evidence.added[node.node_id] <= scores[merge].value - spec.min_gain
 
 
-def _payouts(
-    expertise: Mapping[str, int],
-    data: Mapping[str, int],
-    compute: Mapping[str, int],
-    deposits: Mapping[str, int],
-    points: Mapping[str, int],
-) -> list[Payout]:
-    """One `Payout` per account owed anything, merged by checksum address, sorted by address."""
-    parts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for part, amounts in (
-        ("expertise", expertise),
-        ("data", data),
-        ("compute", compute),
-        ("deposits", deposits),
-        ("points", points),
-    ):
+def _payouts(points: Mapping[str, int], **parts: Mapping[str, int]) -> list[Payout]:
+    """One `Payout` per account owed anything, merged by checksum address, sorted by address;
+    `parts`: each of `PAYOUT_PARTS` -> account -> amount."""
+    if set(parts) != set(PAYOUT_PARTS):
+        raise ValueError(f"the payout parts are {PAYOUT_PARTS}, not {tuple(parts)}")
+    owed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for part, amounts in (*parts.items(), ("points", points)):
         for account, amount in amounts.items():
-            parts[_checksum(account)][part] += amount
+            owed[_checksum(account)][part] += amount
     payouts = []
-    for account in sorted(parts, key=lambda a: int(a, 16)):
-        p = parts[account]
-        amount = p["expertise"] + p["data"] + p["compute"] + p["deposits"]
-        if amount == 0 and p["points"] == 0:
+    for account in sorted(owed, key=lambda a: int(a, 16)):
+        split = {part: owed[account][part] for part in PAYOUT_PARTS}
+        amount, credited = sum(split.values()), owed[account]["points"]
+        if amount == 0 and credited == 0:
             continue
-        payouts.append(
-            Payout(
-                account=account,
-                amount=amount,
-                points=p["points"],
-                expertise=p["expertise"],
-                data=p["data"],
-                compute=p["compute"],
-                deposits=p["deposits"],
-            )
-        )
+        payouts.append(Payout(account=account, amount=amount, points=credited, **split))
     return payouts
 
 
