@@ -54,6 +54,7 @@ from phe import paillier
 
 from marketplace.chain.client import ChainClient
 from marketplace.protocol.checks import Refusal, Verdict, check_aggregate_update
+from marketplace.rules.dag import updates_by
 from marketplace.rules.messages import (
     Aggregation,
     ChainEvent,
@@ -62,18 +63,11 @@ from marketplace.rules.messages import (
     Score,
     TaskSpec,
 )
-from marketplace.rules.rewards import updates_by
 from marketplace.storage.stores import BlobStore
-from marketplace.wire.secagg import (
-    MaskedRound,
-    Packing,
-    SecAggError,
-    decode_submission,
-    encode_submission,
-    open_sum,
-    seal_update,
-    self_mask_key,
-)
+from marketplace.wire.secagg import open_sum, seal_update
+from marketplace.wire.secagg_masks import MaskedRound, self_mask_key
+from marketplace.wire.secagg_packing import Packing, SecAggError
+from marketplace.wire.secagg_submission import decode_submission, encode_submission
 
 MIN_MEMBERS = 2  # below this the "sum" is one update: never aggregated
 

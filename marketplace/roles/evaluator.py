@@ -78,12 +78,14 @@ from marketplace.roles.scorer import (
     to_arrays,
     to_tensors,
 )
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.evaluation import (
     Clock,
     Dataset,
     ceiling,
     class_rows,
 )
+from marketplace.rules.frontier import Frontier
 from marketplace.rules.merge import (
     Candidate,
     ClassRecall,
@@ -100,21 +102,14 @@ from marketplace.rules.messages import (
     Score,
 )
 from marketplace.rules.models import ModelSpec, flops_per_sample
-from marketplace.rules.rewards import (
-    Evidence,
-    Frontier,
-    architecture_of,
-    compute_payouts,
-    find_winner,
-    node_gains,
-)
+from marketplace.rules.rewards import Evidence, compute_payouts, find_winner, node_gains
 from marketplace.runtime.faults import crash_point
 from marketplace.runtime.state import StateFile
 from marketplace.runtime.timing import Stopwatch
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import weights_digest
 from marketplace.wire.crypto import sha256
-from marketplace.wire.envelope import X25519KeyPair
+from marketplace.wire.keys import X25519KeyPair
 from marketplace.wire.report import (
     MAX_REPORT_BYTES,
     NodeVerdict,
@@ -123,7 +118,10 @@ from marketplace.wire.report import (
     payout_entries,
     posted_reports,
 )
-from marketplace.wire.secagg import SecAggError, decode_submission, sum_round, uncancelled_masks
+from marketplace.wire.secagg import sum_round
+from marketplace.wire.secagg_masks import uncancelled_masks
+from marketplace.wire.secagg_packing import SecAggError
+from marketplace.wire.secagg_submission import decode_submission
 
 if TYPE_CHECKING:
     import torch

@@ -55,17 +55,18 @@ from marketplace.protocol.tasks import (
     read_spec,
     validation_file,
 )
+from marketplace.rules.dag import architecture_of, updates_by
 from marketplace.rules.evaluation import Clock, Dataset, Scores, load_validation, scores
+from marketplace.rules.frontier import Frontier
 from marketplace.rules.merge import MergeRule, coalition_value
 from marketplace.rules.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.rules.models import ModelSpec
-from marketplace.rules.rewards import Frontier, architecture_of, updates_by
 from marketplace.rules.shapley import Coalition
 from marketplace.runtime.timing import Stopwatch
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import arrays_digest, weights_digest
 from marketplace.wire.crypto import sha256
-from marketplace.wire.envelope import X25519KeyPair
+from marketplace.wire.keys import X25519KeyPair
 
 if TYPE_CHECKING:
     import torch
