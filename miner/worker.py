@@ -50,11 +50,11 @@ from marketplace.protocol.tasks import (
     registered_keys,
 )
 from marketplace.protocol.verdicts import NODE_ERRORS
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.datafiles import Dataset, load_dataset
 from marketplace.rules.evaluation import check_budget, check_schema_fits
 from marketplace.rules.messages import Aggregation, NodeKind, NodeRecord, Phase, TaskSpec, TaskState
 from marketplace.rules.models import ModelSpec
-from marketplace.rules.rewards import architecture_of
 from marketplace.runtime.faults import crash_point, pause_point
 from marketplace.runtime.outage import OutageGuard
 from marketplace.runtime.state import StateFile, write_bytes_atomically
@@ -63,7 +63,8 @@ from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import encode_weights
 from marketplace.wire.crypto import sha256
 from marketplace.wire.envelope import seal
-from marketplace.wire.secagg import mask_key, self_mask_key, submission_values
+from marketplace.wire.secagg_masks import mask_key, self_mask_key
+from marketplace.wire.secagg_submission import submission_values
 from miner.claims import collect
 from miner.ledger import PrivacyLedger, fingerprint
 from miner.trainer import DPConfig, Progress, TrainConfig, Trainer, TrainResult

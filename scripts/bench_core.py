@@ -78,7 +78,8 @@ def bench_envelope(data: bytes) -> None:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from eth_account import Account
 
-    from marketplace.wire.envelope import X25519KeyPair, open_envelope, seal
+    from marketplace.wire.envelope import open_envelope, seal
+    from marketplace.wire.keys import X25519KeyPair
 
     author = Account.create()
     reader = X25519KeyPair.generate()

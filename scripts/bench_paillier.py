@@ -36,18 +36,16 @@ from phe.paillier import PaillierPrivateKey as PrivateKey
 from phe.paillier import PaillierPublicKey as PublicKey
 
 from marketplace.wire.secagg import (
-    MaskedRound,
-    Packing,
     aggregate,
     decrypt,
     encrypt,
     generate_key,
     open_sum,
     seal_update,
-    self_mask_key,
     sum_round,
-    uncancelled_masks,
 )
+from marketplace.wire.secagg_masks import MaskedRound, self_mask_key, uncancelled_masks
+from marketplace.wire.secagg_packing import Packing
 
 MINERS = 10
 PACKING = Packing(clip=1.0, fraction_bits=16, max_miners=MINERS)

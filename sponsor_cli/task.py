@@ -52,7 +52,7 @@ from marketplace.rules.schemas import InferredSchema, infer_schema, summary
 from marketplace.runtime.config import Settings
 from marketplace.runtime.connect import dev_account
 from marketplace.runtime.devnet_info import read_devnet_info
-from marketplace.wire.envelope import public_key_from_hex
+from marketplace.wire.keys import public_key_from_hex
 from marketplace.wire.report import PayoutReport, shown_report
 
 app = typer.Typer(help="Create and run tasks: bounties for models.", no_args_is_help=True)

@@ -35,13 +35,10 @@ from marketplace.roles.verify import verify_task
 from marketplace.rules.messages import Aggregation, ChainEvent, NodeKind, NodeRecord, Phase
 from marketplace.rules.rewards import CREDIT_SCALE, apportion
 from marketplace.wire.report import coalition_of
-from marketplace.wire.secagg import (
-    SecAggError,
-    decode_submission,
-    decrypt,
-    self_mask_key,
-    uncancelled_masks,
-)
+from marketplace.wire.secagg import decrypt
+from marketplace.wire.secagg_masks import self_mask_key, uncancelled_masks
+from marketplace.wire.secagg_packing import SecAggError
+from marketplace.wire.secagg_submission import decode_submission
 from miner.trainer import Trainer, TrainResult
 from tests.market import BOUNTY, DEPOSIT, ROUND, SPLIT, TINY, Market, new_market
 

@@ -25,7 +25,8 @@ from marketplace.dev.devchain import tester_of as chain_tester
 from marketplace.dev.devnet import free_port, start_devnet
 from marketplace.rules.messages import NodeKind, Phase
 from marketplace.service import api
-from marketplace.service.api import PhaseName, create_app
+from marketplace.service.api import create_app
+from marketplace.service.api_common import PhaseName
 from marketplace.service.indexer import Indexer
 from marketplace.wire.crypto import sha256
 from marketplace.wire.report import PayoutReport, agreed_report

@@ -27,10 +27,10 @@ from marketplace.roles import scorer as scorer_module
 from marketplace.roles.evaluator import Evaluator
 from marketplace.roles.sponsor import propose_architecture
 from marketplace.roles.verify import verify_task
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.evaluation import EVAL_BATCH_SIZE, Scores, score, scores
 from marketplace.rules.messages import DEFAULT_SCORING_MACS, Metric, NodeKind
 from marketplace.rules.models import ModelSpec, init_weights, macs_per_sample
-from marketplace.rules.rewards import architecture_of
 from marketplace.wire.architecture import encode_architecture
 from marketplace.wire.codec import encode_weights, weights_digest
 from marketplace.wire.crypto import sha256

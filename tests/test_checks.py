@@ -37,7 +37,8 @@ from marketplace.wire.architecture import (
 )
 from marketplace.wire.codec import encode_weights
 from marketplace.wire.crypto import sha256
-from marketplace.wire.envelope import X25519KeyPair, seal
+from marketplace.wire.envelope import seal
+from marketplace.wire.keys import X25519KeyPair
 
 TASK, PARENT, NODE = 5, 2, 9
 CAP = 1 << 20

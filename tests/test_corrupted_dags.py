@@ -35,7 +35,8 @@ from marketplace.runtime.state import StateFile
 from marketplace.wire.cid import cid_of
 from marketplace.wire.codec import encode_weights
 from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
-from marketplace.wire.envelope import X25519KeyPair, seal
+from marketplace.wire.envelope import seal
+from marketplace.wire.keys import X25519KeyPair
 from marketplace.wire.report import PayoutEntry, PayoutReport, agreed_report
 from tests.helpers import spent
 from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from marketplace.dev.devnet import RpcServer, free_port, wait_until_serving
+from marketplace.dev.devnet import free_port, wait_until_serving
+from marketplace.dev.rpc_server import RpcServer
 from marketplace.rules.messages import NodeKind
 from marketplace.wire.report import agreed_report
 from tests.market import Market, new_market

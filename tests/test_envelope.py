@@ -1,6 +1,6 @@
 """Envelopes: sealed to the task's readers, bound to author, task, parent and kind, signed.
 
-Offsets below are those of the format comment in marketplace/wire/envelope.py (version 1).
+Offsets below are those of the format comment in marketplace/wire/envelope_format.py (version 1).
 """
 
 from __future__ import annotations
@@ -17,20 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marketplace.errors import EnvelopeError
-from marketplace.wire import envelope
-from marketplace.wire.envelope import (
+from marketplace.wire import envelope, envelope_format
+from marketplace.wire.envelope import envelope_author, envelope_recipients, open_envelope, seal
+from marketplace.wire.envelope_format import (
     ENVELOPE_KINDS,
     MAX_HEADER_SIZE,
     MAX_RECIPIENTS,
     MIN_ENVELOPE_SIZE,
-    X25519KeyPair,
-    derive_encryption_key,
-    envelope_author,
-    envelope_recipients,
-    open_envelope,
-    public_key_from_hex,
-    seal,
 )
+from marketplace.wire.keys import X25519KeyPair, derive_encryption_key, public_key_from_hex
 
 MIB = 1 << 20
 CAP = 16 * MIB
@@ -84,7 +79,7 @@ def opened(
 def resigned(blob: bytes, signer: LocalAccount) -> bytes:
     """The same bytes with `signer`'s signature in place of the author's."""
     signed = blob[:-SIGNATURE]
-    return signed + envelope._sign(signer, hashlib.sha256(signed).digest())
+    return signed + envelope_format.sign_digest(signer, hashlib.sha256(signed).digest())
 
 
 def rewritten(blob: bytes, where: slice | int, value: bytes, signer: LocalAccount) -> bytes:
@@ -257,11 +252,13 @@ def test_re_wrapping_alices_ciphertext_under_mallorys_name_is_caught() -> None:
         parent=PARENT,
         kind="merge",
     )
-    alice = envelope._parse(blob)
+    alice = envelope_format.parse_envelope(blob)
     kind = ENVELOPE_KINDS["merge"]
-    alice_context = envelope._context(kind, alice.author, 0, TASK, PARENT)
+    alice_context = envelope_format.binding_context(kind, alice.author, 0, TASK, PARENT)
     content_key = envelope._content_key(alice, mallory_reader.private_key, alice_context)
-    mallory_context = envelope._context(kind, bytes.fromhex(MALLORY.address[2:]), 0, TASK, PARENT)
+    mallory_context = envelope_format.binding_context(
+        kind, bytes.fromhex(MALLORY.address[2:]), 0, TASK, PARENT
+    )
 
     forged = envelope._assemble(
         MALLORY,

@@ -14,7 +14,7 @@ from web3 import Web3
 from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient, _event
 from marketplace.delivered.card import public_card
 from marketplace.dev.devchain import tester_of as chain_tester
-from marketplace.dev.devnet import RpcServer
+from marketplace.dev.rpc_server import RpcServer
 from marketplace.errors import ConfigError
 from marketplace.service import indexer as indexer_module
 from marketplace.service.indexer import Indexer

@@ -17,25 +17,25 @@ from phe import paillier
 from scipy import stats
 
 from marketplace.wire.secagg import (
-    MaskedRound,
-    Packing,
-    SecAggError,
     aggregate,
-    decode_submission,
     decrypt,
     derive_key,
-    encode_submission,
     encrypt,
     generate_key,
+    open_sum,
+    seal_update,
+    sum_round,
+)
+from marketplace.wire.secagg_masks import (
+    MaskedRound,
     mask_key,
     mask_stream,
     masks,
-    open_sum,
-    seal_update,
     self_mask_key,
-    sum_round,
     uncancelled_masks,
 )
+from marketplace.wire.secagg_packing import Packing, SecAggError
+from marketplace.wire.secagg_submission import decode_submission, encode_submission
 from tests.programs import script_output
 
 PACKING = Packing(clip=1.0, fraction_bits=12, max_miners=8, key_bits=1024)

@@ -27,10 +27,10 @@ from marketplace.errors import (
     StoreUnavailable,
 )
 from marketplace.protocol.tasks import architecture_spec, nodes_by_id, read_spec
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.evaluation import SSE_SCALE
 from marketplace.rules.messages import DataSchema, Frozen, Metric, NodeKind, NodeRecord, TaskSpec
 from marketplace.rules.models import ModelSpec
-from marketplace.rules.rewards import architecture_of
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.crypto import sha256
 from marketplace.wire.report import PayoutReport, ReportCheck, agreed_checks

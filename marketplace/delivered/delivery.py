@@ -23,14 +23,8 @@ from marketplace.rules.models import ModelSpec
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import decode_weights, encode_weights, weights_digest
 from marketplace.wire.crypto import sha256
-from marketplace.wire.envelope import (
-    X25519KeyPair,
-    envelope_author,
-    envelope_recipients,
-    open_envelope,
-    public_key_from_hex,
-    seal,
-)
+from marketplace.wire.envelope import envelope_author, envelope_recipients, open_envelope, seal
+from marketplace.wire.keys import X25519KeyPair, public_key_from_hex
 
 if TYPE_CHECKING:
     import torch

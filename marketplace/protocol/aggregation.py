@@ -55,6 +55,7 @@ from phe import paillier
 from marketplace.chain.client import ChainClient
 from marketplace.protocol.checks import check_aggregate_update
 from marketplace.protocol.verdicts import Refusal, Verdict
+from marketplace.rules.dag import updates_by
 from marketplace.rules.messages import (
     Aggregation,
     ChainEvent,
@@ -63,18 +64,11 @@ from marketplace.rules.messages import (
     Score,
     TaskSpec,
 )
-from marketplace.rules.rewards import updates_by
 from marketplace.storage.stores import BlobStore
-from marketplace.wire.secagg import (
-    MaskedRound,
-    Packing,
-    SecAggError,
-    decode_submission,
-    encode_submission,
-    open_sum,
-    seal_update,
-    self_mask_key,
-)
+from marketplace.wire.secagg import open_sum, seal_update
+from marketplace.wire.secagg_masks import MaskedRound, self_mask_key
+from marketplace.wire.secagg_packing import Packing, SecAggError
+from marketplace.wire.secagg_submission import decode_submission, encode_submission
 
 MIN_MEMBERS = 2  # below this the "sum" is one update: never aggregated
 

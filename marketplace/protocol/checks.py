@@ -38,8 +38,9 @@ from marketplace.storage.stores import BlobStore
 from marketplace.wire.architecture import decode_architecture
 from marketplace.wire.codec import decode_weights, to_arrays
 from marketplace.wire.crypto import sha256
-from marketplace.wire.envelope import X25519KeyPair, envelope_author, open_envelope
-from marketplace.wire.secagg import SecAggError
+from marketplace.wire.envelope import envelope_author, open_envelope
+from marketplace.wire.keys import X25519KeyPair
+from marketplace.wire.secagg_packing import SecAggError
 
 if TYPE_CHECKING:
     import torch

@@ -40,20 +40,16 @@ from marketplace.errors import (
     SpecError,
     ValidationUnavailable,
 )
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.rules.models import ModelSpec
-from marketplace.rules.rewards import architecture_of, unconfirmed_merges
+from marketplace.rules.rewards import unconfirmed_merges
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.architecture import decode_architecture
 from marketplace.wire.codec import decode_weights, encode_weights
 from marketplace.wire.crypto import sha256, validation_commitment
-from marketplace.wire.envelope import (
-    X25519KeyPair,
-    envelope_recipients,
-    open_envelope,
-    public_key_from_hex,
-    seal,
-)
+from marketplace.wire.envelope import envelope_recipients, open_envelope, seal
+from marketplace.wire.keys import X25519KeyPair, public_key_from_hex
 from marketplace.wire.secagg import derive_key
 
 if TYPE_CHECKING:

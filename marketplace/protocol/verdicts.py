@@ -50,7 +50,7 @@ from marketplace.errors import (
     SpecError,
     WeightsError,
 )
-from marketplace.wire.secagg import SecAggError
+from marketplace.wire.secagg_packing import SecAggError
 
 if TYPE_CHECKING:
     import torch

@@ -16,10 +16,11 @@ from marketplace.errors import ScoringTimeout
 from marketplace.protocol.tasks import of_kind
 from marketplace.protocol.verdicts import refusal
 from marketplace.roles.scorer import Scorer, TaskView, credited_samples
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.datafiles import Dataset
+from marketplace.rules.frontier import Frontier
 from marketplace.rules.merge import MergeRule, coalition_value
 from marketplace.rules.messages import NodeKind, Score
-from marketplace.rules.rewards import Frontier, architecture_of
 from marketplace.rules.shapley import Coalition
 from marketplace.wire.codec import to_arrays
 

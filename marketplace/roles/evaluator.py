@@ -53,19 +53,23 @@ from marketplace.roles.group_sums import GroupMean, GroupOutcome, has_merge, ope
 from marketplace.roles.merging import recomputed, scored_merge
 from marketplace.roles.scorer import Scorer, TaskView
 from marketplace.roles.settlement import payout_report
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.datafiles import Dataset
 from marketplace.rules.evaluation import Clock
 from marketplace.rules.merge import MergeResult
 from marketplace.rules.messages import Aggregation, NodeKind, NodeRecord, Phase, Score
-from marketplace.rules.rewards import architecture_of
 from marketplace.runtime.faults import crash_point
 from marketplace.runtime.state import StateFile
 from marketplace.runtime.timing import Stopwatch
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import to_tensors, weights_digest
 from marketplace.wire.crypto import sha256
-from marketplace.wire.envelope import X25519KeyPair
-from marketplace.wire.report import MAX_REPORT_BYTES, PayoutReport, posted_reports
+from marketplace.wire.keys import X25519KeyPair
+from marketplace.wire.report import (
+    MAX_REPORT_BYTES,
+    PayoutReport,
+    posted_reports,
+)
 
 if TYPE_CHECKING:
     import torch

@@ -31,9 +31,12 @@ from marketplace.protocol.aggregation import (
 )
 from marketplace.protocol.tasks import of_kind
 from marketplace.roles.scorer import Scorer, TaskView, credited_samples
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.messages import NodeKind, NodeRecord
-from marketplace.rules.rewards import architecture_of
-from marketplace.wire.secagg import SecAggError, decode_submission, sum_round, uncancelled_masks
+from marketplace.wire.secagg import sum_round
+from marketplace.wire.secagg_masks import uncancelled_masks
+from marketplace.wire.secagg_packing import SecAggError
+from marketplace.wire.secagg_submission import decode_submission
 
 PrivateKey = Callable[[], paillier.PaillierPrivateKey]
 """The key holder's Paillier private key, asked for only when a sum is to be opened."""

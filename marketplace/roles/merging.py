@@ -19,12 +19,13 @@ import numpy.typing as npt
 from marketplace.protocol.tasks import of_kind
 from marketplace.protocol.verdicts import Verdict
 from marketplace.roles.scorer import Scorer, TaskView, credited_samples
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.datafiles import Dataset
 from marketplace.rules.evaluation import class_rows
+from marketplace.rules.frontier import Frontier
 from marketplace.rules.merge import Candidate, ClassRecall, MergeResult, MergeRule, merge_round
 from marketplace.rules.messages import Metric, NodeKind, NodeRecord, Score
 from marketplace.rules.models import ModelSpec
-from marketplace.rules.rewards import Frontier, architecture_of
 from marketplace.wire.codec import to_arrays
 
 log = logging.getLogger(__name__)

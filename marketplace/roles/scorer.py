@@ -50,16 +50,16 @@ from marketplace.protocol.tasks import (
     validation_file,
 )
 from marketplace.protocol.verdicts import NODE_ERRORS, Refusal, Verdict, refusal
+from marketplace.rules.dag import architecture_of, updates_by
 from marketplace.rules.datafiles import Dataset, load_validation
 from marketplace.rules.evaluation import Clock, Scores, scores
 from marketplace.rules.messages import NodeKind, NodeRecord, Score, TaskSpec
 from marketplace.rules.models import ModelSpec
-from marketplace.rules.rewards import architecture_of, updates_by
 from marketplace.runtime.timing import Stopwatch
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import arrays_digest, to_arrays, to_tensors, weights_digest
 from marketplace.wire.crypto import sha256
-from marketplace.wire.envelope import X25519KeyPair
+from marketplace.wire.keys import X25519KeyPair
 
 if TYPE_CHECKING:
     import torch

@@ -49,9 +49,9 @@ from marketplace.rules.models import ModelSpec
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.architecture import encode_architecture
 from marketplace.wire.crypto import sha256, validation_commitment
-from marketplace.wire.envelope import public_key_from_hex
+from marketplace.wire.keys import public_key_from_hex
 from marketplace.wire.report import ReportCheck, agreed_checks
-from marketplace.wire.secagg import SecAggError
+from marketplace.wire.secagg_packing import SecAggError
 
 if TYPE_CHECKING:
     import torch

@@ -49,12 +49,13 @@ from marketplace.roles.coalitions import averager
 from marketplace.roles.scorer import Scorer, TaskView
 from marketplace.rules.datafiles import Dataset, load_validation
 from marketplace.rules.evaluation import ceiling
+from marketplace.rules.frontier import Frontier
 from marketplace.rules.messages import NodeKind, NodeRecord, Score, TaskSpec
-from marketplace.rules.rewards import UNCONFIRMED, Frontier, compute_payouts
+from marketplace.rules.rewards import UNCONFIRMED, compute_payouts
 from marketplace.rules.shapley import Coalition
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.crypto import sha256, validation_commitment
-from marketplace.wire.envelope import X25519KeyPair
+from marketplace.wire.keys import X25519KeyPair
 from marketplace.wire.report import (
     PayoutReport,
     coalition_of,

@@ -241,42 +241,16 @@ def merge_round(
     anchor: Weights | None = None,
     recall: ClassRecall | None = None,
 ) -> MergeResult:
-    """The round's merge: the best-scoring average of the round's updates.
+    """The round's merge: the best-scoring average of the round's updates, in named steps.
 
-    1. Candidates within `rule.tolerance` of their parent are no updates and are dropped.
-    2. The rest are scored in coalitions, each by the score of its average (`merge_counts`)
-       and, for the Shapley values, by its value: the better of that and the score of its
-       average with `anchor`, the round's starting model, free to every coalition
-       (`coalition_value`). Every coalition for k <= `rule.exact_max` updates, else the
-       prefixes of the `rule.permutations` seeded orders of `shapley.shapley`, the whole set
-       and the set of updates whose sampled Shapley values are positive. The empty
-       coalition's value is `base_score`: the score of the best model the round could start
-       from (its frontier), whatever parent each update names.
-    3. The coalition whose average scores best is kept (ties: fewer updates, so one that changes
-       nothing is not merged; then the lowest ids). With every coalition scored, several junk
-       updates that each hurt only alongside the others are all left out, which one removal
-       at a time missed; two models trained apart from random weights that average worse than
-       either leave only the better one; and updates on label-skewed shards that each score
-       below the frontier alone but gain together are kept together.
-    4. If it scores `rule.min_gain` or more below `base_score`, nothing is kept: a merge below
-       its base by more than noise is never posted or built on. One within `min_gain` of it,
-       either way, is still posted (a holding merge): the lineage moves on, as federated
-       averaging's does every round, and the reward rule credits only merges that beat their
-       frontier by `min_gain`. Near the ceiling a 2-row gain on the validation set is rare:
-       before holding merges, `demo.py --rounds 20` (seed 0) posted merges in 6 of its 20
-       rounds. The base of every round is the best score so far, so holding merges cannot
-       drift down: each is within noise of the best.
-    5. The class guard (with `recall` and `rule.class_guard_bps`): each left-out update, in id
-       order, joins the kept ones if leaving it out cuts some class's validation recall by more
-       than the margin, the merge loses no more rows with it than that class gains (so the
-       trade is bounded: the first version, bounded only by step 4, gave away 44 of 161 rows
-       in the demo's round 0 at alpha 0.1), and the merge is still posted (step 4). On
-       label-skewed shards the only holder of a class can lower this round's score and still
-       be what keeps that class from being forgotten over the rounds (digits, alpha 0.5, seed
-       3: the holder of class 9 was left out of 18 of 20 rounds). It earns by its Shapley
-       value like any other update; one that only biases the model towards a class pays with
-       the merge's score, which must stay above the frontier.
-    6. The kept updates' Shapley values (free when exact: every coalition is scored).
+    1. `_split_no_updates`: candidates within `rule.tolerance` of their parent are dropped.
+    2. `_best_coalition`: the rest are scored in coalitions (`_Coalitions`) and the one whose
+       average scores best is kept.
+    3. If it scores `rule.min_gain` or more below `base_score`, nothing is kept
+       (`_holds_its_base`).
+    4. `_class_guard` (with `recall` and `rule.class_guard_bps`) takes left-out updates back
+       in that keep a class from being forgotten.
+    5. `_Coalitions.result`: the kept updates' Shapley values and the merged weights.
 
     Scorings, twice these with an anchor: 2^k - 1 for k <= `rule.exact_max`; above it, at most
     `rule.permutations` x k + 2, and as many again for the kept set's values. A coalition is
@@ -294,58 +268,131 @@ def merge_round(
     by_id = {candidate.node_id: candidate for candidate in ordered}
     if len(by_id) != len(ordered):
         raise DagError("two merge candidates have the same node id")
-
-    no_updates = tuple(
-        c.node_id for c in ordered if is_no_update(c.weights, c.parent_weights, rule.tolerance)
-    )
-    updates = tuple(c.node_id for c in ordered if c.node_id not in no_updates)
-    cache: dict[tuple[int, ...], int] = {(): base_score}  # a coalition's value
-    plain: dict[tuple[int, ...], int] = {(): base_score}  # the score of its average alone
-
-    def parts(ids: tuple[int, ...]) -> list[tuple[Weights, int]]:
-        return [(by_id[i].weights, by_id[i].samples) for i in ids]
-
-    def merged_score(ids: tuple[int, ...]) -> int:
-        if ids not in cache:
-            cache[ids], plain[ids] = coalition_value(parts(ids), rule.weighting, anchor, score)
-        return cache[ids]
-
-    kept: tuple[int, ...] = ()
-    values: dict[int, int] = {}
-    if updates:
-        first = rule.contributions(updates, merged_score)  # every coalition, or a sample
-        merged_score(updates)
-        merged_score(tuple(first.positive()))  # sampled: the updates that add, on average
-        kept = max(
-            (c for c in list(plain) if c), key=lambda c: (plain[c], -len(c), [-i for i in c])
-        )
-    if kept and plain[kept] <= base_score - rule.min_gain:
-        kept = ()  # below the round's starting model by more than noise
+    no_updates, updates = _split_no_updates(ordered, rule.tolerance)
+    table = _Coalitions(by_id, score, rule, anchor, base_score)
+    kept = _best_coalition(table, updates)
+    if not _holds_its_base(table, kept):
+        kept = ()
     if kept and recall is not None and rule.class_guard_bps:
-        for update in (u for u in updates if u not in kept):
-            guarded = tuple(sorted((*kept, update)))
-            merged_score(guarded)  # its plain score too
-            gained = recall.protected(
-                blend(parts(kept), rule.weighting),
-                blend(parts(guarded), rule.weighting),
-                rule.class_guard_bps,
-            )
-            cost = plain[kept] - plain[guarded]
-            if gained and cost <= gained and plain[guarded] > base_score - rule.min_gain:
-                kept = guarded
-    if kept:
-        values = rule.contributions(kept, merged_score).values
+        kept = _class_guard(table, updates, kept, recall)
+    return table.result(kept, updates, no_updates)
 
-    return MergeResult(
-        kept=kept,
-        weights=blend(parts(kept), rule.weighting) if kept else {},
-        score=plain[kept] if kept else base_score,
-        samples=sum(by_id[i].samples for i in kept),
-        no_updates=no_updates,
-        left_out=tuple(i for i in updates if i not in kept),
-        contributions=values,
-        scorings=(len(cache) - 1) * (1 if anchor is None else 2),  # each coalition, 1 or 2
+
+def _split_no_updates(
+    ordered: Sequence[Candidate], tolerance: float
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(the no updates: within `tolerance` of their parent, the updates), ids in order."""
+    no_updates = tuple(
+        c.node_id for c in ordered if is_no_update(c.weights, c.parent_weights, tolerance)
     )
+    return no_updates, tuple(c.node_id for c in ordered if c.node_id not in no_updates)
+
+
+class _Coalitions:
+    """The coalitions of one round scored so far, each once: its value (what Shapley values are
+    computed from: the better of its average's score and that of its average with `anchor`,
+    the round's starting model, free to every coalition, `coalition_value`) and the score of
+    its average alone. The empty coalition's value is `base_score`: the score of the best model
+    the round could start from (its frontier), whatever parent each update names."""
+
+    def __init__(
+        self,
+        by_id: Mapping[int, Candidate],
+        score: Scorer,
+        rule: MergeRule,
+        anchor: Weights | None,
+        base_score: int,
+    ) -> None:
+        self.by_id, self.score, self.rule, self.anchor = by_id, score, rule, anchor
+        self.base_score = base_score
+        self.values: dict[tuple[int, ...], int] = {(): base_score}  # a coalition's value
+        self.plain: dict[tuple[int, ...], int] = {(): base_score}  # its average's score alone
+
+    def parts(self, ids: tuple[int, ...]) -> list[tuple[Weights, int]]:
+        return [(self.by_id[i].weights, self.by_id[i].samples) for i in ids]
+
+    def value(self, ids: tuple[int, ...]) -> int:
+        """The coalition's value, scored the first time it is asked for."""
+        if ids not in self.values:
+            self.values[ids], self.plain[ids] = coalition_value(
+                self.parts(ids), self.rule.weighting, self.anchor, self.score
+            )
+        return self.values[ids]
+
+    def blend(self, ids: tuple[int, ...]) -> Merged:
+        return blend(self.parts(ids), self.rule.weighting)
+
+    def result(
+        self, kept: tuple[int, ...], updates: tuple[int, ...], no_updates: tuple[int, ...]
+    ) -> MergeResult:
+        """The merge of `kept`, with their Shapley values (free when exact: every coalition
+        is scored already)."""
+        values = self.rule.contributions(kept, self.value).values if kept else {}
+        return MergeResult(
+            kept=kept,
+            weights=self.blend(kept) if kept else {},
+            score=self.plain[kept] if kept else self.base_score,
+            samples=sum(self.by_id[i].samples for i in kept),
+            no_updates=no_updates,
+            left_out=tuple(i for i in updates if i not in kept),
+            contributions=values,
+            scorings=(len(self.values) - 1) * (1 if self.anchor is None else 2),  # 1 or 2 each
+        )
+
+
+def _best_coalition(table: _Coalitions, updates: tuple[int, ...]) -> tuple[int, ...]:
+    """The coalition whose average scores best (ties: fewer updates, so one that changes
+    nothing is not merged; then the lowest ids), among every coalition for k <=
+    `rule.exact_max` updates, else the prefixes of the `rule.permutations` seeded orders of
+    `shapley.shapley`, the whole set and the set of updates whose sampled Shapley values are
+    positive. With every coalition scored, several junk updates that each hurt only alongside
+    the others are all left out, which one removal at a time missed; two models trained apart
+    from random weights that average worse than either leave only the better one; and updates
+    on label-skewed shards that each score below the frontier alone but gain together are kept
+    together."""
+    if not updates:
+        return ()
+    first = table.rule.contributions(updates, table.value)  # every coalition, or a sample
+    table.value(updates)
+    table.value(tuple(first.positive()))  # sampled: the updates that add, on average
+    plain = table.plain
+    return max((c for c in list(plain) if c), key=lambda c: (plain[c], -len(c), [-i for i in c]))
+
+
+def _holds_its_base(table: _Coalitions, kept: tuple[int, ...]) -> bool:
+    """Whether `kept` scores less than `rule.min_gain` below the base: a merge below its base
+    by more than noise is never posted or built on. One within `min_gain` of it, either way, is
+    still posted (a holding merge): the lineage moves on, as federated averaging's does every
+    round, and the reward rule credits only merges that beat their frontier by `min_gain`. Near
+    the ceiling a 2-row gain on the validation set is rare: before holding merges, `demo.py
+    --rounds 20` (seed 0) posted merges in 6 of its 20 rounds. The base of every round is the
+    best score so far, so holding merges cannot drift down: each is within noise of the best."""
+    return bool(kept) and table.plain[kept] > table.base_score - table.rule.min_gain
+
+
+def _class_guard(
+    table: _Coalitions, updates: tuple[int, ...], kept: tuple[int, ...], recall: ClassRecall
+) -> tuple[int, ...]:
+    """`kept` with the left-out updates the class guard takes back: each, in id order, joins
+    the kept ones if leaving it out cuts some class's validation recall by more than
+    `rule.class_guard_bps`, the merge loses no more rows with it than that class gains (so the
+    trade is bounded: the first version, bounded only by the base, gave away 44 of 161 rows in
+    the demo's round 0 at alpha 0.1), and the merge still holds its base. On label-skewed
+    shards the only holder of a class can lower this round's score and still be what keeps
+    that class from being forgotten over the rounds (digits, alpha 0.5, seed 3: the holder of
+    class 9 was left out of 18 of 20 rounds). It earns by its Shapley value like any other
+    update; one that only biases the model towards a class pays with the merge's score, which
+    must stay above the frontier."""
+    for update in (u for u in updates if u not in kept):
+        guarded = tuple(sorted((*kept, update)))
+        table.value(guarded)  # its plain score too
+        gained = recall.protected(
+            table.blend(kept), table.blend(guarded), table.rule.class_guard_bps
+        )
+        cost = table.plain[kept] - table.plain[guarded]
+        if gained and cost <= gained and _holds_its_base(table, guarded):
+            kept = guarded
+    return kept
 
 
 def _layout(weights: Weights) -> dict[str, tuple[int, ...]]:

@@ -152,14 +152,28 @@ class NodeState(Frozen):
     kept: bool  # an update kept in a merge the quorum confirmed
 
 
-class NodeRecord(Frozen):
-    """One node as its event recorded it: the pointers to its bytes and all its parents."""
+class OfTask(Frozen):
+    """The task a model belongs to, the first field of its dumps (a base: see `NodeRecord`)."""
 
     task_id: int
+
+
+class NodePlace(Frozen):
+    """Where a node sits in its task's tree and who made it: what the chain's record of a node
+    and an evaluator's verdict on it (`report.NodeVerdict`) both carry, declared once."""
+
     node_id: int
     kind: NodeKind
     author: str
     parents: tuple[int, ...]
+
+
+class NodeRecord(NodePlace, OfTask):
+    """One node as its event recorded it: the pointers to its bytes and all its parents.
+
+    Fields dump in the order of the bases reversed (task_id, the place, then these): `sponsor
+    task show --json` prints them so."""
+
     round: int
     samples: int
     digest: bytes
@@ -320,13 +334,29 @@ class Score(Frozen):
     reason: str = ""  # why a node is invalid ("undecryptable", "non-finite", ...)
 
 
-class Payout(Frozen):
-    """What one account is owed by a task, with the parts it is made of."""
+class Owed(Frozen):
+    """What a payout leaf pays one account: money and reputation points."""
 
     account: str
-    amount: int  # expertise + data + compute + deposits, in wei or token units
+    amount: int  # the sum of the account's `PayoutParts`, in wei or token units
     points: int  # reputation: the gains credited to the account
+
+
+class PayoutParts(Frozen):
+    """The parts a payout's amount adds up from (README, "Payouts"), declared once: the reward
+    rule fills them (`rewards._payouts`), the report's entries and the API's rows carry them and
+    the index's columns are named after them. A new part is one field here."""
+
     expertise: int = 0
     data: int = 0
     compute: int = 0
     deposits: int = 0
+
+
+PAYOUT_PARTS: tuple[str, ...] = tuple(PayoutParts.model_fields)
+"""The parts' names, in their order in every dump."""
+
+
+class Payout(PayoutParts, Owed):
+    """What one account is owed by a task, with the parts it is made of (fields in the order of
+    the bases reversed: account, amount, points, then the parts)."""

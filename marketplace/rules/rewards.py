@@ -2,8 +2,8 @@
 model DAG, the scores and what the evaluator measured besides them (`Evidence`).
 
 Credit is improvement over the frontier: the best confirmed model of an architecture when a
-round opened (`Frontier`), not the parent a submitter names, so rebuilding on an old node
-earns nothing. The sponsor's model is the best confirmed merge (`find_winner`); the winner's
+round opened (`frontier.Frontier`), not the parent a submitter names, so rebuilding on an old
+node earns nothing. The sponsor's model is the best confirmed merge (`find_winner`); the winner's
 improvement over its architecture is credited back through the rounds that built it, each
 round weighted by the share of the remaining error it closed (so the first steps from random
 weights do not dwarf the later ones), and within a round to the merge's updates by their
@@ -33,16 +33,15 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from eth_utils.address import to_checksum_address
-
 from marketplace.errors import DagError
+from marketplace.rules.dag import architecture_of, check_scores, checksum, index_dag, is_valid
+from marketplace.rules.frontier import Frontier
 from marketplace.rules.merge import MergeRule, merge_counts
-from marketplace.rules.messages import NodeKind, NodeRecord, Payout, Score, TaskSpec
+from marketplace.rules.messages import PAYOUT_PARTS, NodeKind, NodeRecord, Payout, Score, TaskSpec
 from marketplace.rules.shapley import Coalition
 from marketplace.wire.crypto import PayoutLeaf
 
 BPS = 10_000
-ROOT = 0  # the task: the parent of every architecture
 UNCONFIRMED = "unconfirmed"  # the reason code of a merge short of the quorum
 CREDIT_SCALE = 1_000_000  # a round that closes all the remaining error is worth this much credit
 
@@ -119,8 +118,8 @@ def compute_payouts(
     """
     if bounty < 0 or deposit < 0:
         raise ValueError("bounty and deposit must not be negative")
-    by_id = _index(nodes)
-    _check_scores(by_id, scores)
+    by_id = index_dag(nodes)
+    check_scores(by_id, scores)
     _check_evidence(by_id, scores, evidence)
     frontier = Frontier(by_id, scores, spec.min_gain)
     shares = {
@@ -150,9 +149,9 @@ def compute_payouts(
         if valid and not _harmful(node, by_id, scores, frontier, evidence, spec):
             deposits[node.author] += deposit
     for account, amount in (join_refunds or {}).items():
-        deposits[_checksum(account)] += amount
+        deposits[checksum(account)] += amount
 
-    return _payouts(expertise, data, compute, deposits, points)
+    return _payouts(points, expertise=expertise, data=data, compute=compute, deposits=deposits)
 
 
 def unconfirmed_merges(
@@ -188,7 +187,7 @@ def find_winner(nodes: Sequence[NodeRecord], scores: Mapping[int, Score]) -> int
     valid = [
         node.node_id
         for node in nodes
-        if node.kind != NodeKind.UPDATE and _is_valid(scores, node.node_id)
+        if node.kind != NodeKind.UPDATE and is_valid(scores, node.node_id)
     ]
     return max(valid, key=lambda node_id: (scores[node_id].value, node_id), default=None)
 
@@ -199,90 +198,6 @@ def node_gains(nodes: Sequence[NodeRecord], scores: Mapping[int, Score]) -> dict
     by_id = {node.node_id: node for node in nodes}
     frontier = Frontier(by_id, scores, 0)
     return {node.node_id: frontier.gain(node.node_id) for node in nodes}
-
-
-class Frontier:
-    """The best confirmed model of each architecture as each round opened.
-
-    The frontier of round r of architecture a is the best score among a itself and the valid
-    merges of a's rounds before r (a round's merge is posted after the round closes): what
-    every miner of round r could read and start from. An update's or merge's gain is its score
-    above its round's frontier, whatever parent it names.
-    """
-
-    def __init__(self, by_id: Mapping[int, NodeRecord], scores: Mapping[int, Score], min_gain: int):
-        self.by_id = by_id
-        self.scores = scores
-        self.min_gain = min_gain
-        self.best: dict[tuple[int, int], int] = {}  # (architecture, round) -> its best merge
-        for node_id in sorted(by_id):
-            node = by_id[node_id]
-            if node.kind is NodeKind.MERGE and _is_valid(scores, node_id):
-                key = (architecture_of(by_id, node_id), node.round)
-                if key not in self.best or scores[node_id].value > scores[self.best[key]].value:
-                    self.best[key] = node_id
-
-    def base(self, architecture: int, round_index: int) -> int | None:
-        """The frontier's node: the architecture or its best merge of an earlier round (ties:
-        the latest); None if the architecture is invalid."""
-        if not _is_valid(self.scores, architecture):
-            return None
-        earlier = [
-            merge
-            for (arch, round_), merge in self.best.items()
-            if arch == architecture and round_ < round_index
-        ]
-        return max([architecture, *earlier], key=lambda n: (self.scores[n].value, n))
-
-    def at(self, architecture: int, round_index: int) -> int | None:
-        """The frontier's score (None if the architecture is invalid)."""
-        base = self.base(architecture, round_index)
-        return None if base is None else self.scores[base].value
-
-    def of(self, node_id: int) -> int | None:
-        """The frontier of a node's round and architecture."""
-        return self.at(architecture_of(self.by_id, node_id), self.by_id[node_id].round)
-
-    def gain(self, node_id: int) -> int:
-        """How far a valid update or merge rose above its frontier (0 if not, or if under
-        `min_gain`: noise); 0 for an architecture or an invalid node."""
-        node = self.by_id[node_id]
-        base = self.of(node_id)
-        if node.kind is NodeKind.ARCHITECTURE or base is None:
-            return 0
-        if not _is_valid(self.scores, node_id):
-            return 0
-        gain = self.scores[node_id].value - base
-        return gain if gain >= max(self.min_gain, 1) else 0
-
-    def gaining_merges(self) -> list[int]:
-        """The valid merges that rose at least `min_gain` above their frontier, by id."""
-        return [
-            node_id
-            for node_id in sorted(self.by_id)
-            if self.by_id[node_id].kind is NodeKind.MERGE and self.gain(node_id) > 0
-        ]
-
-    def members(self, merge_id: int) -> list[int]:
-        """The merge's valid update parents: who shares its credit, in parent order."""
-        return [
-            p
-            for p in self.by_id[merge_id].parents
-            if self.by_id[p].kind is NodeKind.UPDATE and _is_valid(self.scores, p)
-        ]
-
-    def added_coalition(self, update_id: int) -> tuple[int, Coalition] | None:
-        """For an update its round's merge left out: that merge and its members with the update
-        added (what `Evidence.added` scores); None if the round has no merge or kept it."""
-        node = self.by_id[update_id]
-        merge = self.round_merge(architecture_of(self.by_id, update_id), node.round)
-        if merge is None or update_id in self.by_id[merge].parents:
-            return None
-        return merge, tuple(sorted((*self.members(merge), update_id)))
-
-    def round_merge(self, architecture: int, round_index: int) -> int | None:
-        """The round's best valid merge of the architecture (ties: the lowest id)."""
-        return self.best.get((architecture, round_index))
 
 
 def _merge_shares(
@@ -402,116 +317,23 @@ def _harmful(
     return evidence.added[node.node_id] <= scores[merge].value - spec.min_gain
 
 
-def _payouts(
-    expertise: Mapping[str, int],
-    data: Mapping[str, int],
-    compute: Mapping[str, int],
-    deposits: Mapping[str, int],
-    points: Mapping[str, int],
-) -> list[Payout]:
-    """One `Payout` per account owed anything, merged by checksum address, sorted by address."""
-    parts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for part, amounts in (
-        ("expertise", expertise),
-        ("data", data),
-        ("compute", compute),
-        ("deposits", deposits),
-        ("points", points),
-    ):
+def _payouts(points: Mapping[str, int], **parts: Mapping[str, int]) -> list[Payout]:
+    """One `Payout` per account owed anything, merged by checksum address, sorted by address;
+    `parts`: each of `PAYOUT_PARTS` -> account -> amount."""
+    if set(parts) != set(PAYOUT_PARTS):
+        raise ValueError(f"the payout parts are {PAYOUT_PARTS}, not {tuple(parts)}")
+    owed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for part, amounts in (*parts.items(), ("points", points)):
         for account, amount in amounts.items():
-            parts[_checksum(account)][part] += amount
+            owed[checksum(account)][part] += amount
     payouts = []
-    for account in sorted(parts, key=lambda a: int(a, 16)):
-        p = parts[account]
-        amount = p["expertise"] + p["data"] + p["compute"] + p["deposits"]
-        if amount == 0 and p["points"] == 0:
+    for account in sorted(owed, key=lambda a: int(a, 16)):
+        split = {part: owed[account][part] for part in PAYOUT_PARTS}
+        amount, credited = sum(split.values()), owed[account]["points"]
+        if amount == 0 and credited == 0:
             continue
-        payouts.append(
-            Payout(
-                account=account,
-                amount=amount,
-                points=p["points"],
-                expertise=p["expertise"],
-                data=p["data"],
-                compute=p["compute"],
-                deposits=p["deposits"],
-            )
-        )
+        payouts.append(Payout(account=account, amount=amount, points=credited, **split))
     return payouts
-
-
-# ------------------------------------------------------------------ the DAG and its checks
-
-
-def _index(nodes: Sequence[NodeRecord]) -> dict[int, NodeRecord]:
-    """Node id -> node (author in checksum form), after checking ids, kinds, parents and
-    acyclicity."""
-    by_id: dict[int, NodeRecord] = {}
-    for node in nodes:
-        if node.node_id <= ROOT:
-            raise DagError(f"node id {node.node_id} is not positive")
-        if node.node_id in by_id:
-            raise DagError(f"node {node.node_id} is listed twice")
-        if node.samples < 0:
-            raise DagError(f"node {node.node_id} declares {node.samples} samples")
-        by_id[node.node_id] = node.model_copy(update={"author": _checksum(node.author)})
-    for node in by_id.values():
-        _check_parents(node, by_id)
-    _check_acyclic(by_id)
-    return by_id
-
-
-def _check_parents(node: NodeRecord, by_id: Mapping[int, NodeRecord]) -> None:
-    where = f"node {node.node_id} ({node.kind.name.lower()})"
-    if node.kind == NodeKind.ARCHITECTURE:
-        if node.parents not in ((), (ROOT,)):
-            raise DagError(f"{where} must be a child of the root, not of {node.parents}")
-        return
-    if node.kind == NodeKind.UPDATE and len(node.parents) != 1:
-        raise DagError(f"{where} must have exactly one parent, not {node.parents}")
-    if node.kind == NodeKind.MERGE and not node.parents:
-        raise DagError(f"{where} has no parents")
-    if node.kind not in (NodeKind.UPDATE, NodeKind.MERGE):
-        raise DagError(f"{where} has no kind")
-    if len(set(node.parents)) != len(node.parents):
-        raise DagError(f"{where} lists a parent twice: {node.parents}")
-    for parent in node.parents:
-        if parent not in by_id:
-            raise DagError(f"{where} has parent {parent}, which is not in the tree")
-
-
-def _check_acyclic(by_id: Mapping[int, NodeRecord]) -> None:
-    """Raise DagError if following parents ever returns to a node (iterative three-colour DFS)."""
-    done: set[int] = set()
-    for start in sorted(by_id):
-        if start in done:
-            continue
-        on_path: set[int] = {start}
-        stack: list[tuple[int, list[int]]] = [(start, _parents(by_id, start))]
-        while stack:
-            node_id, pending = stack[-1]
-            if not pending:
-                stack.pop()
-                on_path.discard(node_id)
-                done.add(node_id)
-                continue
-            parent = pending.pop()
-            if parent in on_path:
-                raise DagError(f"the tree has a cycle through node {parent}")
-            if parent not in done:
-                on_path.add(parent)
-                stack.append((parent, _parents(by_id, parent)))
-
-
-def _check_scores(by_id: Mapping[int, NodeRecord], scores: Mapping[int, Score]) -> None:
-    for node_id, score in scores.items():
-        if node_id not in by_id:
-            raise DagError(f"a score for node {node_id}, which is not in the tree")
-        if score.node_id != node_id:
-            raise DagError(f"the score under node {node_id} is for node {score.node_id}")
-    missing = sorted(set(by_id) - set(scores))
-    if missing:
-        raise DagError(f"no score for nodes {missing}")
 
 
 def _check_evidence(
@@ -529,53 +351,3 @@ def _check_evidence(
             raise DagError(f"an added score for node {update_id}, which is not an update")
     if any(score.valid and score.value > evidence.ceiling for score in scores.values()):
         raise DagError(f"a score is above the validation set's ceiling {evidence.ceiling}")
-
-
-def _parents(by_id: Mapping[int, NodeRecord], node_id: int) -> list[int]:
-    return [p for p in by_id[node_id].parents if p != ROOT]
-
-
-def _ancestors(by_id: Mapping[int, NodeRecord], node_id: int) -> set[int]:
-    """`node_id` and every node reachable from it through parents."""
-    seen = {node_id}
-    stack = [node_id]
-    while stack:
-        for parent in _parents(by_id, stack.pop()):
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return seen
-
-
-def architecture_of(by_id: Mapping[int, NodeRecord], node_id: int) -> int:
-    """The architecture under `node_id`, following each node's first (lowest) parent, as the
-    contract records a merge's parent."""
-    node = by_id[node_id]
-    while node.kind != NodeKind.ARCHITECTURE:
-        node = by_id[min(node.parents)]
-    return node.node_id
-
-
-def updates_by(by_id: Mapping[int, NodeRecord], author: str, round_index: int) -> list[int]:
-    """The ids of `author`'s updates in round `round_index`, in submission order: the first is
-    the one a secure aggregation group counts, those past a cap are over it."""
-    author = author.lower()
-    return sorted(
-        node.node_id
-        for node in by_id.values()
-        if node.kind is NodeKind.UPDATE
-        and node.round == round_index
-        and node.author.lower() == author
-    )
-
-
-def _is_valid(scores: Mapping[int, Score], node_id: int) -> bool:
-    score = scores.get(node_id)
-    return score is not None and score.valid
-
-
-def _checksum(account: str) -> str:
-    try:
-        return to_checksum_address(account)
-    except ValueError as error:
-        raise DagError(f"{account!r} is not an address") from error

@@ -21,12 +21,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException, Request, Response
 from fastapi import Path as PathParam
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 from starlette.concurrency import run_in_threadpool
 
 from marketplace.chain.phases import PhaseTimes
 from marketplace.chain.schedule import RoundSchedule
-from marketplace.rules.messages import Phase
+from marketplace.rules.messages import PAYOUT_PARTS, Phase
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 MAX_ID = 2**63 - 1  # SQLite's integers
@@ -62,15 +62,21 @@ class ErrorDetail(BaseModel):
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorDetail}}
 
 
-class PayoutRow(BaseModel):
+class _LeafRow(BaseModel):
     leaf: int
     account: str
-    amount: str
+    amount: str  # wei and points as decimal text: JSON numbers lose precision past 2**53
     points: str
-    expertise: str
-    data: str
-    compute: str
-    deposits: str
+
+
+_PART_FIELDS: dict[str, Any] = {part: (str, ...) for part in PAYOUT_PARTS}
+_PartsRow = create_model("_PartsRow", **_PART_FIELDS)
+"""One decimal text field per payout part (`messages.PayoutParts`), in its order."""
+
+
+# mypy cannot check a base made at run time; the bases reversed give the fields' order (leaf,
+# account, amount, points, the parts, proof, claimed), which the OpenAPI document shows.
+class PayoutRow(_PartsRow, _LeafRow):  # type: ignore[misc,valid-type]
     proof: list[str]
     claimed: bool
 

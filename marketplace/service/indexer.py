@@ -25,7 +25,6 @@ why) and tried again only after the finalize.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -44,102 +43,26 @@ from marketplace.errors import (
     StorageError,
     StoreUnavailable,
 )
-from marketplace.rules.messages import ChainEvent, TaskState
+from marketplace.service.index_rows import (
+    TIMED_EVENTS,
+    event_row,
+    fits_index,
+    payout_rows,
+    placeholders,
+    row_of,
+    verdict_rows,
+)
+from marketplace.service.index_schema import ROW_TABLES, SCHEMA, SCHEMA_VERSION
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.report import MAX_REPORT_BYTES, PayoutReport, PostedRoot, check_report_bytes
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
-"""2: nodes.epsilon; 3: reveals (the evaluation window runs from the reveal); 4: cards."""
 KEEP_BLOCKS = 256
 """Block hashes older than this many blocks behind the cursor are let go (a reorg deeper than
 this is handled by a full rebuild)."""
 KEEP_LOG_BLOCKS = 16
 """...but the newest this many blocks with events are always kept, however old."""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS blocks (number INTEGER PRIMARY KEY, hash TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    block_number INTEGER NOT NULL, log_index INTEGER NOT NULL, tx_hash TEXT NOT NULL,
-    name TEXT NOT NULL, task_id INTEGER, args TEXT NOT NULL,
-    PRIMARY KEY (block_number, log_index));
-CREATE INDEX IF NOT EXISTS events_task ON events (task_id, name);
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id INTEGER PRIMARY KEY, sponsor TEXT NOT NULL, token TEXT NOT NULL,
-    bounty TEXT NOT NULL, deposit TEXT NOT NULL, spec_cid TEXT NOT NULL,
-    spec_digest TEXT NOT NULL, validation_commit TEXT NOT NULL, evaluators TEXT NOT NULL,
-    quorum INTEGER NOT NULL, start INTEGER NOT NULL, round_duration INTEGER NOT NULL,
-    rounds INTEGER NOT NULL, reveal_window INTEGER NOT NULL,
-    evaluation_window INTEGER NOT NULL, challenge_window INTEGER NOT NULL,
-    claim_window INTEGER NOT NULL, block_number INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS tasks_sponsor ON tasks (sponsor);
-CREATE TABLE IF NOT EXISTS nodes (
-    task_id INTEGER NOT NULL, node_id INTEGER NOT NULL, kind TEXT NOT NULL,
-    author TEXT NOT NULL, parent INTEGER NOT NULL, parents TEXT NOT NULL,
-    round INTEGER NOT NULL, samples INTEGER NOT NULL,
-    epsilon INTEGER NOT NULL, -- an update's declared DP spend, thousandths (0: none)
-    digest TEXT NOT NULL, cid TEXT NOT NULL,
-    block_number INTEGER NOT NULL, PRIMARY KEY (task_id, node_id));
-CREATE INDEX IF NOT EXISTS nodes_author ON nodes (author);
-CREATE TABLE IF NOT EXISTS roots (
-    task_id INTEGER NOT NULL, evaluator TEXT NOT NULL, root TEXT NOT NULL, total TEXT NOT NULL,
-    votes INTEGER NOT NULL, report_cid TEXT NOT NULL, block_number INTEGER NOT NULL,
-    PRIMARY KEY (task_id, evaluator));
-CREATE TABLE IF NOT EXISTS claims (
-    task_id INTEGER NOT NULL, leaf INTEGER NOT NULL, account TEXT NOT NULL,
-    amount TEXT NOT NULL, points TEXT NOT NULL, block_number INTEGER NOT NULL,
-    PRIMARY KEY (task_id, leaf));
-CREATE INDEX IF NOT EXISTS claims_account ON claims (account);
-CREATE TABLE IF NOT EXISTS settlements (
-    task_id INTEGER PRIMARY KEY, root TEXT NOT NULL, total TEXT NOT NULL,
-    settled_at INTEGER NOT NULL, block_number INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS reveals (
-    task_id INTEGER PRIMARY KEY, revealed_at INTEGER NOT NULL, block_number INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS finalizations (
-    task_id INTEGER PRIMARY KEY, finalized_at INTEGER NOT NULL, block_number INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS reports (
-    task_id INTEGER NOT NULL, evaluator TEXT NOT NULL, report_cid TEXT NOT NULL,
-    matches INTEGER NOT NULL, winner INTEGER, block_number INTEGER NOT NULL,
-    PRIMARY KEY (task_id, evaluator));
-CREATE TABLE IF NOT EXISTS report_nodes (
-    task_id INTEGER NOT NULL, evaluator TEXT NOT NULL, node_id INTEGER NOT NULL,
-    valid INTEGER NOT NULL, reason TEXT NOT NULL, score INTEGER NOT NULL, gain INTEGER NOT NULL,
-    block_number INTEGER NOT NULL, PRIMARY KEY (task_id, evaluator, node_id));
-CREATE TABLE IF NOT EXISTS report_payouts (
-    task_id INTEGER NOT NULL, evaluator TEXT NOT NULL, leaf INTEGER NOT NULL,
-    account TEXT NOT NULL, amount TEXT NOT NULL, points TEXT NOT NULL, expertise TEXT NOT NULL,
-    data TEXT NOT NULL, compute TEXT NOT NULL, deposits TEXT NOT NULL, proof TEXT NOT NULL,
-    block_number INTEGER NOT NULL, PRIMARY KEY (task_id, evaluator, leaf));
-CREATE INDEX IF NOT EXISTS report_payouts_account ON report_payouts (account);
-CREATE TABLE IF NOT EXISTS refunds (
-    task_id INTEGER NOT NULL, node_id INTEGER NOT NULL, author TEXT NOT NULL,
-    amount TEXT NOT NULL, block_number INTEGER NOT NULL, PRIMARY KEY (task_id, node_id));
-CREATE TABLE IF NOT EXISTS cards (
-    task_id INTEGER PRIMARY KEY,
-    card TEXT, -- the public model card's JSON; NULL: none could be built (the log says why)
-    finalized INTEGER NOT NULL, -- built once the index had the task's TaskFinalized
-    block_number INTEGER NOT NULL); -- the agreement's block, or the finalize's
-"""
-TIMED_EVENTS = ("TaskCreated", "ValidationRevealed", "PayoutRootAgreed", "TaskFinalized")
-"""Events whose row needs the task as stored at their block (the times the contract set)."""
-ROW_TABLES = (
-    "events",
-    "tasks",
-    "nodes",
-    "roots",
-    "claims",
-    "refunds",
-    "settlements",
-    "reveals",
-    "finalizations",
-    "reports",
-    "report_nodes",
-    "report_payouts",
-    "cards",
-)
-"""The tables of indexed rows, each with the `block_number` of the event that made the row."""
 
 
 @dataclass(frozen=True)
@@ -150,123 +73,6 @@ class SyncResult:
     cursor: int  # the last indexed block
     head: int  # the chain's head when the sync began
     unwound: int = 0  # blocks rolled back after a reorg
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        return "0x" + bytes(value).hex()
-    raise TypeError(f"cannot store {type(value).__name__}")
-
-
-def _args(event: ChainEvent) -> str:
-    """The event's arguments as canonical JSON (bytes as 0x hex; integers exact)."""
-    return json.dumps(event.args, default=_json, sort_keys=True, separators=(",", ":"))
-
-
-def _hex(value: bytes) -> str:
-    return "0x" + bytes(value).hex()
-
-
-def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, ...]] | None:
-    """The derived row (table, values) an event makes, if any; `task` is the task as stored
-    at the event's block, for TaskCreated (its timing), ValidationRevealed (`revealed_at`),
-    PayoutRootAgreed (`agreed_at`, stored as a settlement's `settled_at`) and TaskFinalized
-    (`finalized_at`, when the claim window opens)."""
-    a, block = event.args, event.block_number
-    if event.name == "TaskCreated":
-        assert task is not None
-        return "tasks", (
-            a["taskId"],
-            a["sponsor"],
-            a["token"],
-            str(a["bounty"]),
-            str(a["deposit"]),
-            a["specCid"],
-            _hex(a["specDigest"]),
-            _hex(a["validationCommit"]),
-            json.dumps(a["evaluators"]),
-            a["quorum"],
-            task.start,
-            task.round_duration,
-            task.rounds,
-            task.reveal_window,
-            task.evaluation_window,
-            task.challenge_window,
-            task.claim_window,
-            block,
-        )
-    if event.name == "PayoutRootAgreed":
-        assert task is not None
-        return "settlements", (
-            a["taskId"],
-            _hex(a["root"]),
-            str(a["total"]),
-            task.agreed_at,
-            block,
-        )
-    if event.name == "ValidationRevealed":
-        assert task is not None
-        return "reveals", (a["taskId"], task.revealed_at, block)
-    if event.name == "TaskFinalized":
-        assert task is not None
-        return "finalizations", (a["taskId"], task.finalized_at, block)
-    if event.name in ("ArchitectureProposed", "UpdateSubmitted", "MergePosted"):
-        kind = {"ArchitectureProposed": "architecture", "UpdateSubmitted": "update"}
-        if event.name == "MergePosted":
-            parents, author = [int(p) for p in a["parents"]], a["evaluator"]
-        elif event.name == "UpdateSubmitted":
-            parents, author = [int(a["parent"])], a["author"]
-        else:
-            parents, author = [0], a["author"]
-        return "nodes", (
-            a["taskId"],
-            a["nodeId"],
-            kind.get(event.name, "merge"),
-            author,
-            max(parents),
-            json.dumps(parents),
-            a["round"],
-            a.get("samples", 0),
-            a.get("epsilon", 0),
-            _hex(a["digest"]),
-            a["cid"],
-            block,
-        )
-    if event.name == "PayoutRootPosted":
-        return "roots", (
-            a["taskId"],
-            a["evaluator"],
-            _hex(a["root"]),
-            str(a["total"]),
-            a["votes"],
-            a["reportCid"],
-            block,
-        )
-    if event.name == "Claimed":
-        return "claims", (
-            a["taskId"],
-            a["index"],
-            a["account"],
-            str(a["amount"]),
-            str(a["points"]),
-            block,
-        )
-    if event.name == "Refunded":
-        return "refunds", (a["taskId"], a["nodeId"], a["author"], str(a["amount"]), block)
-    return None
-
-
-INT64 = 2**63
-
-
-def _fits_index(report: PayoutReport) -> bool:
-    """Whether every node id, score and gain fits SQLite's 64-bit INTEGER columns."""
-    values = [v for n in report.nodes for v in (n.node_id, n.score, n.gain)]
-    return all(-INT64 <= v < INT64 for v in [*values, report.winner or 0])
-
-
-def _placeholders(count: int) -> str:
-    return ",".join("?" * count)
 
 
 class Indexer:
@@ -396,7 +202,7 @@ class Indexer:
             # exception: one lying report must not stop the index (or `serve`'s follower).
             check = check_report_bytes(data, posted, task_id) if data else None
             report = check.report if check is not None and check.matches else None
-            if report is not None and not _fits_index(report):
+            if report is not None and not fits_index(report):
                 log.warning("report %s of task %d: a value passes 64 bits", cid, task_id)
                 report = None
             with self._transaction():
@@ -462,33 +268,13 @@ class Indexer:
     def _insert_report(
         self, task_id: int, evaluator: str, report: PayoutReport, block: int
     ) -> None:
-        self.db.executemany(
-            "INSERT INTO report_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (task_id, evaluator, n.node_id, n.valid, n.reason, n.score, n.gain, block)
-                for n in report.nodes
-            ],
-        )
-        self.db.executemany(
-            "INSERT INTO report_payouts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    task_id,
-                    evaluator,
-                    p.index,
-                    p.account,
-                    str(p.amount),
-                    str(p.points),
-                    str(p.expertise),
-                    str(p.data),
-                    str(p.compute),
-                    str(p.deposits),
-                    json.dumps(list(p.proof)),
-                    block,
-                )
-                for p in report.payouts
-            ],
-        )
+        for table, rows in (
+            ("report_nodes", verdict_rows(task_id, evaluator, report, block)),
+            ("report_payouts", payout_rows(task_id, evaluator, report, block)),
+        ):
+            if rows:
+                marks = placeholders(len(rows[0]))
+                self.db.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
     def _index(self, first: int, last: int) -> int | None:
         """Index blocks first..last in one transaction; the number of events, or None if the
@@ -499,20 +285,11 @@ class Indexer:
             return None
         rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in ROW_TABLES}
         for event in events:
-            rows["events"].append(
-                (
-                    event.block_number,
-                    event.log_index,
-                    event.tx_hash,
-                    event.name,
-                    event.args.get("taskId"),
-                    _args(event),
-                )
-            )
+            rows["events"].append(event_row(event))
             stored = None
             if event.name in TIMED_EVENTS:  # rare
                 stored = self.chain.task(int(event.args["taskId"]), block=event.block_number)
-            derived = _row_of(event, stored)
+            derived = row_of(event, stored)
             if derived is not None:
                 rows[derived[0]].append(derived[1])
         hashes = {event.block_number: event.block_hash for event in events}
@@ -520,7 +297,7 @@ class Indexer:
         with self._transaction():
             for table, values in rows.items():
                 if values:
-                    marks = _placeholders(len(values[0]))
+                    marks = placeholders(len(values[0]))
                     self.db.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
             # The previous cursor's hash was kept as the cursor; now only if it held events.
             self.db.execute(

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError
 from marketplace.chain.client import ChainClient
 from marketplace.delivered.delivery import Delivery
 from marketplace.errors import IntegrityError, MarketplaceError, NoMatchingReport, SpecError
-from marketplace.rules.messages import Frozen, NodeKind, Payout, Score
+from marketplace.rules.messages import Frozen, NodePlace, Payout, Score
 from marketplace.rules.rewards import Evidence, payout_leaves
 from marketplace.rules.shapley import Coalition
 from marketplace.storage.stores import BlobStore
@@ -43,30 +43,32 @@ def coalition_of(key: str) -> Coalition:
     return ids
 
 
-class NodeVerdict(Frozen):
+class NodeVerdict(NodePlace):  # its place in the tree, then the verdict
     """One node as the evaluator judged it."""
 
-    node_id: int
-    kind: NodeKind
-    author: str
-    parents: tuple[int, ...]
     valid: bool
     reason: str = ""
     score: int = 0
     gain: int = 0
 
 
-class PayoutEntry(Frozen):
-    """One leaf of the payout tree, its parts and its proof (0x hex)."""
+VERDICT_FIELDS: tuple[str, ...] = tuple(
+    name for name in NodeVerdict.model_fields if name not in NodePlace.model_fields
+)
+"""The verdict's own fields (the index keeps one column each)."""
+
+
+class LeafIndex(Frozen):
+    """A payout leaf's position in the tree, the first field of a report's entry."""
 
     index: int
-    account: str
-    amount: int
-    points: int
-    expertise: int = 0
-    data: int = 0
-    compute: int = 0
-    deposits: int = 0
+
+
+# Fields dump in the order of the bases reversed: index, the `Payout`'s (account, amount, points,
+# the parts), proof. The report's bytes depend on it (tests/test_report_shapes.py pins it).
+class PayoutEntry(Payout, LeafIndex):
+    """One leaf of the payout tree, its parts and its proof (0x hex)."""
+
     proof: tuple[str, ...] = ()
 
     def leaf(self) -> PayoutLeaf:
@@ -141,14 +143,8 @@ def payout_entries(payouts: Sequence[Payout]) -> tuple[tuple[PayoutEntry, ...], 
     entries = tuple(
         PayoutEntry(
             index=leaf.index,
-            account=leaf.account,
-            amount=leaf.amount,
-            points=leaf.points,
-            expertise=p.expertise,
-            data=p.data,
-            compute=p.compute,
-            deposits=p.deposits,
             proof=tuple("0x" + step.hex() for step in tree.proof(leaf.index)),
+            **p.model_dump(),
         )
         for leaf, p in zip(leaves, payouts, strict=True)
     )

@@ -45,9 +45,9 @@ from marketplace.chain.client import ChainClient
 from marketplace.dev.devnet import advance_chain_to
 from marketplace.dev.shards import subset
 from marketplace.protocol.tasks import nodes_by_id, read_spec
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.datafiles import Dataset
 from marketplace.rules.models import ModelSpec, init_weights
-from marketplace.rules.rewards import architecture_of
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import encode_weights

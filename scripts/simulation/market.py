@@ -31,6 +31,7 @@ from marketplace.dev.shards import breast_cancer_splits, digits_splits, dirichle
 from marketplace.protocol.tasks import account_key, nodes_by_id
 from marketplace.roles.evaluator import Evaluator
 from marketplace.roles.sponsor import create_task, propose_architecture, reveal
+from marketplace.rules.dag import architecture_of
 from marketplace.rules.datafiles import Dataset, to_csv
 from marketplace.rules.evaluation import score
 from marketplace.rules.messages import (
@@ -44,7 +45,7 @@ from marketplace.rules.messages import (
     TaskSpec,
 )
 from marketplace.rules.models import ModelSpec, init_weights, mlp
-from marketplace.rules.rewards import BPS, architecture_of
+from marketplace.rules.rewards import BPS
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import LocalStore
 from marketplace.wire.report import PayoutReport, agreed_report, claim_payout
