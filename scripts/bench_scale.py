@@ -69,8 +69,10 @@ from marketplace.rules.models import init_weights, mlp  # noqa: E402
 from marketplace.runtime.state import StateFile  # noqa: E402
 from marketplace.runtime.timing import Stopwatch, Timed  # noqa: E402
 from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore  # noqa: E402
+from miner.config import MinerConfig  # noqa: E402
+from miner.submission import Submission  # noqa: E402
 from miner.trainer import Trainer  # noqa: E402
-from miner.worker import Miner, MinerConfig, Submission  # noqa: E402
+from miner.worker import Miner  # noqa: E402
 
 ETHER = 10**18
 ROUND_SECONDS = 3600

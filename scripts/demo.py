@@ -86,9 +86,12 @@ from marketplace.runtime.state import StateFile  # noqa: E402
 from marketplace.runtime.timing import Stopwatch, Timed  # noqa: E402
 from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore  # noqa: E402
 from marketplace.wire.report import PayoutReport, agreed_report, claim_payout  # noqa: E402
+from miner.config import MinerConfig  # noqa: E402
 from miner.ledger import PrivacyLedger, fingerprint  # noqa: E402
+from miner.parents import Waiting  # noqa: E402
+from miner.submission import Submission  # noqa: E402
 from miner.trainer import TrainConfig, Trainer, TrainResult  # noqa: E402
-from miner.worker import Miner, MinerConfig, Submission, Waiting  # noqa: E402
+from miner.worker import Miner  # noqa: E402
 
 IMPORTED = time.perf_counter()
 ETHER = 10**18
@@ -399,7 +402,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             submissions.append(submission)
         advance_chain_to(w3, task.round_end(round_index))
         for i, miner in enumerate(miners):  # secure aggregation: unmask the round's sum
-            for line in miner.reveal_masks(task_id):
+            for line in miner.secure.reveal_masks(task_id):
                 console.print(f"  [magenta]{labels[i]}[/] {line}")
         for line in evaluator.step(task_id):
             console.print(f"  [cyan]evaluator[/] {line}")
