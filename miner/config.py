@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from miner.trainer import DPConfig, TrainConfig
+from miner.train_config import DPConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class MinerConfig:
     """How this data owner trains and what it builds on.
 
     Attributes:
-        epochs, batch_size, learning_rate, optimizer: local training (miner.trainer).
+        epochs, batch_size, learning_rate, optimizer: local training (miner.train_config).
         seed: training seed; each round trains with seed + round. With DP a fresh secret seed
             is drawn every round instead (the noise must not be reproducible by others).
         dp_epsilon, dp_delta, max_grad_norm: DP-SGD with Opacus when `dp_epsilon` is set.

@@ -38,7 +38,8 @@ from miner.parents import ParentChooser, Waiting
 from miner.saved_rounds import RoundStatus, SavedRounds
 from miner.secure_rounds import Joined, SecureRounds
 from miner.submission import Submission, Submitter
-from miner.trainer import Progress, Trainer, TrainResult
+from miner.train_config import Progress
+from miner.trainer import Trainer, TrainResult
 
 if TYPE_CHECKING:
     import torch

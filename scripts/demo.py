@@ -90,7 +90,8 @@ from miner.config import MinerConfig  # noqa: E402
 from miner.ledger import PrivacyLedger, fingerprint  # noqa: E402
 from miner.parents import Waiting  # noqa: E402
 from miner.submission import Submission  # noqa: E402
-from miner.trainer import TrainConfig, Trainer, TrainResult  # noqa: E402
+from miner.train_config import TrainConfig  # noqa: E402
+from miner.trainer import Trainer, TrainResult  # noqa: E402
 from miner.worker import Miner  # noqa: E402
 
 IMPORTED = time.perf_counter()

@@ -27,7 +27,8 @@ from marketplace.storage.stores import LocalStore
 from marketplace.wire.cid import cid_of
 from marketplace.wire.report import PayoutReport, agreed_report, posted_reports
 from miner.config import MinerConfig
-from miner.trainer import TrainConfig, Trainer, TrainResult
+from miner.train_config import TrainConfig
+from miner.trainer import Trainer, TrainResult
 from miner.worker import Miner
 from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market
 

@@ -19,7 +19,8 @@ from marketplace.rules.messages import NodeKind, Payout, Phase
 from marketplace.wire.envelope import envelope_recipients
 from marketplace.wire.report import PayoutReport, agreed_report, claim_payout, posted_reports
 from miner import submission as submission_module
-from miner.trainer import TrainConfig, Trainer
+from miner.train_config import TrainConfig
+from miner.trainer import Trainer
 from miner.worker import Miner
 from tests.market import BOUNTY, DEPOSIT, Market, new_market
 

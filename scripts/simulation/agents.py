@@ -55,7 +55,8 @@ from marketplace.wire.crypto import sha256
 from miner.config import MinerConfig
 from miner.parents import Waiting
 from miner.submission import Submission
-from miner.trainer import Progress, TrainConfig, Trainer, TrainResult
+from miner.train_config import Progress, TrainConfig
+from miner.trainer import Trainer, TrainResult
 from miner.worker import Miner
 
 if TYPE_CHECKING:

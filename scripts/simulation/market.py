@@ -47,7 +47,8 @@ from marketplace.rules.rewards import BPS, architecture_of
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import LocalStore
 from marketplace.wire.report import PayoutReport, agreed_report, claim_payout
-from miner.trainer import TrainConfig, Trainer
+from miner.train_config import TrainConfig
+from miner.trainer import Trainer
 
 from .agents import KINDS, Agent, Env
 
