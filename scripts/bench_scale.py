@@ -305,7 +305,7 @@ def run_task(
 
 def submit(w3: Web3, miner: Miner, task_id: int) -> Submission:
     """The demo's miner pass: the clock moved past the merge window if no merge is readable."""
-    result = demo._submit_after_merge_wait(w3, miner, task_id)
+    result = demo.submit_after_merge_wait(w3, miner, task_id)
     assert isinstance(result, Submission)
     return result
 
