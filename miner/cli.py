@@ -45,10 +45,12 @@ from marketplace.runtime.connect import Connection
 from marketplace.runtime.outage import OutageGuard
 from marketplace.runtime.state import StateFile
 from miner.claims import collect
+from miner.config import MinerConfig
 from miner.ledger import DEFAULT_BUDGET, PrivacyLedger, fingerprint
+from miner.parents import Waiting
 from miner.trainer import Trainer
 from miner.watcher import Watcher
-from miner.worker import Miner, MinerConfig, Waiting
+from miner.worker import Miner
 
 app = typer.Typer(
     help="Train tasks' models on your private data and get paid for what they gain.",

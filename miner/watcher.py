@@ -13,7 +13,8 @@ from pathlib import Path
 
 from marketplace.errors import MarketplaceError
 from marketplace.protocol.tasks import read_spec
-from miner.worker import Miner, Waiting, load_private_data
+from miner.parents import Waiting
+from miner.worker import Miner, load_private_data
 
 
 @dataclass

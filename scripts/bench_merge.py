@@ -100,7 +100,8 @@ def updates(k: int, parent: Merged, trained: Merged, seed: int) -> list[Candidat
 def main() -> None:
     import torch
 
-    from miner.trainer import TrainConfig, Trainer
+    from miner.train_config import TrainConfig
+    from miner.trainer import Trainer
 
     train, validation, _ = digits_splits(seed=0)
     initial = init_weights(TINY, 1)

@@ -63,14 +63,16 @@ from marketplace.protocol.tasks import account_key, miner_key  # noqa: E402
 from marketplace.roles.evaluator import Evaluator  # noqa: E402
 from marketplace.roles.sponsor import create_task, propose_architecture, reveal  # noqa: E402
 from marketplace.roles.verify import verify_task  # noqa: E402
-from marketplace.rules.datafiles import to_csv  # noqa: E402
+from marketplace.rules.datafiles import Dataset, to_csv  # noqa: E402
 from marketplace.rules.messages import DataSchema, Metric, Phase, RewardSplit, TaskParams, TaskSpec  # noqa: E402
 from marketplace.rules.models import init_weights, mlp  # noqa: E402
 from marketplace.runtime.state import StateFile  # noqa: E402
 from marketplace.runtime.timing import Stopwatch, Timed  # noqa: E402
 from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore  # noqa: E402
+from miner.config import MinerConfig  # noqa: E402
+from miner.submission import Submission  # noqa: E402
 from miner.trainer import Trainer  # noqa: E402
-from miner.worker import Miner, MinerConfig, Submission  # noqa: E402
+from miner.worker import Miner  # noqa: E402
 
 ETHER = 10**18
 ROUND_SECONDS = 3600
@@ -169,6 +171,38 @@ def environment(engine: str, accounts: int, folder: Path, stack: contextlib.Exit
     return Env(engine, w3, keys, store, folder)
 
 
+@dataclass(frozen=True)
+class BenchTask:
+    """One shape's task on a fresh contract, as its steps share it."""
+
+    raw: ChainClient  # the client without timing, for fresh clients of the same contract
+    deployed: int  # the deployment block: where a restarted program starts reading events
+    chain: ChainClient  # timed into `watch`, as the store
+    store: BlobStore
+    watch: Stopwatch
+    chain_id: int
+    task_id: int
+    state: Path  # the task's state files
+
+
+@dataclass
+class Stages:
+    """Runs the settlement's stages timed (and with `profile`, under cProfile, its top lines
+    kept in the run's `profiles`), saying each through `tick`."""
+
+    run: TaskRun
+    tick: Callable[[str], None]
+    profile: bool
+
+    def __call__(self, name: str, work: Callable[[], T]) -> tuple[float, T]:
+        if not self.profile:
+            seconds, result = timed(work)
+        else:
+            seconds, (result, self.run.profiles[name]) = timed(lambda: profiled(work))
+        self.tick(f"{self.run.engine}, {self.run.shape.name}: {name} {seconds:.1f} s")
+        return seconds, result
+
+
 def run_task(
     env: Env,
     shape: Shape,
@@ -181,15 +215,22 @@ def run_task(
     (each stage under cProfile with `profile`: its top lines kept in `profiles`)."""
     started = time.perf_counter()
     run = TaskRun(env.name, shape)
+    train, validation, _ = digits_splits(seed=seed)
+    task = post_task(env, shape, to_csv(validation))
+    miners = make_miners(env, task, shape, seed, lr, train)
+    _, sponsor, evaluator_account, _ = env.keys[:ROLES]
+    state = StateFile(task.state / "evaluator.json")
+    evaluator = Evaluator(task.chain, task.store, evaluator_account, state, task.chain_id)
+    run.rounds = run_rounds(env, task, shape, miners, evaluator, tick)
+    assert task.chain.phase(task.task_id) is Phase.REVEAL
+    reveal(task.chain, task.store, sponsor, task.chain_id, task.task_id)
+    run.settlement = settle_and_verify(env, task, shape, evaluator, Stages(run, tick, profile))
+    run.wall_s = time.perf_counter() - started
+    return run
 
-    def stage(name: str, work: Callable[[], T]) -> tuple[float, T]:
-        if not profile:
-            seconds, result = timed(work)
-        else:
-            seconds, (result, run.profiles[name]) = timed(lambda: profiled(work))
-        tick(f"{env.name}, {shape.name}: {name} {seconds:.1f} s")
-        return seconds, result
 
+def post_task(env: Env, shape: Shape, validation_csv: bytes) -> BenchTask:
+    """A fresh contract with the bench's digits task on it and the demo's small architecture."""
     watch = Stopwatch()  # the bench's: every call through the timed client and store
     deployer, sponsor, evaluator_account, scientist = env.keys[:ROLES]
     raw = ChainClient.deploy(env.w3, deployer.address, min_window=DEV_MIN_WINDOW)
@@ -197,9 +238,6 @@ def run_task(
     chain = cast(ChainClient, Timed(raw, watch, "chain"))
     store = cast(BlobStore, Timed(env.blobs, watch, "storage"))
     chain_id = int(env.w3.eth.chain_id)
-    train, validation, _ = digits_splits(seed=seed)
-    shards = dirichlet_shards(train.labels, shape.miners, 0.5, seed=seed + 1, min_size=20)
-
     spec = TaskSpec(
         name="digits",
         description="8x8 handwritten digits: the bench's task",
@@ -222,63 +260,93 @@ def run_task(
     )
     evaluator_public = [account_key(evaluator_account).public_hex]
     task_id = create_task(
-        chain, store, sponsor, chain_id, to_csv(validation), spec, params, evaluator_public
+        chain, store, sponsor, chain_id, validation_csv, spec, params, evaluator_public
     ).task_id
     model = mlp(64, 128, 10)  # the demo's small architecture
     propose_architecture(chain, store, scientist, task_id, model, init_weights(model, 1))
-
     state = env.folder / f"task-{raw.address[2:10]}"
+    return BenchTask(raw, deployed, chain, store, watch, chain_id, task_id, state)
+
+
+def make_miners(
+    env: Env, task: BenchTask, shape: Shape, seed: int, lr: float, train: Dataset
+) -> list[Miner]:
+    """`shape.miners` data owners on label-skewed shards of `train`, one local epoch a round."""
+    shards = dirichlet_shards(train.labels, shape.miners, 0.5, seed=seed + 1, min_size=20)
     trainer = Trainer()
-    miners = [
+    return [
         Miner(
-            chain,
-            store,
+            task.chain,
+            task.store,
             account,
             trainer,
             subset(train, rows),
-            StateFile(state / f"miner-{i + 1}.json"),
-            chain_id,
+            StateFile(task.state / f"miner-{i + 1}.json"),
+            task.chain_id,
             MinerConfig(epochs=1, learning_rate=lr, seed=seed + 10 * i),
         )
         for i, (account, rows) in enumerate(
             zip(env.keys[ROLES : ROLES + shape.miners], shards, strict=True)
         )
     ]
-    evaluator = Evaluator(
-        chain, store, evaluator_account, StateFile(state / "evaluator.json"), chain_id
-    )
-    task = chain.task(task_id)
+
+
+def run_rounds(
+    env: Env,
+    task: BenchTask,
+    shape: Shape,
+    miners: list[Miner],
+    evaluator: Evaluator,
+    tick: Callable[[str], None],
+) -> list[RoundCost]:
+    """Every round: each miner submits, the clock moves to the round's end, the evaluator
+    steps; what each round cost."""
+    schedule = task.chain.task(task.task_id).schedule
+    costs = []
     for round_index in range(shape.rounds):
         round_started = time.perf_counter()
-        chain_before = watch.total("chain")
-        submissions = [submit(env.w3, miner, task_id) for miner in miners]
-        advance_chain_to(env.w3, task.round_end(round_index))
-        evaluator_s, _ = timed(lambda: evaluator.step(task_id))
-        run.rounds.append(
+        chain_before = task.watch.total("chain")
+        submissions = [submit(env.w3, miner, task.task_id) for miner in miners]
+        advance_chain_to(env.w3, schedule.closes(round_index))
+        evaluator_s, _ = timed(lambda: evaluator.step(task.task_id))
+        costs.append(
             RoundCost(
                 round=round_index + 1,
                 updates=len(submissions),
                 overhead_s=statistics.median(
                     overhead(s, evaluator.check_seconds) for s in submissions
                 ),
-                chain_s=watch.total("chain") - chain_before,
+                chain_s=task.watch.total("chain") - chain_before,
                 evaluator_s=evaluator_s,
                 wall_s=time.perf_counter() - round_started,
             )
         )
         tick(f"{env.name}, {shape.name}: round {round_index + 1}/{shape.rounds}")
+    return costs
 
-    assert chain.phase(task_id) is Phase.REVEAL
-    reveal(chain, store, sponsor, chain_id, task_id)
+
+def settle_and_verify(
+    env: Env, task: BenchTask, shape: Shape, evaluator: Evaluator, stage: Stages
+) -> SettlementCost:
+    """The rounds' evaluator settles; a fresh evaluator on a fresh client reaches the same
+    root; `verify_task` passes without a key and with a miner's: what each stage cost."""
+    raw, deployed, store, task_id, chain_id = (
+        task.raw,
+        task.deployed,
+        task.store,
+        task.task_id,
+        task.chain_id,
+    )
+    evaluator_account = env.keys[2]  # deployer, sponsor, evaluator, scientist: ROLES
+    miner = env.keys[ROLES]  # a miner reads every merge (the sponsor only its delivery)
     warm_s, (report, _) = stage("warm settle", lambda: evaluator.settle(task_id))
-    fresh = cast(ChainClient, Timed(fresh_client(raw, deployed), watch, "chain"))
+    fresh = cast(ChainClient, Timed(fresh_client(raw, deployed), task.watch, "chain"))
     cold = Evaluator(fresh, store, evaluator_account, None, chain_id)
     cold_s, recomputed = stage("cold evaluate", lambda: cold.evaluate(task_id))
     assert recomputed.root == report.root, "a fresh evaluator reached another payout root"
     public_s, public = stage(
         "verify public", lambda: verify_task(fresh_client(raw, deployed), store, task_id, chain_id)
     )
-    miner = env.keys[ROLES]  # a miner reads every merge (the sponsor only its delivery)
     miner_s, checked = stage(
         "verify miner",
         lambda: verify_task(
@@ -287,7 +355,7 @@ def run_task(
     )
     failed = [c for c in [*public.checks, *checked.checks] if not c.ok]
     assert not failed, f"verify failed: {failed}"
-    run.settlement = SettlementCost(
+    return SettlementCost(
         updates=shape.updates,
         nodes=len(report.nodes),
         warm_s=warm_s,
@@ -297,13 +365,11 @@ def run_task(
         scorings=report.scorings,
         cold_scorings=recomputed.scorings,
     )
-    run.wall_s = time.perf_counter() - started
-    return run
 
 
 def submit(w3: Web3, miner: Miner, task_id: int) -> Submission:
     """The demo's miner pass: the clock moved past the merge window if no merge is readable."""
-    result = demo._submit_after_merge_wait(w3, miner, task_id)
+    result = demo.submit_after_merge_wait(w3, miner, task_id)
     assert isinstance(result, Submission)
     return result
 

@@ -44,6 +44,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from collections import defaultdict  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, cast  # noqa: E402
 
@@ -69,6 +70,7 @@ from marketplace.dev.engines import Engines  # noqa: E402
 from marketplace.dev.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
 from marketplace.protocol.tasks import account_key, paillier_hex  # noqa: E402
 from marketplace.roles.evaluator import Evaluator  # noqa: E402
+from marketplace.roles.scorer import TaskView  # noqa: E402
 from marketplace.roles.sponsor import create_task, propose_architecture, pull_model, reveal  # noqa: E402
 from marketplace.rules.datafiles import Dataset, to_csv  # noqa: E402
 from marketplace.rules.evaluation import score  # noqa: E402
@@ -81,15 +83,20 @@ from marketplace.rules.messages import (  # noqa: E402
     RewardSplit,
     TaskParams,
     TaskSpec,
+    TxResult,
 )
 from marketplace.rules.models import ModelSpec, init_weights, mlp  # noqa: E402
 from marketplace.runtime.state import StateFile  # noqa: E402
 from marketplace.runtime.timing import Stopwatch, Timed  # noqa: E402
 from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore  # noqa: E402
 from marketplace.wire.report import PayoutReport, agreed_report, claim_payout  # noqa: E402
+from miner.config import MinerConfig  # noqa: E402
 from miner.ledger import PrivacyLedger, fingerprint  # noqa: E402
-from miner.trainer import TrainConfig, Trainer, TrainResult  # noqa: E402
-from miner.worker import Miner, MinerConfig, Submission, Waiting  # noqa: E402
+from miner.parents import Waiting  # noqa: E402
+from miner.submission import Submission  # noqa: E402
+from miner.train_config import TrainConfig  # noqa: E402
+from miner.trainer import Trainer, TrainResult  # noqa: E402
+from miner.worker import Miner  # noqa: E402
 
 IMPORTED = time.perf_counter()
 ETHER = 10**18
@@ -249,40 +256,153 @@ def _serve(
     return service
 
 
+@dataclass
+class DemoMarket:
+    """The run's chain, store and accounts, shared by its steps."""
+
+    w3: Web3
+    chain: ChainClient
+    store: BlobStore
+    chain_id: int
+    sponsor: LocalAccount
+    evaluator: LocalAccount
+    scientists: list[LocalAccount]
+    owners: list[LocalAccount]
+    names: dict[str, str]  # address -> role name, as the report shows it
+    folder: Path
+    watch: Stopwatch
+    service: subprocess.Popen[bytes] | None
+
+
+@dataclass
+class Rounds:
+    """What the rounds left: the miners, their labels and ledgers, every submission."""
+
+    miners: list[Miner]
+    labels: list[str]
+    ledgers: list[PrivacyLedger | None]
+    submissions: list[Submission]
+
+
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    market = _open_market(args, stack)
+    validation, test, shards = _private_data(args, market.folder)
+    task_id, params = _post_task(args, market, validation, test)
+    small, large, arch_ids = _propose_architectures(args, market, task_id)
+    trainer = Trainer()
+    rounds = _make_miners(args, market, arch_ids, trainer)
+    evaluator = Evaluator(
+        market.chain,
+        market.store,
+        market.evaluator,
+        StateFile(market.folder / "state" / "evaluator.json"),
+        market.chain_id,
+        market.watch,
+    )
+    _run_rounds(args, market, task_id, rounds, evaluator)
+    report, reclaimed = _settle(market, task_id, params, evaluator)
+    # The sponsor pulls the model it paid for, checked, with its card (and the test split's
+    # score, which only the sponsor can give).
+    pulled = pull_model(
+        market.chain, market.store, market.sponsor, market.chain_id, task_id, test=to_csv(test)
+    )
+    card_path = write_model(args.out / "model", pulled)
+    gas = _gas_by_role(market.w3, market.names)
+
+    # ------------------------------------------------------------- the untouched test split
+    winner = report.winner
+    assert winner is not None
+    assert pulled.card.test is not None and pulled.card.model.winner == winner
+    winner_correct = pulled.card.test.score
+    started = time.perf_counter()
+    seed = SMALL_SEED if _arch_of(report, winner) == arch_ids[0] else LARGE_SEED
+    central = centralized(trainer, pulled.spec, seed, shards, args)
+    central_seconds = time.perf_counter() - started
+    central_correct = score(pulled.spec, central.weights, test, Metric.ACCURACY)
+    ratio = winner_correct / central_correct
+    view = evaluator.view(task_id)
+    bought = _what_privacy_bought(args, market, report, view, (test, shards), rounds.ledgers)
+
+    # ------------------------------------------------------------- the report
+    _print_tree(report, market.names, arch_ids)
+    _print_privacy(bought, args.dp_epsilon, args.aggregate)
+    _print_payouts(report, market.names, market.chain, reclaimed.events)
+    _print_gas(gas)
+    console.print(
+        f"winner: node {winner} ({_kind(report, winner)}), test accuracy "
+        f"{winner_correct / len(test):.4f}; centralized on the union "
+        f"({args.epochs * args.rounds} epochs): {central_correct / len(test):.4f}; "
+        f"ratio {ratio:.4f}"
+    )
+    overhead = _print_overhead(report, rounds.submissions, evaluator, arch_ids, (small, large))
+    training = sum(s.seconds.get("train", 0.0) for s in rounds.submissions) + central_seconds
+    wall = time.perf_counter() - STARTED
+    _print_wall_time(market.watch, training, wall)
+    setup = "anvil + IPFS daemon" if args.engines else "eth-tester + local store"
+    console.print(f"setup: {setup}")
+    plot = _plot(report, args.out)
+    console.print(f"score progression plotted to {plot}")
+    console.print(f"the sponsor's model and its card: {card_path}", soft_wrap=True)
+    hint = f"  use it: sponsor model predict --model {card_path.parent} --data FILE"
+    console.print(hint, soft_wrap=True)
+    figures = f"accuracy_ratio={ratio:.4f} overhead_per_update_s={overhead:.3f} wall_s={wall:.1f}"
+    print(f"DEMO OK {figures}", flush=True)
+    if market.service is not None:
+        _keep_serving(market.service, args.serve)
+
+
+def _open_market(args: argparse.Namespace, stack: contextlib.ExitStack) -> DemoMarket:
+    """The chain with the contract deployed, the store, the accounts and their role names,
+    and the service following the chain if `--serve`."""
     watch = Stopwatch()
     folder = Path(tempfile.mkdtemp(prefix="gm-demo-"))
     w3, keys, blobs, urls = _setup(args.engines, folder, stack, watch)
     sponsor, evaluator_account = keys[0], keys[1]
-    scientists, miners_accounts = keys[2:4], keys[4:8]
-    names = {sponsor.address: "sponsor", evaluator_account.address: "evaluator"}
+    scientists, owners = keys[2:4], keys[4:8]
+    names: dict[str, str] = {sponsor.address: "sponsor", evaluator_account.address: "evaluator"}
     names.update({a.address: f"scientist-{i + 1}" for i, a in enumerate(scientists)})
-    names.update({a.address: f"miner-{i + 1}" for i, a in enumerate(miners_accounts)})
-    gas: dict[str, int] = defaultdict(int)
-
+    names.update({a.address: f"miner-{i + 1}" for i, a in enumerate(owners)})
     raw_chain = ChainClient.deploy(w3, keys[9].address, min_window=DEV_MIN_WINDOW)
     service = None
     if args.serve is not None and urls is not None:
         service = _serve(args.serve, urls, raw_chain.address, folder / "service", stack)
         console.print(f"dashboard: http://127.0.0.1:{args.serve}/#/tasks/1 (follows the run live)")
-    chain = cast(ChainClient, Timed(raw_chain, watch, "chain"))
-    store = cast(BlobStore, Timed(blobs, watch, "storage"))
-    chain_id = int(w3.eth.chain_id)
+    return DemoMarket(
+        w3,
+        cast(ChainClient, Timed(raw_chain, watch, "chain")),
+        cast(BlobStore, Timed(blobs, watch, "storage")),
+        int(w3.eth.chain_id),
+        sponsor,
+        evaluator_account,
+        scientists,
+        owners,
+        names,
+        folder,
+        watch,
+        service,
+    )
 
-    # ------------------------------------------------------------- data (never leaves)
+
+def _private_data(args: argparse.Namespace, folder: Path) -> tuple[Dataset, Dataset, list[Dataset]]:
+    """(validation, test, shards): each data owner's shard written to its own CSV under
+    `folder`/private (it never leaves); the market's title and the shards said."""
     validation, test, shards = demo_data(args.seed, args.alpha)
     private = folder / "private"
     private.mkdir()
     for i, shard in enumerate(shards):
         (private / f"miner-{i + 1}.csv").write_bytes(to_csv(shard))
-
     console.rule("[bold]Gradient marketplace: digits, four data owners, one evaluator")
     console.print(
         f"shards (alpha {args.alpha}): "
         + ", ".join(f"miner-{i + 1} {len(s)} rows {_classes(s)}" for i, s in enumerate(shards))
     )
+    return validation, test, shards
 
-    # ------------------------------------------------------------- the task
+
+def _post_task(
+    args: argparse.Namespace, market: DemoMarket, validation: Dataset, test: Dataset
+) -> tuple[int, TaskParams]:
+    """The sponsor's task on digits: 10 ETH, the validation file sealed to the evaluator."""
     spec = TaskSpec(
         name="digits",
         description="8x8 handwritten digits, 64 pixel columns and a label",
@@ -292,8 +412,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         max_blob_bytes=8 * 1024 * 1024,
         merge_weighting=args.merge_weighting,
         aggregation=Aggregation(
-            key_holder=evaluator_account.address,
-            paillier_n=paillier_hex(evaluator_account),
+            key_holder=market.evaluator.address,
+            paillier_n=paillier_hex(market.evaluator),
             clip=0.05,
             max_miners=8,
         )
@@ -311,58 +431,70 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         evaluation_window=ROUND_SECONDS,
         challenge_window=600,
         claim_window=7 * 86_400,
-        evaluators=(evaluator_account.address,),
+        evaluators=(market.evaluator.address,),
     )
     created = create_task(
-        chain,
-        store,
-        sponsor,
-        chain_id,
+        market.chain,
+        market.store,
+        market.sponsor,
+        market.chain_id,
         to_csv(validation),
         spec,
         params,
-        [account_key(evaluator_account).public_hex],
+        [account_key(market.evaluator).public_hex],
     )
-    task_id = created.task_id
     console.print(
-        f"task #{task_id}: 10 ETH, {args.rounds} rounds, validation set of {len(validation)} "
-        f"rows committed and sealed to the evaluator; {len(test)} test rows kept out"
+        f"task #{created.task_id}: 10 ETH, {args.rounds} rounds, validation set of "
+        f"{len(validation)} rows committed and sealed to the evaluator; {len(test)} test rows "
+        "kept out"
     )
+    return created.task_id, params
 
+
+def _propose_architectures(
+    args: argparse.Namespace, market: DemoMarket, task_id: int
+) -> tuple[ModelSpec, ModelSpec, list[int]]:
+    """(small, large, their node ids): the two data scientists' architectures."""
     small = mlp(64, 128, 10)
     large = mlp(64, 64, 10) if args.quick else mlp(*LARGE_WIDTHS)
     arch_ids = []
     for scientist, model, seed in (
-        (scientists[0], small, SMALL_SEED),
-        (scientists[1], large, LARGE_SEED),
+        (market.scientists[0], small, SMALL_SEED),
+        (market.scientists[1], large, LARGE_SEED),
     ):
         result = propose_architecture(
-            chain, store, scientist, task_id, model, init_weights(model, seed)
+            market.chain, market.store, scientist, task_id, model, init_weights(model, seed)
         )
+        assert result.value is not None
         arch_ids.append(result.value)
     console.print(f"architectures: {arch_ids[0]} = 64-128-10, {arch_ids[1]} = {_widths(large)}")
+    return small, large, arch_ids
 
-    # ------------------------------------------------------------- the rounds
-    trainer = Trainer()
+
+def _make_miners(
+    args: argparse.Namespace, market: DemoMarket, arch_ids: list[int], trainer: Trainer
+) -> Rounds:
+    """One miner per data owner (per lineage with `--start-on each`), none submitted yet."""
     # Each data owner's ledger holds exactly its budget: one more round would be refused.
     per_round = None if args.dp_epsilon is None else args.dp_epsilon / args.rounds
+    state = market.folder / "state"
     ledgers = [
-        PrivacyLedger(folder / "state" / f"privacy-{i + 1}.json", args.dp_epsilon)
+        PrivacyLedger(state / f"privacy-{i + 1}.json", args.dp_epsilon)
         if args.dp_epsilon is not None
         else None
-        for i in range(len(miners_accounts))
+        for i in range(len(market.owners))
     ]
     lineages: list[int | None] = [*arch_ids] if args.start_on == "each" else [None]
-    owners = [(i, lineage) for i in range(len(miners_accounts)) for lineage in lineages]
+    owners = [(i, lineage) for i in range(len(market.owners)) for lineage in lineages]
     miners = [
         Miner(
-            chain,
-            store,
-            miners_accounts[i],
+            market.chain,
+            market.store,
+            market.owners[i],
             trainer,
-            private / f"miner-{i + 1}.csv",
-            StateFile(folder / "state" / f"{_label(i, lineage)}.json".replace("/", "-")),
-            chain_id,
+            _private_file(market.folder, i),
+            StateFile(state / f"{_label(i, lineage)}.json".replace("/", "-")),
+            market.chain_id,
             owner_config(
                 args,
                 i,
@@ -370,91 +502,98 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
                 architecture=lineage or _first_architecture(args.start_on, arch_ids, i),
                 lineage=lineage,
             ),
-            watch=watch,
+            watch=market.watch,
             ledger=ledgers[i],
         )
         for i, lineage in owners
     ]
-    labels = [_label(i, lineage) for i, lineage in owners]
-    evaluator = Evaluator(
-        chain,
-        store,
-        evaluator_account,
-        StateFile(folder / "state" / "evaluator.json"),
-        chain_id,
-        watch,
-    )
-    submissions: list[Submission] = []
-    task = chain.task(task_id)
+    return Rounds(miners, [_label(i, lineage) for i, lineage in owners], ledgers, [])
+
+
+def _run_rounds(
+    args: argparse.Namespace,
+    market: DemoMarket,
+    task_id: int,
+    rounds: Rounds,
+    evaluator: Evaluator,
+) -> None:
+    """Every round: the miners submit (joining first in secure aggregation rounds), the
+    clock moves to the round's end, mask seeds are revealed, the evaluator posts the merge;
+    the submissions are added to `rounds`."""
+    schedule = market.chain.task(task_id).schedule
     for round_index in range(args.rounds):
         if args.aggregate:  # the first half: join and train; the masked set is fixed midway
-            for miner in miners:
-                assert _submit_after_merge_wait(w3, miner, task_id) is None
-            advance_chain_to(w3, task.schedule.midpoint(round_index))
-        for i, miner in enumerate(miners):
-            if args.drop_out and round_index == 1 and i == len(miners) - 1:
-                console.print(f"round 1: {labels[i]} joined and trained, and drops out now")
+            for miner in rounds.miners:
+                assert submit_after_merge_wait(market.w3, miner, task_id) is None
+            advance_chain_to(market.w3, schedule.midpoint(round_index))
+        for i, miner in enumerate(rounds.miners):
+            if args.drop_out and round_index == 1 and i == len(rounds.miners) - 1:
+                console.print(f"round 1: {rounds.labels[i]} joined and trained, and drops out now")
                 continue
-            submission = _submit_after_merge_wait(w3, miner, task_id)
+            submission = submit_after_merge_wait(market.w3, miner, task_id)
             assert isinstance(submission, Submission)
-            submissions.append(submission)
-        advance_chain_to(w3, task.round_end(round_index))
-        for i, miner in enumerate(miners):  # secure aggregation: unmask the round's sum
-            for line in miner.reveal_masks(task_id):
-                console.print(f"  [magenta]{labels[i]}[/] {line}")
+            rounds.submissions.append(submission)
+        advance_chain_to(market.w3, schedule.closes(round_index))
+        for i, miner in enumerate(rounds.miners):  # secure aggregation: unmask the round's sum
+            for line in miner.secure.reveal_masks(task_id):
+                console.print(f"  [magenta]{rounds.labels[i]}[/] {line}")
         for line in evaluator.step(task_id):
             console.print(f"  [cyan]evaluator[/] {line}")
-        kept = [s for s in submissions if s.round == round_index]
+        kept = [s for s in rounds.submissions if s.round == round_index]
         console.print(
             f"round {round_index}: "
             + ", ".join(
-                f"{labels[i]} -> node {s.node_id} on {s.parent}" for i, s in enumerate(kept)
+                f"{rounds.labels[i]} -> node {s.node_id} on {s.parent}" for i, s in enumerate(kept)
             )
         )
 
-    # ------------------------------------------------------------- reveal, settle, claim
-    assert chain.phase(task_id) is Phase.REVEAL
-    reveal(chain, store, sponsor, chain_id, task_id)
-    lines = evaluator.step(task_id)
-    for line in lines:
-        console.print(f"  [cyan]evaluator[/] {line}")
-    report = agreed_report(chain, store, task_id)
-    advance_chain_to(w3, chain.task(task_id).agreed_at + params.challenge_window)
-    chain.finalize(sponsor.address, task_id)
-    for account in [*scientists, *miners_accounts]:
-        entry, claimed = claim_payout(chain, store, account.address, task_id)
-        assert entry is None or claimed
-    reclaimed = chain.reclaim(sponsor.address, task_id)
-    assert chain.phase(task_id) is Phase.CLAIMS
-    # The sponsor pulls the model it paid for, checked, with its card (and the test split's
-    # score, which only the sponsor can give).
-    pulled = pull_model(chain, store, sponsor, chain_id, task_id, test=to_csv(test))
-    card_path = write_model(args.out / "model", pulled)
 
-    # ------------------------------------------------------------- gas from the chain
+def _settle(
+    market: DemoMarket, task_id: int, params: TaskParams, evaluator: Evaluator
+) -> tuple[PayoutReport, TxResult]:
+    """Reveal, score and post the payout root, finalize after the challenge window, claim
+    every payout and reclaim the rest: (the agreed report, the reclaim)."""
+    chain = market.chain
+    assert chain.phase(task_id) is Phase.REVEAL
+    reveal(chain, market.store, market.sponsor, market.chain_id, task_id)
+    for line in evaluator.step(task_id):
+        console.print(f"  [cyan]evaluator[/] {line}")
+    report = agreed_report(chain, market.store, task_id)
+    advance_chain_to(market.w3, chain.task(task_id).agreed_at + params.challenge_window)
+    chain.finalize(market.sponsor.address, task_id)
+    for account in [*market.scientists, *market.owners]:
+        entry, claimed = claim_payout(chain, market.store, account.address, task_id)
+        assert entry is None or claimed
+    reclaimed = chain.reclaim(market.sponsor.address, task_id)
+    assert chain.phase(task_id) is Phase.CLAIMS
+    return report, reclaimed
+
+
+def _gas_by_role(w3: Web3, names: dict[str, str]) -> dict[str, int]:
+    """Gas every role's transactions used, read back from the chain's blocks."""
+    gas: dict[str, int] = defaultdict(int)
     for block in range(1, int(w3.eth.block_number) + 1):
         for tx in w3.eth.get_block(block, full_transactions=True)["transactions"]:
             sender = cast(dict[str, Any], tx)["from"]
             if sender in names:
                 receipt = w3.eth.get_transaction_receipt(cast(dict[str, Any], tx)["hash"])
                 gas[names[sender].split("-")[0]] += int(receipt["gasUsed"])
+    return gas
 
-    # ------------------------------------------------------------- the untouched test split
-    winner = report.winner
-    assert winner is not None
-    view = evaluator.view(task_id)
-    arch_of_winner = _arch_of(report, winner)
-    winner_model = pulled.spec
-    assert pulled.card.test is not None and pulled.card.model.winner == winner
-    winner_correct = pulled.card.test.score
-    started = time.perf_counter()
-    seed = SMALL_SEED if arch_of_winner == arch_ids[0] else LARGE_SEED
-    central = centralized(trainer, winner_model, seed, shards, args)
-    central_seconds = time.perf_counter() - started
-    central_correct = score(winner_model, central.weights, test, Metric.ACCURACY)
-    ratio = winner_correct / central_correct
-    bought = []  # (owner, rows, epsilon spent, best valid update, its test accuracy)
-    for i, account in enumerate(miners_accounts):
+
+def _what_privacy_bought(
+    args: argparse.Namespace,
+    market: DemoMarket,
+    report: PayoutReport,
+    view: TaskView,
+    data: tuple[Dataset, list[Dataset]],
+    ledgers: list[PrivacyLedger | None],
+) -> list[tuple[str, int, float | None, int | None, float | None]]:
+    """(owner, rows, epsilon spent, best valid node, its test accuracy) for each data owner:
+    its best update, or with `--aggregate` the best merge its updates went into."""
+    test, shards = data
+    bought = []
+    for i, account in enumerate(market.owners):
         own = [n for n in report.nodes if n.author == account.address and n.kind is NodeKind.UPDATE]
         if args.aggregate:  # nobody saw an update alone: what it bought is the merges it joined
             ids = {n.node_id for n in own if n.valid}
@@ -465,30 +604,32 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
             model = view.architectures[_arch_of(report, best.node_id)]
             accuracy = score(model, weights, test, Metric.ACCURACY) / len(test)
         ledger = ledgers[i]
-        data = private / f"miner-{i + 1}.csv"
-        spent = None if ledger is None else ledger.spent(fingerprint(data)).epsilon
-        bought.append(
-            (
-                f"miner-{i + 1}",
-                len(shards[i]),
-                spent,
-                None if best is None else best.node_id,
-                accuracy,
-            )
-        )
+        private = _private_file(market.folder, i)
+        spent = None if ledger is None else ledger.spent(fingerprint(private)).epsilon
+        best_id = None if best is None else best.node_id
+        bought.append((f"miner-{i + 1}", len(shards[i]), spent, best_id, accuracy))
+    return bought
 
-    # ------------------------------------------------------------- the report
-    _print_tree(report, names, arch_ids)
-    _print_privacy(bought, args.dp_epsilon, args.aggregate)
-    _print_payouts(report, names, chain, reclaimed.events)
-    gas_table = Table(title="gas spent per role")
-    gas_table.add_column("role")
-    gas_table.add_column("gas", justify="right")
+
+def _print_gas(gas: dict[str, int]) -> None:
+    table = Table(title="gas spent per role")
+    table.add_column("role")
+    table.add_column("gas", justify="right")
     for role, used in sorted(gas.items()):
-        gas_table.add_row(role, f"{used:,}")
-    console.print(gas_table)
+        table.add_row(role, f"{used:,}")
+    console.print(table)
 
-    # The market's overhead per update: everything but training and scoring, for the 1 MB model.
+
+def _print_overhead(
+    report: PayoutReport,
+    submissions: list[Submission],
+    evaluator: Evaluator,
+    arch_ids: list[int],
+    models: tuple[ModelSpec, ModelSpec],
+) -> float:
+    """Say the market's overhead per update: everything but training and scoring, for the
+    1 MB model (the small one if no update was on it); the median, in seconds."""
+    small, large = models
     steps = ("download", "seal", "upload", "submit", "evaluator check")
     large_updates = [s for s in submissions if _arch_of(report, s.node_id) == arch_ids[1]]
     measured = large_updates or submissions
@@ -508,20 +649,17 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         for s in measured
     )
     train_median = statistics.median(s.seconds["train"] for s in measured)
-    training = sum(s.seconds.get("train", 0.0) for s in submissions) + central_seconds
-    wall = time.perf_counter() - STARTED
-    console.print(
-        f"winner: node {winner} ({_kind(report, winner)}), test accuracy "
-        f"{winner_correct / len(test):.4f}; centralized on the union "
-        f"({args.epochs * args.rounds} epochs): {central_correct / len(test):.4f}; "
-        f"ratio {ratio:.4f}"
-    )
     console.print(
         f"market overhead per update ({_widths(shown_model)}, "
         f"{_param_bytes(shown_model) / 1e6:.2f} MB, "
         f"median of {len(measured)}): {overhead:.3f} s next to {train_median:.3f} s of "
         "training; " + ", ".join(f"{step} {seconds:.3f} s" for step, seconds in per_step.items())
     )
+    return overhead
+
+
+def _print_wall_time(watch: Stopwatch, training: float, wall: float) -> None:
+    """Where the run's wall time went (`training`: the miners' and the baseline's)."""
     parts = {
         "process start-up (imports)": IMPORTED - STARTED,
         "starting anvil and the IPFS daemon": watch.total("engines"),
@@ -538,29 +676,27 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
         if seconds or part != "starting anvil and the IPFS daemon":
             split.add_row(part, f"{seconds:.2f}")
     console.print(split)
-    setup = "anvil + IPFS daemon" if args.engines else "eth-tester + local store"
-    console.print(f"setup: {setup}")
-    plot = _plot(report, args.out)
-    console.print(f"score progression plotted to {plot}")
-    console.print(f"the sponsor's model and its card: {card_path}", soft_wrap=True)
-    hint = f"  use it: sponsor model predict --model {card_path.parent} --data FILE"
-    console.print(hint, soft_wrap=True)
-    figures = f"accuracy_ratio={ratio:.4f} overhead_per_update_s={overhead:.3f} wall_s={wall:.1f}"
-    print(f"DEMO OK {figures}", flush=True)
-    if service is not None:
-        console.print(f"the dashboard stays up at http://127.0.0.1:{args.serve}/: Ctrl-C stops it")
-        # Ctrl-C (or SIGTERM) stops it even when started from a script that ignores SIGINT, as
-        # a shell does for its background jobs.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        with contextlib.suppress(KeyboardInterrupt):
-            service.wait()
+
+
+def _keep_serving(service: subprocess.Popen[bytes], port: int) -> None:
+    console.print(f"the dashboard stays up at http://127.0.0.1:{port}/: Ctrl-C stops it")
+    # Ctrl-C (or SIGTERM) stops it even when started from a script that ignores SIGINT, as
+    # a shell does for its background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        service.wait()
+
+
+def _private_file(folder: Path, owner: int) -> Path:
+    """Data owner `owner`'s (0-based) shard, on its own machine."""
+    return folder / "private" / f"miner-{owner + 1}.csv"
 
 
 # ------------------------------------------------------------------ helpers
 
 
-def _submit_after_merge_wait(w3: Web3, miner: Miner, task_id: int) -> Submission | None:
+def submit_after_merge_wait(w3: Web3, miner: Miner, task_id: int) -> Submission | None:
     """`submit_round`, the clock moved to the end of the merge window while the miner waits
     for the previous round's merge (only when no merge of it was posted: no update kept)."""
     result = miner.submit_round(task_id)

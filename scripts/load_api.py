@@ -109,7 +109,7 @@ def wrk(
     return figures
 
 
-def main() -> None:
+def options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=10_000, help="nodes in the task")
     parser.add_argument("--clients", type=int, default=100)
@@ -121,7 +121,11 @@ def main() -> None:
     parser.add_argument(
         "--share-cores", action="store_true", help="let server and clients run on either core"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = options()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("load_api: wrk and taskset are needed (`make setup` installs wrk)")
 
@@ -129,87 +133,121 @@ def main() -> None:
     server = None
     folder = Path(tempfile.mkdtemp(prefix="gm-load-"))
     try:
-        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 120}))
-        wait_until_answering(w3, anvil)
-        accounts = list(w3.eth.accounts)
-        chain = ChainClient.deploy(w3, accounts[9], min_window=DEV_MIN_WINDOW)
-        fill(chain, accounts, args.nodes - 1)  # and the architecture: `--nodes` in all
-        index_file = folder / "index.sqlite"
-        index = Indexer(chain, index_file, confirmations=0)
-        index.sync()
-        index.close()
-        winner = score_every_node(index_file)
+        contract, index_file, winner = indexed_task(anvil, rpc_url, args.nodes, folder)
         port = free_port()
-        server = subprocess.Popen(
-            [
-                *([] if args.share_cores else ["taskset", "-c", "1"]),  # and its workers
-                *(str(BIN / "marketplace"), "serve", "--port", str(port)),
-                *("--rpc", rpc_url, "--contract", chain.address, "--confirmations", "0"),
-                *("--index", str(index_file), "--data-dir", str(folder)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = serve(args, port, rpc_url, contract, index_file, folder)
         base = f"http://127.0.0.1:{port}"
         wait_until_serving(base, server)
-        tree = httpx.get(f"{base}{ENDPOINTS['tree']}", headers={"accept-encoding": "gzip"})
-        board = httpx.get(f"{base}{ENDPOINTS['leaderboard']}").json()
-        assert len(tree.json()["nodes"]) == args.nodes and board["entries"][0]["node_id"] == winner
-        print(
-            f"{args.nodes:,} nodes; the tree is {len(tree.content):,} bytes of JSON, "
-            f"{int(tree.headers['content-length']):,} gzipped"
-        )
-
-        script = folder / "report.lua"
-        script.write_text(WRK_REPORT)
-        runs: dict[str, list[dict[str, int]]] = {name: [] for name in ENDPOINTS}
-        for round_number in range(1, args.rounds + 1):
-            for name, path in ENDPOINTS.items():
-                run = wrk(
-                    base + path,
-                    args.clients,
-                    args.seconds,
-                    script,
-                    "0,1" if args.share_cores else "0",
-                    "identity" if args.identity else "gzip",
-                )
-                assert run["errors"] == 0, run
-                runs[name].append(run)
-                print(
-                    f"round {round_number} {path}: {run['requests'] / args.seconds:,.0f} req/s, "
-                    f"p50 {run['p50_us'] / 1000:.1f} ms, p99 {run['p99_us'] / 1000:.1f} ms, "
-                    f"max {run['max_us'] / 1000:.0f} ms"
-                )
-        medians = {
-            name: (
-                statistics.median(r["p50_us"] / 1000 for r in values),
-                statistics.median(r["p99_us"] / 1000 for r in values),
-            )
-            for name, values in runs.items()
-        }
-        for name, values in runs.items():
-            worst = max(r["p99_us"] for r in values) / 1000
-            print(f"{name}: median round p99 {medians[name][1]:.1f} ms, worst round {worst:.1f} ms")
-        health_p99 = medians["health"][1]
-        for name in ("leaderboard", "tree", "tree_page"):
-            print(f"{name} p99 / health p99 (median rounds): {medians[name][1] / health_p99:.2f}")
-        print(
-            f"LOAD nodes={args.nodes} clients={args.clients} "
-            + " ".join(
-                f"{name}_p50_ms={p50:.1f} {name}_p99_ms={p99:.1f}"
-                for name, (p50, p99) in (
-                    ("tree", medians["tree"]),
-                    ("leaderboard", medians["leaderboard"]),
-                    ("health", medians["health"]),
-                )
-            )
-        )
+        check_served(base, args.nodes, winner)
+        report(args, load(args, base, folder))
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=20)
         terminate(anvil)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def indexed_task(
+    anvil: subprocess.Popen[bytes], rpc_url: str, nodes: int, folder: Path
+) -> tuple[str, Path, int]:
+    """A task of `nodes` nodes on a fresh contract, indexed and scored: (the contract's
+    address, the index file, the winner's node id)."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 120}))
+    wait_until_answering(w3, anvil)
+    accounts = list(w3.eth.accounts)
+    chain = ChainClient.deploy(w3, accounts[9], min_window=DEV_MIN_WINDOW)
+    fill(chain, accounts, nodes - 1)  # and the architecture: `--nodes` in all
+    index_file = folder / "index.sqlite"
+    index = Indexer(chain, index_file, confirmations=0)
+    index.sync()
+    index.close()
+    return chain.address, index_file, score_every_node(index_file)
+
+
+def serve(
+    args: argparse.Namespace,
+    port: int,
+    rpc_url: str,
+    contract: str,
+    index_file: Path,
+    folder: Path,
+) -> subprocess.Popen[bytes]:
+    """`marketplace serve` on the index, on core 1 (unless `--share-cores`)."""
+    return subprocess.Popen(
+        [
+            *([] if args.share_cores else ["taskset", "-c", "1"]),  # and its workers
+            *(str(BIN / "marketplace"), "serve", "--port", str(port)),
+            *("--rpc", rpc_url, "--contract", contract, "--confirmations", "0"),
+            *("--index", str(index_file), "--data-dir", str(folder)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def check_served(base: str, nodes: int, winner: int) -> None:
+    """The tree holds every node and the leaderboard leads with the winner; say their sizes."""
+    tree = httpx.get(f"{base}{ENDPOINTS['tree']}", headers={"accept-encoding": "gzip"})
+    board = httpx.get(f"{base}{ENDPOINTS['leaderboard']}").json()
+    assert len(tree.json()["nodes"]) == nodes and board["entries"][0]["node_id"] == winner
+    print(
+        f"{nodes:,} nodes; the tree is {len(tree.content):,} bytes of JSON, "
+        f"{int(tree.headers['content-length']):,} gzipped"
+    )
+
+
+def load(args: argparse.Namespace, base: str, folder: Path) -> dict[str, list[dict[str, int]]]:
+    """wrk on every endpoint in turn, `--rounds` times, each run said: endpoint -> its runs."""
+    script = folder / "report.lua"
+    script.write_text(WRK_REPORT)
+    runs: dict[str, list[dict[str, int]]] = {name: [] for name in ENDPOINTS}
+    for round_number in range(1, args.rounds + 1):
+        for name, path in ENDPOINTS.items():
+            run = wrk(
+                base + path,
+                args.clients,
+                args.seconds,
+                script,
+                "0,1" if args.share_cores else "0",
+                "identity" if args.identity else "gzip",
+            )
+            assert run["errors"] == 0, run
+            runs[name].append(run)
+            print(
+                f"round {round_number} {path}: {run['requests'] / args.seconds:,.0f} req/s, "
+                f"p50 {run['p50_us'] / 1000:.1f} ms, p99 {run['p99_us'] / 1000:.1f} ms, "
+                f"max {run['max_us'] / 1000:.0f} ms"
+            )
+    return runs
+
+
+def report(args: argparse.Namespace, runs: dict[str, list[dict[str, int]]]) -> None:
+    """Each endpoint's median-round percentiles next to /health's, then the LOAD line."""
+    medians = {
+        name: (
+            statistics.median(r["p50_us"] / 1000 for r in values),
+            statistics.median(r["p99_us"] / 1000 for r in values),
+        )
+        for name, values in runs.items()
+    }
+    for name, values in runs.items():
+        worst = max(r["p99_us"] for r in values) / 1000
+        print(f"{name}: median round p99 {medians[name][1]:.1f} ms, worst round {worst:.1f} ms")
+    health_p99 = medians["health"][1]
+    for name in ("leaderboard", "tree", "tree_page"):
+        print(f"{name} p99 / health p99 (median rounds): {medians[name][1] / health_p99:.2f}")
+    print(
+        f"LOAD nodes={args.nodes} clients={args.clients} "
+        + " ".join(
+            f"{name}_p50_ms={p50:.1f} {name}_p99_ms={p99:.1f}"
+            for name, (p50, p99) in (
+                ("tree", medians["tree"]),
+                ("leaderboard", medians["leaderboard"]),
+                ("health", medians["health"]),
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

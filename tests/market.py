@@ -30,9 +30,12 @@ from marketplace.rules.messages import (
 from marketplace.rules.models import ModelSpec, init_weights
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import LocalStore
+from miner.config import MinerConfig
 from miner.ledger import PrivacyLedger
+from miner.parents import Waiting
+from miner.submission import Submission
 from miner.trainer import Trainer
-from miner.worker import Miner, MinerConfig, Submission, Waiting
+from miner.worker import Miner
 
 ETHER = 10**18
 ROUND = 3600
@@ -187,7 +190,7 @@ class Market:
         only), then the evaluator merges."""
         advance_to(self.w3, self.chain.task(self.task_id).round_end(round_index))
         for miner in self.miners:
-            miner.reveal_masks(self.task_id)
+            miner.secure.reveal_masks(self.task_id)
         assert self.evaluator is not None
         return self.evaluator.step(self.task_id)
 

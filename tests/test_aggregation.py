@@ -212,9 +212,9 @@ def test_a_drop_out_is_recovered_from_the_survivors_mask_seeds(market: Market) -
         assert miner.submit_round(task_id) is not None
     advance_to(market.w3, chain.task(task_id).round_end(0))
     assert evaluator.step(task_id) == []  # the members have a quarter round to reveal seeds
-    lines = [line for miner in market.miners for line in miner.reveal_masks(task_id)]
+    lines = [line for miner in market.miners for line in miner.secure.reveal_masks(task_id)]
     assert lines == ["round 0: revealed its mask seeds (drop-outs: 1)"] * 2
-    assert [miner.reveal_masks(task_id) for miner in market.miners] == [[], [], []]  # once
+    assert [miner.secure.reveal_masks(task_id) for miner in market.miners] == [[], [], []]  # once
     (reveal, _) = chain.seed_reveals(task_id, 0)
     assert (reveal.args["base"], len(reveal.args["seeds"])) == (1, 2)  # its own, the drop-out's
     line = evaluator.step(task_id)[0]
@@ -264,7 +264,7 @@ def test_without_every_survivors_seeds_the_group_is_abandoned_and_rerun(market: 
     task = chain.task(task_id)
     advance_to(market.w3, task.round_end(0))
     assert evaluator.step(task_id) == []
-    assert market.miners[0].reveal_masks(task_id)  # the other two survivors stay silent
+    assert market.miners[0].secure.reveal_masks(task_id)  # the other two survivors stay silent
     advance_to(market.w3, task.schedule.merge_due(1) - 5)
     assert evaluator.step(task_id) == []  # still waiting
     advance_to(market.w3, task.schedule.merge_due(1))
@@ -306,7 +306,7 @@ def test_a_lone_survivor_reveals_nothing_and_the_group_is_abandoned(market: Mark
         "round 0, base 1: abandoned: 1 of 3 miners who joined submitted a well-formed update, "
         "and a sum needs two (a sum of one is that update)"
     ]
-    assert market.miners[0].reveal_masks(task_id) == []  # its seeds would expose its update
+    assert market.miners[0].secure.reveal_masks(task_id) == []  # its seeds would expose its update
     assert market.chain.seed_reveals(task_id, 0) == []
 
 

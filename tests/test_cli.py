@@ -25,7 +25,8 @@ from marketplace.rules.messages import Phase
 from marketplace.runtime.connect import dev_account
 from miner import cli as miner_cli
 from miner.cli import app as miner_app
-from miner.trainer import TrainConfig, Trainer
+from miner.train_config import TrainConfig
+from miner.trainer import Trainer
 from sponsor_cli.app import app as sponsor_app
 from tests.helpers import readable_error, spent
 

@@ -26,8 +26,10 @@ from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import LocalStore
 from marketplace.wire.cid import cid_of
 from marketplace.wire.report import PayoutReport, agreed_report, posted_reports
-from miner.trainer import TrainConfig, Trainer, TrainResult
-from miner.worker import Miner, MinerConfig
+from miner.config import MinerConfig
+from miner.train_config import TrainConfig
+from miner.trainer import Trainer, TrainResult
+from miner.worker import Miner
 from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market
 
 SYBIL_SAMPLES = 1_000_000

@@ -10,8 +10,9 @@ from pathlib import Path
 from marketplace.protocol.tasks import nodes_by_id
 from marketplace.rules.messages import NodeKind
 from marketplace.runtime.state import StateFile
+from miner.config import MinerConfig
 from miner.trainer import Trainer
-from miner.worker import Miner, MinerConfig
+from miner.worker import Miner
 from tests.market import DEPOSIT, new_market
 
 

@@ -18,7 +18,7 @@ from marketplace.service.api import create_app
 from marketplace.service.indexer import Indexer
 from miner.cli import app as miner_app
 from miner.ledger import PrivacyBudgetExceeded, PrivacyLedger, fingerprint
-from miner.worker import epsilon_millis
+from miner.submission import epsilon_millis
 from tests.market import new_market
 
 KEY = "chain 1 0xabc task {} round {}"

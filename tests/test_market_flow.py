@@ -19,8 +19,9 @@ from marketplace.rules.datafiles import to_csv
 from marketplace.rules.messages import NodeKind, Payout, Phase
 from marketplace.wire.envelope import envelope_recipients
 from marketplace.wire.report import PayoutReport, agreed_report, claim_payout, posted_reports
-from miner import worker as worker_module
-from miner.trainer import TrainConfig, Trainer
+from miner import submission as submission_module
+from miner.train_config import TrainConfig
+from miner.trainer import Trainer
 from miner.worker import Miner
 from tests.market import BOUNTY, DEPOSIT, Market, new_market
 
@@ -191,14 +192,14 @@ def test_a_miner_killed_after_uploading_submits_that_blob_without_training_again
         if name == "miner:uploaded":
             raise Crashed(name)
 
-    monkeypatch.setattr(worker_module, "crash_point", crash)
+    monkeypatch.setattr(submission_module, "crash_point", crash)
     market.add_miners(1)
     with pytest.raises(Crashed):
         market.miners[0].submit_round(market.task_id)
     uploaded = market.miners[0].state.section("tasks", market.task_id, "rounds", 0)["cid"]
     assert not [r for r in market.chain.nodes(market.task_id) if r.kind is NodeKind.UPDATE]
 
-    monkeypatch.setattr(worker_module, "crash_point", lambda name: None)
+    monkeypatch.setattr(submission_module, "crash_point", lambda name: None)
     trainer = CountingTrainer()
     submission = restarted(market, market.miners[0], trainer).submit_round(market.task_id)
 

@@ -20,8 +20,9 @@ from marketplace.rules.datafiles import Dataset
 from marketplace.rules.evaluation import score
 from marketplace.rules.messages import Metric
 from marketplace.rules.models import ModelSpec, check_weights, init_weights
-from miner import trainer as trainer_module
-from miner.trainer import DPConfig, TrainConfig, Trainer, TrainingError, TrainResult
+from miner import local_sgd
+from miner.train_config import DPConfig, TrainConfig, TrainingError
+from miner.trainer import Trainer, TrainResult
 from tests.helpers import MLP_SPEC
 
 MLP = ModelSpec.from_json(json.dumps(MLP_SPEC))  # 64-32-10
@@ -308,7 +309,7 @@ def test_prox_mu_zero_skips_the_term_and_trains_bit_identically(
     def no_term(*args: object) -> None:
         raise AssertionError("the proximal term was built with mu 0")
 
-    monkeypatch.setattr(trainer_module, "_Anchor", no_term)
+    monkeypatch.setattr(local_sgd, "ProxAnchor", no_term)
     config = PLAIN.model_copy(update={"prox_mu": 0.0})
 
     again = Trainer().train(MLP, init_weights(MLP, 0), train_set, config)

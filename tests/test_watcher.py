@@ -9,9 +9,10 @@ import numpy as np
 
 from marketplace.rules.datafiles import Dataset, to_csv
 from marketplace.runtime.state import StateFile
+from miner.config import MinerConfig
 from miner.trainer import Trainer
 from miner.watcher import Watcher
-from miner.worker import Miner, MinerConfig
+from miner.worker import Miner
 from tests.market import new_market
 
 

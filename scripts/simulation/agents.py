@@ -2,7 +2,7 @@
 
 Every agent acts through `Miner` (one per account): honest kinds through `Miner.submit_round`
 (its data, trainer or declared row count changed, nothing else), adversaries by reading the
-latest merge with `Miner.choose_parent` (merges are sealed to every registered miner) and
+latest merge with `ParentChooser.choose` (merges are sealed to every registered miner) and
 submitting weights of their choosing with `Miner.submit_weights` (the same sealing, upload and
 `ChainClient.submit_update` as an honest update). Nothing here knows the reward rule.
 
@@ -52,8 +52,12 @@ from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import encode_weights
 from marketplace.wire.crypto import sha256
-from miner.trainer import Progress, TrainConfig, Trainer, TrainResult
-from miner.worker import Miner, MinerConfig, Submission, Waiting
+from miner.config import MinerConfig
+from miner.parents import Waiting
+from miner.submission import Submission
+from miner.train_config import Progress, TrainConfig
+from miner.trainer import Trainer, TrainResult
+from miner.worker import Miner
 
 if TYPE_CHECKING:
     import torch
@@ -118,7 +122,7 @@ class Env:
         """(node, architecture spec, weights) the miner would build on: the best merge of the
         latest round it can read, else its architecture."""
         spec = read_spec(self.chain, self.store, self.task_id)
-        return miner.choose_parent(self.task_id, nodes_by_id(self.chain, self.task_id), spec)
+        return miner.parents.choose(self.task_id, nodes_by_id(self.chain, self.task_id), spec)
 
     def architecture_of(self, node_id: int) -> int:
         return architecture_of(nodes_by_id(self.chain, self.task_id), node_id)

@@ -49,7 +49,8 @@ from marketplace.rules.rewards import BPS
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import LocalStore
 from marketplace.wire.report import PayoutReport, agreed_report, claim_payout
-from miner.trainer import TrainConfig, Trainer
+from miner.train_config import TrainConfig
+from miner.trainer import Trainer
 
 from .agents import KINDS, Agent, Env
 
@@ -219,11 +220,66 @@ class IndexedChain(ChainClient):
         return self._calls[key]
 
 
+@dataclass(frozen=True)
+class Posted:
+    """The market once the task and its architectures are on-chain: what the later steps share."""
+
+    w3: Web3
+    chain: IndexedChain
+    store: LocalStore
+    chain_id: int
+    sponsor: LocalAccount
+    evaluator: LocalAccount
+    scientists: list[LocalAccount]
+    task_id: int
+    arch_ids: list[int]
+    challenge_window: int
+
+
 def run_market(config: MarketConfig, folder: Path, centralized: bool = True) -> MarketRun:
     """Run one market to the end; `centralized`: also train the baseline for the accuracy
     ratio (the marginal value runs skip it)."""
     started = time.perf_counter()
     problem = DATASETS[config.dataset]
+    train, validation, test = problem.splits(config.seed)
+    market = _post_task(config, problem, folder, validation)
+    trainer = Trainer()
+    env = Env(
+        market.w3, market.chain, market.store, folder, market.task_id, config.rounds, trainer,
+        config.epochs, config.learning_rate,
+    )  # fmt: skip
+    agents = _agents(config, env, train, market.arch_ids)
+    state = StateFile(folder / "state" / "evaluator.json")
+    evaluator = Evaluator(market.chain, market.store, market.evaluator, state, market.chain_id)
+    _play_rounds(market, agents, env, evaluator, config.rounds)
+    report, held = _settle(market, evaluator)
+
+    chain, task_id = market.chain, market.task_id
+    records = nodes_by_id(chain, task_id)
+    escrow = _escrow(chain, task_id, records, held)
+    claimed = _event_sums(chain, "Claimed", task_id, "account")
+    outcomes = tuple(_outcome(a.name, a.accounts, records, report, claimed) for a in agents)
+    science = _outcome("scientists", market.scientists, records, report, claimed)
+    baseline = trainer if centralized else None
+    quality = _winner_quality(market, records, report, evaluator, agents, test, config, baseline)
+    everyone = [o for outcome in (*outcomes, science) for o in outcome.accounts]
+    return MarketRun(
+        config,
+        outcomes,
+        science,
+        escrow,
+        BOUNTY * (SPLIT.data_bps + SPLIT.compute_bps) // BPS,
+        report,
+        records,
+        {account: chain.reputation(account) for account in everyone},
+        *quality,
+        time.perf_counter() - started,
+    )
+
+
+def _post_task(config: MarketConfig, problem: Problem, folder: Path, validation: Dataset) -> Posted:
+    """A fresh chain and store, the sponsor's task with the validation split sealed to the
+    evaluator, and the good and the weak architecture proposed."""
     w3 = local_web3()
     keys = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, 11)]
     sponsor, evaluator_account, scientists = keys[0], keys[1], keys[2:4]
@@ -231,8 +287,6 @@ def run_market(config: MarketConfig, folder: Path, centralized: bool = True) -> 
     chain = IndexedChain(w3, deployed.address)
     store = LocalStore(folder / "blobs")
     chain_id = int(w3.eth.chain_id)
-    train, validation, test = problem.splits(config.seed)
-
     spec = TaskSpec(
         name=config.dataset,
         metric=Metric.ACCURACY,
@@ -265,64 +319,76 @@ def run_market(config: MarketConfig, folder: Path, centralized: bool = True) -> 
         )
         assert proposed.value is not None
         arch_ids.append(proposed.value)
-
-    trainer = Trainer()
-    env = Env(
-        w3, chain, store, folder, task_id, config.rounds, trainer, config.epochs,
-        config.learning_rate,
-    )  # fmt: skip
-    agents = _agents(config, env, train, arch_ids)
-    evaluator = Evaluator(
-        chain, store, evaluator_account, StateFile(folder / "state" / "evaluator.json"), chain_id
+    return Posted(
+        w3,
+        chain,
+        store,
+        chain_id,
+        sponsor,
+        evaluator_account,
+        scientists,
+        task_id,
+        arch_ids,
+        params.challenge_window,
     )
-    task = chain.task(task_id)
-    for round_index in range(config.rounds):
+
+
+def _play_rounds(
+    market: Posted, agents: list[Agent], env: Env, evaluator: Evaluator, rounds: int
+) -> None:
+    """Every round: each agent acts, the clock moves to the round's end, the evaluator merges."""
+    schedule = market.chain.task(market.task_id).schedule
+    for round_index in range(rounds):
         for agent in agents:
             agent.act(env, round_index)
-        advance_chain_to(w3, task.round_end(round_index))
-        evaluator.step(task_id)
+        advance_chain_to(market.w3, schedule.closes(round_index))
+        evaluator.step(market.task_id)
 
+
+def _settle(market: Posted, evaluator: Evaluator) -> tuple[PayoutReport, int]:
+    """Reveal, post the payout root, finalize after the challenge window, claim every leaf and
+    reclaim the rest: (the agreed report, the contract's balance before the first claim)."""
+    chain, store, task_id = market.chain, market.store, market.task_id
     assert chain.phase(task_id) is Phase.REVEAL
-    reveal(chain, store, sponsor, chain_id, task_id)
+    reveal(chain, store, market.sponsor, market.chain_id, task_id)
     evaluator.step(task_id)
     report = agreed_report(chain, store, task_id)
-    advance_chain_to(w3, chain.task(task_id).agreed_at + params.challenge_window)
-    chain.finalize(sponsor.address, task_id)
-    held = int(w3.eth.get_balance(chain.address))
+    advance_chain_to(market.w3, chain.task(task_id).agreed_at + market.challenge_window)
+    chain.finalize(market.sponsor.address, task_id)
+    held = int(market.w3.eth.get_balance(chain.address))
     for entry in report.payouts:
         claim_payout(chain, store, entry.account, task_id)
-    chain.reclaim(sponsor.address, task_id)
+    chain.reclaim(market.sponsor.address, task_id)
+    return report, held
 
-    records = nodes_by_id(chain, task_id)
-    escrow = _escrow(chain, task_id, records, held)
-    claimed = _event_sums(chain, "Claimed", task_id, "account")
-    outcomes = tuple(_outcome(a.name, a.accounts, records, report, claimed) for a in agents)
-    science = _outcome("scientists", scientists, records, report, claimed)
+
+def _winner_quality(
+    market: Posted,
+    records: dict[int, NodeRecord],
+    report: PayoutReport,
+    evaluator: Evaluator,
+    agents: list[Agent],
+    test: Dataset,
+    config: MarketConfig,
+    trainer: Trainer | None,
+) -> tuple[int, float, float | None]:
+    """(the winner's validation score, its test accuracy, and with a `trainer` the test
+    accuracy of its architecture trained on the honest agents' union, else None)."""
     winner = report.winner
     assert winner is not None  # the architectures are valid nodes
-    view = evaluator.view(task_id)
+    view = evaluator.view(market.task_id)
     model = view.architectures[architecture_of(records, winner)]
     weights = view.verdicts[winner].weights
     assert weights is not None
     central = None
-    if centralized:
+    if trainer is not None:
         union = [a.shard for a in agents if a.honest and a.shard is not None]
-        seed = ARCH_SEEDS[arch_ids.index(architecture_of(records, winner))]
+        seed = ARCH_SEEDS[market.arch_ids.index(architecture_of(records, winner))]
         central = _centralized(trainer, model, seed, union, test, config)
-    everyone = [o for outcome in (*outcomes, science) for o in outcome.accounts]
-    return MarketRun(
-        config,
-        outcomes,
-        science,
-        escrow,
-        BOUNTY * (SPLIT.data_bps + SPLIT.compute_bps) // BPS,
-        report,
-        records,
-        {account: chain.reputation(account) for account in everyone},
+    return (
         next(n.score for n in report.nodes if n.node_id == winner),
         score(model, weights, test, Metric.ACCURACY) / len(test),
         central,
-        time.perf_counter() - started,
     )
 
 
