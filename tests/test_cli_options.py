@@ -82,12 +82,14 @@ def test_only_typed_signing_options_name_a_signer_not_the_environment() -> None:
         del os.environ["GM_ACCOUNT"]
 
 
-def test_an_unknown_option_group_is_refused_at_definition() -> None:
-    with pytest.raises(TypeError, match="has no option group"):
+def test_an_unknown_option_group_or_field_is_refused_at_definition() -> None:
+    def command(*, cli: ConnectionOptions) -> None:
+        pass
 
-        @option_groups(connection=READING)
-        def command(*, cli: ConnectionOptions) -> None:
-            pass
+    with pytest.raises(TypeError, match=r"command has no option group \['connection'\]"):
+        option_groups(connection=READING)(command)
+    with pytest.raises(TypeError, match=r"ConnectionOptions has no field \['gas'\]"):
+        option_groups(cli=("data_dir", "gas"))(command)
 
 
 def test_every_command_lists_the_connection_options_it_takes() -> None:

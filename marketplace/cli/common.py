@@ -113,7 +113,9 @@ def option_groups(
             return command(*args, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=laid_out)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {param.name: param.annotation for param in laid_out}
+        wrapper.__annotations__ = {param.name: param.annotation for param in laid_out} | {
+            "return": signature.return_annotation
+        }
         return wrapper
 
     return decorate
@@ -125,8 +127,8 @@ def _group_fields(
     """The group's fields (those `only` names, if given) as keyword parameters."""
     hints = typing.get_type_hints(group, include_extras=True)
     fields = [field for field in dataclasses.fields(group) if only is None or field.name in only]  # type: ignore[arg-type]
-    if only is not None and len(fields) != len(only):
-        raise TypeError(f"{group.__name__} has no field among {only}")
+    if only is not None and (unknown := set(only) - {field.name for field in fields}):
+        raise TypeError(f"{group.__name__} has no field {sorted(unknown)}")
     return [
         inspect.Parameter(
             field.name,
