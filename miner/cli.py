@@ -11,6 +11,7 @@ to the task's evaluators, a row count and, under DP, the epsilon spent ever leav
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -25,18 +26,13 @@ from rich.progress import (
 )
 
 from marketplace.cli.common import (
-    AccountIndex,
-    Contract,
-    DataDir,
-    Ipfs,
-    Keystore,
-    Rpc,
+    ConnectionOptions,
+    OptionGroup,
     console,
-    options,
+    option_groups,
     readable_errors,
     show_amount,
     show_time,
-    signer,
 )
 from marketplace.errors import ConfigError
 from marketplace.rules.messages import Phase
@@ -116,49 +112,73 @@ def _progress() -> Progress:
     )
 
 
-@app.command()
-@readable_errors
-def run(
-    task: TaskId,
-    data: DataPath,
-    epochs: Annotated[int, typer.Option(help="Local epochs per round.", min=1)] = 5,
-    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = 32,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 1e-3,
-    optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
-    seed: Annotated[int, typer.Option(help="Training seed (round r trains with seed + r).")] = 0,
+@dataclass(frozen=True)
+class TrainingOptions(OptionGroup):
+    """How `miner run` trains: the MinerConfig, and the privacy budget of the data."""
+
+    epochs: Annotated[int, typer.Option(help="Local epochs per round.", min=1)] = 5
+    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=1)] = 32
+    learning_rate: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 1e-3
+    optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam"
+    seed: Annotated[int, typer.Option(help="Training seed (round r trains with seed + r).")] = 0
     dp_epsilon: Annotated[
         float | None, typer.Option(help="Train with DP-SGD (Opacus), spending this epsilon.")
-    ] = None,
-    dp_delta: Annotated[float, typer.Option(help="DP delta (below 1 / your rows).")] = 1e-5,
-    max_grad_norm: Annotated[float, typer.Option(help="DP per-sample clipping norm.")] = 1.0,
+    ] = None
+    dp_delta: Annotated[float, typer.Option(help="DP delta (below 1 / your rows).")] = 1e-5
+    max_grad_norm: Annotated[float, typer.Option(help="DP per-sample clipping norm.")] = 1.0
     prox_mu: Annotated[
         float | None,
         typer.Option(help="FedProx proximal weight (default: the task spec's prox_mu)."),
-    ] = None,
+    ] = None
     dp_budget: Annotated[
         float,
         typer.Option(help="Total epsilon this data may spend, over every task and round."),
-    ] = DEFAULT_BUDGET,
+    ] = DEFAULT_BUDGET
     arch: Annotated[
         int | None,
         typer.Option("--arch", help="The architecture to train when no merge is readable."),
-    ] = None,
-    parent: Annotated[int | None, typer.Option(help="Always build on this node.")] = None,
+    ] = None
+    parent: Annotated[int | None, typer.Option(help="Always build on this node.")] = None
     lineage: Annotated[
         int | None,
         typer.Option(
             help="Train only this architecture's lineage (run one miner per architecture to "
             "train each: the cap is per account and architecture)."
         ),
-    ] = None,
+    ] = None
+
+    def config(self) -> MinerConfig:
+        """The miner's configuration; a bad training option is one line now, not an error in
+        round 0."""
+        config = MinerConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            optimizer=self.optimizer,
+            seed=self.seed,
+            dp_epsilon=self.dp_epsilon,
+            dp_delta=self.dp_delta,
+            max_grad_norm=self.max_grad_norm,
+            prox_mu=self.prox_mu,
+            architecture=self.arch,
+            parent=self.parent,
+            lineage=self.lineage,
+        )
+        config.train_config(0)
+        return config
+
+
+@app.command()
+@readable_errors
+@option_groups()
+def run(
+    task: TaskId,
+    data: DataPath,
+    *,
+    training: TrainingOptions,
     once: Annotated[bool, typer.Option(help="Submit to the open round, then stop.")] = False,
     poll: Annotated[float | None, typer.Option(help="Seconds between looks at the chain.")] = None,
-    data_dir: DataDir = None,
-    rpc: Rpc = None,
-    contract: Contract = None,
-    ipfs: Ipfs = None,
-    account: AccountIndex = None,
-    keystore: Keystore = None,
+    cli: ConnectionOptions,
 ) -> None:
     """Take part in task TASK: every round, train on the best merge you can read (else an
     architecture), seal the new weights to the evaluators, upload, submit; then claim.
@@ -166,54 +186,13 @@ def run(
     Safe to stop and start again at any moment: it resumes from the chain and its state file
     and never submits twice in a round.
     """
-    settings = options(data_dir, rpc, contract, ipfs, account, keystore)
-    config = MinerConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        optimizer=optimizer,
-        seed=seed,
-        dp_epsilon=dp_epsilon,
-        dp_delta=dp_delta,
-        max_grad_norm=max_grad_norm,
-        prox_mu=prox_mu,
-        architecture=arch,
-        parent=parent,
-        lineage=lineage,
-    )
-    config.train_config(0)  # a bad training option is one line now, not an error in round 0
-    connection = signer(settings)
+    settings = cli.settings
+    config = training.config()
+    connection = cli.signer()
     with _progress() as progress:
-        miner = _miner(connection, settings, data, config, progress, dp_budget)
+        miner = _miner(connection, settings, data, config, progress, training.dp_budget)
         if once:
-            guard = OutageGuard(settings.outage_seconds, console.print)
-            pause = poll or settings.poll_seconds
-            submission = guard.retry(lambda: miner.submit_round(task), pause)
-            if isinstance(submission, Waiting):  # the previous round's merge is due first
-                console.print(str(submission))
-            while isinstance(submission, Waiting):
-                time.sleep(pause)
-                submission = guard.retry(lambda: miner.submit_round(task), pause)
-            if submission is None:
-                raise ConfigError(
-                    f"task {task} has no open round ({connection.chain.phase(task).name})"
-                )
-            verb = "submitted"
-            if submission.found:
-                verb = "already submitted"
-            elif submission.resumed:
-                verb = "submitted the blob sealed earlier (no retraining):"
-            console.print(
-                f"round {submission.round}: {verb} node {submission.node_id} "
-                f"(parent {submission.parent}, {submission.samples} rows, {submission.cid})"
-            )
-            state = connection.chain.task(task)
-            if submission.round + 1 < state.rounds:
-                opens = show_time(state.round_end(submission.round))
-                step = f"run --once again when round {submission.round + 1} opens ({opens})"
-            else:
-                step = f"after settlement: miner claim --task {task}"
-            console.print(f"  next: {step} (or run without --once to do both)", soft_wrap=True)
+            _submit_once(miner, connection, task, settings, poll)
             return
         console.print(f"miner {connection.address} on task {task}")
         miner.run(
@@ -225,22 +204,52 @@ def run(
     console.print(f"task {task}: done ({connection.chain.phase(task).name.lower()})")
 
 
+def _submit_once(
+    miner: Miner, connection: Connection, task: int, settings: Settings, poll: float | None
+) -> None:
+    """`miner run --once`: submit to the open round (after the merge due first, if any), say
+    what was submitted and what comes next."""
+    guard = OutageGuard(settings.outage_seconds, console.print)
+    pause = poll or settings.poll_seconds
+    submission = guard.retry(lambda: miner.submit_round(task), pause)
+    if isinstance(submission, Waiting):  # the previous round's merge is due first
+        console.print(str(submission))
+    while isinstance(submission, Waiting):
+        time.sleep(pause)
+        submission = guard.retry(lambda: miner.submit_round(task), pause)
+    if submission is None:
+        raise ConfigError(f"task {task} has no open round ({connection.chain.phase(task).name})")
+    verb = "submitted"
+    if submission.found:
+        verb = "already submitted"
+    elif submission.resumed:
+        verb = "submitted the blob sealed earlier (no retraining):"
+    console.print(
+        f"round {submission.round}: {verb} node {submission.node_id} "
+        f"(parent {submission.parent}, {submission.samples} rows, {submission.cid})"
+    )
+    state = connection.chain.task(task)
+    if submission.round + 1 < state.rounds:
+        opens = show_time(state.round_end(submission.round))
+        step = f"run --once again when round {submission.round + 1} opens ({opens})"
+    else:
+        step = f"after settlement: miner claim --task {task}"
+    console.print(f"  next: {step} (or run without --once to do both)", soft_wrap=True)
+
+
 @app.command()
 @readable_errors
+@option_groups()
 def claim(
     task: TaskId,
-    data_dir: DataDir = None,
-    rpc: Rpc = None,
-    contract: Contract = None,
-    ipfs: Ipfs = None,
-    account: AccountIndex = None,
-    keystore: Keystore = None,
+    *,
+    cli: ConnectionOptions,
 ) -> None:
     """Claim what task TASK owes you (or your refunds, if the sponsor never revealed)."""
     from marketplace.wire.report import claim_payout
 
-    settings = options(data_dir, rpc, contract, ipfs, account, keystore)
-    connection = signer(settings)
+    settings = cli.settings
+    connection = cli.signer()
     phase = connection.chain.phase(task)
     if phase in (Phase.UNREVEALED, Phase.UNSETTLED):
         state = StateFile(settings.state_dir / f"miner-{connection.address}.json")
@@ -261,6 +270,7 @@ def claim(
 
 @app.command()
 @readable_errors
+@option_groups()
 def watch(
     data: DataPath,
     epochs: Annotated[int, typer.Option(help="Local epochs per round.", min=1)] = 5,
@@ -269,17 +279,13 @@ def watch(
     iterations: Annotated[
         int | None, typer.Option(help="Stop after this many passes (default: never).")
     ] = None,
-    data_dir: DataDir = None,
-    rpc: Rpc = None,
-    contract: Contract = None,
-    ipfs: Ipfs = None,
-    account: AccountIndex = None,
-    keystore: Keystore = None,
+    *,
+    cli: ConnectionOptions,
 ) -> None:
     """Keep going over every task: submit to each open round your data fits, claim what is
     owed. Stops with Ctrl-C (safe at any moment)."""
-    settings = options(data_dir, rpc, contract, ipfs, account, keystore)
-    connection = signer(settings)
+    settings = cli.settings
+    connection = cli.signer()
     miner = _miner(connection, settings, data, MinerConfig(epochs=epochs, seed=seed), None)
     watcher = Watcher(miner, data)
 
@@ -298,13 +304,15 @@ def watch(
 
 @app.command()
 @readable_errors
+@option_groups(cli=("data_dir",))
 def privacy(
     data: DataPath,
     dp_budget: Annotated[float, typer.Option(help="The budget to compare with.")] = DEFAULT_BUDGET,
-    data_dir: DataDir = None,
+    *,
+    cli: ConnectionOptions,
 ) -> None:
     """How much differential-privacy budget this data has spent, submission by submission."""
-    settings = options(data_dir, None, None, None)
+    settings = cli.settings
     ledger = _ledger(settings, dp_budget)
     spent = ledger.spent(fingerprint(data))
     for key, spend in sorted(spent.spends.items()):

@@ -16,17 +16,11 @@ import typer
 from eth_utils.address import is_address, to_checksum_address
 
 from marketplace.cli.common import (
-    AccountIndex,
-    Contract,
-    DataDir,
-    Ipfs,
-    Keystore,
-    Rpc,
+    ConnectionOptions,
     console,
-    options,
+    option_groups,
     readable_errors,
     show_amount,
-    signer,
 )
 from marketplace.errors import ConfigError
 from marketplace.wire.report import claim_payout
@@ -44,21 +38,18 @@ app.add_typer(model.app, name="model")
 
 @app.command()
 @readable_errors
+@option_groups()
 def claim(
     task_id: Annotated[int, typer.Option("--task", help="The task id.", min=1)],
     for_account: Annotated[
         str | None, typer.Option("--for", help="Claim this account's leaf (default: yours).")
     ] = None,
-    data_dir: DataDir = None,
-    rpc: Rpc = None,
-    contract: Contract = None,
-    ipfs: Ipfs = None,
-    account: AccountIndex = None,
-    keystore: Keystore = None,
+    *,
+    cli: ConnectionOptions,
 ) -> None:
     """Claim a payout of a finalized task with its Merkle proof (from the posted report).
     Anyone may send it (and pays its gas); the money always goes to the leaf's account."""
-    connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
+    connection = cli.signer()
     if for_account is not None and not is_address(for_account):
         raise ConfigError(f"--for {for_account!r} is not an Ethereum address")
     who = str(to_checksum_address(for_account)) if for_account else connection.address

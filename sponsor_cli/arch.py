@@ -8,17 +8,11 @@ from typing import Annotated
 import typer
 
 from marketplace.cli.common import (
-    AccountIndex,
-    Contract,
-    DataDir,
-    Ipfs,
-    Keystore,
-    Rpc,
+    ConnectionOptions,
     console,
-    options,
+    option_groups,
     read_file,
     readable_errors,
-    signer,
 )
 from marketplace.errors import ConfigError
 from marketplace.protocol.tasks import read_spec
@@ -30,6 +24,7 @@ app = typer.Typer(help="Propose architectures (data scientists).", no_args_is_he
 
 @app.command()
 @readable_errors
+@option_groups()
 def propose(
     task: Annotated[int, typer.Option("--task", help="The task id.", min=1)],
     spec: Annotated[Path, typer.Option(help="A ModelSpec JSON file (layers from the allow-list).")],
@@ -39,12 +34,8 @@ def propose(
     weights: Annotated[
         Path | None, typer.Option(help="Initial weights as a .safetensors file (never pickle).")
     ] = None,
-    data_dir: DataDir = None,
-    rpc: Rpc = None,
-    contract: Contract = None,
-    ipfs: Ipfs = None,
-    account: AccountIndex = None,
-    keystore: Keystore = None,
+    *,
+    cli: ConnectionOptions,
 ) -> None:
     """Propose an architecture for task TASK: a declarative spec plus initial weights, public
     to every miner. It earns the expertise share if the winning model descends from it.
@@ -58,7 +49,7 @@ def propose(
     if (seed is None) == (weights is None):
         raise ConfigError("give exactly one of --seed N or --weights FILE.safetensors")
     model = ModelSpec.from_json(read_file(spec, MAX_SPEC_BYTES))
-    connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
+    connection = cli.signer()
     cap = read_spec(connection.chain, connection.store, task).max_blob_bytes
     if weights is not None:
         initial = decode_weights(read_file(weights, cap), model, cap)

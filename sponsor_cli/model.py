@@ -18,17 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from marketplace.cli.common import (
-    AccountIndex,
-    Contract,
-    DataDir,
-    Ipfs,
-    Keystore,
-    Rpc,
+    ConnectionOptions,
     console,
-    options,
+    option_groups,
     read_file,
     readable_errors,
-    signer,
 )
 from marketplace.delivered.modeldir import read_model
 from marketplace.errors import ConfigError, ExportError
@@ -55,6 +49,7 @@ MAX_TEST_BYTES = 1024 * 1024 * 1024
 
 @app.command()
 @readable_errors
+@option_groups()
 def pull(
     task_id: Annotated[int, typer.Option("--task", help="The task id.", min=1)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The directory to write.")],
@@ -62,12 +57,8 @@ def pull(
         Path | None,
         typer.Option(help="Your own test file (task's schema): its score goes in the card."),
     ] = None,
-    data_dir: DataDir = None,
-    rpc: Rpc = None,
-    contract: Contract = None,
-    ipfs: Ipfs = None,
-    account: AccountIndex = None,
-    keystore: Keystore = None,
+    *,
+    cli: ConnectionOptions,
 ) -> None:
     """Get the model your task paid for, once its payout root is agreed: open the winner the
     evaluators sealed to you, check it is the scored one (digest and validation score), and
@@ -79,7 +70,7 @@ def pull(
     from marketplace.delivered.modeldir import write_model
     from marketplace.roles.sponsor import pull_model
 
-    connection = signer(options(data_dir, rpc, contract, ipfs, account, keystore))
+    connection = cli.signer()
     test_file = read_file(test, MAX_TEST_BYTES) if test is not None else None
     pulled = pull_model(
         connection.chain,

@@ -2,23 +2,31 @@
 
 Every program takes `--data-dir`, `--rpc`, `--contract`, `--ipfs` (each also a `GM_*`
 environment variable) and, to sign, `--account N` (a devnet account) or `--keystore FILE`
-(password from GM_PASSWORD or a prompt). A `MarketplaceError`, or web3's error for a node that
-refuses, is unreachable or mines nothing in time, becomes one red line on stderr and exit
-code 1; a traceback is only ever a bug.
+(password from GM_PASSWORD or a prompt). They are declared once, in `ConnectionOptions`, and
+`option_groups` lays them out in each command's signature (after the subcommand, where users
+type them). A `MarketplaceError`, or web3's error for a node that refuses, is unreachable or
+mines nothing in time, becomes one red line on stderr and exit code 1; a traceback is only ever
+a bug.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import logging
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
+from eth_account.signers.local import LocalAccount
 from rich.console import Console
+from rich.markup import escape
 
 from marketplace.chain.client import NODE_ERRORS, describe_node_error
 from marketplace.errors import ConfigError, ContractRevert, MarketplaceError
@@ -64,49 +72,138 @@ Keystore = Annotated[
 ]
 
 
-def options(
-    data_dir: Path | None,
-    rpc: str | None,
-    contract: str | None,
-    ipfs: str | None,
-    account: int | None = None,
-    keystore: Path | None = None,
-) -> Settings:
-    return settings_with(
-        data_dir=data_dir,
-        rpc_url=rpc,
-        contract=contract,
-        ipfs_url=ipfs,
-        account=account,
-        keystore=keystore,
-    )
+class OptionGroup:
+    """A frozen dataclass of typer options (fields annotated like parameters, with defaults)
+    that `option_groups` lays out in a command's signature in place of the parameter it
+    annotates; the command receives the dataclass, built from what was typed."""
 
 
-def signer(settings: Settings) -> Connection:
-    """A connection that signs as the settings' account (asking for a password if needed)."""
-    account = load_account(settings, lambda: typer.prompt("keystore password", hide_input=True))
-    return connect(settings, account)
+def option_groups(
+    **subsets: tuple[str, ...],
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Lay each `OptionGroup` parameter of the command out as the group's options, where the
+    parameter stands, and hand the command the group built from them.
+
+    Typer reads the options from `inspect.signature`, which honours `__signature__`, so they
+    stay options of the subcommand (`sponsor task create ... --rpc URL --account 1`); a Typer
+    callback would take them before the subcommand only. `subsets` names, per parameter, the
+    only fields offered (`option_groups(cli=READING)`); the others keep their defaults.
+    """
+
+    def decorate(command: Callable[..., R]) -> Callable[..., R]:
+        signature = inspect.signature(command, eval_str=True)
+        laid_out: list[inspect.Parameter] = []
+        groups: dict[str, tuple[type[OptionGroup], list[str]]] = {}
+        for param in signature.parameters.values():
+            group = param.annotation
+            if not (isinstance(group, type) and issubclass(group, OptionGroup)):
+                laid_out.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+                continue
+            fields = _group_fields(group, subsets.get(param.name))
+            groups[param.name] = (group, [field.name for field in fields])
+            laid_out += fields
+        if unknown := set(subsets) - set(groups):
+            raise TypeError(f"{command.__name__} has no option group {sorted(unknown)}")
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> R:
+            for name, (group, fields) in groups.items():
+                given = {field: kwargs.pop(field) for field in fields if field in kwargs}
+                kwargs[name] = group(**given)
+            return command(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=laid_out)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {param.name: param.annotation for param in laid_out} | {
+            "return": signature.return_annotation
+        }
+        return wrapper
+
+    return decorate
 
 
-def reader(settings: Settings) -> Connection:
-    """A read-only connection."""
-    return connect(settings, None)
+def _group_fields(
+    group: type[OptionGroup], only: tuple[str, ...] | None
+) -> list[inspect.Parameter]:
+    """The group's fields (those `only` names, if given) as keyword parameters."""
+    hints = typing.get_type_hints(group, include_extras=True)
+    fields = [field for field in dataclasses.fields(group) if only is None or field.name in only]  # type: ignore[arg-type]
+    if only is not None and (unknown := set(only) - {field.name for field in fields}):
+        raise TypeError(f"{group.__name__} has no field {sorted(unknown)}")
+    return [
+        inspect.Parameter(
+            field.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=hints[field.name],
+            default=inspect.Parameter.empty
+            if field.default is dataclasses.MISSING
+            else field.default,
+        )
+        for field in fields
+    ]
+
+
+READING = ("data_dir", "rpc", "contract", "ipfs")
+"""The options of a command that reads the chain and the store but signs nothing."""
+
+
+@dataclass(frozen=True)
+class ConnectionOptions(OptionGroup):
+    """The connection options as typed (None: not given, the environment's or the default)."""
+
+    data_dir: DataDir = None
+    rpc: Rpc = None
+    contract: Contract = None
+    ipfs: Ipfs = None
+    account: AccountIndex = None
+    keystore: Keystore = None
+
+    @functools.cached_property
+    def settings(self) -> Settings:
+        """The settings: these options over the GM_* environment over the defaults."""
+        return settings_with(
+            data_dir=self.data_dir,
+            rpc_url=self.rpc,
+            contract=self.contract,
+            ipfs_url=self.ipfs,
+            account=self.account,
+            keystore=self.keystore,
+        )
+
+    @property
+    def names_signer(self) -> bool:
+        """Whether --account or --keystore was typed (the environment alone does not count)."""
+        return self.account is not None or self.keystore is not None
+
+    def signing_account(self) -> LocalAccount:
+        """The account the settings name (asking for a keystore's password if needed)."""
+        return load_account(
+            self.settings, lambda: typer.prompt("keystore password", hide_input=True)
+        )
+
+    def signer(self) -> Connection:
+        """A connection that signs as the settings' account."""
+        return connect(self.settings, self.signing_account())
+
+    def reader(self) -> Connection:
+        """A read-only connection."""
+        return connect(self.settings, None)
 
 
 def readable_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn every MarketplaceError of `command`, and every refusal or outage of the Ethereum
-    node (web3's errors), into one line on stderr and exit code 1."""
+    node (web3's errors), into one line on stderr and exit code 1 (printed as is: a `[...]` in
+    it is text, not rich markup)."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except ContractRevert as exc:
-            errors.print(f"[red]error:[/] the contract refused: {exc}", soft_wrap=True)
+            errors.print(f"[red]error:[/] the contract refused: {escape(str(exc))}", soft_wrap=True)
         except MarketplaceError as exc:
-            errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            errors.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         except NODE_ERRORS as exc:
-            errors.print(f"[red]error:[/] {describe_node_error(exc)}", soft_wrap=True)
+            errors.print(f"[red]error:[/] {escape(describe_node_error(exc))}", soft_wrap=True)
         except KeyboardInterrupt:
             errors.print("interrupted")
             raise typer.Exit(130) from None
