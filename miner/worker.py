@@ -398,9 +398,9 @@ class Miner:
         midpoint = task.schedule.midpoint(round_index)
         key = miner_key(self.account, task_id)
         joins = self.chain.round_joins(task_id, round_index)
-        mine = [e for e in joins if str(e.args["account"]).lower() == self.address.lower()]
+        mine = [e for e in joins if e.account.lower() == self.address.lower()]
         if mine:
-            base = int(mine[0].args["base"])
+            base = mine[0].base
         elif now >= midpoint:
             log.info("task %d round %d: joined too late; the masks are fixed", task_id, round_index)
             return None
@@ -505,7 +505,7 @@ class Miner:
         already = [
             e
             for e in self.chain.seed_reveals(task_id, record.round)
-            if str(e.args["account"]).lower() == self.address.lower()
+            if e.account.lower() == self.address.lower()
         ]
         if already:
             return SeedReveal(True, "revealed before")

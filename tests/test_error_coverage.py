@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from marketplace import errors
-from marketplace.chain.client import contract_artifact
+from marketplace.chain.abi import contract_artifact
 
 TESTS_DIR = Path(__file__).resolve().parent
 ABI_ERRORS = sorted(item["name"] for item in contract_artifact()["abi"] if item["type"] == "error")

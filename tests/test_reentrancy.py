@@ -19,7 +19,9 @@ from web3.contract.contract import ContractFunction
 from web3.types import TxParams, TxReceipt, Wei
 
 from marketplace import errors
+from marketplace.chain.abi import RevertDecoder
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import ChainEvent, Claimed, Reclaimed, Refunded, TaskCancelled
 from marketplace.dev import devchain
 from marketplace.rules.messages import Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
@@ -56,9 +58,8 @@ def assert_reentry_blocked(market: ChainClient, receiver: Contract) -> None:
     assert receiver.functions.reentrySucceeded().call() is False
     error = bytes(receiver.functions.reentryError().call())
     assert error == REENTRANT_CALL == bytes.fromhex("3ee5aeb5")
-    name, arg_names, arg_types = market._errors[error[:4]]
-    assert (name, arg_names, arg_types) == ("ReentrancyGuardReentrantCall", [], [])
-    assert errors.revert_class(name) is errors.ReentrancyGuardReentrantCall
+    decoded = RevertDecoder(market.contract.abi).decode("0x" + error.hex())
+    assert type(decoded) is errors.ReentrancyGuardReentrantCall and decoded.values == {}
 
 
 @pytest.fixture
@@ -87,10 +88,10 @@ def receiver_reveals(
     assert market.task(task_id).revealed
 
 
-def only_event(market: ChainClient, name: str, task_id: int) -> dict[str, Any]:
-    events = market.events(name, taskId=task_id)
+def only_event(market: ChainClient, kind: type[ChainEvent], task_id: int) -> dict[str, Any]:
+    events = market.events(kind, task_id=task_id)
     assert len(events) == 1
-    return events[0].args
+    return events[0].arguments()
 
 
 def test_claim_reentry_pays_one_leaf(
@@ -123,8 +124,8 @@ def test_claim_reentry_pays_one_leaf(
     assert market.is_claimed(task_id, 1) and not market.is_claimed(task_id, 0)
     assert market.reputation(receiver.address) == 7
     assert market.task(task_id).claimed == 3 * ETHER
-    assert only_event(market, "Claimed", task_id) == {
-        "taskId": task_id,
+    assert only_event(market, Claimed, task_id) == {
+        "task_id": task_id,
         "index": 1,
         "account": receiver.address,
         "amount": 3 * ETHER,
@@ -164,9 +165,9 @@ def test_refund_reentry_pays_one_refund(
     assert market.balance(market.address) == market_before - refund
     assert_reentry_blocked(market, receiver)
     assert market.is_refunded(task_id, 2) and not market.is_refunded(task_id, 1)
-    assert only_event(market, "Refunded", task_id) == {
-        "taskId": task_id,
-        "nodeId": 2,
+    assert only_event(market, Refunded, task_id) == {
+        "task_id": task_id,
+        "node_id": 2,
         "author": receiver.address,
         "amount": refund,
     }
@@ -220,8 +221,8 @@ def test_reclaim_reentry_pays_one_reclaim(
     assert market.balance(market.address) == market_before - owed
     assert_reentry_blocked(market, receiver)
     assert market.task(task_id).reclaimed == owed
-    assert only_event(market, "Reclaimed", task_id) == {
-        "taskId": task_id,
+    assert only_event(market, Reclaimed, task_id) == {
+        "task_id": task_id,
         "sponsor": receiver.address,
         "amount": owed,
     }
@@ -245,8 +246,8 @@ def test_cancel_reentry_pays_the_bounty_once(
     assert_reentry_blocked(market, receiver)
     assert market.phase(task_id) == Phase.CANCELLED
     assert market.task(task_id).reclaimed == 10 * ETHER
-    assert only_event(market, "TaskCancelled", task_id) == {
-        "taskId": task_id,
+    assert only_event(market, TaskCancelled, task_id) == {
+        "task_id": task_id,
         "refunded": 10 * ETHER,
     }
 

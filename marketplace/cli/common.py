@@ -20,7 +20,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from marketplace.chain.client import NODE_ERRORS, describe_node_error
+from marketplace.chain.transactions import NODE_ERRORS, describe_node_error
 from marketplace.errors import ConfigError, ContractRevert, MarketplaceError
 from marketplace.rules.messages import Phase, TaskState
 from marketplace.runtime.config import Settings, settings_with

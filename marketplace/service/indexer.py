@@ -17,7 +17,7 @@ as following the chain live, reorgs included (`tests/test_indexer.py` compares w
 databases).
 
 Model cards: once a task's root is agreed and the index holds a report of that root which names
-a winner, `sync` builds the task's public card (`card.public_card`, from the chain and the
+a winner, `sync` builds the task's public card (`card_check.public_card`, from the chain and the
 store) and keeps its JSON for the API, whose workers have neither; once more after the
 finalize, for its transaction. A card that cannot be built is kept as absent (the log says
 why) and tried again only after the finalize.
@@ -35,7 +35,21 @@ from pathlib import Path
 from typing import Any
 
 from marketplace.chain.client import ChainClient
-from marketplace.delivered.card import ModelCard, public_card
+from marketplace.chain.events import (
+    ArchitectureProposed,
+    ChainEvent,
+    Claimed,
+    MergePosted,
+    PayoutRootAgreed,
+    PayoutRootPosted,
+    Refunded,
+    TaskCreated,
+    TaskFinalized,
+    UpdateSubmitted,
+    ValidationRevealed,
+)
+from marketplace.delivered.card import ModelCard
+from marketplace.delivered.card_check import public_card
 from marketplace.errors import (
     BlobNotFound,
     BlobTooLarge,
@@ -44,7 +58,7 @@ from marketplace.errors import (
     StorageError,
     StoreUnavailable,
 )
-from marketplace.rules.messages import ChainEvent, TaskState
+from marketplace.rules.messages import TaskState
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.report import MAX_REPORT_BYTES, PayoutReport, PostedRoot, check_report_bytes
 
@@ -160,7 +174,8 @@ def _json(value: Any) -> Any:
 
 def _args(event: ChainEvent) -> str:
     """The event's arguments as canonical JSON (bytes as 0x hex; integers exact)."""
-    return json.dumps(event.args, default=_json, sort_keys=True, separators=(",", ":"))
+    args = event.abi_arguments()
+    return json.dumps(args, default=_json, sort_keys=True, separators=(",", ":"))
 
 
 def _hex(value: bytes) -> str:
@@ -172,20 +187,20 @@ def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, 
     at the event's block, for TaskCreated (its timing), ValidationRevealed (`revealed_at`),
     PayoutRootAgreed and TaskFinalized (`settled_at`: the agreement's time, then the
     finalize's, when the claim window opens)."""
-    a, block = event.args, event.block_number
-    if event.name == "TaskCreated":
+    block = event.block_number
+    if isinstance(event, TaskCreated):
         assert task is not None
         return "tasks", (
-            a["taskId"],
-            a["sponsor"],
-            a["token"],
-            str(a["bounty"]),
-            str(a["deposit"]),
-            a["specCid"],
-            _hex(a["specDigest"]),
-            _hex(a["validationCommit"]),
-            json.dumps(a["evaluators"]),
-            a["quorum"],
+            event.task_id,
+            event.sponsor,
+            event.token,
+            str(event.bounty),
+            str(event.deposit),
+            event.spec_cid,
+            _hex(event.spec_digest),
+            _hex(event.validation_commit),
+            json.dumps(event.evaluators),
+            event.quorum,
             task.start,
             task.round_duration,
             task.rounds,
@@ -195,65 +210,71 @@ def _row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, tuple[Any, 
             task.claim_window,
             block,
         )
-    if event.name == "PayoutRootAgreed":
+    if isinstance(event, PayoutRootAgreed):
         assert task is not None
-        return "settlements", (
-            a["taskId"],
-            _hex(a["root"]),
-            str(a["total"]),
-            task.settled_at,
-            block,
-        )
-    if event.name == "ValidationRevealed":
+        row = (event.task_id, _hex(event.root), str(event.total), task.settled_at, block)
+        return "settlements", row
+    if isinstance(event, ValidationRevealed):
         assert task is not None
-        return "reveals", (a["taskId"], task.revealed_at, block)
-    if event.name == "TaskFinalized":
+        return "reveals", (event.task_id, task.revealed_at, block)
+    if isinstance(event, TaskFinalized):
         assert task is not None
-        return "finalizations", (a["taskId"], task.settled_at, block)
-    if event.name in ("ArchitectureProposed", "UpdateSubmitted", "MergePosted"):
-        kind = {"ArchitectureProposed": "architecture", "UpdateSubmitted": "update"}
-        if event.name == "MergePosted":
-            parents, author = [int(p) for p in a["parents"]], a["evaluator"]
-        elif event.name == "UpdateSubmitted":
-            parents, author = [int(a["parent"])], a["author"]
-        else:
-            parents, author = [0], a["author"]
-        return "nodes", (
-            a["taskId"],
-            a["nodeId"],
-            kind.get(event.name, "merge"),
-            author,
-            max(parents),
-            json.dumps(parents),
-            a["round"],
-            a.get("samples", 0),
-            a.get("epsilon", 0),
-            _hex(a["digest"]),
-            a["cid"],
-            block,
-        )
-    if event.name == "PayoutRootPosted":
+        return "finalizations", (event.task_id, task.settled_at, block)
+    if isinstance(event, ArchitectureProposed | UpdateSubmitted | MergePosted):
+        return "nodes", _node_row(event)
+    if isinstance(event, PayoutRootPosted):
         return "roots", (
-            a["taskId"],
-            a["evaluator"],
-            _hex(a["root"]),
-            str(a["total"]),
-            a["votes"],
-            a["reportCid"],
+            event.task_id,
+            event.evaluator,
+            _hex(event.root),
+            str(event.total),
+            event.votes,
+            event.report_cid,
             block,
         )
-    if event.name == "Claimed":
+    if isinstance(event, Claimed):
         return "claims", (
-            a["taskId"],
-            a["index"],
-            a["account"],
-            str(a["amount"]),
-            str(a["points"]),
+            event.task_id,
+            event.index,
+            event.account,
+            str(event.amount),
+            str(event.points),
             block,
         )
-    if event.name == "Refunded":
-        return "refunds", (a["taskId"], a["nodeId"], a["author"], str(a["amount"]), block)
+    if isinstance(event, Refunded):
+        return "refunds", (event.task_id, event.node_id, event.author, str(event.amount), block)
     return None
+
+
+def _node_row(event: ArchitectureProposed | UpdateSubmitted | MergePosted) -> tuple[Any, ...]:
+    """The nodes row of the event that added a node."""
+    samples, epsilon = 0, 0
+    if isinstance(event, MergePosted):
+        kind, parents, author, samples = (
+            "merge",
+            list(event.parents),
+            event.evaluator,
+            event.samples,
+        )
+    elif isinstance(event, UpdateSubmitted):
+        kind, parents, author = "update", [event.parent], event.author
+        samples, epsilon = event.samples, event.epsilon
+    else:
+        kind, parents, author = "architecture", [0], event.author
+    return (
+        event.task_id,
+        event.node_id,
+        kind,
+        author,
+        max(parents),
+        json.dumps(parents),
+        event.round,
+        samples,
+        epsilon,
+        _hex(event.digest),
+        event.cid,
+        event.block_number,
+    )
 
 
 INT64 = 2**63
@@ -505,13 +526,13 @@ class Indexer:
                     event.log_index,
                     event.tx_hash,
                     event.name,
-                    event.args.get("taskId"),
+                    event.task_id,
                     _args(event),
                 )
             )
             stored = None
             if event.name in TIMED_EVENTS:  # rare
-                stored = self.chain.task(int(event.args["taskId"]), block=event.block_number)
+                stored = self.chain.task(event.task_id, block=event.block_number)
             derived = _row_of(event, stored)
             if derived is not None:
                 rows[derived[0]].append(derived[1])
