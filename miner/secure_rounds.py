@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from eth_account.signers.local import LocalAccount
 
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import RoundJoined
 from marketplace.protocol.aggregation import (
     MIN_MEMBERS,
     Group,
@@ -28,7 +29,6 @@ from marketplace.protocol.aggregation import (
 from marketplace.protocol.tasks import miner_key, nodes_by_id, of_kind, read_spec
 from marketplace.rules.messages import (
     Aggregation,
-    ChainEvent,
     NodeKind,
     NodeRecord,
     TaskSpec,
@@ -53,7 +53,7 @@ class Joined:
     read (every one, once the midpoint has passed)."""
 
     base: int
-    joins: Sequence[ChainEvent]
+    joins: Sequence[RoundJoined]
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,9 @@ class SecureRounds:
         the previous round's merge is readable or its merge window has passed. `Waiting` until
         then; None once the midpoint passed without it (the masks are fixed)."""
         joins = self.chain.round_joins(task_id, round_index)
-        mine = [e for e in joins if str(e.args["account"]).lower() == self.address.lower()]
+        mine = [e for e in joins if e.account.lower() == self.address.lower()]
         if mine:
-            return Joined(int(mine[0].args["base"]), joins)
+            return Joined(mine[0].base, joins)
         if now >= task.schedule.midpoint(round_index):
             log.info("task %d round %d: joined too late; the masks are fixed", task_id, round_index)
             return None
@@ -221,7 +221,7 @@ class SecureRounds:
         already = [
             e
             for e in self.chain.seed_reveals(task_id, record.round)
-            if str(e.args["account"]).lower() == self.address.lower()
+            if e.account.lower() == self.address.lower()
         ]
         if already:
             return SeedReveal(True, "revealed before")

@@ -58,6 +58,7 @@ from web3 import Web3  # noqa: E402
 from web3.middleware import SignAndSendRawMiddlewareBuilder  # noqa: E402
 
 from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient  # noqa: E402
+from marketplace.chain.events import Reclaimed  # noqa: E402
 from marketplace.delivered.modeldir import write_model  # noqa: E402
 from marketplace.dev.devchain import local_web3  # noqa: E402
 from marketplace.dev.devnet import (  # noqa: E402
@@ -813,7 +814,7 @@ def _print_payouts(
             f"{chain.reputation(entry.account):,}",
         )
     console.print(table)
-    back = sum(int(e.args["amount"]) for e in reclaim_events if e.name == "Reclaimed")
+    back = sum(e.amount for e in reclaim_events if isinstance(e, Reclaimed))
     console.print(f"the sponsor reclaimed {back / ETHER:.4f} ETH that nobody earned")
 
 

@@ -66,7 +66,7 @@ def pull(
 
         sponsor model pull --task 1 -o model/ --account 0
     """
-    from marketplace.delivered.card import describe_score
+    from marketplace.delivered.card_markdown import describe_score
     from marketplace.delivered.modeldir import write_model
     from marketplace.roles.sponsor import pull_model
 

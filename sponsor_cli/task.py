@@ -136,7 +136,7 @@ def _one_transaction(name: str, help_text: str) -> None:
             result = action(connection.address, task_id)
         console.print(f"task {task_id}: {name} done ({result.gas_used:,} gas)")
         for event in result.events:
-            amount = event.args.get("amount", event.args.get("refunded"))
+            amount = getattr(event, "amount", getattr(event, "refunded", None))
             shown = f": {show_amount(int(amount))}" if amount is not None else ""
             console.print(f"  {event.name}{shown}")
         phase = chain.phase(task_id)

@@ -15,8 +15,9 @@ from web3.types import TxParams
 
 from marketplace import errors
 from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.chain.events import TxResult
 from marketplace.dev.devchain import advance_to, local_web3
-from marketplace.rules.messages import Phase, TaskParams, TxResult
+from marketplace.rules.messages import Phase, TaskParams
 from marketplace.wire.crypto import sha256, validation_commitment
 
 ETHER = 10**18

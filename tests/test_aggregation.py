@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from marketplace.chain import reverts
+from marketplace.chain.events import RoundJoined
 from marketplace.dev.devchain import advance_to
 from marketplace.errors import ConfigError
 from marketplace.protocol.aggregation import (
@@ -32,7 +33,7 @@ from marketplace.protocol.tasks import (
     paillier_key,
 )
 from marketplace.roles.verify import verify_task
-from marketplace.rules.messages import Aggregation, ChainEvent, NodeKind, NodeRecord, Phase
+from marketplace.rules.messages import Aggregation, NodeKind, NodeRecord, Phase
 from marketplace.rules.rewards import CREDIT_SCALE, apportion
 from marketplace.wire.report import coalition_of
 from marketplace.wire.secagg import decrypt
@@ -119,8 +120,8 @@ def test_aggregate_rounds_post_the_decrypted_sum_and_share_gains_equally(
     # Round 0: three miners join on the architecture and train; nothing is submitted yet.
     join_and_train(market, range(3))
     joins = chain.round_joins(task_id, 0)
-    assert [e.args["account"] for e in joins] == [m.address for m in market.miners]
-    assert {e.args["base"] for e in joins} == {1}
+    assert [e.account for e in joins] == [m.address for m in market.miners]
+    assert {e.base for e in joins} == {1}
     assert chain.task(task_id).node_count == 1
     advance_to(market.w3, midpoint(market, 0))
     submitted = [m.submit_round(task_id) for m in market.miners]
@@ -151,7 +152,7 @@ def test_aggregate_rounds_post_the_decrypted_sum_and_share_gains_equally(
 
     # Round 1 builds on the merge, every member from the same base.
     join_and_train(market, range(3))
-    assert {e.args["base"] for e in chain.round_joins(task_id, 1)} == {5}
+    assert {e.base for e in chain.round_joins(task_id, 1)} == {5}
     advance_to(market.w3, midpoint(market, 1))
     submitted = [m.submit_round(task_id) for m in market.miners]
     assert [(s.node_id, s.parent) for s in submitted if s] == [(6, 5), (7, 5), (8, 5)]
@@ -216,7 +217,7 @@ def test_a_drop_out_is_recovered_from_the_survivors_mask_seeds(market: Market) -
     assert lines == ["round 0: revealed its mask seeds (drop-outs: 1)"] * 2
     assert [miner.secure.reveal_masks(task_id) for miner in market.miners] == [[], [], []]  # once
     (reveal, _) = chain.seed_reveals(task_id, 0)
-    assert (reveal.args["base"], len(reveal.args["seeds"])) == (1, 2)  # its own, the drop-out's
+    assert (reveal.base, len(reveal.seeds)) == (1, 2)  # its own, the drop-out's
     line = evaluator.step(task_id)[0]
     assert re.fullmatch(
         r"round 0: posted merge 4, the decrypted sum of \[2, 3\] on 1 "
@@ -245,7 +246,7 @@ def test_a_drop_out_is_recovered_from_the_survivors_mask_seeds(market: Market) -
     public, private = paillier_key(market.evaluator_account)
     layout = packing(aggregation)
     ciphertexts = decode_submission(late, public, layout, group.masked, count)
-    pairwise = [bytes(e.args["seeds"][1]) for e in chain.seed_reveals(task_id, 0)]
+    pairwise = [bytes(e.seeds[1]) for e in chain.seed_reveals(task_id, 0)]
     guess = uncancelled_masks({2: [bytes(32), *pairwise]}, [0, 1], len(ciphertexts), public.n)
     plain = [(p - c) % public.n for p, c in zip(decrypt(private, ciphertexts), guess, strict=True)]
     truth = layout.quantize(delta_values(trainer.results[2].weights, base))
@@ -349,15 +350,23 @@ def test_a_lone_joiner_does_not_submit_and_a_late_one_does_not_join(market: Mark
     advance_to(market.w3, midpoint(market, 0))
     assert market.miners[1].submit_round(task_id) is None  # too late to join
     assert market.miners[0].submit_round(task_id) is None  # alone: its "sum" would be its update
-    assert [e.args["account"] for e in chain.round_joins(task_id, 0)] == [market.miners[0].address]
+    assert [e.account for e in chain.round_joins(task_id, 0)] == [market.miners[0].address]
     assert chain.task(task_id).node_count == 1
     with pytest.raises(reverts.JoinWindowClosed):
         chain.join_round(market.miners[1].address, task_id, 1, b"\x01" * 32)
 
 
-def _join(account: str, base: int, key: int) -> ChainEvent:
-    args = {"account": account, "base": base, "maskKey": bytes([key]) * 32}
-    return ChainEvent(name="RoundJoined", args=args, block_number=1, tx_hash="0x", log_index=0)
+def _join(account: str, base: int, key: int) -> RoundJoined:
+    return RoundJoined(
+        block_number=1,
+        tx_hash="0x",
+        log_index=0,
+        task_id=3,
+        round=0,
+        account=account,
+        base=base,
+        mask_key=bytes([key]) * 32,
+    )
 
 
 def test_groups_take_each_accounts_first_join_by_base_up_to_the_cap() -> None:
@@ -431,7 +440,7 @@ def test_a_task_can_aggregate_some_rounds_and_merge_the_others_in_clear(tmp_path
     merge0 = int(re.findall(r"posted merge (\d+)", line)[0])
     # Round 1 aggregated, on round 0's merge.
     join_and_train(market, range(3))
-    assert {e.args["base"] for e in chain.round_joins(task_id, 1)} == {merge0}
+    assert {e.base for e in chain.round_joins(task_id, 1)} == {merge0}
     advance_to(market.w3, midpoint(market, 1))
     assert all(m.submit_round(task_id) is not None for m in market.miners)
     (line,) = market.end_round(1)
@@ -471,7 +480,7 @@ def test_join_spam_forfeits_its_deposits_and_followed_joins_are_refunded(tmp_pat
     for spammer in spammers:  # round 0: they fill the group on the architecture first
         key = X25519PrivateKey.generate().public_key().public_bytes_raw()
         joined = chain.join_round(spammer, task_id, 1, key)
-        assert joined.event("RoundJoined").args["account"] == spammer
+        assert joined.event(RoundJoined).account == spammer
     assert chain.task(task_id).join_count == 2
     assert chain.balance(chain.address) == BOUNTY + 3 * DEPOSIT  # the architecture, two joins
     join_and_train(market, range(2))  # the honest miners join too, past the group's two places

@@ -19,7 +19,9 @@ from fastapi.testclient import TestClient
 from web3 import Web3
 
 from marketplace.chain.client import ChainClient
-from marketplace.delivered.card import public_card, render_markdown
+from marketplace.chain.events import Claimed, PayoutRootAgreed, TaskCreated, TaskFinalized
+from marketplace.delivered.card_check import public_card
+from marketplace.delivered.card_markdown import render_markdown
 from marketplace.dev.devchain import advance_to, now
 from marketplace.dev.devchain import tester_of as chain_tester
 from marketplace.dev.devnet import free_port, start_devnet
@@ -89,7 +91,7 @@ def test_tasks_lists_filters_and_pages(served: Served) -> None:
         "rounds": 2,
         "rounds_end": chain.task(1).rounds_end,
         "nodes": len(chain.nodes(1)),
-        "spec_cid": chain.events("TaskCreated", taskId=1)[0].args["specCid"],
+        "spec_cid": chain.events(TaskCreated, task_id=1)[0].spec_cid,
     }
     assert served.get("/api/v1/tasks", sponsor=sponsor.lower())["total"] == 1
     assert served.get("/api/v1/tasks", sponsor="0x" + "11" * 20)["total"] == 0
@@ -103,7 +105,7 @@ def test_one_task_has_its_phase_settlement_and_phase_spans(served: Served) -> No
     state = chain.task(1)
     task = served.get("/api/v1/tasks/1")
     assert task["phase"] == chain.phase(1).name.lower() == "claims"
-    (agreed,) = chain.events("PayoutRootAgreed", taskId=1)
+    (agreed,) = chain.events(PayoutRootAgreed, task_id=1)
     assert task["settled_at"] == served.market.w3.eth.get_block(agreed.block_number)["timestamp"]
     assert task["settled_at"] == state.agreed_at
     assert task["finalized_at"] == state.finalized_at  # finalize restarts the clock for claims
@@ -183,7 +185,7 @@ def test_the_payout_table_is_enough_to_claim(served: Served) -> None:
 
 def test_an_account_shows_its_submissions_earnings_and_reputation(served: Served) -> None:
     chain = served.market.chain
-    claimants = {e.args["account"] for e in chain.events("Claimed", taskId=1)}
+    claimants = {e.account for e in chain.events(Claimed, task_id=1)}
     miner = next(m.address for m in served.market.miners if m.address in claimants)
     view = served.get(f"/api/v1/accounts/{miner.lower()}")
     assert view["address"] == miner
@@ -191,11 +193,11 @@ def test_an_account_shows_its_submissions_earnings_and_reputation(served: Served
     assert [(s["node_id"], s["round"]) for s in view["submissions"]] == [
         (r.node_id, r.round) for r in mine
     ]
-    claimed = [e.args for e in chain.events("Claimed", taskId=1) if e.args["account"] == miner]
+    claimed = [e for e in chain.events(Claimed, task_id=1) if e.account == miner]
     eth = "0x" + "00" * 20
-    assert view["earned"] == {eth: str(sum(a["amount"] for a in claimed))}
+    assert view["earned"] == {eth: str(sum(e.amount for e in claimed))}
     assert view["reputation"] == str(chain.reputation(miner))
-    assert [c["leaf"] for c in view["claims"]] == [a["index"] for a in claimed]
+    assert [c["leaf"] for c in view["claims"]] == [e.index for e in claimed]
     assert (view["submission_count"], view["claim_count"]) == (len(mine), len(claimed))
     nobody = served.get(f"/api/v1/accounts/0x{'22' * 20}")
     assert (nobody["submissions"], nobody["earned"], nobody["claims"]) == ([], {}, [])
@@ -224,7 +226,7 @@ def test_the_card_is_the_public_card_of_the_delivered_model_with_its_finalize(
     market = served.market
     card = public_card(market.chain, market.store, 1)
     assert card is not None and card.model.winner == served.report.winner
-    [finalized] = market.chain.events("TaskFinalized", taskId=1)
+    [finalized] = market.chain.events(TaskFinalized, task_id=1)
     assert card.settlement.finalized_tx == finalized.tx_hash
     reply = served.client.get("/api/v1/tasks/1/card")
     assert (reply.status_code, reply.headers["content-type"]) == (200, "application/json")

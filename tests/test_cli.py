@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from web3 import Web3
 
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import Refunded
 from marketplace.cli.app import app as marketplace_app
 from marketplace.dev.devnet import Devnet, advance_chain_to
 from marketplace.dev.shards import digits_splits
@@ -351,12 +352,12 @@ def test_miner_claim_on_an_unrevealed_task_refunds_the_miners_deposits_once(
 
     assert claimed.exit_code == 0, claimed.output
     assert claimed.output.splitlines() == [f"refunded node {update}"]
-    (refund,) = chain.events("Refunded", taskId=task_id)
-    assert (refund.args["author"], refund.args["nodeId"]) == (miner, update)
+    (refund,) = chain.events(Refunded, task_id=task_id)
+    assert (refund.author, refund.node_id) == (miner, update)
     # its 0.01 deposit and one of two shares (architecture, update) of the withheld 10 ETH bounty
-    assert refund.args["amount"] == ETHER // 100 + 5 * ETHER
+    assert refund.amount == ETHER // 100 + 5 * ETHER
     paid = spent(chain.w3, refund.tx_hash)
-    assert chain.w3.eth.get_balance(miner) == before + refund.args["amount"] - paid
+    assert chain.w3.eth.get_balance(miner) == before + refund.amount - paid
     assert not chain.is_refunded(task_id, 1)  # the architecture is the scientist's
     state = json.loads((devnet.path.parent / "state" / f"miner-{miner}.json").read_text())
     assert state["tasks"][str(task_id)]["claimed"] == "refunded"

@@ -13,6 +13,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from marketplace.chain import reverts
+from marketplace.chain.events import Claimed
 from marketplace.dev.devchain import advance_to
 from marketplace.protocol.tasks import account_key, nodes_by_id, read_spec, settled_confirmations
 from marketplace.roles.evaluator import Evaluator
@@ -318,8 +319,8 @@ def test_a_merge_posted_without_its_blob_is_not_confirmed_and_miners_build_on_th
     assert {a: paid[a].data for a in points if paid[a].data} == capped and capped
     for miner in market.miners:  # each claims its leaf in its own pass
         assert miner._pass(market.task_id, events.append)
-    claimed = market.chain.events("Claimed", taskId=market.task_id)
-    assert {e.args["account"]: e.args["amount"] for e in claimed} == {
+    claimed = market.chain.events(Claimed, task_id=market.task_id)
+    assert {e.account: e.amount for e in claimed} == {
         m.address: paid[m.address].amount for m in market.miners
     }
     _verified(market)

@@ -23,6 +23,7 @@ import torch
 from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
+from marketplace.chain.events import Claimed
 from marketplace.dev.devchain import advance_to
 from marketplace.protocol.tasks import account_key, evaluator_keys, nodes_by_id, read_spec
 from marketplace.roles.evaluator import Evaluator
@@ -341,7 +342,7 @@ def _check_claims(outcome: Outcome, report: PayoutReport) -> None:
         entry = report.entry_for(miner.address)
         before = market.chain.balance(miner.address)
         assert miner._pass(task_id, events.append)
-        claimed = market.chain.events("Claimed", taskId=task_id, account=miner.address)
+        claimed = market.chain.events(Claimed, task_id=task_id, account=miner.address)
         if entry is None:
             assert (data.get(miner.address), refunds.get(miner.address)) == (None, None)
             assert claimed == [] and market.chain.balance(miner.address) == before
@@ -350,7 +351,7 @@ def _check_claims(outcome: Outcome, report: PayoutReport) -> None:
             data.get(miner.address, 0),
             refunds.get(miner.address, 0),
         )
-        assert entry.amount > 0 and [e.args["amount"] for e in claimed] == [entry.amount]
+        assert entry.amount > 0 and [e.amount for e in claimed] == [entry.amount]
         gas = spent(market.w3, claimed[0].tx_hash)
         assert market.chain.balance(miner.address) == before + entry.amount - gas
     miners = {m.address for m in market.miners}

@@ -18,6 +18,7 @@ from web3.contract import Contract
 
 from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import Claimed, ValidationRevealed
 from marketplace.rules.messages import Phase, TaskParams
 from marketplace.wire.crypto import (
     MerkleTree,
@@ -102,8 +103,8 @@ def test_every_leaf_of_a_crypto_py_tree_is_claimable_on_chain(
         assert verify_proof(proof, tree.root, leaf.hash())
         assert oracle.functions.verify(proof, tree.root, leaf.hash()).call() is True
         result = market.claim(accounts[9], task_id, leaf, proof)
-        assert result.event("Claimed").args == {
-            "taskId": task_id,
+        assert result.event(Claimed).arguments() == {
+            "task_id": task_id,
             "index": leaf.index,
             "account": leaf.account,
             "amount": leaf.amount,
@@ -221,9 +222,9 @@ def test_validation_commitment_is_what_reveal_checks(
 
     revealed = market.reveal_validation(sponsor, task_id, file_digest, SALT, "bafkreival")
 
-    assert revealed.event("ValidationRevealed").args == {
-        "taskId": task_id,
-        "fileDigest": file_digest,
+    assert revealed.event(ValidationRevealed).arguments() == {
+        "task_id": task_id,
+        "file_digest": file_digest,
         "salt": SALT,
         "cid": "bafkreival",
     }

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.delivered.card import ModelCard, check_card, lineage, render_markdown
+from marketplace.chain.events import PayoutRootPosted, TaskCreated, TaskFinalized
+from marketplace.delivered.card import ModelCard, lineage
+from marketplace.delivered.card_check import check_card
+from marketplace.delivered.card_markdown import render_markdown
 from marketplace.delivered.delivery import delivery_mismatch, open_delivery
 from marketplace.delivered.modeldir import ModelFiles
 from marketplace.errors import DeliveryError, EnvelopeError, IntegrityError
@@ -106,9 +109,9 @@ def test_the_card_s_lineage_gains_and_payouts_are_the_report_s(
     settlement = card.settlement
     chain = market.chain
     assert settlement.payout_root == report.root and settlement.payout_total == report.total
-    [created] = chain.events("TaskCreated", taskId=market.task_id)
-    [finalized] = chain.events("TaskFinalized", taskId=market.task_id)
-    [posted] = chain.events("PayoutRootPosted", taskId=market.task_id)
+    [created] = chain.events(TaskCreated, task_id=market.task_id)
+    [finalized] = chain.events(TaskFinalized, task_id=market.task_id)
+    [posted] = chain.events(PayoutRootPosted, task_id=market.task_id)
     assert settlement.created_tx == created.tx_hash
     assert settlement.finalized_tx == finalized.tx_hash
     assert settlement.root_txs == (posted.tx_hash,)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from web3 import Web3
 
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import Claimed, PayoutRootPosted
 from marketplace.cli.app import app as marketplace_app
 from marketplace.dev.devnet import advance_chain_to, free_port, start_devnet
 from marketplace.dev.engines import Engines, Ipfs, ProcessRecord, start_ticks
@@ -316,7 +317,7 @@ def test_every_program_carries_on_when_anvil_restarts_from_its_state_file(
         advance_chain_to(w3, chain.task(1).round_end(1))
         wait_for(lambda: sum(r.kind is NodeKind.MERGE for r in chain.nodes(1)) == 2)
         ok(run(folder, "sponsor", "task", "reveal", "1", "--account", "0"))
-        wait_for(lambda: chain.events("PayoutRootPosted", taskId=1) != [])
+        wait_for(lambda: chain.events(PayoutRootPosted, task_id=1) != [])
         advance_chain_to(w3, chain.task(1).challenge_end)
         ok(run(folder, "sponsor", "task", "finalize", "1", "--account", "0"))
         outputs = [program.communicate(timeout=120)[0] for program in programs]
@@ -328,7 +329,7 @@ def test_every_program_carries_on_when_anvil_restarts_from_its_state_file(
     assert updates_of(chain) == sorted((r, a) for r in (0, 1) for a in authors)
     with IpfsStore(engines.ipfs.url) as node:
         paid = {p.account for p in agreed_report(chain, node, 1).payouts if p.amount > 0}
-    claimed = {e.args["account"] for e in chain.events("Claimed", taskId=1)}
+    claimed = {e.account for e in chain.events(Claimed, task_id=1)}
     assert claimed == paid & set(authors) and claimed
     assert chain.phase(1) is Phase.CLAIMS
     assert "matches" in ok(run(folder, "marketplace", "verify", "--task", "1"))

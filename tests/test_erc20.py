@@ -14,6 +14,18 @@ from web3.contract import Contract
 from marketplace import errors
 from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import (
+    ArchitectureProposed,
+    Claimed,
+    MergePosted,
+    PayoutRootAgreed,
+    Reclaimed,
+    Refunded,
+    TaskCancelled,
+    TaskCreated,
+    TaskFinalized,
+    UpdateSubmitted,
+)
 from marketplace.rules.messages import NodeKind, Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree
 from tests.helpers import (
@@ -118,10 +130,10 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     books.move(sponsor, mkt, BOUNTY)
     books.check()
     assert allowance(token, sponsor, mkt) == 0
-    event = created.event("TaskCreated").args
-    assert (event["taskId"], event["sponsor"], event["token"]) == (1, sponsor, token.address)
-    assert (event["bounty"], event["deposit"], event["quorum"]) == (BOUNTY, DEPOSIT, 1)
-    assert event["evaluators"] == [evaluator]
+    event = created.event(TaskCreated)
+    assert (event.task_id, event.sponsor, event.token) == (1, sponsor, token.address)
+    assert (event.bounty, event.deposit, event.quorum) == (BOUNTY, DEPOSIT, 1)
+    assert event.evaluators == (evaluator,)
     task = market.task(task_id)
     assert task.token == token.address and not task.is_eth
     assert (task.bounty, task.deposit, task.escrow) == (BOUNTY, DEPOSIT, BOUNTY)
@@ -132,9 +144,9 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
         books.sent(miner, market.approve_token(miner, token.address, deposits * DEPOSIT).tx_hash)
     arch = market.propose_architecture(scientist, task_id, digest("arch"), "bafkreiarch")
     assert arch.value == 1
-    assert arch.event("ArchitectureProposed").args == {
-        "taskId": 1,
-        "nodeId": 1,
+    assert arch.event(ArchitectureProposed).arguments() == {
+        "task_id": 1,
+        "node_id": 1,
         "author": scientist,
         "round": 0,
         "digest": digest("arch"),
@@ -154,9 +166,9 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     books.move(miner_b, mkt, DEPOSIT)
     books.check()
     assert (upd_a.value, upd_b.value) == (2, 3)
-    assert upd_b.event("UpdateSubmitted").args == {
-        "taskId": 1,
-        "nodeId": 3,
+    assert upd_b.event(UpdateSubmitted).arguments() == {
+        "task_id": 1,
+        "node_id": 3,
         "author": miner_b,
         "parent": 1,
         "round": 0,
@@ -173,7 +185,7 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     merge = market.post_merge(
         evaluator, task_id, 0, [2, 3], 1000, digest("m0"), digest("p0"), "bafkreim0"
     )
-    assert merge.value == 4 and merge.event("MergePosted").args["parents"] == [2, 3]
+    assert merge.value == 4 and merge.event(MergePosted).parents == (2, 3)
     books.sent(evaluator, merge.tx_hash)
     books.check()
 
@@ -219,12 +231,20 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     tree = payout_tree(leaves)
     total = sum(leaf.amount for leaf in leaves)
     posted = market.post_payout_root(evaluator, task_id, tree.root, total)
-    assert posted.event("PayoutRootAgreed").args == {"taskId": 1, "root": tree.root, "total": total}
+    assert posted.event(PayoutRootAgreed).arguments() == {
+        "task_id": 1,
+        "root": tree.root,
+        "total": total,
+    }
     books.sent(evaluator, posted.tx_hash)
     books.check()
     advance_to(market.task(task_id).challenge_end)
     finalized = market.finalize(outsider, task_id)
-    assert finalized.event("TaskFinalized").args == {"taskId": 1, "root": tree.root, "total": total}
+    assert finalized.event(TaskFinalized).arguments() == {
+        "task_id": 1,
+        "root": tree.root,
+        "total": total,
+    }
     books.sent(outsider, finalized.tx_hash)
     books.check()
     assert market.phase(task_id) == Phase.CLAIMS
@@ -235,8 +255,8 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     books.move(mkt, scientist, 2 * UNIT + DEPOSIT)
     books.check()
     claim_a = market.claim(miner_a, task_id, leaves[1], tree.proof(1))
-    assert claim_a.event("Claimed").args == {
-        "taskId": 1,
+    assert claim_a.event(Claimed).arguments() == {
+        "task_id": 1,
         "index": 1,
         "account": miner_a,
         "amount": 3 * UNIT + 2 * DEPOSIT,
@@ -251,8 +271,8 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
 
     # The sponsor reclaims the unallocated 3 tokens now, the unclaimed share after the deadline.
     reclaimed = market.reclaim(sponsor, task_id)
-    assert reclaimed.event("Reclaimed").args == {
-        "taskId": 1,
+    assert reclaimed.event(Reclaimed).arguments() == {
+        "task_id": 1,
         "sponsor": sponsor,
         "amount": 3 * UNIT,
     }
@@ -266,7 +286,7 @@ def test_token_task_two_rounds_merge_reveal_settle_claim_reclaim(
     with pytest.raises(reverts.WrongPhase):
         market.claim(miner_b, task_id, leaves[2], tree.proof(2))
     reclaimed = market.reclaim(sponsor, task_id)
-    assert reclaimed.event("Reclaimed").args["amount"] == 2 * UNIT + 2 * DEPOSIT
+    assert reclaimed.event(Reclaimed).amount == 2 * UNIT + 2 * DEPOSIT
     books.sent(sponsor, reclaimed.tx_hash)
     books.move(mkt, sponsor, 2 * UNIT + 2 * DEPOSIT)
     books.check()
@@ -296,7 +316,7 @@ def test_eth_sent_with_a_token_task_is_refused(
     fund(w3, market, token, sponsor, BOUNTY)
     for value in (1, BOUNTY):
         with pytest.raises(reverts.WrongValue) as refused:
-            market._transact(sponsor, "createTask", [params.as_abi()], value=value)
+            market.tx.transact(sponsor, "createTask", [params.as_abi()], value=value)
         assert refused.value.values == {"sent": value, "required": 0}
     assert market.task_count() == 0 and market.balance(market.address, token.address) == 0
 
@@ -306,7 +326,7 @@ def test_eth_sent_with_a_token_task_is_refused(
     # A deposit in ETH (what an ETH task would take) is refused as any other value.
     for value in (1, DEPOSIT):
         with pytest.raises(reverts.WrongValue) as refused:
-            market._transact(
+            market.tx.transact(
                 scientist, "proposeArchitecture", [task_id, digest("arch"), "cid"], value=value
             )
         assert refused.value.values == {"sent": value, "required": 0}
@@ -314,7 +334,7 @@ def test_eth_sent_with_a_token_task_is_refused(
     args = [task_id, 1, 100, 0, digest("u"), bytes(32), "cid"]
     for value in (1, DEPOSIT):
         with pytest.raises(reverts.WrongValue) as refused:
-            market._transact(miner, "submitUpdate", args, value=value)
+            market.tx.transact(miner, "submitUpdate", args, value=value)
         assert refused.value.values == {"sent": value, "required": 0}
 
     assert market.task(task_id).node_count == 1
@@ -423,7 +443,10 @@ def test_token_refunds_and_cancellation_pay_in_the_token(
     assert market.balance(mkt, token.address) == bounty + 3 * UNIT + 2 * DEPOSIT
 
     cancelled = market.cancel_task(sponsor, cancelled_id)
-    assert cancelled.event("TaskCancelled").args == {"taskId": cancelled_id, "refunded": 3 * UNIT}
+    assert cancelled.event(TaskCancelled).arguments() == {
+        "task_id": cancelled_id,
+        "refunded": 3 * UNIT,
+    }
     assert market.balance(sponsor, token.address) == 3 * UNIT
     assert market.balance(mkt, token.address) == bounty + 2 * DEPOSIT
 
@@ -433,9 +456,9 @@ def test_token_refunds_and_cancellation_pay_in_the_token(
     for node_id, author in ((1, scientist), (2, miner)):
         share = shares[node_id]
         refunded = market.refund(outsider, task_id, node_id)
-        assert refunded.event("Refunded").args == {
-            "taskId": task_id,
-            "nodeId": node_id,
+        assert refunded.event(Refunded).arguments() == {
+            "task_id": task_id,
+            "node_id": node_id,
             "author": author,
             "amount": DEPOSIT + share,
         }

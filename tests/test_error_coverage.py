@@ -13,7 +13,7 @@ from eth_utils.crypto import keccak
 
 from marketplace import errors
 from marketplace.chain import reverts
-from marketplace.chain.client import contract_artifact
+from marketplace.chain.abi import contract_artifact
 from marketplace.dev import revertgen
 from marketplace.rules.messages import Phase
 

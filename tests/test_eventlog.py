@@ -9,8 +9,8 @@ from web3 import Web3
 
 from marketplace.chain import eventlog
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import ChainEvent, TaskCreated, UpdateSubmitted
 from marketplace.dev.devchain import tester_of as chain_tester
-from marketplace.rules.messages import ChainEvent
 from marketplace.wire.crypto import sha256
 from tests.test_indexer import CID, create, submit
 
@@ -47,7 +47,7 @@ def test_a_read_fetches_only_the_blocks_mined_since_the_last(
     task_id = task(market, accounts)
     client = reader(market, w3)
     first = w3.eth.block_number
-    assert [e.args["taskId"] for e in client.events("TaskCreated")] == [task_id]
+    assert [e.task_id for e in client.events(TaskCreated)] == [task_id]
     assert client.fetched == [(0, first)]
 
     nodes = [submit(market, accounts[4], task_id, f"u{i}") for i in range(3)]
@@ -85,7 +85,7 @@ def test_after_a_reorg_the_copy_equals_a_fresh_clients(
     for i in range(4):  # the branch the chain abandons
         submit(market, accounts[4], task_id, f"old{i}")
     task(market, accounts)
-    assert len(client.nodes(task_id)) == 5 and len(client.events("TaskCreated")) == 2
+    assert len(client.nodes(task_id)) == 5 and len(client.events(TaskCreated)) == 2
 
     tester.revert_to_snapshot(fork_point)
     for i in range(3):  # the branch that wins, one block longer
@@ -95,7 +95,7 @@ def test_after_a_reorg_the_copy_equals_a_fresh_clients(
     fresh = ChainClient(w3, market.address)
     assert client.nodes(task_id) == fresh.nodes(task_id)
     assert {r.author for r in client.nodes(task_id)[1:]} == {accounts[5]}
-    assert client.events("TaskCreated") == fresh.events("TaskCreated")
+    assert client.events(TaskCreated) == fresh.events(TaskCreated)
     assert client._log.unwound == 1
     assert client.fetched[-1] == (fork + 1, w3.eth.block_number)  # from the fork, not block 0
 
@@ -116,7 +116,7 @@ def test_a_reorg_older_than_every_kept_hash_reads_again_from_the_start(
     tester.mine_blocks(4)
 
     assert client.nodes(task_id) == []
-    assert [e.args["taskId"] for e in client.events("TaskCreated")] == [other]
+    assert [e.task_id for e in client.events(TaskCreated)] == [other]
     assert client.fetched[-1][0] == 0
 
 
@@ -129,14 +129,14 @@ def test_filters_match_as_web3s_argument_filters(
     client = reader(market, w3)
 
     def ids(**filters: object) -> list[int]:
-        return [e.args["nodeId"] for e in client.events("UpdateSubmitted", **filters)]
+        return [e.node_id for e in client.events(UpdateSubmitted, **filters)]
 
     assert ids() == [a, b]
-    assert ids(taskId=[first, second]) == [a, b]
-    assert ids(taskId=second) == [b]
+    assert ids(task_id=[first, second]) == [a, b]
+    assert ids(task_id=second) == [b]
     assert ids(author=accounts[4].lower()) == [a]  # addresses in any case
     assert ids(author=[accounts[5], accounts[6]]) == [b]
-    assert ids(taskId=first, author=accounts[5]) == []
-    block_of_b = client.events("UpdateSubmitted", taskId=second)[0].block_number
+    assert ids(task_id=first, author=accounts[5]) == []
+    block_of_b = client.events(UpdateSubmitted, task_id=second)[0].block_number
     assert ids(to_block=block_of_b - 1) == [a]
     assert ids(from_block=block_of_b) == [b]

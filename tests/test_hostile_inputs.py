@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from marketplace.chain.events import Claimed, PayoutRootPosted, Reclaimed
 from marketplace.dev.devchain import advance_to
 from marketplace.errors import EnvelopeError, SpecError, StoreUnavailable
 from marketplace.protocol.tasks import (
@@ -105,7 +106,7 @@ def _reclaim(market: Market) -> int:
     advance_to(market.w3, market.chain.task(market.task_id).claim_deadline)
     before = market.chain.balance(sponsor)
     reclaimed = market.chain.reclaim(sponsor, market.task_id)
-    amount = int(reclaimed.event("Reclaimed").args["amount"])
+    amount = int(reclaimed.event(Reclaimed).amount)
     assert market.chain.balance(sponsor) == before + amount - spent(market.w3, reclaimed.tx_hash)
     return amount
 
@@ -286,7 +287,7 @@ def test_a_revealed_cid_nobody_stored_is_settled_from_the_sealed_copy(market: Ma
         entry = report.entry_for(miner.address)
         before, escrow = market.chain.balance(miner.address), market.chain.balance(contract)
         miner.collect(market.task_id)
-        claimed = market.chain.events("Claimed", taskId=market.task_id, account=miner.address)
+        claimed = market.chain.events(Claimed, task_id=market.task_id, account=miner.address)
         if entry is None:  # no credit, and the harm clause took every deposit it made
             assert (data.get(miner.address), refunds.get(miner.address)) == (None, None)
             assert claimed == [] and market.chain.balance(miner.address) == before
@@ -295,7 +296,7 @@ def test_a_revealed_cid_nobody_stored_is_settled_from_the_sealed_copy(market: Ma
             data.get(miner.address, 0),
             refunds.get(miner.address, 0),
         )
-        assert entry.amount > 0 and [e.args["amount"] for e in claimed] == [entry.amount]
+        assert entry.amount > 0 and [e.amount for e in claimed] == [entry.amount]
         gas = spent(market.w3, claimed[0].tx_hash)
         assert market.chain.balance(miner.address) == before + entry.amount - gas
         assert market.chain.balance(contract) == escrow - entry.amount
@@ -338,7 +339,7 @@ def test_no_readable_validation_copy_means_no_root_until_the_file_is_published(
     lines = restarted.step(market.task_id)
 
     assert len(lines) == 1 and lines[0].startswith("cannot settle yet: "), lines
-    assert market.chain.events("PayoutRootPosted", taskId=market.task_id) == []
+    assert market.chain.events(PayoutRootPosted, task_id=market.task_id) == []
     assert restarted.step(market.task_id) == lines  # retried on every pass, still nothing posted
     market.store.put(file)  # anyone publishes the file under its revealed CID
     lines = restarted.step(market.task_id)

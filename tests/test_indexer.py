@@ -9,10 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hexbytes import HexBytes
 from web3 import Web3
 
-from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient, _event
-from marketplace.delivered.card import public_card
+from marketplace.chain.abi import plain
+from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.chain.events import (
+    EVENTS,
+    ChainEvent,
+    PayoutRootAgreed,
+    TaskFinalized,
+    UpdateSubmitted,
+)
+from marketplace.delivered.card_check import public_card
 from marketplace.dev.devchain import tester_of as chain_tester
 from marketplace.dev.rpc_server import RpcServer
 from marketplace.errors import ConfigError
@@ -228,6 +237,21 @@ def test_a_file_built_for_another_contract_is_refused(
         Indexer(other, tmp_path / "i.sqlite")
 
 
+def web3_event(entry: Any) -> ChainEvent:
+    """An event as web3's own decoder reads it (`process_log`), in its model: the oracle the
+    project's decoder (`marketplace.chain.abi.LogDecoder`) is checked against."""
+    args = {name: plain(value) for name, value in entry["args"].items()}  # by ABI name
+    return EVENTS[entry["event"]].model_validate(
+        {
+            **args,
+            "block_number": entry["blockNumber"],
+            "tx_hash": HexBytes(entry["transactionHash"]).to_0x_hex(),
+            "log_index": entry["logIndex"],
+        },
+        strict=False,  # web3 gives arrays as lists
+    )
+
+
 def test_logs_decoded_from_json_equal_web3s_events_for_a_whole_market(tmp_path: Path) -> None:
     market = new_market(tmp_path)
     market.run_to_claims(miners=2, claimants=2)
@@ -242,7 +266,7 @@ def test_logs_decoded_from_json_equal_web3s_events_for_a_whole_market(tmp_path: 
     names = {item["name"] for item in market.chain.contract.abi if item["type"] == "event"}
     web3s = market.chain.contract.events  # web3's own decoding, log by log
     expected = sorted(
-        (_event(entry) for name in names for entry in web3s[name]().get_logs(from_block=0)),
+        (web3_event(entry) for name in names for entry in web3s[name]().get_logs(from_block=0)),
         key=lambda e: (e.block_number, e.log_index),
     )
     assert {e.name for e in expected} >= {
@@ -254,7 +278,7 @@ def test_logs_decoded_from_json_equal_web3s_events_for_a_whole_market(tmp_path: 
         "Claimed",
     }
     assert [e.model_copy(update={"block_hash": ""}) for e in decoded] == expected
-    assert market.chain.events("UpdateSubmitted") == [  # the client's kept copy: the same
+    assert market.chain.events(UpdateSubmitted) == [  # the client's kept copy: the same
         e for e in decoded if e.name == "UpdateSubmitted"
     ]
     hashes = {e.block_number: market.w3.eth.get_block(e.block_number)["hash"] for e in decoded}
@@ -298,7 +322,7 @@ def test_a_card_is_built_once_agreed_again_at_the_finalize_and_a_reorg_undoes_th
     index.sync()
     agreed = public_card(chain, market.store, 1)
     assert agreed is not None and agreed.settlement.finalized_tx == ""
-    [settled] = chain.events("PayoutRootAgreed", taskId=1)
+    [settled] = chain.events(PayoutRootAgreed, task_id=1)
     assert cards(index) == [(1, agreed.model_dump_json(), 0, settled.block_number)]
     tester = chain_tester(w3)
     fork_point = tester.take_snapshot()
@@ -306,7 +330,7 @@ def test_a_card_is_built_once_agreed_again_at_the_finalize_and_a_reorg_undoes_th
     market.finalize()
     index.sync()
     final = public_card(chain, market.store, 1)
-    [finalized] = chain.events("TaskFinalized", taskId=1)
+    [finalized] = chain.events(TaskFinalized, task_id=1)
     assert final is not None and final.settlement.finalized_tx == finalized.tx_hash
     assert final.model_copy(update={"settlement": agreed.settlement}) == agreed
     assert cards(index) == [(1, final.model_dump_json(), 1, finalized.block_number)]
@@ -329,7 +353,7 @@ def test_a_card_that_cannot_be_built_is_absent_and_logged_and_the_index_goes_on(
     market.store._path(report.delivery.cid).unlink()  # the sealed delivery is gone
     index = Indexer(market.chain, tmp_path / "i.sqlite", confirmations=0, store=market.store)
     index.sync()
-    [settled] = market.chain.events("PayoutRootAgreed", taskId=1)
+    [settled] = market.chain.events(PayoutRootAgreed, task_id=1)
     assert cards(index) == [(1, None, 0, settled.block_number)]
     assert "no model card for task 1: no report of its agreed root delivers" in caplog.text
     assert index.sync().events == 0 and cards(index) == [(1, None, 0, settled.block_number)]
@@ -340,6 +364,6 @@ def test_a_card_that_cannot_be_built_is_absent_and_logged_and_the_index_goes_on(
     monkeypatch.setattr(indexer_module, "public_card", breaks)
     market.finalize()  # tried once more, for the finalize
     index.sync()
-    [finalized] = market.chain.events("TaskFinalized", taskId=1)
+    [finalized] = market.chain.events(TaskFinalized, task_id=1)
     assert cards(index) == [(1, None, 1, finalized.block_number)]
     assert "ValueError: a bug, or bytes nobody expected" in caplog.text

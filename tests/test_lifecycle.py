@@ -10,6 +10,15 @@ from web3 import Web3
 
 from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import (
+    Claimed,
+    EncryptionKeyRegistered,
+    MergePosted,
+    PayoutRootAgreed,
+    TaskCreated,
+    TaskFinalized,
+    ValidationRevealed,
+)
 from marketplace.rules.messages import NodeKind, Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
 from tests.helpers import ETHER, SALT, VALIDATION_FILE, digest, send_reveal, spent
@@ -32,9 +41,9 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     created = market.create_task(sponsor, task_params())
     task_id = created.value
     assert task_id == 1 and market.task_count() == 1
-    event = created.event("TaskCreated").args
-    assert event["sponsor"] == sponsor and event["bounty"] == 10 * ETHER
-    assert event["evaluators"] == [evaluator] and event["specCid"] == "bafkreispec"
+    event = created.event(TaskCreated)
+    assert event.sponsor == sponsor and event.bounty == 10 * ETHER
+    assert event.evaluators == (evaluator,) and event.spec_cid == "bafkreispec"
     assert market.balance(market.address) == 10 * ETHER
     assert market.balance(sponsor) == sponsor_before - 10 * ETHER - spent(w3, created.tx_hash)
     task = market.task(task_id)
@@ -48,13 +57,13 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     upd_a = market.submit_update(miner_a, task_id, 1, 600, digest("a0"), "bafkreia0", key_a)
     upd_b = market.submit_update(miner_b, task_id, 1, 400, digest("b0"), "bafkreib0")
     assert (upd_a.value, upd_b.value) == (2, 3)
-    assert upd_a.event("EncryptionKeyRegistered").args == {
-        "taskId": 1,
+    assert upd_a.event(EncryptionKeyRegistered).arguments() == {
+        "task_id": 1,
         "account": miner_a,
-        "publicKey": key_a,
+        "public_key": key_a,
     }
     with pytest.raises(KeyError):
-        upd_b.event("EncryptionKeyRegistered")
+        upd_b.event(EncryptionKeyRegistered)
     assert market.balance(market.address) == 10 * ETHER + 3 * deposit
     node = market.node(task_id, 2)
     assert (node.author, node.parent, node.samples, node.round, node.kind) == (
@@ -75,7 +84,7 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
         evaluator, task_id, 0, [2, 3], 1000, digest("m0"), digest("p0"), "bafkreim0"
     )
     assert merge.value == 4
-    assert merge.event("MergePosted").args["parents"] == [2, 3]
+    assert merge.event(MergePosted).parents == (2, 3)
     stored = market.node(task_id, 4)
     assert (stored.kind, stored.parent, stored.samples, stored.confirmations) == (
         NodeKind.MERGE,
@@ -113,7 +122,7 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     with pytest.raises(reverts.CommitmentMismatch):
         market.reveal_validation(sponsor, task_id, sha256(b"another file"), SALT, "bafkreival")
     revealed = send_reveal(market, task_id, sponsor)
-    assert revealed.event("ValidationRevealed").args["fileDigest"] == sha256(VALIDATION_FILE)
+    assert revealed.event(ValidationRevealed).file_digest == sha256(VALIDATION_FILE)
     assert market.phase(task_id) == Phase.EVALUATION
 
     # The evaluator posts the payout root: 2 ETH expertise, 5 ETH data; deposits refunded.
@@ -125,7 +134,11 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     tree = payout_tree(leaves)
     total = sum(leaf.amount for leaf in leaves)
     posted = market.post_payout_root(evaluator, task_id, tree.root, total)
-    assert posted.event("PayoutRootAgreed").args == {"taskId": 1, "root": tree.root, "total": total}
+    assert posted.event(PayoutRootAgreed).arguments() == {
+        "task_id": 1,
+        "root": tree.root,
+        "total": total,
+    }
     assert market.phase(task_id) == Phase.CHALLENGE
     with pytest.raises(reverts.ChallengeWindowOpen):
         market.finalize(accounts[8], task_id)
@@ -134,7 +147,7 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
 
     advance_to(market.task(task_id).challenge_end)
     finalized = market.finalize(accounts[8], task_id)
-    assert finalized.event("TaskFinalized").args["total"] == total
+    assert finalized.event(TaskFinalized).total == total
     assert market.phase(task_id) == Phase.CLAIMS
 
     # Claims: paid to the leaf's account whoever sends it, once, with reputation.
@@ -144,8 +157,8 @@ def test_eth_task_two_rounds_merge_reveal_settle_claim_reclaim(
     before = market.balance(miner_a)
     claim_a = market.claim(miner_a, task_id, leaves[1], tree.proof(1))
     assert market.balance(miner_a) == before + 3 * ETHER + 2 * deposit - spent(w3, claim_a.tx_hash)
-    assert claim_a.event("Claimed").args == {
-        "taskId": 1,
+    assert claim_a.event(Claimed).arguments() == {
+        "task_id": 1,
         "index": 1,
         "account": miner_a,
         "amount": 3 * ETHER + 2 * deposit,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from marketplace.chain.events import Claimed, Reclaimed
 from marketplace.dev.devchain import advance_to
 from marketplace.errors import StoreUnavailable
 from marketplace.protocol.tasks import account_key, miner_key, nodes_by_id
@@ -132,10 +133,10 @@ def test_settlement_pays_what_the_report_says_and_verifies(market: Market) -> No
     for entry in report.payouts:  # anyone may send a claim: account 9 relays every leaf
         before = chain.balance(entry.account)
         result = chain.claim(market.keys[9].address, task_id, entry.leaf(), entry.proof_bytes())
-        assert result.event("Claimed").args["amount"] == entry.amount
+        assert result.event(Claimed).amount == entry.amount
         assert chain.balance(entry.account) == before + entry.amount
         assert chain.reputation(entry.account) == entry.points
-    reclaimed = chain.reclaim(market.sponsor.address, task_id).event("Reclaimed").args["amount"]
+    reclaimed = chain.reclaim(market.sponsor.address, task_id).event(Reclaimed).amount
     assert reclaimed == BOUNTY + DEPOSIT * submissions - report.total
 
     verification = verify_task(chain, market.store, task_id, market.chain_id)

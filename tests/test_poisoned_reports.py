@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from marketplace.chain.events import Claimed, PayoutRootPosted
 from marketplace.dev.devchain import advance_to, now
 from marketplace.errors import BlobNotFound, NoMatchingReport
 from marketplace.protocol.tasks import account_key
@@ -221,7 +222,7 @@ def test_claims_skip_a_poisoned_report_of_the_agreed_root_and_pay_the_honest_lea
     assert first.state.section("tasks", task_id)["claimed"] == owed[first.address].amount
     entry, claimed = claim_payout(chain, market.store, second.address, task_id)
     assert (entry, claimed) == (owed[second.address], True)
-    paid = [(e.args["account"], e.args["amount"]) for e in chain.events("Claimed", taskId=task_id)]
+    paid = [(e.account, e.amount) for e in chain.events(Claimed, task_id=task_id)]
     assert paid == [(m.address, owed[m.address].amount) for m in (first, second)]
     assert (
         chain.balance(chain.address)
@@ -234,7 +235,7 @@ def test_a_miner_with_no_matching_report_yet_says_so_and_claims_on_a_later_pass(
 ) -> None:
     market, truth = poisoned
     chain, store, task_id = market.chain, market.store, market.task_id
-    honest_cid = chain.events("PayoutRootPosted", taskId=task_id)[1].args["reportCid"]
+    honest_cid = chain.events(PayoutRootPosted, task_id=task_id)[1].report_cid
     real_get = store.get
 
     def unpinned(cid: str, max_size: int) -> bytes:

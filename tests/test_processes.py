@@ -15,6 +15,7 @@ import pytest
 from web3 import Web3
 
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import Claimed, PayoutRootPosted
 from marketplace.dev.devnet import advance_chain_to, free_port
 from marketplace.dev.engines import Engines
 from marketplace.dev.shards import digits_splits
@@ -139,7 +140,7 @@ def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
         folder, "marketplace", "evaluate", "--task", "1", "--account", "1", crash="evaluator:scored"
     )
     assert killed.returncode == KILLED
-    assert chain.events("PayoutRootPosted", taskId=1) == []
+    assert chain.events(PayoutRootPosted, task_id=1) == []
     assert "posted the payout root" in ok(
         run(folder, "marketplace", "evaluate", "--task", "1", "--account", "1")
     )
@@ -157,8 +158,8 @@ def test_the_market_survives_kills_at_every_crash_point(folder: Path) -> None:
     assert sorted((u.round, u.author) for u in updates) == sorted(
         (r, info.accounts[a].address) for r in (0, 1) for a in (4, 5)
     )
-    assert len(chain.events("PayoutRootPosted", taskId=1)) == 1
-    claimed = {e.args["account"] for e in chain.events("Claimed", taskId=1)}
+    assert len(chain.events(PayoutRootPosted, task_id=1)) == 1
+    claimed = {e.account for e in chain.events(Claimed, task_id=1)}
     assert claimed == {info.accounts[a].address for a in (2, 4, 5)}
     assert chain.phase(1) is Phase.CLAIMS
     assert (

@@ -20,6 +20,7 @@ from web3 import Web3
 
 from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import Claimed, Reclaimed
 from marketplace.dev.devchain import advance_to
 from marketplace.rules.messages import Phase
 from marketplace.wire.crypto import MerkleTree, PayoutLeaf, payout_tree, verify_proof
@@ -146,8 +147,8 @@ def test_claims_in_any_order_pay_each_leaf_once_within_the_total(
             # Reputation: at most the amount paid, nothing to the sponsor or the evaluator.
             judges = (accounts[SPONSOR], accounts[EVALUATOR])
             credited = 0 if leaf.account in judges else min(leaf.points, leaf.amount)
-            assert result.event("Claimed").args == {
-                "taskId": task_id,
+            assert result.event(Claimed).arguments() == {
+                "task_id": task_id,
                 "index": index,
                 "account": leaf.account,
                 "amount": leaf.amount,
@@ -182,7 +183,7 @@ def test_claims_in_any_order_pay_each_leaf_once_within_the_total(
     assert [market.is_claimed(task_id, i) for i in range(len(leaves))] == [
         i in claimed for i in range(len(leaves))
     ]
-    assert len(market.events("Claimed", taskId=task_id)) == len(claimed)
+    assert len(market.events(Claimed, task_id=task_id)) == len(claimed)
     for account in accounts:
         assert market.reputation(account) == points[account]
         assert market.balance(account) == balances[account] + received[account] - gas[account]
@@ -259,7 +260,7 @@ def test_a_reclaimed_task_cannot_be_cancelled_into_other_tasks_escrow(phase: Pha
             advance_to(w3, market.task(task_id).claim_deadline)
             owed = 3 * ETHER // 4
     assert market.phase(task_id) == phase
-    assert market.reclaim(sponsor, task_id).event("Reclaimed").args["amount"] == owed
+    assert market.reclaim(sponsor, task_id).event(Reclaimed).amount == owed
     claimable = ETHER // 4 if phase == Phase.CLAIMS else 0  # allocated, not yet claimed
     assert market.balance(market.address) == 5 * ETHER + claimable  # + the other task's bounty
     before = market.balance(market.address)

@@ -20,6 +20,7 @@ from web3.types import TxParams, TxReceipt, Wei
 
 from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import ChainEvent, Claimed, Reclaimed, Refunded, TaskCancelled
 from marketplace.dev import devchain
 from marketplace.rules.messages import Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
@@ -86,10 +87,10 @@ def receiver_reveals(
     assert market.task(task_id).revealed
 
 
-def only_event(market: ChainClient, name: str, task_id: int) -> dict[str, Any]:
-    events = market.events(name, taskId=task_id)
+def only_event(market: ChainClient, kind: type[ChainEvent], task_id: int) -> dict[str, Any]:
+    events = market.events(kind, task_id=task_id)
     assert len(events) == 1
-    return events[0].args
+    return events[0].arguments()
 
 
 def test_claim_reentry_pays_one_leaf(
@@ -122,8 +123,8 @@ def test_claim_reentry_pays_one_leaf(
     assert market.is_claimed(task_id, 1) and not market.is_claimed(task_id, 0)
     assert market.reputation(receiver.address) == 7
     assert market.task(task_id).claimed == 3 * ETHER
-    assert only_event(market, "Claimed", task_id) == {
-        "taskId": task_id,
+    assert only_event(market, Claimed, task_id) == {
+        "task_id": task_id,
         "index": 1,
         "account": receiver.address,
         "amount": 3 * ETHER,
@@ -163,9 +164,9 @@ def test_refund_reentry_pays_one_refund(
     assert market.balance(market.address) == market_before - refund
     assert_reentry_blocked(market, receiver)
     assert market.is_refunded(task_id, 2) and not market.is_refunded(task_id, 1)
-    assert only_event(market, "Refunded", task_id) == {
-        "taskId": task_id,
-        "nodeId": 2,
+    assert only_event(market, Refunded, task_id) == {
+        "task_id": task_id,
+        "node_id": 2,
         "author": receiver.address,
         "amount": refund,
     }
@@ -219,8 +220,8 @@ def test_reclaim_reentry_pays_one_reclaim(
     assert market.balance(market.address) == market_before - owed
     assert_reentry_blocked(market, receiver)
     assert market.task(task_id).reclaimed == owed
-    assert only_event(market, "Reclaimed", task_id) == {
-        "taskId": task_id,
+    assert only_event(market, Reclaimed, task_id) == {
+        "task_id": task_id,
         "sponsor": receiver.address,
         "amount": owed,
     }
@@ -244,8 +245,8 @@ def test_cancel_reentry_pays_the_bounty_once(
     assert_reentry_blocked(market, receiver)
     assert market.phase(task_id) == Phase.CANCELLED
     assert market.task(task_id).reclaimed == 10 * ETHER
-    assert only_event(market, "TaskCancelled", task_id) == {
-        "taskId": task_id,
+    assert only_event(market, TaskCancelled, task_id) == {
+        "task_id": task_id,
         "refunded": 10 * ETHER,
     }
 

@@ -18,6 +18,7 @@ from web3.contract import Contract
 from marketplace import errors
 from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import MaskSeedsRevealed, RoundJoined
 from marketplace.dev.devchain import now
 from marketplace.rules.messages import ZERO_ADDRESS, NodeKind, Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
@@ -82,7 +83,7 @@ def raw_transact(
 ) -> None:
     """Send `fn_name` as given, with any `msg.value`: the client's methods send the right value
     and read the task first, which would stop some calls before the contract's own checks."""
-    market._transact(sender, fn_name, args, value=value)
+    market.tx.transact(sender, fn_name, args, value=value)
 
 
 @pytest.fixture
@@ -1287,15 +1288,15 @@ def test_join_round_records_the_round_base_and_mask_key(
     task = market.task(task_id)
     advance_to(task.schedule.opens(1) + 10)  # round 1, first half
     result = market.join_round(accounts[3], task_id, parent, b"\x07" * 32)
-    event = result.event("RoundJoined")
-    assert event.args == {
-        "taskId": task_id,
+    event = result.event(RoundJoined)
+    assert event.arguments() == {
+        "task_id": task_id,
         "round": 1,
         "account": accounts[3],
         "base": parent,
-        "maskKey": b"\x07" * 32,
+        "mask_key": b"\x07" * 32,
     }
-    assert [e.args["account"] for e in market.round_joins(task_id, 1)] == [accounts[3]]
+    assert [e.account for e in market.round_joins(task_id, 1)] == [accounts[3]]
     assert market.round_joins(task_id, 0) == []
     assert market.task(task_id).node_count == 1  # joining adds no node and stores nothing
 
@@ -1350,12 +1351,12 @@ def test_reveal_mask_seeds_after_the_round_records_them(
     assert exc.value.values["closes"] == 2**64 - 1
     advance_to(task.round_end(0))
     result = market.reveal_mask_seeds(accounts[3], task_id, 0, parent, [b"\x05" * 32, b"\x06" * 32])
-    assert result.event("MaskSeedsRevealed").args == {
-        "taskId": task_id,
+    assert result.event(MaskSeedsRevealed).arguments() == {
+        "task_id": task_id,
         "round": 0,
         "account": accounts[3],
         "base": parent,
-        "seeds": [b"\x05" * 32, b"\x06" * 32],
+        "seeds": (b"\x05" * 32, b"\x06" * 32),
     }
     assert len(market.seed_reveals(task_id, 0)) == 1 and market.seed_reveals(task_id, 1) == []
 

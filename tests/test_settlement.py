@@ -13,7 +13,20 @@ from web3 import Web3
 from marketplace import errors
 from marketplace.chain import reverts
 from marketplace.chain.client import ChainClient
-from marketplace.rules.messages import NodeKind, Phase, TaskParams, TxResult
+from marketplace.chain.events import (
+    Claimed,
+    EvaluatorOverruled,
+    MergeConfirmed,
+    PayoutRootAgreed,
+    PayoutRootPosted,
+    Reclaimed,
+    Refunded,
+    TaskCancelled,
+    TaskCreated,
+    TaskFinalized,
+    TxResult,
+)
+from marketplace.rules.messages import NodeKind, Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree
 from tests.helpers import (
     CANCELLABLE,
@@ -119,9 +132,9 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
         author_before, market_before = market.balance(author), market.balance(market.address)
         refunded = market.refund(outsider, task_id, node_id)
         refunds.append(refunded)
-        assert refunded.event("Refunded").args == {
-            "taskId": task_id,
-            "nodeId": node_id,
+        assert refunded.event(Refunded).arguments() == {
+            "task_id": task_id,
+            "node_id": node_id,
             "author": author,
             "amount": DEPOSIT + share,
         }
@@ -131,7 +144,7 @@ def test_unrevealed_submitters_share_the_bounty_by_refund(
         with pytest.raises(reverts.AlreadyRefunded) as again:
             market.refund(author, task_id, node_id)
         assert again.value.values == {"taskId": task_id, "nodeId": node_id}
-    assert [e.args["nodeId"] for e in market.events("Refunded", taskId=task_id)] == [1, 2, 3]
+    assert [e.node_id for e in market.events(Refunded, task_id=task_id)] == [1, 2, 3]
 
     # Nothing is left: no dust stranded, nothing for the sponsor.
     assert market.balance(market.address) == 0 and market.task(task_id).shares_paid == 2
@@ -178,13 +191,13 @@ def test_unsettled_bounty_goes_to_the_submitters_never_back_to_the_sponsor(
         report_cid = f"bafkreireportof{evaluator[2:10].lower()}"
         posted = market.post_payout_root(evaluator, task_id, root, ETHER, report_cid)
         assert [e.name for e in posted.events] == ["PayoutRootPosted"]
-        assert posted.event("PayoutRootPosted").args == {
-            "taskId": task_id,
+        assert posted.event(PayoutRootPosted).arguments() == {
+            "task_id": task_id,
             "evaluator": evaluator,
             "root": root,
             "total": ETHER,
             "votes": 1,
-            "reportCid": report_cid,
+            "report_cid": report_cid,
         }
     assert market.task(task_id).posted == 0b011
     with pytest.raises(reverts.WrongPhase) as refused:
@@ -227,9 +240,9 @@ def test_unsettled_bounty_goes_to_the_submitters_never_back_to_the_sponsor(
     for node_id, author in authors.items():
         author_before = market.balance(author)
         refunded = market.refund(outsider, task_id, node_id)
-        assert refunded.event("Refunded").args == {
-            "taskId": task_id,
-            "nodeId": node_id,
+        assert refunded.event(Refunded).arguments() == {
+            "task_id": task_id,
+            "node_id": node_id,
             "author": author,
             "amount": DEPOSIT + shares[node_id],
         }
@@ -280,7 +293,10 @@ def test_cancel_without_submissions_returns_the_whole_bounty(
     before = market.balance(sponsor)
     cancelled = market.cancel_task(sponsor, task_id)
     assert [e.name for e in cancelled.events] == ["TaskCancelled"]
-    assert cancelled.event("TaskCancelled").args == {"taskId": task_id, "refunded": 10 * ETHER}
+    assert cancelled.event(TaskCancelled).arguments() == {
+        "task_id": task_id,
+        "refunded": 10 * ETHER,
+    }
     assert market.balance(sponsor) == before + 10 * ETHER - spent(w3, cancelled.tx_hash)
     assert market.balance(market.address) == 3 * ETHER
     assert market.phase(task_id) == Phase.CANCELLED
@@ -318,7 +334,7 @@ def test_a_task_with_one_submission_cannot_be_cancelled(
     assert refused.value.values == {"taskId": task_id, "submissions": 1}
     assert market.phase(task_id) == Phase.ROUNDS and not market.task(task_id).cancelled
     assert market.balance(market.address) == 10 * ETHER + DEPOSIT
-    assert market.events("TaskCancelled") == []
+    assert market.events(TaskCancelled) == []
     # Submissions still go on.
     assert submit(market, accounts[3], task_id, 1, "u") == 2
 
@@ -338,8 +354,8 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     ev0, ev1, ev2 = accounts[1], accounts[5], accounts[6]
     created = market.create_task(sponsor, task_params(evaluators=(ev0, ev1, ev2), quorum=2))
     task_id = created.value
-    event = created.event("TaskCreated").args
-    assert (event["evaluators"], event["quorum"]) == ([ev0, ev1, ev2], 2)
+    event = created.event(TaskCreated)
+    assert (event.evaluators, event.quorum) == ((ev0, ev1, ev2), 2)
     assert market.evaluators(task_id) == [ev0, ev1, ev2]
     _round_zero(market, task_id, scientist, miner_a, miner_b)
     task = market.task(task_id)
@@ -372,9 +388,9 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
 
     # Evaluator 1 recomputes the same plaintext: the merge is confirmed and can be built on.
     confirmed = market.confirm_merge(ev1, task_id, 4, digest("p0"), [2, 3])
-    assert confirmed.event("MergeConfirmed").args == {
-        "taskId": task_id,
-        "nodeId": 4,
+    assert confirmed.event(MergeConfirmed).arguments() == {
+        "task_id": task_id,
+        "node_id": 4,
         "evaluator": ev1,
         "confirmations": 2,
     }
@@ -382,7 +398,7 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     update = market.submit_update(miner_a, task_id, 4, 600, digest("a1"), "bafkreia1")
     assert update.value == 5 and market.node(task_id, 5).parent == 4
     late = market.confirm_merge(ev2, task_id, 4, digest("p0"), [2, 3])
-    assert late.event("MergeConfirmed").args["confirmations"] == 3
+    assert late.event(MergeConfirmed).confirmations == 3
     assert market.node(task_id, 4).confirmations == 0b111
 
     reveal(w3, market, task_id, sponsor)
@@ -400,22 +416,22 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     rogue_leaves = [PayoutLeaf(0, miner_b, 10 * ETHER + 4 * DEPOSIT, 100)]
     rogue = payout_tree(rogue_leaves)
     first = market.post_payout_root(ev0, task_id, tree.root, total)
-    assert first.event("PayoutRootPosted").args["votes"] == 1
+    assert first.event(PayoutRootPosted).votes == 1
     dissent = market.post_payout_root(ev2, task_id, rogue.root, 10 * ETHER + 4 * DEPOSIT)
     assert [e.name for e in dissent.events] == ["PayoutRootPosted"]
-    assert dissent.event("PayoutRootPosted").args["votes"] == 1
+    assert dissent.event(PayoutRootPosted).votes == 1
     assert market.phase(task_id) == Phase.EVALUATION
     agreed = market.post_payout_root(ev1, task_id, tree.root, total)
-    assert agreed.event("PayoutRootPosted").args == {
-        "taskId": task_id,
+    assert agreed.event(PayoutRootPosted).arguments() == {
+        "task_id": task_id,
         "evaluator": ev1,
         "root": tree.root,
         "total": total,
         "votes": 2,
-        "reportCid": "",
+        "report_cid": "",
     }
-    assert agreed.event("PayoutRootAgreed").args == {
-        "taskId": task_id,
+    assert agreed.event(PayoutRootAgreed).arguments() == {
+        "task_id": task_id,
         "root": tree.root,
         "total": total,
     }
@@ -429,13 +445,13 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     advance_to(task.challenge_end)
     finalized = market.finalize(outsider, task_id)
     assert [e.name for e in finalized.events] == ["EvaluatorOverruled", "TaskFinalized"]
-    assert finalized.event("EvaluatorOverruled").args == {
-        "taskId": task_id,
+    assert finalized.event(EvaluatorOverruled).arguments() == {
+        "task_id": task_id,
         "evaluator": ev2,
         "strikes": 1,
     }
-    assert finalized.event("TaskFinalized").args == {
-        "taskId": task_id,
+    assert finalized.event(TaskFinalized).arguments() == {
+        "task_id": task_id,
         "root": tree.root,
         "total": total,
     }
@@ -447,8 +463,8 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     for leaf in leaves:
         account_before, market_before = market.balance(leaf.account), market.balance(market.address)
         claimed = market.claim(outsider, task_id, leaf, tree.proof(leaf.index))
-        assert claimed.event("Claimed").args == {
-            "taskId": task_id,
+        assert claimed.event(Claimed).arguments() == {
+            "task_id": task_id,
             "index": leaf.index,
             "account": leaf.account,
             "amount": leaf.amount,
@@ -460,7 +476,7 @@ def test_quorum_of_two_confirms_merges_and_settles_the_majority_root(
     assert market.balance(market.address) == 10 * ETHER + 4 * DEPOSIT - total == 3 * ETHER
     before = market.balance(sponsor)
     reclaimed = market.reclaim(sponsor, task_id)
-    assert reclaimed.event("Reclaimed").args["amount"] == 3 * ETHER
+    assert reclaimed.event(Reclaimed).amount == 3 * ETHER
     assert market.balance(sponsor) == before + 3 * ETHER - spent(w3, reclaimed.tx_hash)
     assert market.balance(market.address) == 0
 
@@ -495,13 +511,13 @@ def test_a_root_posted_after_the_agreement(
     other_root = payout_tree([PayoutLeaf(0, scientist, 6 * ETHER, 10)]).root
     market.post_payout_root(ev0, task_id, agreed_root, 5 * ETHER)
     agreed = market.post_payout_root(ev1, task_id, agreed_root, 5 * ETHER)
-    assert agreed.event("PayoutRootAgreed").args["root"] == agreed_root
+    assert agreed.event(PayoutRootAgreed).root == agreed_root
     agreed_at = market.task(task_id).agreed_at
 
     root = agreed_root if late_root == "agreed" else other_root
     posted = market.post_payout_root(ev2, task_id, root, 5 * ETHER + late_total)
     assert [e.name for e in posted.events] == ["PayoutRootPosted"]  # no second agreement
-    assert posted.event("PayoutRootPosted").args["votes"] == votes
+    assert posted.event(PayoutRootPosted).votes == votes
     task = market.task(task_id)
     assert (task.payout_root, task.payout_total, task.agreed_at) == (
         agreed_root,
@@ -511,8 +527,9 @@ def test_a_root_posted_after_the_agreement(
 
     advance_to(task.challenge_end)
     finalized = market.finalize(outsider, task_id)
-    expected = [{"taskId": task_id, "evaluator": ev2, "strikes": 1}] if overruled else []
-    assert [e.args for e in finalized.events if e.name == "EvaluatorOverruled"] == expected
+    expected = [{"task_id": task_id, "evaluator": ev2, "strikes": 1}] if overruled else []
+    overrulings = [e for e in finalized.events if isinstance(e, EvaluatorOverruled)]
+    assert [e.arguments() for e in overrulings] == expected
     assert [market.strikes(e) for e in (ev0, ev1, ev2)] == [0, 0, int(overruled)]
 
 
@@ -542,20 +559,20 @@ def test_payout_root_posted_events_carry_each_evaluators_report_cid(
         market.post_payout_root(evaluator, task_id, root, ETHER, cid)
     market.post_payout_root(ev0, other_task, root, ETHER, "bafkreiothertask")
 
-    events = market.events("PayoutRootPosted", taskId=task_id)
+    events = market.events(PayoutRootPosted, task_id=task_id)
 
-    assert [e.args for e in events] == [
+    assert [e.arguments() for e in events] == [
         {
-            "taskId": task_id,
+            "task_id": task_id,
             "evaluator": evaluator,
             "root": root,
             "total": ETHER,
             "votes": votes,
-            "reportCid": cid,
+            "report_cid": cid,
         }
         for (evaluator, cid), votes in zip(cids.items(), (1, 2, 3), strict=True)
     ]
-    assert [e.args["reportCid"] for e in market.events("PayoutRootPosted", taskId=other_task)] == [
+    assert [e.report_cid for e in market.events(PayoutRootPosted, task_id=other_task)] == [
         "bafkreiothertask"
     ]
 

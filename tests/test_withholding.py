@@ -15,6 +15,7 @@ from web3.exceptions import ContractLogicError
 from marketplace import errors
 from marketplace.chain import reverts
 from marketplace.chain.client import PUBLIC_MIN_WINDOW, ChainClient
+from marketplace.chain.events import Claimed, PayoutRootAgreed, Refunded, TaskCancelled
 from marketplace.rules.messages import Phase, TaskParams
 from marketplace.wire.crypto import PayoutLeaf, payout_tree
 from tests.helpers import (
@@ -95,8 +96,8 @@ def test_a_reveal_in_the_last_seconds_still_leaves_the_whole_evaluation_window(
     advance_to(revealed.evaluation_deadline - 2)
     root = payout_tree([PayoutLeaf(0, accounts[2], ETHER, 0)]).root
     posted = market.post_payout_root(evaluator, task_id, root, ETHER)
-    assert posted.event("PayoutRootAgreed").args == {
-        "taskId": task_id,
+    assert posted.event(PayoutRootAgreed).arguments() == {
+        "task_id": task_id,
         "root": root,
         "total": ETHER,
     }
@@ -147,7 +148,7 @@ def test_unrevealed_sybil_architectures_take_nothing_of_the_bounty(
 
     sybil_before = market.balance(sybil)
     refunds = [market.refund(outsider, task_id, node) for node in sybil_nodes]
-    assert [r.event("Refunded").args["amount"] for r in refunds] == [DEPOSIT] * 12
+    assert [r.event(Refunded).amount for r in refunds] == [DEPOSIT] * 12
     assert market.balance(sybil) == sybil_before + 12 * DEPOSIT
     paid = {}
     for node, author in zip(honest, (accounts[3], accounts[4]), strict=True):
@@ -185,7 +186,7 @@ def test_a_silent_evaluator_hands_the_bounty_to_the_kept_updates_not_the_sponsor
         "allowed": errors.phase_mask(Phase.CLAIMS, Phase.CLOSED),
     }
     amounts = [
-        market.refund(accounts[8], task_id, node).event("Refunded").args["amount"]
+        market.refund(accounts[8], task_id, node).event(Refunded).amount
         for node in (second, first, 1)
     ]
     # Shares in refund order: floor(B/2), then the rest (the odd wei is swept, not stranded).
@@ -213,10 +214,13 @@ def test_the_sponsor_cancels_before_the_start_despite_a_proposal_and_deposits_re
         market.refund(stranger, task_id, node)  # not before the task is cancelled
     sponsor_before, stranger_before = market.balance(sponsor), market.balance(stranger)
     cancelled = market.cancel_task(sponsor, task_id)
-    assert cancelled.event("TaskCancelled").args == {"taskId": task_id, "refunded": 10 * ETHER}
+    assert cancelled.event(TaskCancelled).arguments() == {
+        "task_id": task_id,
+        "refunded": 10 * ETHER,
+    }
     assert market.balance(sponsor) == sponsor_before + 10 * ETHER - spent(w3, cancelled.tx_hash)
     refunded = market.refund(sponsor, task_id, node)  # anyone may send it; the author is paid
-    assert refunded.event("Refunded").args["amount"] == DEPOSIT
+    assert refunded.event(Refunded).amount == DEPOSIT
     assert market.balance(stranger) == stranger_before + DEPOSIT
     assert market.balance(market.address) == 0
 
@@ -253,7 +257,7 @@ def test_reputation_is_at_most_the_amount_and_never_to_the_sponsor_or_evaluator(
     advance_to(market.task(task_id).challenge_end)
     market.finalize(evaluator, task_id)
     credited = [
-        market.claim(sybil, task_id, leaf, tree.proof(leaf.index)).event("Claimed").args["points"]
+        market.claim(sybil, task_id, leaf, tree.proof(leaf.index)).event(Claimed).points
         for leaf in leaves
     ]
     assert credited == [1, 0, 0]
@@ -360,8 +364,7 @@ def test_join_deposits_are_escrowed_and_shared_when_settlement_is_withheld(
     # Nobody judged which joins were followed up: their deposits join the bounty's shares.
     pool = 10 * ETHER + 2 * DEPOSIT
     amounts = [
-        market.refund(accounts[8], task_id, n).event("Refunded").args["amount"]
-        for n in (first, second, 1)
+        market.refund(accounts[8], task_id, n).event(Refunded).amount for n in (first, second, 1)
     ]
     assert amounts == [DEPOSIT + pool // 2, DEPOSIT + pool - pool // 2, DEPOSIT]
     assert market.balance(market.address) == 0

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from marketplace.rules.messages import ChainEvent
+from marketplace.chain.events import ChainEvent, E
 
 KEEP_HASHES = 64  # how deep a reorg can be undone without reading the log again from the start
 
 
 class EventLog:
-    """The events of one contract, in chain order, indexed by (name, taskId).
+    """The events of one contract, in chain order, indexed by (type, task id).
 
     Args:
         fetch: the contract's events in blocks first..last (one `eth_getLogs`).
@@ -47,7 +47,7 @@ class EventLog:
         self._head = head
         self._start = start_block
         self._batch = batch_blocks
-        self._events: dict[tuple[str, Any], list[ChainEvent]] = {}
+        self._events: dict[tuple[type[ChainEvent], int], list[ChainEvent]] = {}
         self._hashes: dict[int, str] = {}  # block number -> hash, of the newest blocks copied
         self.synced = start_block - 1  # the last block copied
         self.unwound = 0  # how many reorgs were undone (for tests and logs)
@@ -72,33 +72,34 @@ class EventLog:
         return self.synced
 
     def select(
-        self, name: str, from_block: int = 0, to_block: int | None = None, **filters: Any
-    ) -> list[ChainEvent]:
-        """The copied events called `name` in blocks from_block..to_block, filtered on arguments
-        as web3's argument filters do (equal, addresses in any case, or any of a list). Call
-        `sync` first; `taskId` is looked up directly."""
+        self, kind: type[E], from_block: int = 0, to_block: int | None = None, **filters: Any
+    ) -> list[E]:
+        """The copied events of type `kind` in blocks from_block..to_block, filtered on their
+        fields as web3's argument filters do (equal, addresses in any case, or any of a list).
+        Call `sync` first; `task_id` is looked up directly."""
         upper = self.synced if to_block is None else min(to_block, self.synced)
-        task = filters.pop("taskId", None)
+        task = filters.pop("task_id", None)
         if task is None:
             pool: Iterable[ChainEvent] = sorted(
-                (e for (n, _), events in self._events.items() if n == name for e in events),
+                (e for (k, _), events in self._events.items() if k is kind for e in events),
                 key=_position,
             )
         elif isinstance(task, list | tuple):
             pool = sorted(
-                (e for t in task for e in self._events.get((name, int(t)), [])), key=_position
+                (e for t in task for e in self._events.get((kind, int(t)), [])), key=_position
             )
         else:
-            pool = self._events.get((name, int(task)), [])
+            pool = self._events.get((kind, int(task)), [])
         return [
             event
             for event in pool
-            if from_block <= event.block_number <= upper
-            and all(_matches(event.args.get(key), wanted) for key, wanted in filters.items())
+            if isinstance(event, kind)
+            and from_block <= event.block_number <= upper
+            and all(_matches(getattr(event, key), wanted) for key, wanted in filters.items())
         ]
 
     def _add(self, event: ChainEvent) -> None:
-        self._events.setdefault((event.name, event.args.get("taskId")), []).append(event)
+        self._events.setdefault((type(event), event.task_id), []).append(event)
 
     def _unwind_reorg(self) -> None:
         """Cut the copy back to the newest kept block the chain still has (all of it if none)."""

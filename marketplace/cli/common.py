@@ -28,7 +28,7 @@ from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from rich.markup import escape
 
-from marketplace.chain.client import NODE_ERRORS, describe_node_error
+from marketplace.chain.transactions import NODE_ERRORS, describe_node_error
 from marketplace.errors import ConfigError, ContractRevert, MarketplaceError
 from marketplace.rules.messages import Phase, TaskState
 from marketplace.runtime.config import Settings, settings_with

@@ -1,39 +1,38 @@
 """The model card: what the sponsor's model is, how well it does, who made it and what each of
 them was paid, and the chain transactions that settle it.
 
+This module owns the card's shape (`ModelCard`, its JSON twin) and building it:
 `build_card` makes it from public data only (the chain's events and the agreed payout report),
-so anyone handed a card can make it again and compare (`check_card`, `marketplace verify
---card`). The one line the chain cannot check is the test score: the sponsor's test file is
-its own, and the card says so.
+so anyone handed a card can make it again and compare (`card_check.check_card`, `marketplace
+verify --card`); `card_markdown` renders it for people. The one line the chain cannot check is
+the test score: the sponsor's test file is its own, and the card says so.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from itertools import zip_longest
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, PlainSerializer, ValidationError
 
 from marketplace.chain.client import ChainClient
-from marketplace.delivered.delivery import Delivery, delivery_mismatch, scored_digest
-from marketplace.errors import (
-    ChainError,
-    DeliveryError,
-    MarketplaceError,
-    SpecError,
-    StoreUnavailable,
+from marketplace.chain.events import (
+    ChainEvent,
+    PayoutRootPosted,
+    TaskCreated,
+    TaskFinalized,
+    ValidationRevealed,
 )
-from marketplace.protocol.tasks import architecture_spec, nodes_by_id, read_spec
+from marketplace.errors import (
+    SpecError,
+)
 from marketplace.rules.dag import architecture_of
 from marketplace.rules.evaluation import SSE_SCALE
 from marketplace.rules.messages import DataSchema, Frozen, Metric, NodeKind, NodeRecord, TaskSpec
 from marketplace.rules.models import ModelSpec
-from marketplace.storage.stores import BlobStore
 from marketplace.wire.crypto import sha256
-from marketplace.wire.report import PayoutReport, ReportCheck, agreed_checks
+from marketplace.wire.report import PayoutReport, ReportCheck
 
 log = logging.getLogger(__name__)
 
@@ -249,14 +248,14 @@ def _settlement(chain: ChainClient, task_id: int, agreed: ReportCheck) -> CardSe
     finalized the task."""
     root = agreed.posted.root
 
-    def tx(name: str) -> str:
-        events = chain.events(name, taskId=task_id)
+    def tx(kind: type[ChainEvent]) -> str:
+        events = chain.events(kind, task_id=task_id)
         return events[0].tx_hash if events else ""
 
     roots = [
         e.tx_hash
-        for e in chain.events("PayoutRootPosted", taskId=task_id)
-        if bytes(e.args["root"]) == root and int(e.args["total"]) == agreed.posted.total
+        for e in chain.events(PayoutRootPosted, task_id=task_id)
+        if e.root == root and e.total == agreed.posted.total
     ]
     return CardSettlement(
         chain_id=int(chain.w3.eth.chain_id),
@@ -265,216 +264,8 @@ def _settlement(chain: ChainClient, task_id: int, agreed: ReportCheck) -> CardSe
         payout_total=agreed.posted.total,
         report_cid=agreed.posted.cid,
         report_evaluator=agreed.posted.evaluator,
-        created_tx=tx("TaskCreated"),
-        revealed_tx=tx("ValidationRevealed"),
+        created_tx=tx(TaskCreated),
+        revealed_tx=tx(ValidationRevealed),
         root_txs=tuple(roots),
-        finalized_tx=tx("TaskFinalized"),
+        finalized_tx=tx(TaskFinalized),
     )
-
-
-# ------------------------------------------------------------------------------ checking
-
-
-def check_card(
-    chain: ChainClient, store: BlobStore, card: ModelCard, markdown: str | None = None
-) -> list[str]:
-    """Every way `card` (and `markdown`, its MODEL_CARD.md, if given) differs from the card
-    the chain and the agreed report give; [] when every line holds. The test score is the
-    sponsor's word and is taken as it is. Never raises for what the card or others sent."""
-    try:
-        rebuilt = _rebuild(chain, store, card)
-    except MarketplaceError as exc:
-        return [str(exc)]
-    problems = _differences(card.model_dump(mode="json"), rebuilt.model_dump(mode="json"), "")
-    if markdown is not None:
-        expected = render_markdown(card).splitlines()
-        for number, (said, meant) in enumerate(zip_longest(markdown.splitlines(), expected), 1):
-            if said != meant:
-                problems.append(f"MODEL_CARD.md line {number}: {said!r} is not {meant!r}")
-    return problems
-
-
-def public_card(chain: ChainClient, store: BlobStore, task_id: int) -> ModelCard | None:
-    """The card of the task's delivered model from public data, without a test score (None
-    until a root is agreed whose report delivers a model that holds; the log says why not).
-    An engine that does not answer (ChainError, StoreUnavailable) is raised: try again."""
-    if chain.task(task_id).agreed_at == 0:
-        return None
-    for agreed in agreed_checks(chain, store, task_id):
-        try:
-            return _card_of(chain, store, task_id, agreed)
-        except (ChainError, StoreUnavailable):
-            raise
-        except MarketplaceError as exc:
-            log.info(
-                "task %d: the report of %s gives no card: %s", task_id, agreed.posted.evaluator, exc
-            )
-    return None
-
-
-def _rebuild(chain: ChainClient, store: BlobStore, card: ModelCard) -> ModelCard:
-    """The card of the report `card` names, built again from the chain."""
-    named = card.settlement
-    agreed = next(
-        (
-            check
-            for check in agreed_checks(chain, store, card.task_id)
-            if check.posted.cid == named.report_cid
-            and check.posted.evaluator.lower() == named.report_evaluator.lower()
-        ),
-        None,
-    )
-    if agreed is None:
-        raise DeliveryError(
-            f"{named.report_evaluator} posted no report {named.report_cid} with the agreed root"
-        )
-    return _card_of(chain, store, card.task_id, agreed, card.test)
-
-
-def _card_of(
-    chain: ChainClient,
-    store: BlobStore,
-    task_id: int,
-    agreed: ReportCheck,
-    test: CardScore | None = None,
-) -> ModelCard:
-    """The card of the model `agreed` delivers, once its delivery is checked."""
-    spec = read_spec(chain, store, task_id)
-    records = nodes_by_id(chain, task_id)
-    delivered = checked_delivery(store, spec, records, agreed)
-    return build_card(chain, spec, records, agreed, delivered.model, test)
-
-
-@dataclass(frozen=True)
-class Delivered:
-    """A delivery that holds against the winner its report scored, from public data."""
-
-    report: PayoutReport
-    winner: int
-    delivery: Delivery
-    model: ModelSpec  # the winner's architecture
-
-
-def checked_delivery(
-    store: BlobStore, spec: TaskSpec, records: Mapping[int, NodeRecord], agreed: ReportCheck
-) -> Delivered:
-    """The delivery of `agreed` (a checked report of the agreed root), once it is shown to be
-    the winner it scored, sealed to the sponsor alone by the report's poster (DeliveryError
-    saying why it is not)."""
-    report = agreed.report
-    if report is None or not agreed.matches:
-        raise DeliveryError(f"the report does not match the agreed root: {agreed.reason}")
-    if report.winner is None or report.delivery is None:
-        raise DeliveryError("the report delivers no model")
-    _, model, arch_weights = architecture_spec(records, report.winner, store, spec.max_blob_bytes)
-    scored = scored_digest(records[report.winner], arch_weights)
-    reason = delivery_mismatch(
-        report.delivery, report.winner, spec, agreed.posted.evaluator, scored, store
-    )
-    if reason is not None:
-        raise DeliveryError(f"the report's delivery: {reason}")
-    return Delivered(report, report.winner, report.delivery, model)
-
-
-def _differences(said: Any, meant: Any, where: str) -> list[str]:
-    """Each path at which two JSON values differ, with both values."""
-    if isinstance(said, dict) and isinstance(meant, dict) and said.keys() == meant.keys():
-        return [p for key in said for p in _differences(said[key], meant[key], f"{where}.{key}")]
-    if isinstance(said, list) and isinstance(meant, list) and len(said) == len(meant):
-        return [
-            p
-            for index, (a, b) in enumerate(zip(said, meant, strict=True))
-            for p in _differences(a, b, f"{where}[{index}]")
-        ]
-    if said == meant:
-        return []
-    return [f"{where.lstrip('.')}: the card says {said}, the chain {meant}"]
-
-
-# ------------------------------------------------------------------------------ MODEL_CARD.md
-
-
-def render_markdown(card: ModelCard) -> str:
-    """MODEL_CARD.md: the card for people, one fact per line, every number in full (so that
-    `check_card` can hold each line to the JSON twin, and the twin to the chain)."""
-    metric, data = card.metric, card.data
-    kind = f"{data.num_classes} classes" if data.num_classes else "regression"
-    lines = [
-        f"# Model card: task {card.task_id}, {card.task_name}",
-        "",
-        f"The model the sponsor of task {card.task_id} paid for: node {card.model.winner} "
-        f"({card.model.kind}), scored by {metric.value} on {data.num_features} "
-        f"{data.input} with label column `{data.label_column}` ({kind}).",
-        "",
-        "## Scores",
-        "",
-        _score_line("validation", card.validation, metric, "the evaluators' score"),
-    ]
-    if card.test is not None:
-        lines.append(
-            _score_line("test", card.test, metric, "the sponsor's own file: not on the chain")
-        )
-    model = card.model
-    lines += [
-        "",
-        "## Model",
-        "",
-        f"- architecture: node {model.architecture} by {model.architecture_author}",
-        f"- spec sha256: {model.spec_sha256}",
-        f"- weights sha256: {model.weights_sha256}",
-        f"- delivered by {model.delivered_by} as {model.delivery_cid}",
-        "",
-        "## Lineage, from the architecture to the winner",
-        "",
-        "| node | kind | round | author | parents | samples | DP epsilon | score | gain |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for n in card.lineage:
-        epsilon = "-" if n.epsilon is None else f"{n.epsilon:g}"
-        parents = ",".join(map(str, n.parents)) or "-"
-        lines.append(
-            f"| {n.node_id} | {n.kind} | {n.round} | {n.author} | {parents} | {n.samples} "
-            f"| {epsilon} | {n.score} | {n.gain} |"
-        )
-    lines += [
-        "",
-        "## Contributors and what each was paid (wei)",
-        "",
-        "| account | made | nodes | credited gain | paid | expertise | data | compute | deposits "
-        "| points |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in card.contributors:
-        lines.append(
-            f"| {c.account} | {', '.join(c.kinds)} | {','.join(map(str, c.nodes))} | {c.gain} "
-            f"| {c.amount} "
-            f"| {c.expertise} | {c.data} | {c.compute} | {c.deposits} | {c.points} |"
-        )
-    s = card.settlement
-    lines += [
-        "",
-        "## Settlement",
-        "",
-        f"- chain {s.chain_id}, contract {s.contract}",
-        f"- payout root {s.payout_root}, total {s.payout_total} wei",
-        f"- report {s.report_cid}, posted by {s.report_evaluator}",
-        f"- created in {s.created_tx or '-'}",
-        f"- validation revealed in {s.revealed_tx or '-'}",
-        *(f"- root posted in {tx}" for tx in s.root_txs),
-        f"- finalized in {s.finalized_tx or '- (not yet)'}",
-        "",
-        "Check every line against the chain: `marketplace verify --card model_card.json`.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _score_line(name: str, score: CardScore, metric: Metric, whose: str) -> str:
-    shown = describe_score(metric, score.score, score.rows)
-    return f"- {name}: {shown}, file sha256 {score.file_sha256} ({whose})"
-
-
-def describe_score(metric: Metric, score: int, rows: int) -> str:
-    """'accuracy 0.9532 (1,234 of 1,295 rows)' or 'negated SSE -12.500000 (1,295 rows)'."""
-    if Metric(metric) is Metric.ACCURACY:
-        return f"accuracy {score / rows if rows else 0:.4f} ({score:,} of {rows:,} rows)"
-    return f"negated SSE {score / SSE_SCALE:,.6f} ({rows:,} rows)"

@@ -28,7 +28,7 @@ import torch
 from onnx.reference import ReferenceEvaluator
 from torch import nn
 
-from marketplace.delivered.card import describe_score
+from marketplace.delivered.card_markdown import describe_score
 from marketplace.errors import ExportError
 from marketplace.rules.datafiles import Dataset, Features, Labels, load_rows
 from marketplace.rules.evaluation import (

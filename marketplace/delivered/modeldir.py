@@ -48,7 +48,7 @@ class ModelFiles:
 
 def write_model(directory: Path, model: ModelFiles) -> Path:
     """Write the four files into `directory` (created if missing); returns the card's path."""
-    from marketplace.delivered.card import render_markdown
+    from marketplace.delivered.card_markdown import render_markdown
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -98,10 +98,11 @@ def check_card_file(
     chain: ChainClient, store: BlobStore, path: Path
 ) -> tuple[ModelCard, list[str]]:
     """The card at `path` (MODEL_CARD.md or its JSON twin beside it, or a JSON card anywhere)
-    and every way it differs from the chain (`card.check_card`): the Markdown, when there is
+    and every way it differs from the chain (`card_check.check_card`): the Markdown, when there is
     one, line by line against the JSON, and the weights file beside it, when there is one,
     against the card's digest."""
-    from marketplace.delivered.card import ModelCard, check_card
+    from marketplace.delivered.card import ModelCard
+    from marketplace.delivered.card_check import check_card
 
     markdown_path = path if path.suffix.lower() == ".md" else path.parent / CARD_MD
     json_path = path.parent / CARD_JSON if path.suffix.lower() == ".md" else path

@@ -17,9 +17,10 @@ from web3.types import RPCEndpoint
 
 from marketplace.chain.artifacts import load_artifact
 from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.chain.events import TxResult
 from marketplace.dev.devchain import local_web3
 from marketplace.dev.devnet import advance_chain_to, start_anvil, terminate, wait_until_answering
-from marketplace.rules.messages import TaskParams, TxResult
+from marketplace.rules.messages import TaskParams
 from marketplace.runtime.devnet_info import Engine
 from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256, validation_commitment
 

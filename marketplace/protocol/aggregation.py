@@ -53,12 +53,12 @@ from eth_utils.address import to_checksum_address
 from phe import paillier
 
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import RoundJoined
 from marketplace.protocol.checks import check_aggregate_update
 from marketplace.protocol.verdicts import Refusal, Verdict
 from marketplace.rules.dag import updates_by
 from marketplace.rules.messages import (
     Aggregation,
-    ChainEvent,
     NodeKind,
     NodeRecord,
     Score,
@@ -109,7 +109,7 @@ def round_groups(
 
 
 def groups_of(
-    joins: Sequence[ChainEvent],
+    joins: Sequence[RoundJoined],
     chain_id: int,
     contract: str,
     task_id: int,
@@ -127,13 +127,13 @@ def groups_of(
     return groups
 
 
-def _admitted(joins: Sequence[ChainEvent], max_miners: int) -> dict[int, list[tuple[str, bytes]]]:
+def _admitted(joins: Sequence[RoundJoined], max_miners: int) -> dict[int, list[tuple[str, bytes]]]:
     """Base -> its members (account, mask key) in join order: the first join of each account,
     if its key is usable, the first `max_miners` on each base."""
     first: dict[str, tuple[int, bytes]] = {}
     for event in joins:
-        account = str(to_checksum_address(str(event.args["account"])))
-        first.setdefault(account, (int(event.args["base"]), bytes(event.args["maskKey"])))
+        account = str(to_checksum_address(event.account))
+        first.setdefault(account, (event.base, event.mask_key))
     members: dict[int, list[tuple[str, bytes]]] = {}
     for account, (base, key) in first.items():  # dicts keep the log order
         if len(members.setdefault(base, [])) < max_miners and _agreeable(key):
@@ -142,7 +142,7 @@ def _admitted(joins: Sequence[ChainEvent], max_miners: int) -> dict[int, list[tu
 
 
 def join_refunds(
-    joins: Sequence[ChainEvent],
+    joins: Sequence[RoundJoined],
     records: Mapping[int, NodeRecord],
     scores: Mapping[int, Score],
     spec: TaskSpec,
@@ -151,9 +151,9 @@ def join_refunds(
     """Account -> the join deposits a settled root refunds it (see the module docstring), from
     the task's RoundJoined events in chain order and the settlement's scores: every evaluator
     and `verify` derive the same from public data."""
-    by_round: dict[int, list[ChainEvent]] = {}
+    by_round: dict[int, list[RoundJoined]] = {}
     for event in joins:
-        by_round.setdefault(int(event.args["round"]), []).append(event)
+        by_round.setdefault(event.round, []).append(event)
     refunds: dict[str, int] = {}
     for round_index, events in by_round.items():
         aggregation = spec.aggregation
@@ -163,8 +163,8 @@ def join_refunds(
             members = {account: base for base, joined in admitted.items() for account, _ in joined}
         seen: set[str] = set()
         for event in events:
-            account = str(to_checksum_address(str(event.args["account"])))
-            base = int(event.args["base"])
+            account = str(to_checksum_address(event.account))
+            base = event.base
             counted = account not in seen and members.get(account) == base
             seen.add(account)
             mine = updates_by(records, account, round_index)
@@ -337,9 +337,9 @@ def revealed_seeds(
     absent)."""
     seeds: dict[int, list[bytes]] = {}
     for event in chain.seed_reveals(group.task_id, group.round):
-        index = group.index_of(str(event.args["account"]))
-        keys = [bytes(seed) for seed in event.args["seeds"]]
-        fits = int(event.args["base"]) == group.base and len(keys) == 1 + len(dropped)
+        index = group.index_of(event.account)
+        keys = list(event.seeds)
+        fits = event.base == group.base and len(keys) == 1 + len(dropped)
         if index is not None and index in survivors and index not in seeds and fits:
             seeds[index] = keys
     return seeds

@@ -25,13 +25,19 @@ import json
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from eth_account.signers.local import LocalAccount
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 from pydantic import ValidationError
 
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import (
+    EncryptionKeyRegistered,
+    MergeConfirmed,
+    TaskCreated,
+    ValidationRevealed,
+)
 from marketplace.errors import (
     BlobNotFound,
     BlobTooLarge,
@@ -102,7 +108,7 @@ def read_spec(chain: ChainClient, store: BlobStore, task_id: int) -> TaskSpec:
         StorageError: the blob cannot be fetched.
     """
     created = task_created(chain, task_id)
-    cid, digest = str(created["specCid"]), bytes(created["specDigest"])
+    cid, digest = created.spec_cid, created.spec_digest
     data = store.get(cid, MAX_TASK_SPEC_BYTES)
     if sha256(data) != digest:
         raise SpecError(f"task {task_id}'s spec {cid} does not match its on-chain digest")
@@ -112,19 +118,19 @@ def read_spec(chain: ChainClient, store: BlobStore, task_id: int) -> TaskSpec:
         raise SpecError(f"task {task_id}'s spec is not a valid task spec: {exc}") from None
 
 
-_CREATED: weakref.WeakKeyDictionary[ChainClient, dict[int, dict[str, Any]]] = (
+_CREATED: weakref.WeakKeyDictionary[ChainClient, dict[int, TaskCreated]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def task_created(chain: ChainClient, task_id: int) -> dict[str, Any]:
-    """The arguments of the task's TaskCreated event (immutable, so cached per client)."""
+def task_created(chain: ChainClient, task_id: int) -> TaskCreated:
+    """The task's TaskCreated event (immutable, so cached per client)."""
     cache = _CREATED.setdefault(chain, {})
     if task_id not in cache:
-        events = chain.events("TaskCreated", taskId=task_id)
+        events = chain.events(TaskCreated, task_id=task_id)
         if not events:
             raise SpecError(f"there is no task {task_id}")
-        cache[task_id] = dict(events[0].args)
+        cache[task_id] = events[0]
     return cache[task_id]
 
 
@@ -184,12 +190,11 @@ def revealed_validation(
     chain: ChainClient, store: BlobStore, task_id: int, max_size: int
 ) -> bytes | None:
     """The revealed validation file (checked against its revealed digest), None if unrevealed."""
-    events = chain.events("ValidationRevealed", taskId=task_id)
+    events = chain.events(ValidationRevealed, task_id=task_id)
     if not events:
         return None
-    args = events[0].args
-    file = store.get(str(args["cid"]), max_size)
-    if sha256(file) != bytes(args["fileDigest"]):
+    file = store.get(events[0].cid, max_size)
+    if sha256(file) != events[0].file_digest:
         raise IntegrityError(
             f"task {task_id}'s revealed validation file is not the revealed digest"
         )
@@ -211,21 +216,21 @@ def validation_file(
     Raises:
         ValidationUnavailable: neither gives the file (with both reasons).
     """
-    events = chain.events("ValidationRevealed", taskId=task_id)
+    events = chain.events(ValidationRevealed, task_id=task_id)
     if not events:
         return None
-    args = events[0].args
+    revealed = events[0]
     try:
         return revealed_validation(chain, store, task_id, spec.max_blob_bytes)
     except (BlobNotFound, BlobTooLarge, IntegrityError) as exc:
-        unreadable = f"the revealed file {args['cid']} cannot be read ({exc})"
+        unreadable = f"the revealed file {revealed.cid} cannot be read ({exc})"
     if key is None:
         raise ValidationUnavailable(unreadable)
     try:
         sealed, _ = open_validation(chain, store, spec, task_id, key, chain_id)
     except (EnvelopeError, BlobNotFound, BlobTooLarge, IntegrityError) as exc:
         raise ValidationUnavailable(f"{unreadable}, and the sealed copy: {exc}") from None
-    if sha256(sealed) != bytes(args["fileDigest"]):
+    if sha256(sealed) != revealed.file_digest:
         raise ValidationUnavailable(f"{unreadable}, and the sealed copy is another file")
     return sealed
 
@@ -236,8 +241,8 @@ def validation_file(
 def registered_keys(chain: ChainClient, task_id: int) -> dict[str, bytes]:
     """Account -> the X25519 key it registered for the task (the latest registration)."""
     keys: dict[str, bytes] = {}
-    for event in chain.events("EncryptionKeyRegistered", taskId=task_id):
-        keys[str(event.args["account"])] = bytes(event.args["publicKey"])
+    for event in chain.events(EncryptionKeyRegistered, task_id=task_id):
+        keys[event.account] = event.public_key
     return keys
 
 
@@ -356,13 +361,13 @@ def settled_confirmations(
     `verify` count the same whenever they run. The poster's bit is set at post (1); each
     `MergeConfirmed` event carries the count after it. Before the reveal: every confirmation.
     """
-    revealed = chain.events("ValidationRevealed", taskId=task_id)
+    revealed = chain.events(ValidationRevealed, task_id=task_id)
     cutoff = (revealed[0].block_number, revealed[0].log_index) if revealed else None
     counts = {merge.node_id: 1 for merge in of_kind(records, NodeKind.MERGE)}
-    for event in chain.events("MergeConfirmed", taskId=task_id):
-        node_id = int(event.args["nodeId"])
+    for event in chain.events(MergeConfirmed, task_id=task_id):
+        node_id = event.node_id
         if node_id in counts and (cutoff is None or (event.block_number, event.log_index) < cutoff):
-            counts[node_id] = max(counts[node_id], int(event.args["confirmations"]))
+            counts[node_id] = max(counts[node_id], event.confirmations)
     return counts
 
 

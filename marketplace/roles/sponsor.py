@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 from eth_account.signers.local import LocalAccount
 
 from marketplace.chain.client import ChainClient
-from marketplace.delivered.card import CardScore, build_card, checked_delivery
+from marketplace.chain.events import TxResult
+from marketplace.delivered.card import CardScore, build_card
+from marketplace.delivered.card_check import checked_delivery
 from marketplace.delivered.delivery import open_delivery
 from marketplace.delivered.modeldir import ModelFiles
 from marketplace.errors import ConfigError, DeliveryError, MarketplaceError, OverBudget
@@ -43,7 +45,6 @@ from marketplace.rules.messages import (
     NodeRecord,
     TaskParams,
     TaskSpec,
-    TxResult,
 )
 from marketplace.rules.models import ModelSpec
 from marketplace.storage.stores import BlobStore

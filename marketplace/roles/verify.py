@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from eth_account.signers.local import LocalAccount
 
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import ValidationRevealed
 from marketplace.delivered.delivery import delivery_mismatch, scored_digest
 from marketplace.errors import (
     BlobNotFound,
@@ -106,11 +107,11 @@ def verify_task(
     except ValidationUnavailable as exc:
         result.add("validation", False, f"{exc}: nothing can be recomputed")
         return result
-    events = chain.events("ValidationRevealed", taskId=task_id)
+    events = chain.events(ValidationRevealed, task_id=task_id)
     if file is None or not events:
         result.add("validation", False, "the validation set is not revealed")
         return result
-    salt = bytes(events[0].args["salt"])
+    salt = events[0].salt
     commit_ok = validation_commitment(sha256(file), salt) == task.validation_commit
     result.add("validation", commit_ok, f"sha256 {sha256(file).hex()[:16]}... vs the commitment")
 

@@ -183,34 +183,6 @@ class NodeRecord(NodePlace, OfTask):
     block_number: int
 
 
-class ChainEvent(Frozen):
-    """A decoded contract event."""
-
-    name: str
-    args: dict[str, Any]
-    block_number: int
-    tx_hash: str
-    log_index: int
-    block_hash: str = ""  # set where the index needs it (`ChainClient.logs`)
-
-
-class TxResult(Frozen):
-    """A mined transaction: its gas, its events, and the id it created (if any)."""
-
-    tx_hash: str
-    gas_used: int
-    block_number: int
-    events: tuple[ChainEvent, ...]
-    value: int | None = None
-
-    def event(self, name: str) -> ChainEvent:
-        """The first event called `name` (KeyError if there is none)."""
-        for event in self.events:
-            if event.name == name:
-                return event
-        raise KeyError(name)
-
-
 # ------------------------------------------------------------------ task spec (JSON on IPFS)
 
 MIB = 1024 * 1024

@@ -13,7 +13,8 @@ from html import escape
 from fastapi import APIRouter, HTTPException, Response
 from starlette.responses import HTMLResponse
 
-from marketplace.delivered.card import ModelCard, render_markdown
+from marketplace.delivered.card import ModelCard
+from marketplace.delivered.card_markdown import render_markdown
 from marketplace.service.api_common import NOT_FOUND, PAGE_HEADERS, IndexReader, TaskIdParam
 
 PAGE = """<!doctype html>

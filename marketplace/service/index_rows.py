@@ -11,7 +11,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from marketplace.rules.messages import PAYOUT_PARTS, ChainEvent, TaskState
+from marketplace.chain.events import ChainEvent
+from marketplace.rules.messages import PAYOUT_PARTS, TaskState
 from marketplace.wire.report import VERDICT_FIELDS, PayoutReport
 
 TIMED_EVENTS = ("TaskCreated", "ValidationRevealed", "PayoutRootAgreed", "TaskFinalized")
@@ -33,14 +34,14 @@ def _hex(value: bytes) -> str:
 
 def event_row(event: ChainEvent) -> Row:
     """The `events` row: where the event is, its name, task and arguments as canonical JSON
-    (bytes as 0x hex; integers exact)."""
-    args = json.dumps(event.args, default=_json, sort_keys=True, separators=(",", ":"))
+    (bytes as 0x hex; integers exact), named as the ABI names them."""
+    args = json.dumps(event.abi_arguments(), default=_json, sort_keys=True, separators=(",", ":"))
     return (
         event.block_number,
         event.log_index,
         event.tx_hash,
         event.name,
-        event.args.get("taskId"),
+        event.task_id,
         args,
     )
 
@@ -148,8 +149,9 @@ def row_of(event: ChainEvent, task: TaskState | None) -> tuple[str, Row] | None:
     """The derived row (table, values) an event makes, if any; `task` is the task as stored
     at the event's block, for TIMED_EVENTS: TaskCreated (its timing), ValidationRevealed
     (`revealed_at`), PayoutRootAgreed (`agreed_at`, stored as a settlement's `settled_at`) and
-    TaskFinalized (`finalized_at`, when the claim window opens)."""
-    a, block = event.args, event.block_number
+    TaskFinalized (`finalized_at`, when the claim window opens). The rows read the arguments
+    by their ABI names, as the index's columns are named."""
+    a, block = event.abi_arguments(), event.block_number
     if event.name in _TIMED_ROWS:
         assert task is not None
         table, timed = _TIMED_ROWS[event.name]

@@ -17,7 +17,7 @@ as following the chain live, reorgs included (`tests/test_indexer.py` compares w
 databases).
 
 Model cards: once a task's root is agreed and the index holds a report of that root which names
-a winner, `sync` builds the task's public card (`card.public_card`, from the chain and the
+a winner, `sync` builds the task's public card (`card_check.public_card`, from the chain and the
 store) and keeps its JSON for the API, whose workers have neither; once more after the
 finalize, for its transaction. A card that cannot be built is kept as absent (the log says
 why) and tried again only after the finalize.
@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from marketplace.chain.client import ChainClient
-from marketplace.delivered.card import ModelCard, public_card
+from marketplace.delivered.card import ModelCard
+from marketplace.delivered.card_check import public_card
 from marketplace.errors import (
     BlobNotFound,
     BlobTooLarge,
@@ -288,7 +289,7 @@ class Indexer:
             rows["events"].append(event_row(event))
             stored = None
             if event.name in TIMED_EVENTS:  # rare
-                stored = self.chain.task(int(event.args["taskId"]), block=event.block_number)
+                stored = self.chain.task(event.task_id, block=event.block_number)
             derived = row_of(event, stored)
             if derived is not None:
                 rows[derived[0]].append(derived[1])

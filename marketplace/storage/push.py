@@ -25,7 +25,7 @@ class Pushed:
 def task_cids(chain: ChainClient, store: BlobStore, task_id: int) -> list[str]:
     """Every CID task `task_id` points at: its spec, its sealed validation set, every node's
     blob and every posted payout report; read from the chain (and the spec, from `store`)."""
-    cids = [str(task_created(chain, task_id)["specCid"])]
+    cids = [task_created(chain, task_id).spec_cid]
     try:
         validation = read_spec(chain, store, task_id).validation_cid
     except SpecError:

@@ -14,6 +14,7 @@ from eth_utils.address import is_address
 from pydantic import Field, ValidationError
 
 from marketplace.chain.client import ChainClient
+from marketplace.chain.events import PayoutRootPosted
 from marketplace.delivered.delivery import Delivery
 from marketplace.errors import IntegrityError, MarketplaceError, NoMatchingReport, SpecError
 from marketplace.rules.messages import Frozen, NodePlace, Payout, Score
@@ -154,8 +155,8 @@ def payout_entries(payouts: Sequence[Payout]) -> tuple[tuple[PayoutEntry, ...], 
 def posted_reports(chain: ChainClient, task_id: int) -> dict[str, tuple[bytes, int, str]]:
     """Evaluator -> (root, total, report CID) of every PayoutRootPosted of the task."""
     return {
-        str(e.args["evaluator"]): (bytes(e.args["root"]), int(e.args["total"]), e.args["reportCid"])
-        for e in chain.events("PayoutRootPosted", taskId=task_id)
+        e.evaluator: (e.root, e.total, e.report_cid)
+        for e in chain.events(PayoutRootPosted, task_id=task_id)
     }
 
 

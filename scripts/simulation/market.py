@@ -25,6 +25,7 @@ from web3 import Web3
 from web3.types import BlockIdentifier
 
 from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.chain.events import Claimed, Reclaimed, Refunded
 from marketplace.dev.devchain import local_web3, tester_of
 from marketplace.dev.devnet import advance_chain_to
 from marketplace.dev.shards import breast_cancer_splits, digits_splits, dirichlet_shards, subset
@@ -257,7 +258,7 @@ def run_market(config: MarketConfig, folder: Path, centralized: bool = True) -> 
     chain, task_id = market.chain, market.task_id
     records = nodes_by_id(chain, task_id)
     escrow = _escrow(chain, task_id, records, held)
-    claimed = _event_sums(chain, "Claimed", task_id, "account")
+    claimed = _claimed_by(chain, task_id)
     outcomes = tuple(_outcome(a.name, a.accounts, records, report, claimed) for a in agents)
     science = _outcome("scientists", market.scientists, records, report, claimed)
     baseline = trainer if centralized else None
@@ -430,18 +431,19 @@ def _escrow(chain: ChainClient, task_id: int, records: dict[int, NodeRecord], he
         BOUNTY,
         DEPOSIT * len(paying),
         held,
-        sum(_event_sums(chain, "Claimed", task_id, "account").values()),
-        sum(_event_sums(chain, "Refunded", task_id, "author").values()),
-        sum(_event_sums(chain, "Reclaimed", task_id, "sponsor").values()),
+        sum(e.amount for e in chain.events(Claimed, task_id=task_id)),
+        sum(e.amount for e in chain.events(Refunded, task_id=task_id)),
+        sum(e.amount for e in chain.events(Reclaimed, task_id=task_id)),
         int(chain.w3.eth.get_balance(chain.address)),
     )
 
 
-def _event_sums(chain: ChainClient, name: str, task_id: int, who: str) -> dict[str, int]:
+def _claimed_by(chain: ChainClient, task_id: int) -> dict[str, int]:
+    """Account (lower case) -> what the task's Claimed events paid it."""
     sums: dict[str, int] = {}
-    for event in chain.events(name, taskId=task_id):
-        account = str(event.args[who]).lower()
-        sums[account] = sums.get(account, 0) + int(event.args["amount"])
+    for event in chain.events(Claimed, task_id=task_id):
+        account = event.account.lower()
+        sums[account] = sums.get(account, 0) + event.amount
     return sums
 
 
