@@ -668,7 +668,7 @@ contract GradientMarketplace is IGradientMarketplace, ReentrancyGuardTransient {
         if (allowed & (1 << uint256(current)) == 0) revert WrongPhase(taskId, current, allowed);
     }
 
-    // The round schedule, written once (`marketplace/chain/schedule.py` mirrors it): round r opens at
+    // The round schedule, written once (`marketplace/rules/schedule.py` mirrors it): round r opens at
     // start + r * roundDuration and closes when round r + 1 opens; the rounds end when round
     // `rounds` would open. Unchecked, as the bounds hold: start < 2**40, every caller's r <= 256,
     // duration < 2**32 (nonzero: `_checkParams`), so the sum fits a uint64.

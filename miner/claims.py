@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from marketplace.chain.client import ChainClient
 from marketplace.errors import NoMatchingReport
+from marketplace.protocol.reports import claim_payout
 from marketplace.protocol.tasks import nodes_by_id
 from marketplace.rules.messages import NodeKind, Phase
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import BlobStore
-from marketplace.wire.report import claim_payout
 
 
 def collect(

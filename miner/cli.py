@@ -246,7 +246,7 @@ def claim(
     cli: ConnectionOptions,
 ) -> None:
     """Claim what task TASK owes you (or your refunds, if the sponsor never revealed)."""
-    from marketplace.wire.report import claim_payout
+    from marketplace.protocol.reports import claim_payout
 
     settings = cli.settings
     connection = cli.signer()

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Waiting:
     """An open round this miner does not train for yet: the previous round's merge is due by
-    `until`, the end of the round's merge window (marketplace.chain.schedule). The next pass looks
+    `until`, the end of the round's merge window (marketplace.rules.schedule). The next pass looks
     again; from `until` on it trains on the best node it can read."""
 
     task_id: int

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
-from marketplace.runtime.state import StateFile, write_bytes_atomically
+from marketplace.runtime.state import StateFile
+from marketplace.storage.atomic import write_bytes_atomically
 from marketplace.wire.crypto import sha256
 from miner.trainer import TrainResult
 

@@ -58,7 +58,7 @@ from web3 import Web3  # noqa: E402
 from web3.middleware import SignAndSendRawMiddlewareBuilder  # noqa: E402
 
 from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient  # noqa: E402
-from marketplace.chain.events import Reclaimed  # noqa: E402
+from marketplace.chain.events import Reclaimed, TxResult  # noqa: E402
 from marketplace.delivered.modeldir import write_model  # noqa: E402
 from marketplace.dev.devchain import local_web3  # noqa: E402
 from marketplace.dev.devnet import (  # noqa: E402
@@ -69,6 +69,7 @@ from marketplace.dev.devnet import (  # noqa: E402
 )
 from marketplace.dev.engines import Engines  # noqa: E402
 from marketplace.dev.shards import digits_splits, dirichlet_shards, subset  # noqa: E402
+from marketplace.protocol.reports import agreed_report, claim_payout  # noqa: E402
 from marketplace.protocol.tasks import account_key, paillier_hex  # noqa: E402
 from marketplace.roles.evaluator import Evaluator  # noqa: E402
 from marketplace.roles.scorer import TaskView  # noqa: E402
@@ -84,13 +85,12 @@ from marketplace.rules.messages import (  # noqa: E402
     RewardSplit,
     TaskParams,
     TaskSpec,
-    TxResult,
 )
 from marketplace.rules.models import ModelSpec, init_weights, mlp  # noqa: E402
 from marketplace.runtime.state import StateFile  # noqa: E402
 from marketplace.runtime.timing import Stopwatch, Timed  # noqa: E402
 from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore  # noqa: E402
-from marketplace.wire.report import PayoutReport, agreed_report, claim_payout  # noqa: E402
+from marketplace.wire.report import PayoutReport  # noqa: E402
 from miner.config import MinerConfig  # noqa: E402
 from miner.ledger import PrivacyLedger, fingerprint  # noqa: E402
 from miner.parents import Waiting  # noqa: E402

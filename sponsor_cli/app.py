@@ -23,7 +23,7 @@ from marketplace.cli.common import (
     show_amount,
 )
 from marketplace.errors import ConfigError
-from marketplace.wire.report import claim_payout
+from marketplace.protocol.reports import claim_payout
 from sponsor_cli import arch, model, task
 
 app = typer.Typer(

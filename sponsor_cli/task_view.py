@@ -22,9 +22,10 @@ from marketplace.cli.common import (
     show_amount,
     show_time,
 )
+from marketplace.protocol.reports import shown_report
 from marketplace.protocol.tasks import nodes_by_id
 from marketplace.rules.messages import NodeKind, Phase, TaskState
-from marketplace.wire.report import PayoutReport, shown_report
+from marketplace.wire.report import PayoutReport
 
 
 @readable_errors

@@ -25,13 +25,14 @@ from marketplace.delivered.card_markdown import render_markdown
 from marketplace.dev.devchain import advance_to, now
 from marketplace.dev.devchain import tester_of as chain_tester
 from marketplace.dev.devnet import free_port, start_devnet
+from marketplace.protocol.reports import agreed_report
 from marketplace.rules.messages import NodeKind, Phase
 from marketplace.service import api
 from marketplace.service.api import create_app
 from marketplace.service.api_common import PhaseName
 from marketplace.service.indexer import Indexer
 from marketplace.wire.crypto import sha256
-from marketplace.wire.report import PayoutReport, agreed_report
+from marketplace.wire.report import PayoutReport
 from tests.helpers import eth_task
 from tests.market import Market, new_market
 from tests.programs import BIN, script_output

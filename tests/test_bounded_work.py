@@ -21,6 +21,7 @@ import pytest
 
 from marketplace.dev.shards import digits_splits
 from marketplace.errors import ConfigError, ScoringTimeout
+from marketplace.protocol.reports import agreed_report
 from marketplace.protocol.tasks import evaluator_keys, nodes_by_id, read_spec
 from marketplace.protocol.verdicts import Refusal
 from marketplace.roles import scorer as scorer_module
@@ -35,7 +36,7 @@ from marketplace.wire.architecture import encode_architecture
 from marketplace.wire.codec import encode_weights, weights_digest
 from marketplace.wire.crypto import sha256
 from marketplace.wire.envelope import seal
-from marketplace.wire.report import PayoutReport, agreed_report, coalition_key
+from marketplace.wire.report import PayoutReport, coalition_key
 from tests.market import DEPOSIT, TINY, Market, new_market
 
 # Under the 4e9 MAC cap (38 M multiply-adds per row), over the default budget on 360 rows.

@@ -14,10 +14,10 @@ from marketplace.cli.app import app as marketplace_app
 from marketplace.cli.common import show_time
 from marketplace.dev.devnet import Devnet, advance_chain_to
 from marketplace.dev.shards import digits_splits
+from marketplace.protocol.reports import agreed_report
 from marketplace.rules.datafiles import to_csv
 from marketplace.rules.messages import Phase
 from marketplace.storage.stores import LocalStore
-from marketplace.wire.report import agreed_report
 from sponsor_cli.app import app as sponsor_app
 from tests.helpers import spent
 from tests.test_cli import chain_of, funded_keystore

@@ -15,6 +15,7 @@ from eth_account.signers.local import LocalAccount
 from marketplace.chain import reverts
 from marketplace.chain.events import Claimed
 from marketplace.dev.devchain import advance_to
+from marketplace.protocol.reports import agreed_report, posted_reports
 from marketplace.protocol.tasks import account_key, nodes_by_id, read_spec, settled_confirmations
 from marketplace.roles.evaluator import Evaluator
 from marketplace.roles.scorer import TaskView
@@ -26,7 +27,7 @@ from marketplace.rules.rewards import BPS, apportion
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import LocalStore
 from marketplace.wire.cid import cid_of
-from marketplace.wire.report import PayoutReport, agreed_report, posted_reports
+from marketplace.wire.report import PayoutReport
 from miner.config import MinerConfig
 from miner.train_config import TrainConfig
 from miner.trainer import Trainer, TrainResult

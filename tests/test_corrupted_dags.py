@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from marketplace.chain.events import Claimed
 from marketplace.dev.devchain import advance_to
+from marketplace.protocol.reports import agreed_report
 from marketplace.protocol.tasks import account_key, evaluator_keys, nodes_by_id, read_spec
 from marketplace.roles.evaluator import Evaluator
 from marketplace.roles.sponsor import propose_architecture
@@ -38,7 +39,7 @@ from marketplace.wire.codec import encode_weights
 from marketplace.wire.crypto import PayoutLeaf, payout_tree, sha256
 from marketplace.wire.envelope import seal
 from marketplace.wire.keys import X25519KeyPair
-from marketplace.wire.report import PayoutEntry, PayoutReport, agreed_report
+from marketplace.wire.report import PayoutEntry, PayoutReport
 from tests.helpers import spent
 from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market
 from tests.rule import BPS, capped_data, refunded_deposits

@@ -19,8 +19,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from marketplace.dev.devnet import free_port, wait_until_serving
 from marketplace.dev.rpc_server import RpcServer
+from marketplace.protocol.reports import agreed_report
 from marketplace.rules.messages import NodeKind
-from marketplace.wire.report import agreed_report
 from tests.market import Market, new_market
 from tests.programs import BIN
 

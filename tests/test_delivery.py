@@ -15,6 +15,7 @@ from marketplace.delivered.card_markdown import render_markdown
 from marketplace.delivered.delivery import delivery_mismatch, open_delivery
 from marketplace.delivered.modeldir import ModelFiles
 from marketplace.errors import DeliveryError, EnvelopeError, IntegrityError
+from marketplace.protocol.reports import agreed_report
 from marketplace.protocol.tasks import account_key, miner_key, nodes_by_id, read_spec
 from marketplace.roles.sponsor import pull_model
 from marketplace.roles.verify import verify_task
@@ -22,7 +23,7 @@ from marketplace.rules.datafiles import load_dataset, to_csv
 from marketplace.rules.evaluation import score
 from marketplace.rules.messages import NodeKind
 from marketplace.wire.codec import weights_digest
-from marketplace.wire.report import PayoutReport, agreed_report
+from marketplace.wire.report import PayoutReport
 from tests.market import Market, new_market
 
 

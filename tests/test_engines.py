@@ -23,15 +23,15 @@ from marketplace.cli.app import app as marketplace_app
 from marketplace.dev.devnet import advance_chain_to, free_port, start_devnet
 from marketplace.dev.engines import Engines, Ipfs, ProcessRecord, start_ticks
 from marketplace.errors import StoreUnavailable
+from marketplace.protocol.reports import agreed_report
 from marketplace.protocol.tasks import read_spec
 from marketplace.rules.messages import NodeKind, Phase
 from marketplace.runtime.devnet_info import read_devnet_info
 from marketplace.runtime.faults import PAUSE_ENV, PAUSE_FILE_ENV
-from marketplace.storage.push import task_cids
+from marketplace.service.push import task_cids
 from marketplace.storage.stores import IpfsStore, LocalStore
 from marketplace.wire.cid import CHUNK_SIZE, cid_binary
 from marketplace.wire.crypto import sha256
-from marketplace.wire.report import agreed_report
 from sponsor_cli.app import app as sponsor_app
 from tests.programs import create_task, ok, run, start, write_inputs
 

@@ -18,6 +18,7 @@ import pytest
 from marketplace.chain.events import Claimed, PayoutRootPosted, Reclaimed
 from marketplace.dev.devchain import advance_to
 from marketplace.errors import EnvelopeError, SpecError, StoreUnavailable
+from marketplace.protocol.reports import agreed_report
 from marketplace.protocol.tasks import (
     account_key,
     evaluator_keys,
@@ -37,7 +38,7 @@ from marketplace.wire.cid import cid_of
 from marketplace.wire.codec import encode_weights
 from marketplace.wire.crypto import sha256
 from marketplace.wire.envelope import seal
-from marketplace.wire.report import PayoutReport, agreed_report
+from marketplace.wire.report import PayoutReport
 from tests.helpers import spent
 from tests.market import BOUNTY, DEPOSIT, SPLIT, TINY, Market, new_market
 from tests.rule import capped_data, forfeited, refunded_deposits

@@ -25,10 +25,10 @@ from marketplace.delivered.card_check import public_card
 from marketplace.dev.devchain import tester_of as chain_tester
 from marketplace.dev.rpc_server import RpcServer
 from marketplace.errors import ConfigError
+from marketplace.protocol.reports import agreed_report
 from marketplace.service import indexer as indexer_module
 from marketplace.service.indexer import Indexer
 from marketplace.wire.crypto import sha256
-from marketplace.wire.report import agreed_report
 from tests.helpers import eth_task
 from tests.market import Market, new_market
 from tests.programs import script_output

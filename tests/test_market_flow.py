@@ -12,6 +12,7 @@ import pytest
 from marketplace.chain.events import Claimed, Reclaimed
 from marketplace.dev.devchain import advance_to
 from marketplace.errors import StoreUnavailable
+from marketplace.protocol.reports import agreed_report, claim_payout, posted_reports
 from marketplace.protocol.tasks import account_key, miner_key, nodes_by_id
 from marketplace.roles import evaluator as evaluator_module
 from marketplace.roles import settlement as settlement_module
@@ -19,7 +20,7 @@ from marketplace.roles.verify import verify_task
 from marketplace.rules.datafiles import to_csv
 from marketplace.rules.messages import NodeKind, Payout, Phase
 from marketplace.wire.envelope import envelope_recipients
-from marketplace.wire.report import PayoutReport, agreed_report, claim_payout, posted_reports
+from marketplace.wire.report import PayoutReport
 from miner import submission as submission_module
 from miner.train_config import TrainConfig
 from miner.trainer import Trainer

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from marketplace.chain.events import Claimed, PayoutRootPosted
 from marketplace.dev.devchain import advance_to, now
 from marketplace.errors import BlobNotFound, NoMatchingReport
+from marketplace.protocol.reports import agreed_report, claim_payout, posted_roots
 from marketplace.protocol.tasks import account_key
 from marketplace.roles import coalitions as coalitions_module
 from marketplace.roles.verify import verify_task
@@ -28,10 +29,7 @@ from marketplace.wire.report import (
     PayoutEntry,
     PayoutReport,
     PostedRoot,
-    agreed_report,
     check_report_bytes,
-    claim_payout,
-    posted_roots,
 )
 from tests.market import Market, new_market
 

@@ -19,12 +19,12 @@ from marketplace.chain.events import Claimed, PayoutRootPosted
 from marketplace.dev.devnet import advance_chain_to, free_port
 from marketplace.dev.engines import Engines
 from marketplace.dev.shards import digits_splits
+from marketplace.protocol.reports import agreed_report
 from marketplace.rules.datafiles import to_csv
 from marketplace.rules.messages import NodeKind, Phase
 from marketplace.runtime.config import Settings
 from marketplace.runtime.connect import open_store
 from marketplace.runtime.devnet_info import read_devnet_info
-from marketplace.wire.report import agreed_report
 from tests.programs import BIN, create_task, ok, program_env, run, write_inputs
 
 KILLED = -signal.SIGKILL

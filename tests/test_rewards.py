@@ -32,10 +32,9 @@ from marketplace.rules.rewards import (
     compute_payouts,
     find_winner,
     node_gains,
-    payout_leaves,
 )
 from marketplace.rules.shapley import Coalition
-from marketplace.wire.crypto import payout_tree, verify_proof
+from marketplace.wire.crypto import payout_leaves, payout_tree, verify_proof
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True)
 ETHER = 10**18

@@ -8,11 +8,11 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from marketplace.chain.phases import PhaseTimes
-from marketplace.chain.schedule import RoundSchedule
 from marketplace.dev.devchain import advance_to, now
 from marketplace.protocol.tasks import nodes_by_id
 from marketplace.rules.messages import NodeKind, Phase
+from marketplace.rules.phases import PhaseTimes
+from marketplace.rules.schedule import RoundSchedule
 from tests.market import ROUND, Market, new_market
 
 POLL = 2  # seconds of chain time between two looks, the miner's default

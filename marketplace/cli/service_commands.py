@@ -39,7 +39,7 @@ def blobs_push(
     from rich.progress import Progress
 
     from marketplace.runtime.connect import ipfs_url
-    from marketplace.storage.push import push, task_cids
+    from marketplace.service.push import push, task_cids
     from marketplace.storage.stores import IpfsStore, LocalStore
 
     settings = cli.settings

@@ -14,13 +14,14 @@ from typing import Any
 from marketplace.chain.client import ChainClient
 from marketplace.delivered.card import CardScore, ModelCard, build_card
 from marketplace.delivered.card_markdown import render_markdown
-from marketplace.delivered.delivery import Delivery, delivery_mismatch, scored_digest
+from marketplace.delivered.delivery import delivery_mismatch, scored_digest
 from marketplace.errors import ChainError, DeliveryError, MarketplaceError, StoreUnavailable
+from marketplace.protocol.reports import agreed_checks
 from marketplace.protocol.tasks import architecture_spec, nodes_by_id, read_spec
 from marketplace.rules.messages import NodeRecord, TaskSpec
 from marketplace.rules.models import ModelSpec
 from marketplace.storage.stores import BlobStore
-from marketplace.wire.report import PayoutReport, ReportCheck, agreed_checks
+from marketplace.wire.report import Delivery, PayoutReport, ReportCheck
 
 log = logging.getLogger(__name__)
 

@@ -18,24 +18,17 @@ from typing import TYPE_CHECKING
 from eth_account.signers.local import LocalAccount
 
 from marketplace.errors import DeliveryError, EnvelopeError, MarketplaceError
-from marketplace.rules.messages import Frozen, NodeKind, NodeRecord, TaskSpec
+from marketplace.rules.messages import NodeKind, NodeRecord, TaskSpec
 from marketplace.rules.models import ModelSpec
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import decode_weights, encode_weights, weights_digest
 from marketplace.wire.crypto import sha256
 from marketplace.wire.envelope import envelope_author, envelope_recipients, open_envelope, seal
 from marketplace.wire.keys import X25519KeyPair, public_key_from_hex
+from marketplace.wire.report import Delivery
 
 if TYPE_CHECKING:
     import torch
-
-
-class Delivery(Frozen):
-    """Where the winner sealed to the sponsor is, and the digest of its plaintext (hex)."""
-
-    node_id: int
-    cid: str
-    weights_sha256: str
 
 
 def deliver(

@@ -39,6 +39,7 @@ from phe import paillier
 
 from marketplace.chain.client import ChainClient
 from marketplace.errors import MarketplaceError, ValidationUnavailable
+from marketplace.protocol.reports import posted_reports
 from marketplace.protocol.tasks import (
     account_key,
     encode_merge,
@@ -65,11 +66,7 @@ from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import to_tensors, weights_digest
 from marketplace.wire.crypto import sha256
 from marketplace.wire.keys import X25519KeyPair
-from marketplace.wire.report import (
-    MAX_REPORT_BYTES,
-    PayoutReport,
-    posted_reports,
-)
+from marketplace.wire.report import MAX_REPORT_BYTES, PayoutReport
 
 if TYPE_CHECKING:
     import torch

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from eth_account.signers.local import LocalAccount
 
-from marketplace.delivered.delivery import Delivery, deliver
+from marketplace.delivered.delivery import deliver
 from marketplace.errors import MarketplaceError
 from marketplace.protocol.aggregation import join_refunds
 from marketplace.protocol.tasks import unconfirmed
@@ -26,7 +26,13 @@ from marketplace.rules.messages import NodeRecord, Score
 from marketplace.rules.models import flops_per_sample
 from marketplace.rules.rewards import Evidence, compute_payouts, find_winner, node_gains
 from marketplace.wire.crypto import sha256
-from marketplace.wire.report import NodeVerdict, PayoutReport, coalition_key, payout_entries
+from marketplace.wire.report import (
+    Delivery,
+    NodeVerdict,
+    PayoutReport,
+    coalition_key,
+    payout_entries,
+)
 
 
 def payout_report(

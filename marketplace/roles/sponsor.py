@@ -26,6 +26,7 @@ from marketplace.delivered.delivery import open_delivery
 from marketplace.delivered.modeldir import ModelFiles
 from marketplace.errors import ConfigError, DeliveryError, MarketplaceError, OverBudget
 from marketplace.protocol.aggregation import packing
+from marketplace.protocol.reports import agreed_checks
 from marketplace.protocol.tasks import (
     SALT_BYTES,
     account_key,
@@ -51,7 +52,7 @@ from marketplace.storage.stores import BlobStore
 from marketplace.wire.architecture import encode_architecture
 from marketplace.wire.crypto import sha256, validation_commitment
 from marketplace.wire.keys import public_key_from_hex
-from marketplace.wire.report import ReportCheck, agreed_checks
+from marketplace.wire.report import ReportCheck
 from marketplace.wire.secagg_packing import SecAggError
 
 if TYPE_CHECKING:

@@ -36,6 +36,7 @@ from marketplace.errors import (
     ValidationUnavailable,
 )
 from marketplace.protocol.aggregation import join_refunds
+from marketplace.protocol.reports import posted_roots, read_report
 from marketplace.protocol.tasks import (
     account_key,
     architecture_spec,
@@ -57,13 +58,7 @@ from marketplace.rules.shapley import Coalition
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.crypto import sha256, validation_commitment
 from marketplace.wire.keys import X25519KeyPair
-from marketplace.wire.report import (
-    PayoutReport,
-    coalition_of,
-    payout_entries,
-    posted_roots,
-    read_report,
-)
+from marketplace.wire.report import PayoutReport, coalition_of, payout_entries
 
 
 @dataclass(frozen=True)

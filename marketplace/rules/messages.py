@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from marketplace.chain.schedule import RoundSchedule
+from marketplace.rules.schedule import RoundSchedule
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 MAX_EVALUATORS = 8

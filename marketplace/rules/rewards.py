@@ -39,7 +39,6 @@ from marketplace.rules.frontier import Frontier
 from marketplace.rules.merge import MergeRule, merge_counts
 from marketplace.rules.messages import PAYOUT_PARTS, NodeKind, NodeRecord, Payout, Score, TaskSpec
 from marketplace.rules.shapley import Coalition
-from marketplace.wire.crypto import PayoutLeaf
 
 BPS = 10_000
 UNCONFIRMED = "unconfirmed"  # the reason code of a merge short of the quorum
@@ -169,14 +168,6 @@ def unconfirmed_merges(
         for node in nodes
         if node.kind == NodeKind.MERGE and (count := confirmations.get(node.node_id, 0)) < quorum
     }
-
-
-def payout_leaves(payouts: Sequence[Payout]) -> list[PayoutLeaf]:
-    """The Merkle leaves of `payouts` for `crypto.payout_tree`: leaf i has index i."""
-    return [
-        PayoutLeaf(index=i, account=p.account, amount=p.amount, points=p.points)
-        for i, p in enumerate(payouts)
-    ]
 
 
 def find_winner(nodes: Sequence[NodeRecord], scores: Mapping[int, Score]) -> int | None:

@@ -24,9 +24,9 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, create_model
 from starlette.concurrency import run_in_threadpool
 
-from marketplace.chain.phases import PhaseTimes
-from marketplace.chain.schedule import RoundSchedule
 from marketplace.rules.messages import PAYOUT_PARTS, Phase
+from marketplace.rules.phases import PhaseTimes
+from marketplace.rules.schedule import RoundSchedule
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 MAX_ID = 2**63 - 1  # SQLite's integers

@@ -15,6 +15,8 @@ from eth_utils.address import (
 )
 from eth_utils.crypto import keccak
 
+from marketplace.rules.messages import Payout
+
 
 def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
@@ -95,3 +97,11 @@ def payout_tree(leaves: Sequence[PayoutLeaf]) -> MerkleTree:
         if leaf.index != position:
             raise ValueError(f"leaf at position {position} has index {leaf.index}")
     return MerkleTree([leaf.hash() for leaf in leaves])
+
+
+def payout_leaves(payouts: Sequence[Payout]) -> list[PayoutLeaf]:
+    """The Merkle leaves of `payouts` for `crypto.payout_tree`: leaf i has index i."""
+    return [
+        PayoutLeaf(index=i, account=p.account, amount=p.amount, points=p.points)
+        for i, p in enumerate(payouts)
+    ]

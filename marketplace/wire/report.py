@@ -7,21 +7,17 @@ root (`PayoutRootPosted.reportCid`). A claimant needs nothing else; `verify` rec
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eth_utils.address import is_address
 from pydantic import Field, ValidationError
 
-from marketplace.chain.client import ChainClient
-from marketplace.chain.events import PayoutRootPosted
-from marketplace.delivered.delivery import Delivery
-from marketplace.errors import IntegrityError, MarketplaceError, NoMatchingReport, SpecError
+from marketplace.errors import SpecError
 from marketplace.rules.messages import Frozen, NodePlace, Payout, Score
-from marketplace.rules.rewards import Evidence, payout_leaves
+from marketplace.rules.rewards import Evidence
 from marketplace.rules.shapley import Coalition
-from marketplace.storage.stores import BlobStore
-from marketplace.wire.crypto import PayoutLeaf, payout_tree
+from marketplace.wire.crypto import PayoutLeaf, payout_leaves, payout_tree
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +38,15 @@ def coalition_of(key: str) -> Coalition:
     if list(ids) != sorted(set(ids)):
         raise ValueError(f"{key!r} is not a sorted list of distinct ids")
     return ids
+
+
+class Delivery(Frozen):
+    """The report's delivery (`marketplace.delivered.delivery`): where the winner sealed to the
+    sponsor is, and the digest of its plaintext (hex)."""
+
+    node_id: int
+    cid: str
+    weights_sha256: str
 
 
 class NodeVerdict(NodePlace):  # its place in the tree, then the verdict
@@ -152,14 +157,6 @@ def payout_entries(payouts: Sequence[Payout]) -> tuple[tuple[PayoutEntry, ...], 
     return entries, tree.root, sum(leaf.amount for leaf in leaves)
 
 
-def posted_reports(chain: ChainClient, task_id: int) -> dict[str, tuple[bytes, int, str]]:
-    """Evaluator -> (root, total, report CID) of every PayoutRootPosted of the task."""
-    return {
-        e.evaluator: (e.root, e.total, e.report_cid)
-        for e in chain.events(PayoutRootPosted, task_id=task_id)
-    }
-
-
 @dataclass(frozen=True)
 class PostedRoot:
     """One PayoutRootPosted: who posted which root and total, and where its report is."""
@@ -184,52 +181,17 @@ class ReportCheck:
         return self.report is not None and not self.reason
 
 
-def posted_roots(chain: ChainClient, task_id: int) -> list[PostedRoot]:
-    """Every posted root of the task, the agreed root's first, else in the order posted."""
-    agreed = chain.task(task_id)
-    posted = [
-        PostedRoot(evaluator, root, total, cid)
-        for evaluator, (root, total, cid) in posted_reports(chain, task_id).items()
-    ]
-    settled = agreed.agreed_at != 0
-    return sorted(
-        posted,
-        key=lambda p: (
-            not (settled and (p.root, p.total) == (agreed.payout_root, agreed.payout_total))
-        ),
-    )
-
-
-def shown_report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport | None:
-    """The report to show for a task: the agreed root's, else the first posted one that
-    matches its own root (the API's `report_of` asks its index the same)."""
-    checks = (read_report(store, posted, task_id) for posted in posted_roots(chain, task_id))
-    return next((check.report for check in checks if check.matches), None)
-
-
-def read_report(store: BlobStore, posted: PostedRoot, task_id: int) -> ReportCheck:
-    """Fetch, parse and check the report of one posted root. Never raises for what the
-    evaluator or the store did: a report that cannot be had or does not match says why."""
-    if not posted.cid:
-        return ReportCheck(posted, None, "no report was posted with the root")
-    try:
-        data = store.get(posted.cid, MAX_REPORT_BYTES)
-    except MarketplaceError as exc:
-        return _refused(ReportCheck(posted, None, f"cannot fetch {posted.cid}: {exc}"))
-    return check_report_bytes(data, posted, task_id)
-
-
 def check_report_bytes(data: bytes, posted: PostedRoot, task_id: int) -> ReportCheck:
     """The report in `data` (size cap first), checked against the root it was posted with."""
     try:
         report = PayoutReport.from_bytes(data)
     except SpecError as exc:
-        return _refused(ReportCheck(posted, None, str(exc)))
+        return refused(ReportCheck(posted, None, str(exc)))
     reason = report_mismatch(report, task_id, posted.root, posted.total)
-    return _refused(ReportCheck(posted, report, reason)) if reason else ReportCheck(posted, report)
+    return refused(ReportCheck(posted, report, reason)) if reason else ReportCheck(posted, report)
 
 
-def _refused(check: ReportCheck) -> ReportCheck:
+def refused(check: ReportCheck) -> ReportCheck:
     log.warning(
         "report of %s for root 0x%s does not match: %s",
         check.posted.evaluator,
@@ -273,48 +235,3 @@ def report_mismatch(report: PayoutReport, task_id: int, root: bytes, total: int)
         if tuple(step.lower() for step in entry.proof) != expected:
             return f"leaf {entry.index}: its proof is not the tree's"
     return None
-
-
-def agreed_checks(chain: ChainClient, store: BlobStore, task_id: int) -> Iterator[ReportCheck]:
-    """Every report posted with the task's agreed root, read and checked as it is asked for,
-    in the order posted (IntegrityError if the task has no agreed root yet)."""
-    task = chain.task(task_id)
-    if task.agreed_at == 0:
-        raise IntegrityError(f"task {task_id} has no agreed payout root yet")
-    agreed = (task.payout_root, task.payout_total)
-    posted = [p for p in posted_roots(chain, task_id) if (p.root, p.total) == agreed]
-    return (read_report(store, p, task_id) for p in posted)
-
-
-def agreed_report(chain: ChainClient, store: BlobStore, task_id: int) -> PayoutReport:
-    """The first report that matches the task's agreed root; every posted one is tried.
-
-    Raises:
-        IntegrityError: the task has no agreed root yet.
-        NoMatchingReport: no posted report matches the agreed root (each one's reason).
-    """
-    reasons = []
-    for check in agreed_checks(chain, store, task_id):
-        if check.matches:
-            assert check.report is not None
-            return check.report
-        reasons.append(f"{check.posted.evaluator[:10]}...'s: {check.reason}")
-    raise NoMatchingReport(
-        f"no report of task {task_id} matches its agreed root ({'; '.join(reasons) or 'none'})"
-    )
-
-
-def claim_payout(
-    chain: ChainClient, store: BlobStore, sender: str, task_id: int, account: str | None = None
-) -> tuple[PayoutEntry | None, bool]:
-    """Claim `account`'s leaf (default: the sender's) of the agreed report, in a transaction
-    `sender` signs and pays the gas of: (its entry or None, whether claimed now). The money
-    goes to the leaf's account whoever sends it.
-
-    Idempotent: a leaf already claimed (by anyone: the money goes to its account) is left.
-    """
-    entry = agreed_report(chain, store, task_id).entry_for(account or sender)
-    if entry is None or chain.is_claimed(task_id, entry.index):
-        return entry, False
-    chain.claim(sender, task_id, entry.leaf(), entry.proof_bytes())
-    return entry, True

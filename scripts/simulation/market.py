@@ -29,6 +29,7 @@ from marketplace.chain.events import Claimed, Reclaimed, Refunded
 from marketplace.dev.devchain import local_web3, tester_of
 from marketplace.dev.devnet import advance_chain_to
 from marketplace.dev.shards import breast_cancer_splits, digits_splits, dirichlet_shards, subset
+from marketplace.protocol.reports import agreed_report, claim_payout
 from marketplace.protocol.tasks import account_key, nodes_by_id
 from marketplace.roles.evaluator import Evaluator
 from marketplace.roles.sponsor import create_task, propose_architecture, reveal
@@ -49,7 +50,7 @@ from marketplace.rules.models import ModelSpec, init_weights, mlp
 from marketplace.rules.rewards import BPS
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import LocalStore
-from marketplace.wire.report import PayoutReport, agreed_report, claim_payout
+from marketplace.wire.report import PayoutReport
 from miner.train_config import TrainConfig
 from miner.trainer import Trainer
 

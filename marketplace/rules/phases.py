@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from marketplace.chain.schedule import RoundSchedule
 from marketplace.rules.messages import Phase
+from marketplace.rules.schedule import RoundSchedule
 
 
 @dataclass(frozen=True)

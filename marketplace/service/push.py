@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from marketplace.chain.client import ChainClient
 from marketplace.errors import IntegrityError, SpecError
+from marketplace.protocol.reports import posted_reports
 from marketplace.protocol.tasks import read_spec, task_created
 from marketplace.storage.stores import BlobStore, LocalStore
-from marketplace.wire.report import posted_reports
 
 MAX_PUSH_BYTES = 1 << 30
 """No blob the market writes comes near this; a larger file in the folder is not ours."""
