@@ -1,23 +1,21 @@
 """Getting paid: a miner's payout claimed after finalize, or its deposits refunded when the
-sponsor never revealed or nobody settled. Needs the chain, the store, the address and the state
-file, nothing of the training: `Miner.collect` and `miner claim` both call `collect`."""
+sponsor never revealed or nobody settled. Needs the miner's `Connection` and its state file,
+nothing of the training: `Miner.collect` and `miner claim` both call `collect`."""
 
 from __future__ import annotations
 
-from marketplace.chain.client import ChainClient
 from marketplace.errors import NoMatchingReport
 from marketplace.protocol.reports import claim_payout
 from marketplace.protocol.tasks import nodes_by_id
 from marketplace.rules.messages import NodeKind, Phase
+from marketplace.runtime.connect import Connection
 from marketplace.runtime.state import StateFile
-from marketplace.storage.stores import BlobStore
 
 
-def collect(
-    chain: ChainClient, store: BlobStore, address: str, state: StateFile, task_id: int
-) -> list[str]:
-    """Claim `address`'s payout, or its refunds; what it did, as lines. Idempotent: the state
+def collect(miner: Connection, state: StateFile, task_id: int) -> list[str]:
+    """Claim the miner's payout, or its refunds; what it did, as lines. Idempotent: the state
     file records that the task is collected (`claimed`), which ends the miner's work on it."""
+    chain, store, address = miner.chain, miner.store, miner.address
     phase = chain.phase(task_id)
     done: list[str] = []
     saved = state.section("tasks", task_id)

@@ -83,13 +83,10 @@ def _miner(
         progress.update(bar["id"], completed=done)
 
     return Miner(
-        connection.chain,
-        connection.store,
-        connection.account,
+        connection,
         Trainer(),
         data,
         state,
-        connection.chain_id,
         config,
         progress=on_step,
         ledger=_ledger(settings, budget),
@@ -253,7 +250,7 @@ def claim(
     phase = connection.chain.phase(task)
     if phase in (Phase.UNREVEALED, Phase.UNSETTLED):
         state = StateFile(settings.state_dir / f"miner-{connection.address}.json")
-        done = collect(connection.chain, connection.store, connection.address, state, task)
+        done = collect(connection, state, task)
         for line in done or ["nothing to refund"]:
             console.print(line)
         return

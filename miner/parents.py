@@ -14,9 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eth_account.signers.local import LocalAccount
-
-from marketplace.chain.client import ChainClient
 from marketplace.errors import BlobNotFound, ConfigError, SpecError
 from marketplace.protocol.tasks import (
     MergeBundle,
@@ -30,8 +27,8 @@ from marketplace.rules.dag import architecture_of
 from marketplace.rules.evaluation import check_budget, check_schema_fits
 from marketplace.rules.messages import NodeKind, NodeRecord, TaskSpec, TaskState
 from marketplace.rules.models import ModelSpec
+from marketplace.runtime.connect import Connected, Connection
 from marketplace.runtime.timing import Stopwatch
-from marketplace.storage.stores import BlobStore
 from marketplace.wire.crypto import sha256
 from miner.config import MinerConfig
 
@@ -56,7 +53,7 @@ class Waiting:
         return f"round {self.round}: waiting for round {previous}'s merge (until {self.until})"
 
 
-class ParentChooser:
+class ParentChooser(Connected):
     """Chooses and opens the nodes one miner builds on.
 
     Args:
@@ -69,17 +66,11 @@ class ParentChooser:
 
     def __init__(
         self,
-        chain: ChainClient,
-        store: BlobStore,
-        account: LocalAccount,
-        chain_id: int,
+        conn: Connection,
         config: MinerConfig,
         watch: Stopwatch,
     ) -> None:
-        self.chain = chain
-        self.store = store
-        self.account = account
-        self.chain_id = chain_id
+        super().__init__(conn)
         self.config = config
         self.watch = watch
         self._models: dict[tuple[int, int], ModelSpec] = {}  # (task, architecture) -> spec

@@ -13,9 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eth_account.signers.local import LocalAccount
-
-from marketplace.chain.client import ChainClient
 from marketplace.chain.events import RoundJoined
 from marketplace.protocol.aggregation import (
     MIN_MEMBERS,
@@ -34,8 +31,8 @@ from marketplace.rules.messages import (
     TaskSpec,
     TaskState,
 )
+from marketplace.runtime.connect import Connected, Connection
 from marketplace.runtime.timing import Stopwatch
-from marketplace.storage.stores import BlobStore
 from marketplace.wire.secagg_masks import mask_key, self_mask_key
 from marketplace.wire.secagg_submission import submission_values
 from miner.parents import ParentChooser, Waiting
@@ -64,7 +61,7 @@ class SeedReveal:
     line: str
 
 
-class SecureRounds:
+class SecureRounds(Connected):
     """One miner's joins, sealed deltas and mask seed reveals.
 
     Args:
@@ -78,19 +75,12 @@ class SecureRounds:
 
     def __init__(
         self,
-        chain: ChainClient,
-        store: BlobStore,
-        account: LocalAccount,
-        chain_id: int,
+        conn: Connection,
         rounds: SavedRounds,
         parents: ParentChooser,
         watch: Stopwatch,
     ) -> None:
-        self.chain = chain
-        self.store = store
-        self.account = account
-        self.address = str(account.address)
-        self.chain_id = chain_id
+        super().__init__(conn)
         self.rounds = rounds
         self.parents = parents
         self.watch = watch

@@ -14,14 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from eth_account.signers.local import LocalAccount
-
-from marketplace.chain.client import ChainClient
 from marketplace.protocol.tasks import evaluator_keys, miner_key, registered_keys
 from marketplace.rules.messages import NodeRecord, TaskSpec
+from marketplace.runtime.connect import Connected, Connection
 from marketplace.runtime.faults import crash_point, pause_point
 from marketplace.runtime.timing import Stopwatch
-from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import encode_weights
 from marketplace.wire.crypto import sha256
 from marketplace.wire.envelope import seal
@@ -71,7 +68,7 @@ class Submission:
         )
 
 
-class Submitter:
+class Submitter(Connected):
     """Seals, keeps, uploads and submits one miner's updates.
 
     Args:
@@ -84,18 +81,11 @@ class Submitter:
 
     def __init__(
         self,
-        chain: ChainClient,
-        store: BlobStore,
-        account: LocalAccount,
-        chain_id: int,
+        conn: Connection,
         rounds: SavedRounds,
         watch: Stopwatch,
     ) -> None:
-        self.chain = chain
-        self.store = store
-        self.account = account
-        self.address = str(account.address)
-        self.chain_id = chain_id
+        super().__init__(conn)
         self.rounds = rounds
         self.watch = watch
 

@@ -19,9 +19,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eth_account.signers.local import LocalAccount
-
-from marketplace.chain.client import ChainClient
 from marketplace.errors import DataFormatError
 from marketplace.protocol.tasks import (
     nodes_by_id,
@@ -30,10 +27,10 @@ from marketplace.protocol.tasks import (
 from marketplace.rules.datafiles import Dataset, load_dataset
 from marketplace.rules.messages import NodeKind, NodeRecord, Phase, TaskSpec, TaskState
 from marketplace.rules.models import ModelSpec
+from marketplace.runtime.connect import Connected, Connection
 from marketplace.runtime.outage import OutageGuard
 from marketplace.runtime.state import StateFile
 from marketplace.runtime.timing import Stopwatch
-from marketplace.storage.stores import BlobStore
 from miner.claims import collect
 from miner.config import MinerConfig
 from miner.ledger import PrivacyLedger, fingerprint
@@ -53,7 +50,7 @@ MAX_DATA_BYTES = 1024 * 1024 * 1024
 DATA_SUFFIXES = (".csv", ".npz")
 
 
-class Miner:
+class Miner(Connected):
     """One data owner taking part in tasks.
 
     Args:
@@ -69,36 +66,27 @@ class Miner:
 
     def __init__(
         self,
-        chain: ChainClient,
-        store: BlobStore,
-        account: LocalAccount,
+        conn: Connection,
         trainer: Trainer,
         data: Path | Dataset,
         state: StateFile,
-        chain_id: int,
         config: MinerConfig | None = None,
         progress: Progress | None = None,
         watch: Stopwatch | None = None,
         ledger: PrivacyLedger | None = None,
     ) -> None:
-        self.chain = chain
-        self.store = store
-        self.account = account
-        self.address = str(account.address)
+        super().__init__(conn)
         self.trainer = trainer
         self.data = data
         self.state = state
-        self.chain_id = chain_id
         self.progress = progress
         self.watch = watch or Stopwatch()
         self.ledger = ledger
         self.rounds = SavedRounds(state)
         config = config or MinerConfig()
-        self.parents = ParentChooser(chain, store, account, chain_id, config, self.watch)
-        self.submitter = Submitter(chain, store, account, chain_id, self.rounds, self.watch)
-        self.secure = SecureRounds(
-            chain, store, account, chain_id, self.rounds, self.parents, self.watch
-        )
+        self.parents = ParentChooser(conn, config, self.watch)
+        self.submitter = Submitter(conn, self.rounds, self.watch)
+        self.secure = SecureRounds(conn, self.rounds, self.parents, self.watch)
         # (task, round) -> trained, base weights, download seconds: kept in memory between
         # training (a secure aggregation round's first half) and sealing (its second half).
         self._trained: dict[
@@ -264,7 +252,7 @@ class Miner:
 
     def collect(self, task_id: int) -> list[str]:
         """Claim this miner's payout, or its refunds; what it did, as lines (`claims.collect`)."""
-        return collect(self.chain, self.store, self.address, self.state, task_id)
+        return collect(self.conn, self.state, task_id)
 
     def finished(self, task_id: int) -> bool:
         """Whether there is nothing left to do for the task."""

@@ -58,9 +58,7 @@ def propose(
         if not 0 <= seed < 2**63:
             raise ConfigError(f"--seed must be in [0, 2**63), not {seed}")
         initial = init_weights(model, seed)
-    result = propose_architecture(
-        connection.chain, connection.store, connection.account, task, model, initial
-    )
+    result = propose_architecture(connection, task, model, initial)
     console.print(f"proposed architecture node [bold]{result.value}[/] ({result.gas_used:,} gas)")
     console.print(
         f"  next: miners train it; it earns the expertise share if the winner descends from "

@@ -72,14 +72,7 @@ def pull(
 
     connection = cli.signer()
     test_file = read_file(test, MAX_TEST_BYTES) if test is not None else None
-    pulled = pull_model(
-        connection.chain,
-        connection.store,
-        connection.account,
-        connection.chain_id,
-        task_id,
-        test_file,
-    )
+    pulled = pull_model(connection, task_id, test_file)
     card_path = write_model(output, pulled)
     card = pulled.card
     console.print(

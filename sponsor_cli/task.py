@@ -79,10 +79,7 @@ def create(
         terms = terms.model_copy(update={"aggregation": aggregated})
     params = schedule.params(bounty, [address for address, _ in evaluators])
     created = create_task(
-        connection.chain,
-        connection.store,
-        connection.account,
-        connection.chain_id,
+        connection,
         file,
         terms,
         params,
@@ -124,9 +121,7 @@ def _one_transaction(name: str, help_text: str) -> None:
         if name == "reveal":
             from marketplace.roles.sponsor import reveal
 
-            result = reveal(
-                chain, connection.store, connection.account, connection.chain_id, task_id
-            )
+            result = reveal(connection, task_id)
         else:
             action = {
                 "finalize": chain.finalize,

@@ -28,6 +28,7 @@ from marketplace.rules.messages import (
     TaskSpec,
 )
 from marketplace.rules.models import ModelSpec, init_weights
+from marketplace.runtime.connect import Connection
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import LocalStore
 from miner.config import MinerConfig
@@ -79,6 +80,10 @@ class Market:
     def sponsor(self) -> LocalAccount:
         return self.keys[0]
 
+    def connection(self, account: LocalAccount) -> Connection:
+        """What `account` acts through on this market: its key, the chain, the store."""
+        return Connection(account, self.chain, self.store, self.chain_id)
+
     @property
     def evaluator_account(self) -> LocalAccount:
         return self.keys[1]
@@ -122,10 +127,7 @@ class Market:
             **params,
         )
         created = create_task(
-            self.chain,
-            self.store,
-            self.sponsor,
-            self.chain_id,
+            self.connection(self.sponsor),
             to_csv(self.validation),
             spec,
             task_params,
@@ -135,9 +137,8 @@ class Market:
         return created.task_id
 
     def propose(self, model: ModelSpec = TINY, seed: int = 1) -> int:
-        result = propose_architecture(
-            self.chain, self.store, self.scientist, self.task_id, model, init_weights(model, seed)
-        )
+        scientist = self.connection(self.scientist)
+        result = propose_architecture(scientist, self.task_id, model, init_weights(model, seed))
         assert result.value is not None
         return result.value
 
@@ -160,13 +161,10 @@ class Market:
                 config = MinerConfig(epochs=epochs, seed=i, dp_epsilon=dp_epsilon, lineage=lineage)
                 self.miners.append(
                     Miner(
-                        self.chain,
-                        self.store,
-                        self.keys[4 + i],
+                        self.connection(self.keys[4 + i]),
                         trainer or Trainer(),
                         path,
                         StateFile(self.folder / "state" / f"{name}.json"),
-                        self.chain_id,
                         config,
                         ledger=ledger,
                     )
@@ -175,11 +173,8 @@ class Market:
     def make_evaluator(self, account: LocalAccount | None = None) -> Evaluator:
         account = account or self.evaluator_account
         evaluator = Evaluator(
-            self.chain,
-            self.store,
-            account,
+            self.connection(account),
             StateFile(self.folder / "state" / f"evaluator-{account.address}.json"),
-            self.chain_id,
         )
         if account == self.evaluator_account:
             self.evaluator = evaluator
@@ -211,7 +206,7 @@ class Market:
             self.end_round(round_index)
 
     def reveal(self) -> None:
-        reveal(self.chain, self.store, self.sponsor, self.chain_id, self.task_id)
+        reveal(self.connection(self.sponsor), self.task_id)
 
     def finalize(self) -> None:
         task = self.chain.task(self.task_id)

@@ -97,9 +97,7 @@ def test_an_architecture_over_the_scoring_budget_is_refused_unscored_and_never_t
     assert cost > DEFAULT_SCORING_MACS and macs_per_sample(HEAVY) < 4_000_000_000
     weights = init_weights(HEAVY, 1)
     with pytest.raises(ConfigError, match="over the task's budget"):
-        propose_architecture(
-            market.chain, market.store, market.scientist, market.task_id, HEAVY, weights
-        )
+        propose_architecture(market.connection(market.scientist), market.task_id, HEAVY, weights)
     assert market.chain.task(market.task_id).node_count == 0  # refused before any deposit
     # The attacker goes around the tool, first, so a naive miner would pick it.
     bundle = encode_architecture(HEAVY, weights)
@@ -107,7 +105,7 @@ def test_an_architecture_over_the_scoring_budget_is_refused_unscored_and_never_t
         market.scientist.address, market.task_id, sha256(bundle), market.store.put(bundle)
     ).value
     honest = propose_architecture(
-        market.chain, market.store, market.keys[3], market.task_id, TINY, init_weights(TINY, 1)
+        market.connection(market.keys[3]), market.task_id, TINY, init_weights(TINY, 1)
     ).value
     assert (heavy, honest) == (1, 2)
     scored: list[ModelSpec] = []
@@ -158,9 +156,7 @@ def test_an_architecture_over_the_scoring_budget_is_refused_unscored_and_never_t
     assert market.scientist.address not in {p.account for p in report.payouts}  # deposit kept
     before = len(scored)
     # A fresh process: nothing cached (no state file: it only scores).
-    restarted = Evaluator(
-        market.chain, market.store, market.evaluator_account, None, market.chain_id
-    )
+    restarted = Evaluator(market.connection(market.evaluator_account), None)
     again = restarted.evaluate(market.task_id)
     assert again.root == report.root
     # Each distinct model run once: a one-update average is the update itself, so fewer than

@@ -24,6 +24,7 @@ from marketplace.rules.datafiles import Dataset, to_csv
 from marketplace.rules.merge import MergeResult
 from marketplace.rules.messages import NodeKind, NodeRecord, Phase, TaskSpec
 from marketplace.rules.rewards import BPS, apportion
+from marketplace.runtime.connect import Connection
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import LocalStore
 from marketplace.wire.cid import cid_of
@@ -111,7 +112,8 @@ def _three_evaluators(
     market.propose()
     honest = [market.make_evaluator(first), market.make_evaluator(second)]
     state = StateFile(market.folder / "state" / "rogue.json")
-    bad = rogue_type(market.chain, store or market.store, rogue, state, market.chain_id)
+    conn = Connection(rogue, market.chain, store or market.store, market.chain_id)
+    bad = rogue_type(conn, state)
     return honest, bad
 
 
@@ -123,7 +125,7 @@ def _sybil(market: Market) -> Miner:
     state = StateFile(market.folder / "state" / "sybil.json")
     config = MinerConfig(epochs=2, seed=3)
     trainer = MislabellingTrainer()
-    return Miner(market.chain, market.store, account, trainer, path, state, market.chain_id, config)
+    return Miner(market.connection(account), trainer, path, state, config)
 
 
 def _close(market: Market, round_index: int, evaluators: list[Evaluator]) -> list[list[str]]:

@@ -27,13 +27,10 @@ def test_a_second_account_submitting_the_same_weights_is_a_copy_and_forfeits(
     honest = market.miners[0]
     # The same shard, seed and training from another account: bit-identical weights.
     sybil = Miner(
-        market.chain,
-        market.store,
-        market.keys[8],
+        market.connection(market.keys[8]),
         Trainer(),
         market.folder / "private" / "miner-0.csv",
         StateFile(market.folder / "state" / "sybil.json"),
-        market.chain_id,
         MinerConfig(epochs=5, seed=0),
     )
     first = market.submit(honest)

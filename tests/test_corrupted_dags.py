@@ -33,6 +33,7 @@ from marketplace.roles.verify import Check, Verification, verify_task
 from marketplace.rules.messages import NodeKind, NodeRecord
 from marketplace.rules.messages import Phase as TaskPhase
 from marketplace.rules.models import ModelSpec, init_weights
+from marketplace.runtime.connect import Connection
 from marketplace.runtime.state import StateFile
 from marketplace.wire.cid import cid_of
 from marketplace.wire.codec import encode_weights
@@ -143,9 +144,7 @@ def _junk_architecture(market: Market, kind: str, noise: bytes) -> int:
     if kind in ("arch-misfit-output", "arch-misfit-input"):
         model = MISFIT if kind == "arch-misfit-output" else MISFIT_INPUT
         weights = init_weights(model, 1)
-        result = propose_architecture(
-            market.chain, market.store, proposer, market.task_id, model, weights
-        )
+        result = propose_architecture(market.connection(proposer), market.task_id, model, weights)
     else:
         blob = noise if kind == "arch-random-bytes" else b""
         result = market.chain.propose_architecture(
@@ -248,7 +247,7 @@ def _setup(market: Market, case: Case) -> Outcome:
             else market.store
         )
         state = StateFile(market.folder / "state" / "rogue.json")
-        rogue = rogue_type(market.chain, store, rogue_account, state, market.chain_id)
+        rogue = rogue_type(Connection(rogue_account, market.chain, store, market.chain_id), state)
     return Outcome(market, honest, rogue, {}, [])
 
 

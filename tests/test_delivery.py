@@ -46,10 +46,7 @@ def settled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Market, PayoutRep
 def pulled(settled: tuple[Market, PayoutReport]) -> ModelFiles:
     market, _ = settled
     return pull_model(
-        market.chain,
-        market.store,
-        market.sponsor,
-        market.chain_id,
+        market.connection(market.sponsor),
         market.task_id,
         test=to_csv(market.test),
     )
@@ -171,7 +168,7 @@ def test_a_stranger_and_a_miner_cannot_open_the_delivered_model(
     stranger, miner = market.keys[8], market.miners[0].account
     for who in (stranger, miner):
         with pytest.raises(DeliveryError, match="not a recipient"):
-            pull_model(market.chain, market.store, who, market.chain_id, market.task_id)
+            pull_model(market.connection(who), market.task_id)
     spec = read_spec(market.chain, market.store, market.task_id)
     for key in (account_key(miner), miner_key(miner, market.task_id), account_key(stranger)):
         with pytest.raises(EnvelopeError, match="not a recipient"):
@@ -215,7 +212,7 @@ def test_nothing_is_delivered_before_a_root_is_agreed(tmp_path: Path) -> None:
     market = new_market(tmp_path)
     market.create(rounds=1)
     with pytest.raises(IntegrityError, match="has no agreed payout root yet"):
-        pull_model(market.chain, market.store, market.sponsor, market.chain_id, market.task_id)
+        pull_model(market.connection(market.sponsor), market.task_id)
 
 
 def test_the_pulled_model_predicts_the_test_split_and_exports_to_an_agreeing_graph(

@@ -60,7 +60,7 @@ def market(tmp_path: Path) -> Market:
 def _propose_honest(market: Market) -> int:
     """The honest architecture (TINY), by account 3."""
     result = propose_architecture(
-        market.chain, market.store, market.keys[3], market.task_id, TINY, init_weights(TINY, 1)
+        market.connection(market.keys[3]), market.task_id, TINY, init_weights(TINY, 1)
     )
     assert result.value is not None
     return result.value
@@ -127,9 +127,7 @@ def test_a_misfit_architecture_first_is_refused_and_the_honest_parties_are_paid(
     market: Market,
 ) -> None:
     misfit = propose_architecture(
-        market.chain,
-        market.store,
-        market.scientist,
+        market.connection(market.scientist),
         market.task_id,
         MISFIT,
         init_weights(MISFIT, 1),
@@ -330,11 +328,8 @@ def test_no_readable_validation_copy_means_no_root_until_the_file_is_published(
     sealed = market.store.root / spec.validation_cid[-3:-1] / spec.validation_cid
     sealed.write_bytes(b"corrupted" + sealed.read_bytes()[9:])  # the evaluator's copy is gone
     restarted = Evaluator(
-        market.chain,
-        market.store,
-        market.evaluator_account,
+        market.connection(market.evaluator_account),
         StateFile(market.folder / "state" / "evaluator-restarted.json"),
-        market.chain_id,
     )
 
     lines = restarted.step(market.task_id)

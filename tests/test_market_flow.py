@@ -55,13 +55,7 @@ class RecordingTrainer(Trainer):
 def restarted(market: Market, miner: Miner, trainer: Trainer) -> Miner:
     """`miner` (the first of the market's) started again: a new process, its state re-read."""
     return Miner(
-        market.chain,
-        market.store,
-        market.keys[4],
-        trainer,
-        miner.data,
-        type(miner.state)(miner.state.path),
-        market.chain_id,
+        market.connection(market.keys[4]), trainer, miner.data, type(miner.state)(miner.state.path)
     )
 
 

@@ -33,16 +33,7 @@ def test_a_pass_submits_where_the_data_fits_and_says_each_skip_once(tmp_path: Pa
     narrow.write_bytes(to_csv(rows))
     account = market.keys[5]
     state = StateFile(tmp_path / "state" / "narrow.json")
-    miner = Miner(
-        market.chain,
-        market.store,
-        account,
-        Trainer(),
-        narrow,
-        state,
-        market.chain_id,
-        MinerConfig(epochs=1),
-    )
+    miner = Miner(market.connection(account), Trainer(), narrow, state, MinerConfig(epochs=1))
     skipping = Watcher(miner, narrow)
     (skipped,) = skipping.one_pass()
     assert skipped.startswith(f"task {market.task_id}: skipped, your data does not fit (")

@@ -70,13 +70,7 @@ def evaluate(
     connection = cli.signer()
     if connection.address not in connection.chain.evaluators(task):
         raise ConfigError(f"{connection.address} is not an evaluator of task {task}")
-    evaluator = Evaluator(
-        connection.chain,
-        connection.store,
-        connection.account,
-        _state(settings, connection.address),
-        connection.chain_id,
-    )
+    evaluator = Evaluator(connection, _state(settings, connection.address))
     console.print(f"evaluator {connection.address} on task {task}")
     guard = OutageGuard(settings.outage_seconds, console.print)
 

@@ -1,10 +1,10 @@
 """Verdicts: what an evaluator decides about a node, and the stable codes of a refusal.
 
 An evaluator decides every node before scoring it; an invalid node forfeits its deposit
-(DESIGN.md, "The reward rule, and why"). A refusal is an invalid `Verdict` whose `reason` starts with a
-stable code (`Verdict.code`), then ": " and a readable detail. The checks of a node's bytes
-(`marketplace.protocol.checks`) give these verdicts; so does the scorer, for what it finds
-past them.
+(DESIGN.md, "The reward rule, and why"). A refusal is an invalid `Verdict` whose `reason`
+starts with a stable code (`Verdict.code`), then ": " and a readable detail. The checks of a
+node's bytes (`marketplace.protocol.checks`) give these verdicts; so does the scorer, for what
+it finds past them.
 
 Reason codes, in the order an update is checked:
 

@@ -34,10 +34,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from eth_account.signers.local import LocalAccount
 from phe import paillier
 
-from marketplace.chain.client import ChainClient
 from marketplace.errors import MarketplaceError, ValidationUnavailable
 from marketplace.protocol.reports import posted_reports
 from marketplace.protocol.tasks import (
@@ -59,10 +57,10 @@ from marketplace.rules.datafiles import Dataset
 from marketplace.rules.evaluation import Clock
 from marketplace.rules.merge import MergeResult
 from marketplace.rules.messages import Aggregation, NodeKind, NodeRecord, Phase, Score
+from marketplace.runtime.connect import Connected, Connection
 from marketplace.runtime.faults import crash_point
 from marketplace.runtime.state import StateFile
 from marketplace.runtime.timing import Stopwatch
-from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import to_tensors, weights_digest
 from marketplace.wire.crypto import sha256
 from marketplace.wire.keys import X25519KeyPair
@@ -74,7 +72,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Evaluator:
+class Evaluator(Connected):
     """One of a task's evaluators: the process that posts what its `Scorer` finds (the round
     merges or their confirmations, the secure aggregation sums, the payout report and root).
 
@@ -89,23 +87,17 @@ class Evaluator:
 
     def __init__(
         self,
-        chain: ChainClient,
-        store: BlobStore,
-        account: LocalAccount,
+        conn: Connection,
         state: StateFile | None,
-        chain_id: int,
         watch: Stopwatch | None = None,
         key: X25519KeyPair | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.chain = chain
-        self.store = store
-        self.account = account
-        self.address = str(account.address)
+        super().__init__(conn)
         self.state = state
-        self.chain_id = chain_id
         self.watch = watch or Stopwatch()
-        self.scorer = Scorer(chain, store, key or account_key(account), chain_id, self.watch, clock)
+        key = key or account_key(conn.account)
+        self.scorer = Scorer(conn.chain, conn.store, key, conn.chain_id, self.watch, clock)
         # (task, round, architecture or base) merged, confirmed or given up on by this
         # evaluator: not looked at again, so a pass costs the open rounds, not every round.
         self._finished: set[tuple[int, int, int]] = set()

@@ -16,9 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from eth_account.signers.local import LocalAccount
-
-from marketplace.chain.client import ChainClient
 from marketplace.chain.events import TxResult
 from marketplace.delivered.card import CardScore, build_card
 from marketplace.delivered.card_check import checked_delivery
@@ -48,7 +45,7 @@ from marketplace.rules.messages import (
     TaskSpec,
 )
 from marketplace.rules.models import ModelSpec
-from marketplace.storage.stores import BlobStore
+from marketplace.runtime.connect import Connection
 from marketplace.wire.architecture import encode_architecture
 from marketplace.wire.crypto import sha256, validation_commitment
 from marketplace.wire.keys import public_key_from_hex
@@ -68,10 +65,7 @@ class CreatedTask:
 
 
 def create_task(
-    chain: ChainClient,
-    store: BlobStore,
-    sponsor: LocalAccount,
-    chain_id: int,
+    sponsor: Connection,
     validation: bytes,
     spec: TaskSpec,
     params: TaskParams,
@@ -103,12 +97,12 @@ def create_task(
     rows = load_dataset(validation, spec.data, spec.max_blob_bytes)  # refuse a bad file now
     if len(rows) == 0:
         raise ConfigError("the validation file has no rows")
-    sponsor_key = account_key(sponsor)
+    sponsor_key = account_key(sponsor.account)
     salt = secrets.token_bytes(SALT_BYTES)
     sealed = seal_validation(
-        validation, salt, [*readers, sponsor_key.public_bytes], sponsor, chain_id
+        validation, salt, [*readers, sponsor_key.public_bytes], sponsor.account, sponsor.chain_id
     )
-    validation_cid = store.put(sealed)
+    validation_cid = sponsor.store.put(sealed)
     full_spec = spec.model_copy(
         update={
             "evaluator_keys": tuple(key.hex() for key in readers),
@@ -118,7 +112,7 @@ def create_task(
         }
     )
     TaskSpec.model_validate(full_spec.model_dump())  # the completed spec is still valid
-    spec_cid, spec_digest = publish_json(store, spec_bytes(full_spec))
+    spec_cid, spec_digest = publish_json(sponsor.store, spec_bytes(full_spec))
     full_params = params.model_copy(
         update={
             "validation_commit": validation_commitment(sha256(validation), salt),
@@ -127,8 +121,8 @@ def create_task(
         }
     )
     if full_params.token != ZERO_ADDRESS:
-        chain.approve_token(sponsor.address, full_params.token, full_params.bounty)
-    result = chain.create_task(sponsor.address, full_params)
+        sponsor.chain.approve_token(sponsor.address, full_params.token, full_params.bounty)
+    result = sponsor.chain.create_task(sponsor.address, full_params)
     assert result.value is not None
     return CreatedTask(result.value, spec_cid, validation_cid, result)
 
@@ -152,20 +146,18 @@ def _check_aggregation(aggregation: Aggregation, params: TaskParams) -> None:
         raise ConfigError(f"bad aggregation parameters: {exc}") from None
 
 
-def reveal(
-    chain: ChainClient, store: BlobStore, sponsor: LocalAccount, chain_id: int, task_id: int
-) -> TxResult:
+def reveal(sponsor: Connection, task_id: int) -> TxResult:
     """Publish the task's validation file and reveal its salt (from the sealed copy)."""
-    spec = read_spec(chain, store, task_id)
-    file, salt = open_validation(chain, store, spec, task_id, account_key(sponsor), chain_id)
-    cid = store.put(file)
-    return chain.reveal_validation(sponsor.address, task_id, sha256(file), salt, cid)
+    spec = read_spec(sponsor.chain, sponsor.store, task_id)
+    file, salt = open_validation(
+        sponsor.chain, sponsor.store, spec, task_id, account_key(sponsor.account), sponsor.chain_id
+    )
+    cid = sponsor.store.put(file)
+    return sponsor.chain.reveal_validation(sponsor.address, task_id, sha256(file), salt, cid)
 
 
 def propose_architecture(
-    chain: ChainClient,
-    store: BlobStore,
-    scientist: LocalAccount,
+    scientist: Connection,
     task_id: int,
     model: ModelSpec,
     weights: Mapping[str, torch.Tensor],
@@ -177,7 +169,7 @@ def propose_architecture(
             than the task's budget: the evaluators would refuse it and keep the deposit.
     """
     bundle = encode_architecture(model, weights)
-    spec = read_spec(chain, store, task_id)
+    spec = read_spec(scientist.chain, scientist.store, task_id)
     try:
         check_budget(model, spec)
     except OverBudget as exc:
@@ -186,15 +178,12 @@ def propose_architecture(
         raise ConfigError(
             f"the bundle is {len(bundle):,} bytes, over the task's cap of {spec.max_blob_bytes:,}"
         )
-    cid = store.put(bundle)
-    return chain.propose_architecture(scientist.address, task_id, sha256(bundle), cid)
+    cid = scientist.store.put(bundle)
+    return scientist.chain.propose_architecture(scientist.address, task_id, sha256(bundle), cid)
 
 
 def pull_model(
-    chain: ChainClient,
-    store: BlobStore,
-    sponsor: LocalAccount,
-    chain_id: int,
+    sponsor: Connection,
     task_id: int,
     test: bytes | None = None,
 ) -> ModelFiles:
@@ -209,17 +198,19 @@ def pull_model(
             recipient` among them when `sponsor` is not the task's sponsor).
         DataFormatError: the test file does not fit the task's schema.
     """
-    spec = read_spec(chain, store, task_id)
-    records = nodes_by_id(chain, task_id)
+    spec = read_spec(sponsor.chain, sponsor.store, task_id)
+    records = nodes_by_id(sponsor.chain, task_id)
     reasons = []
-    for agreed in agreed_checks(chain, store, task_id):
+    for agreed in agreed_checks(sponsor.chain, sponsor.store, task_id):
         try:
-            model, weights = _opened_winner(chain, store, sponsor, chain_id, spec, records, agreed)
+            model, weights = _opened_winner(sponsor, spec, records, agreed)
         except MarketplaceError as exc:
             reasons.append(f"{agreed.posted.evaluator}: {exc}")
             continue
         tested = _test_score(test, spec, model, weights)
-        return ModelFiles(model, weights, build_card(chain, spec, records, agreed, model, tested))
+        return ModelFiles(
+            model, weights, build_card(sponsor.chain, spec, records, agreed, model, tested)
+        )
     raise DeliveryError(
         f"no delivery of task {task_id}'s winner opens for {sponsor.address}: "
         + ("; ".join(reasons) or "no report was posted with the agreed root")
@@ -227,25 +218,22 @@ def pull_model(
 
 
 def _opened_winner(
-    chain: ChainClient,
-    store: BlobStore,
-    sponsor: LocalAccount,
-    chain_id: int,
+    sponsor: Connection,
     spec: TaskSpec,
     records: Mapping[int, NodeRecord],
     agreed: ReportCheck,
 ) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
     """The winner `agreed` delivers, opened and checked (MarketplaceError saying why not):
     the public checks, the sponsor's envelope and digest, and the report's validation score."""
-    delivered = checked_delivery(store, spec, records, agreed)
+    delivered = checked_delivery(sponsor.store, spec, records, agreed)
     task_id, model = delivered.report.task_id, delivered.model
-    key = account_key(sponsor)
+    key = account_key(sponsor.account)
     cap = spec.max_blob_bytes
     evaluator = agreed.posted.evaluator
     weights = open_delivery(
-        store, delivered.delivery, evaluator, key, model, task_id, chain_id, cap
+        sponsor.store, delivered.delivery, evaluator, key, model, task_id, sponsor.chain_id, cap
     )
-    file = validation_file(chain, store, spec, task_id, key, chain_id)
+    file = validation_file(sponsor.chain, sponsor.store, spec, task_id, key, sponsor.chain_id)
     if file is None:
         raise DeliveryError(f"task {task_id}'s validation set is not revealed")
     said = next(n.score for n in delivered.report.nodes if n.node_id == delivered.winner)

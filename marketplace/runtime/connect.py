@@ -30,7 +30,8 @@ MAX_KEYSTORE_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class Connection:
-    """What a program acts through: its account, the chain, the store."""
+    """What a program acts through: its account, the chain, the store, and the chain's id
+    (envelopes are bound to it). One object, handed to every role instead of four arguments."""
 
     account: LocalAccount
     chain: ChainClient
@@ -40,6 +41,18 @@ class Connection:
     @property
     def address(self) -> str:
         return str(self.account.address)
+
+
+class Connected:
+    """A role's part that acts through a `Connection`: its collaborators as attributes."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.chain = conn.chain
+        self.store = conn.store
+        self.account = conn.account
+        self.address = conn.address
+        self.chain_id = conn.chain_id
 
 
 def dev_account(info: DevnetInfo, index: int) -> LocalAccount:
