@@ -18,17 +18,16 @@ from typing import TypeVar, cast
 
 from bench_scale_figures import RoundCost, SettlementCost, Shape, TaskRun
 from demo_report import ETHER, market_overhead
+from demo_setup import start_engines
 from demo_steps import submit_after_merge_wait, task_params
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.middleware import SignAndSendRawMiddlewareBuilder
 from web3.types import RPCEndpoint
 
 from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
 from marketplace.dev.devchain import local_web3, tester_of
-from marketplace.dev.devnet import advance_chain_to, anvil_keys, free_port
-from marketplace.dev.engines import Engines
+from marketplace.dev.devnet import advance_chain_to, anvil_keys
 from marketplace.dev.shards import digits_splits, dirichlet_shards, subset
 from marketplace.protocol.tasks import account_key, miner_key
 from marketplace.roles.evaluator import Evaluator
@@ -39,7 +38,7 @@ from marketplace.rules.messages import DataSchema, Metric, Phase, RewardSplit, T
 from marketplace.rules.models import init_weights, mlp
 from marketplace.runtime.state import StateFile
 from marketplace.runtime.timing import Stopwatch, Timed
-from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore
+from marketplace.storage.stores import BlobStore, LocalStore
 from miner.config import MinerConfig
 from miner.submission import Submission
 from miner.trainer import Trainer
@@ -74,16 +73,10 @@ def environment(engine: str, accounts: int, folder: Path, stack: contextlib.Exit
                 {"from": keys[9].address, "to": key.address, "value": EXTRA_BALANCE}
             )
         return Env(engine, w3, keys, LocalStore(folder / "blobs"), folder)
-    running = Engines(folder / "engines", free_port(), free_port())
-    stack.callback(running.stop)
-    info = running.start(folder / "devnet")
     keys = [Account.from_key(key) for key in anvil_keys(accounts)]
-    w3 = Web3(Web3.HTTPProvider(info.rpc_url, request_kwargs={"timeout": 120}))
-    w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(keys), layer=0)
+    w3, store, _ = start_engines(folder, stack, keys, timeout=120)
     for key in keys[10:]:  # anvil funds ten
         w3.provider.make_request(RPCEndpoint("anvil_setBalance"), [key.address, hex(EXTRA_BALANCE)])
-    store = IpfsStore(running.ipfs.url)
-    stack.callback(store.close)
     return Env(engine, w3, keys, store, folder)
 
 

@@ -86,16 +86,26 @@ def _setup(
     if not engines:
         keys = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, 11)]
         return local_web3(), keys, LocalStore(folder / "blobs"), None
-    with watch.measure("engines"):  # the start-up; stopping them comes after the figures
-        running = Engines(folder / "engines", free_port(), free_port())
-        stack.callback(running.stop)
-        info = running.start(folder / "devnet")
     keys = [Account.from_key(key) for key in anvil_keys()]
-    w3 = Web3(Web3.HTTPProvider(info.rpc_url, request_kwargs={"timeout": 60}))
+    with watch.measure("engines"):  # the start-up; stopping them comes after the figures
+        w3, store, urls = start_engines(folder, stack, keys, timeout=60)
+    return w3, keys, store, urls
+
+
+def start_engines(
+    folder: Path, stack: contextlib.ExitStack, keys: list[LocalAccount], timeout: float
+) -> tuple[Web3, IpfsStore, tuple[str, str]]:
+    """anvil and an IPFS daemon started in `folder` on free ports, stopped when `stack`
+    closes: a client signing for `keys` (JSON-RPC `timeout` in seconds), the IPFS store, and
+    their (JSON-RPC, IPFS) URLs. scripts/bench_scale.py runs on them too."""
+    running = Engines(folder / "engines", free_port(), free_port())
+    stack.callback(running.stop)
+    info = running.start(folder / "devnet")
+    w3 = Web3(Web3.HTTPProvider(info.rpc_url, request_kwargs={"timeout": timeout}))
     w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(keys), layer=0)
     store = IpfsStore(running.ipfs.url)
     stack.callback(store.close)
-    return w3, keys, store, (info.rpc_url, running.ipfs.url)
+    return w3, store, (info.rpc_url, running.ipfs.url)
 
 
 def _serve(
