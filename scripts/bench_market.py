@@ -1,13 +1,13 @@
 """`make bench-market`: the market's accuracy next to federated learning's, on identical shards.
 
-For every seed and Dirichlet alpha, on the demo's data (`demo.demo_data`: the same digits
+For every seed and Dirichlet alpha, on the demo's data (`demo_data.market_data`: the same digits
 splits and label-skewed shards of four data owners) and its 1 MB MLP (64-2048-64-10, the large
 architecture's initial weights):
 
-- centralized: the demo's baseline (`demo.centralized`), the union of the shards for epochs x
+- centralized: the demo's baseline (`demo_data.centralized`), the union of the shards for epochs x
   rounds epochs; every figure is a test accuracy divided by this one's, at the same rounds;
 - FedAvg and FedProx (`--prox-mu`, default 0.1): every round, all four data owners train the
-  global model with exactly the demo miners' local step (`demo.owner_config(...).train_config`:
+  global model with exactly the demo miners' local step (`demo_data.owner_config(...).train_config`:
   epochs, batch, learning rate, Adam, per-owner and per-round seeds, `miner.trainer.Trainer`),
   then the global model is their sample-weighted average; the model after R rounds is scored;
 - the market: `scripts/demo.py --seed S --alpha A --rounds R` plus each `--market-args` (a
@@ -36,6 +36,8 @@ from pathlib import Path
 
 import demo
 import torch
+from demo_data import centralized, market_data, owner_config
+from demo_steps import LARGE_SEED, LARGE_WIDTHS
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -43,7 +45,7 @@ from rich.table import Table
 from marketplace.rules.datafiles import Dataset
 from marketplace.rules.evaluation import score
 from marketplace.rules.messages import Metric
-from marketplace.rules.models import ModelSpec, init_weights
+from marketplace.rules.models import ModelSpec, init_weights, mlp
 from miner.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,12 +94,12 @@ def federated(
 ) -> dict[int, Weights]:
     """The global model after each of `rounds` rounds of FedAvg (mu 0) or FedProx (mu > 0)."""
     trainer = Trainer()
-    weights = init_weights(model, demo.LARGE_SEED)
+    weights = init_weights(model, LARGE_SEED)
     after: dict[int, Weights] = {}
     for round_index in range(max(rounds)):
         updates = []
         for owner, shard in enumerate(shards):
-            config = demo.owner_config(args, owner).train_config(round_index, mu)
+            config = owner_config(args, owner).train_config(round_index, mu)
             updates.append((trainer.train(model, weights, shard, config).weights, len(shard)))
             tick()
         weights = sample_weighted(updates)
@@ -134,8 +136,8 @@ def baselines(
     seed: int, alpha: float, rounds: Sequence[int], mu: float, tick: Callable[[], None]
 ) -> dict[Cell, float]:
     """FedAvg's and FedProx's ratios to centralized on the demo's shards for seed and alpha."""
-    model = demo.mlp(*demo.LARGE_WIDTHS)
-    _, test, shards = demo.demo_data(seed, alpha)
+    model = mlp(*LARGE_WIDTHS)
+    _, test, shards = market_data(seed, alpha)
     args = demo_args(seed, alpha, max(rounds))
     runs = {
         m: federated(model, shards, args, x, rounds, tick)
@@ -143,9 +145,7 @@ def baselines(
     }
     ratios: dict[Cell, float] = {}
     for r in rounds:
-        central = demo.centralized(
-            Trainer(), model, demo.LARGE_SEED, shards, demo_args(seed, alpha, r)
-        )
+        central = centralized(Trainer(), model, LARGE_SEED, shards, demo_args(seed, alpha, r))
         tick()
         central_correct = score(model, central.weights, test, Metric.ACCURACY)
         for method, after in runs.items():

@@ -29,8 +29,9 @@ from collections import defaultdict
 
 from rich.console import Console
 from rich.table import Table
+from simulation.accounting import MarketRun, Outcome, Paid, audit
 from simulation.agents import ADVERSARY_KINDS, HONEST_KINDS, KINDS, VARIANT_KINDS
-from simulation.market import DATASETS, ETHER, MarketConfig, MarketRun, Outcome, Paid, audit
+from simulation.market_setup import DATASETS, ETHER, MarketConfig
 from simulation.scenarios import (
     ALONE,
     FIGURES,

@@ -18,7 +18,7 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 def test_quick_bench_scale_reports_rounds_and_settlements_with_sane_figures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.syspath_prepend(str(SCRIPTS))  # the script imports `demo` as its neighbour
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # the script imports `demo_steps` as its neighbour
     import bench_scale
 
     figures = tmp_path / "scale.json"

@@ -15,16 +15,10 @@ import pytest
 
 from marketplace.rules.messages import NodeKind
 from marketplace.wire.report import PayoutReport
+from scripts.simulation.accounting import MarketRun, Outcome, audit
 from scripts.simulation.agents import FREE_RIDER_SAMPLES, REWIND_ROWS
-from scripts.simulation.market import (
-    BOUNTY,
-    DEPOSIT,
-    MarketConfig,
-    MarketRun,
-    Outcome,
-    audit,
-    run_market,
-)
+from scripts.simulation.market import run_market
+from scripts.simulation.market_setup import BOUNTY, DEPOSIT, MarketConfig
 from scripts.simulation.scenarios import (
     ALONE,
     HONEST_VARIANT,

@@ -128,10 +128,22 @@ def measure(
     """
     w3 = w3 or local_web3()
     s = _Scenario(w3, accounts or list(w3.eth.accounts))
-    m, sponsor, evaluator = s.market, s.sponsor, s.evaluator
+    for name, step in (  # in this order: each step's gas depends on the state the last left
+        ("small task", _small_task),
+        ("returning claimant", _returning_claimant),
+        ("1,000-node task", _large_task),
+        ("ERC-20 and quorum", _token_and_quorum),
+        ("fallbacks", _fallbacks),
+    ):
+        progress(name)
+        step(s)
+    return {name: s.gas[name] for name in TARGETS}
 
-    # A small task: 1 architecture, 10 updates, merges of 2 and 10 of them, 1 update on a merge.
-    progress("small task")
+
+def _small_task(s: _Scenario) -> None:
+    """A small task: 1 architecture, 10 updates, merges of 2 and 10 of them, 1 update on a
+    merge, settled, one claim and the reclaim."""
+    m, sponsor, evaluator = s.market, s.sponsor, s.evaluator
     task = s.record("createTask (ETH, 1 evaluator)", m.create_task(sponsor, s.params())).value
     assert task is not None
     s.record("proposeArchitecture", m.propose_architecture(s.accounts[2], task, sha256(b"a"), CID))
@@ -167,9 +179,11 @@ def measure(
     s.record("claim (first-time claimant)", m.claim(s.accounts[2], task, leaves[0], tree.proof(0)))
     s.record("reclaim", m.reclaim(sponsor, task))
 
-    # A returning claimant: reputation already non-zero, bitmap word already written.
-    progress("returning claimant")
-    task2 = m.create_task(sponsor, s.params()).value
+
+def _returning_claimant(s: _Scenario) -> None:
+    """A returning claimant: reputation already non-zero, bitmap word already written."""
+    m = s.market
+    task2 = m.create_task(s.sponsor, s.params()).value
     assert task2 is not None
     m.propose_architecture(s.accounts[2], task2, sha256(b"a"), CID)
     m.submit_update(s.accounts[3], task2, 1, 500, sha256(b"x"), CID)
@@ -181,9 +195,11 @@ def measure(
         m.claim(s.accounts[2], task2, leaves2[1], tree2.proof(1)),
     )
 
-    # A large task: 1,000 nodes, a 1,000-leaf payout tree.
-    progress("1,000-node task")
-    task3 = m.create_task(sponsor, s.params(deposit=0)).value
+
+def _large_task(s: _Scenario) -> None:
+    """A large task: 1,000 nodes, a 1,000-leaf payout tree."""
+    m = s.market
+    task3 = m.create_task(s.sponsor, s.params(deposit=0)).value
     assert task3 is not None
     m.propose_architecture(s.accounts[2], task3, sha256(b"a"), CID)
     last_sent = {}  # sender -> its last filler: mined, so are its earlier ones (nonce order)
@@ -203,8 +219,15 @@ def measure(
         m.claim(s.accounts[2], task3, leaves3[0], tree3.proof(0)),
     )
 
-    # ERC-20 bounty and deposit; three evaluators with a 2-of-3 quorum.
-    progress("ERC-20 and quorum")
+
+def _token_and_quorum(s: _Scenario) -> None:
+    """An ERC-20 bounty and deposit; then three evaluators with a 2-of-3 quorum."""
+    _token_task(s)
+    _quorum_task(s)
+
+
+def _token_task(s: _Scenario) -> None:
+    m, sponsor = s.market, s.sponsor
     token = _deploy_token(s)
     for holder, amount in ((sponsor, 100 * ETHER), (s.accounts[3], ETHER)):
         s.w3.eth.wait_for_transaction_receipt(
@@ -222,6 +245,9 @@ def measure(
         m.submit_update(s.accounts[3], task4, 1, 1, sha256(b"e"), CID),
     )
 
+
+def _quorum_task(s: _Scenario) -> None:
+    m, sponsor = s.market, s.sponsor
     trio = (s.accounts[1], s.accounts[6], s.accounts[7])
     task5 = s.record(
         "createTask (ETH, 3 evaluators)",
@@ -246,8 +272,10 @@ def measure(
         "postPayoutRoot (2-of-3, quorum vote)", m.post_payout_root(trio[1], task5, root, ETHER, CID)
     )
 
-    # Fallbacks: a task the sponsor never reveals, and one cancelled before any submission.
-    progress("fallbacks")
+
+def _fallbacks(s: _Scenario) -> None:
+    """A task the sponsor never reveals, and one cancelled before any submission."""
+    m, sponsor = s.market, s.sponsor
     task6 = m.create_task(sponsor, s.params()).value
     assert task6 is not None
     m.propose_architecture(s.accounts[2], task6, sha256(b"a"), CID)
@@ -256,8 +284,6 @@ def measure(
     task7 = m.create_task(sponsor, s.params()).value
     assert task7 is not None
     s.record("cancelTask", m.cancel_task(sponsor, task7))
-
-    return {name: s.gas[name] for name in TARGETS}
 
 
 def measure_on(engine: Engine, progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:

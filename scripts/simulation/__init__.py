@@ -4,6 +4,8 @@ library's own roles (`Miner`, `Evaluator`, `marketplace.roles.sponsor`), and wha
 paid.
 
 - `agents`: what each kind of agent submits every round.
-- `market`: one market from task to reclaim, and its exact accounting.
+- `market_setup`: the data sets, the market's configuration, its chain, task and agents.
+- `market`: one market from task to reclaim: its rounds, settlement and what it paid.
+- `accounting`: what each agent was paid, the escrow to the wei, and the audit of both.
 - `scenarios`: the scenarios, the true marginal values, the figures and the SIMULATE line.
 """

@@ -48,6 +48,7 @@ from marketplace.protocol.tasks import nodes_by_id, read_spec
 from marketplace.rules.dag import architecture_of
 from marketplace.rules.datafiles import Dataset
 from marketplace.rules.models import ModelSpec, init_weights
+from marketplace.runtime.connect import Connection
 from marketplace.runtime.state import StateFile
 from marketplace.storage.stores import BlobStore
 from marketplace.wire.codec import encode_weights
@@ -99,13 +100,10 @@ class Env:
             architecture=architecture,
         )
         return Miner(
-            self.chain,
-            self.store,
-            account,
+            Connection(account, self.chain, self.store, int(self.w3.eth.chain_id)),
             trainer or self.trainer,
             data,
             StateFile(self.folder / "state" / f"{name}-{account.address}.json"),
-            int(self.w3.eth.chain_id),
             config,
         )
 

@@ -10,232 +10,43 @@ leaf is claimed and the sponsor reclaims the rest. Money is read back from the p
 balance), so the figures are whatever the current reward rule pays.
 """
 
-from __future__ import annotations
-
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
-from web3.types import BlockIdentifier
 
-from marketplace.chain.client import DEV_MIN_WINDOW, ChainClient
+from marketplace.chain.client import ChainClient
 from marketplace.chain.events import Claimed, Reclaimed, Refunded
-from marketplace.dev.devchain import local_web3, tester_of
 from marketplace.dev.devnet import advance_chain_to
-from marketplace.dev.shards import breast_cancer_splits, digits_splits, dirichlet_shards, subset
 from marketplace.protocol.reports import agreed_report, claim_payout
-from marketplace.protocol.tasks import account_key, nodes_by_id
+from marketplace.protocol.tasks import nodes_by_id
 from marketplace.roles.evaluator import Evaluator
-from marketplace.roles.sponsor import create_task, propose_architecture, reveal
+from marketplace.roles.sponsor import reveal
 from marketplace.rules.dag import architecture_of
-from marketplace.rules.datafiles import Dataset, to_csv
+from marketplace.rules.datafiles import Dataset
 from marketplace.rules.evaluation import score
-from marketplace.rules.messages import (
-    DataSchema,
-    Metric,
-    NodeKind,
-    NodeRecord,
-    Phase,
-    RewardSplit,
-    TaskParams,
-    TaskSpec,
-)
-from marketplace.rules.models import ModelSpec, init_weights, mlp
+from marketplace.rules.messages import Metric, NodeKind, NodeRecord, Phase
+from marketplace.rules.models import ModelSpec, init_weights
 from marketplace.rules.rewards import BPS
 from marketplace.runtime.state import StateFile
-from marketplace.storage.stores import LocalStore
 from marketplace.wire.report import PayoutReport
 from miner.train_config import TrainConfig
 from miner.trainer import Trainer
 
-from .agents import KINDS, Agent, Env
-
-ETHER = 10**18
-BOUNTY = 10 * ETHER
-DEPOSIT = ETHER // 100
-ROUND_SECONDS = 3600
-SPLIT = RewardSplit(expertise_bps=2000, data_bps=5000, compute_bps=2000)
-FUNDING = 10 * ETHER  # what each agent account is given (deposits are 0.01 ETH)
-AGENT_KEYS = 1_000  # agent accounts are the keys AGENT_KEYS + 0, + 1, ... (eth-tester: 1-10)
-ARCH_SEEDS = (1, 2)  # the good and the weak architecture's initial weights
-
-Splits = Callable[[int], tuple[Dataset, Dataset, Dataset]]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A data set and the two architectures its data scientists propose."""
-
-    splits: Splits
-    features: int
-    classes: int
-    good: ModelSpec
-    weak: ModelSpec  # underfits: a hidden layer narrower than the classes need
-
-
-DATASETS: dict[str, Problem] = {
-    "digits": Problem(lambda s: digits_splits(seed=s), 64, 10, mlp(64, 128, 10), mlp(64, 2, 10)),
-    "breast_cancer": Problem(
-        lambda s: breast_cancer_splits(seed=s), 30, 2, mlp(30, 32, 2), mlp(30, 1, 2)
-    ),
-}
-
-
-@dataclass(frozen=True)
-class MarketConfig:
-    """One market: the data set, who takes part (kind, count), the rounds and the seed.
-
-    `without`: one agent (by name, e.g. "honest-2") left out, everything else the same (its
-    accounts, seeds and shard are drawn as if it were there): the true marginal value run.
-    `honest_variant`: kinds (e.g. "sybil") whose agents act as their honest variant (the same
-    work without the lie, `agents.py`), everything else the same (accounts, shards and seeds
-    drawn alike): the counterfactual the lie is measured against.
-    """
-
-    dataset: str = "breast_cancer"
-    roster: tuple[tuple[str, int], ...] = (("honest", 3),)
-    rounds: int = 4
-    seed: int = 0
-    alpha: float = 0.5
-    epochs: int = 5
-    learning_rate: float = 1e-3
-    without: str | None = None
-    honest_variant: frozenset[str] = frozenset()
-
-    def names(self) -> list[str]:
-        """Every agent's name in the full roster, in acting order."""
-        return [f"{kind}-{i + 1}" for kind, count in self.roster for i in range(count)]
-
-
-@dataclass(frozen=True)
-class Paid:
-    """What some accounts were paid by the task, from the agreed report's leaves (wei), the
-    reputation points of those leaves, and what the chain's Claimed events paid them."""
-
-    data: int = 0
-    compute: int = 0
-    expertise: int = 0
-    deposits: int = 0
-    points: int = 0
-    claimed: int = 0
-
-    def __add__(self, other: Paid) -> Paid:
-        return Paid(
-            self.data + other.data,
-            self.compute + other.compute,
-            self.expertise + other.expertise,
-            self.deposits + other.deposits,
-            self.points + other.points,
-            self.claimed + other.claimed,
-        )
-
-    @property
-    def amount(self) -> int:
-        return self.data + self.compute + self.expertise + self.deposits
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One agent (or the data scientists) in one market."""
-
-    name: str
-    kind: str
-    accounts: tuple[str, ...]
-    submissions: int
-    valid: int
-    paid: Paid
-
-
-@dataclass(frozen=True)
-class Escrow:
-    """Every wei into and out of the contract for the task, from the chain."""
-
-    bounty: int
-    deposits_in: int  # the deposit of every architecture and update submitted
-    held: int  # the contract's balance before the first claim
-    claimed: int  # Claimed events
-    refunded: int  # Refunded events
-    reclaimed: int  # Reclaimed events
-    left: int  # the contract's balance after the reclaim
-
-    @property
-    def balanced(self) -> bool:
-        """bounty + deposits in == claims + refunds + reclaim, to the wei, nothing left."""
-        paid_out = self.claimed + self.refunded + self.reclaimed
-        return self.held == self.bounty + self.deposits_in == paid_out and self.left == 0
-
-
-@dataclass(frozen=True)
-class MarketRun:
-    config: MarketConfig
-    agents: tuple[Outcome, ...]
-    scientists: Outcome
-    escrow: Escrow
-    pools: int  # the data and compute pools, wei
-    report: PayoutReport
-    records: dict[int, NodeRecord]
-    reputation: dict[str, int]  # account -> the chain's reputation after the claims
-    winner_score: int  # validation rows right
-    winner_accuracy: float  # on the test split
-    central_accuracy: float | None  # the winner's architecture trained on the honest union
-    seconds: float
-
-    def share(self, outcomes: Iterable[Outcome]) -> float:
-        """What these took of the data + compute pools."""
-        return sum(o.paid.data + o.paid.compute for o in outcomes) / self.pools
-
-    def of_kind(self, kind: str) -> list[Outcome]:
-        return [o for o in self.agents if o.kind == kind]
-
-    @property
-    def sponsor_paid(self) -> int:
-        """What the sponsor gave away: the bounty less what it reclaimed (the deposits paid
-        back are the submitters' own money)."""
-        return self.escrow.bounty - self.escrow.reclaimed
-
-
-class IndexedChain(ChainClient):
-    """The project's `ChainClient` reusing contract calls while the chain has not moved (every
-    transaction mines a block): the roles ask for the same task state several times a step."""
-
-    def __init__(self, w3: Web3, address: str) -> None:
-        super().__init__(w3, address)
-        self._calls: dict[tuple[str, str], Any] = {}
-        self._calls_at = -1
-
-    def _call(self, fn_name: str, *args: Any, block: BlockIdentifier = "latest") -> Any:
-        if block != "latest":
-            return super()._call(fn_name, *args, block=block)
-        latest = int(self.w3.eth.block_number)
-        if latest != self._calls_at:
-            self._calls.clear()
-            self._calls_at = latest
-        key = (fn_name, repr(args))
-        if key not in self._calls:
-            self._calls[key] = super()._call(fn_name, *args)
-        return self._calls[key]
-
-
-@dataclass(frozen=True)
-class Posted:
-    """The market once the task and its architectures are on-chain: what the later steps share."""
-
-    w3: Web3
-    chain: IndexedChain
-    store: LocalStore
-    chain_id: int
-    sponsor: LocalAccount
-    evaluator: LocalAccount
-    scientists: list[LocalAccount]
-    task_id: int
-    arch_ids: list[int]
-    challenge_window: int
+from .accounting import Escrow, MarketRun, Outcome, Paid
+from .agents import Agent, Env
+from .market_setup import (
+    ARCH_SEEDS,
+    BOUNTY,
+    DATASETS,
+    DEPOSIT,
+    SPLIT,
+    MarketConfig,
+    Posted,
+    make_agents,
+    post_task,
+)
 
 
 def run_market(config: MarketConfig, folder: Path, centralized: bool = True) -> MarketRun:
@@ -244,15 +55,15 @@ def run_market(config: MarketConfig, folder: Path, centralized: bool = True) -> 
     started = time.perf_counter()
     problem = DATASETS[config.dataset]
     train, validation, test = problem.splits(config.seed)
-    market = _post_task(config, problem, folder, validation)
+    market = post_task(config, problem, folder, validation)
     trainer = Trainer()
     env = Env(
         market.w3, market.chain, market.store, folder, market.task_id, config.rounds, trainer,
         config.epochs, config.learning_rate,
     )  # fmt: skip
-    agents = _agents(config, env, train, market.arch_ids)
+    agents = make_agents(config, env, train, market.arch_ids)
     state = StateFile(folder / "state" / "evaluator.json")
-    evaluator = Evaluator(market.chain, market.store, market.evaluator, state, market.chain_id)
+    evaluator = Evaluator(market.connection(market.evaluator), state)
     _play_rounds(market, agents, env, evaluator, config.rounds)
     report, held = _settle(market, evaluator)
 
@@ -279,62 +90,6 @@ def run_market(config: MarketConfig, folder: Path, centralized: bool = True) -> 
     )
 
 
-def _post_task(config: MarketConfig, problem: Problem, folder: Path, validation: Dataset) -> Posted:
-    """A fresh chain and store, the sponsor's task with the validation split sealed to the
-    evaluator, and the good and the weak architecture proposed."""
-    w3 = local_web3()
-    keys = [Account.from_key(i.to_bytes(32, "big")) for i in range(1, 11)]
-    sponsor, evaluator_account, scientists = keys[0], keys[1], keys[2:4]
-    deployed = ChainClient.deploy(w3, keys[9].address, min_window=DEV_MIN_WINDOW)
-    chain = IndexedChain(w3, deployed.address)
-    store = LocalStore(folder / "blobs")
-    chain_id = int(w3.eth.chain_id)
-    spec = TaskSpec(
-        name=config.dataset,
-        metric=Metric.ACCURACY,
-        data=DataSchema(num_features=problem.features, num_classes=problem.classes),
-        split=SPLIT,
-        max_blob_bytes=8 * 1024 * 1024,
-    )
-    params = TaskParams(
-        bounty=BOUNTY,
-        deposit=DEPOSIT,
-        validation_commit=bytes(32),
-        round_duration=ROUND_SECONDS,
-        rounds=config.rounds,
-        reveal_window=ROUND_SECONDS,
-        evaluation_window=ROUND_SECONDS,
-        challenge_window=600,
-        claim_window=7 * 86_400,
-        evaluators=(evaluator_account.address,),
-    )
-    evaluator_key = [account_key(evaluator_account).public_hex]
-    task_id = create_task(
-        chain, store, sponsor, chain_id, to_csv(validation), spec, params, evaluator_key
-    ).task_id
-    arch_ids: list[int] = []
-    for scientist, model, seed in zip(
-        scientists, (problem.good, problem.weak), ARCH_SEEDS, strict=True
-    ):
-        proposed = propose_architecture(
-            chain, store, scientist, task_id, model, init_weights(model, seed)
-        )
-        assert proposed.value is not None
-        arch_ids.append(proposed.value)
-    return Posted(
-        w3,
-        chain,
-        store,
-        chain_id,
-        sponsor,
-        evaluator_account,
-        scientists,
-        task_id,
-        arch_ids,
-        params.challenge_window,
-    )
-
-
 def _play_rounds(
     market: Posted, agents: list[Agent], env: Env, evaluator: Evaluator, rounds: int
 ) -> None:
@@ -352,7 +107,7 @@ def _settle(market: Posted, evaluator: Evaluator) -> tuple[PayoutReport, int]:
     reclaim the rest: (the agreed report, the contract's balance before the first claim)."""
     chain, store, task_id = market.chain, market.store, market.task_id
     assert chain.phase(task_id) is Phase.REVEAL
-    reveal(chain, store, market.sponsor, market.chain_id, task_id)
+    reveal(market.connection(market.sponsor), task_id)
     evaluator.step(task_id)
     report = agreed_report(chain, store, task_id)
     advance_chain_to(market.w3, chain.task(task_id).agreed_at + market.challenge_window)
@@ -392,38 +147,6 @@ def _winner_quality(
         score(model, weights, test, Metric.ACCURACY) / len(test),
         central,
     )
-
-
-def _agents(config: MarketConfig, env: Env, train: Dataset, arch_ids: list[int]) -> list[Agent]:
-    """The roster's agents but `config.without`: accounts, shards and seeds are drawn for the
-    full roster, so leaving one out changes nothing else. Honest miners start on the two
-    architectures in turn; adversaries on the good one."""
-    names = config.names()
-    kinds = [KINDS[name.rsplit("-", 1)[0]] for name in names]
-    holders = [i for i, cls in enumerate(kinds) if cls.needs_data]
-    rows = dirichlet_shards(train.labels, len(holders), config.alpha, config.seed + 1, 20)
-    shards = {i: subset(train, r) for i, r in zip(holders, rows, strict=True)}
-    agents = []
-    next_key = AGENT_KEYS
-    honest_seen = 0
-    for i, (name, cls) in enumerate(zip(names, kinds, strict=True)):
-        accounts = [_funded(env.w3, next_key + k) for k in range(cls.accounts_used)]
-        next_key += cls.accounts_used
-        architecture = arch_ids[honest_seen % 2] if cls.honest else arch_ids[0]
-        honest_seen += cls.honest
-        if name != config.without:
-            seed = config.seed + 10 * i
-            variant = cls.kind in config.honest_variant
-            agents.append(cls(name, env, accounts, shards.get(i), seed, architecture, variant))
-    return agents
-
-
-def _funded(w3: Web3, key: int) -> LocalAccount:
-    """A fresh account the in-process chain signs for, given FUNDING by a dev account."""
-    account: LocalAccount = Account.from_key(key.to_bytes(32, "big"))
-    tester_of(w3).add_account("0x" + bytes(account.key).hex())
-    w3.eth.send_transaction({"from": w3.eth.accounts[9], "to": account.address, "value": FUNDING})
-    return account
 
 
 def _escrow(chain: ChainClient, task_id: int, records: dict[int, NodeRecord], held: int) -> Escrow:
@@ -507,29 +230,3 @@ def _centralized(
         ),
     )
     return score(model, central.weights, test, Metric.ACCURACY) / len(test)
-
-
-def audit(run: MarketRun) -> list[str]:
-    """What is wrong with the run's money (nothing, for any sane reward rule): the escrow
-    balanced to the wei, the sponsor paying at most the bounty, every agent claiming exactly
-    its leaves and holding exactly their reputation points."""
-    problems = []
-    escrow = run.escrow
-    if not escrow.balanced:
-        problems.append(f"the escrow does not balance: {escrow}")
-    beyond_deposits = sum(e.amount - e.deposits for e in run.report.payouts)
-    if run.sponsor_paid > escrow.bounty or beyond_deposits > escrow.bounty:
-        problems.append(
-            f"the sponsor paid {run.sponsor_paid} (leaves less deposits: {beyond_deposits}), "
-            f"over the bounty {escrow.bounty}"
-        )
-    for outcome in (*run.agents, run.scientists):
-        paid = outcome.paid
-        if paid.claimed != paid.amount:
-            problems.append(f"{outcome.name} claimed {paid.claimed}, its leaves say {paid.amount}")
-        points = sum(run.reputation[a] for a in outcome.accounts)
-        if points != outcome.paid.points:
-            problems.append(
-                f"{outcome.name} holds {points} points, its leaves say {outcome.paid.points}"
-            )
-    return problems
