@@ -25,12 +25,13 @@ from marketplace.protocol.tasks import (
 from marketplace.protocol.verdicts import NODE_ERRORS
 from marketplace.rules.dag import architecture_of
 from marketplace.rules.evaluation import check_budget, check_schema_fits
-from marketplace.rules.messages import NodeKind, NodeRecord, TaskSpec, TaskState
+from marketplace.rules.messages import NodeKind, NodeRecord, TaskSpec
 from marketplace.rules.models import ModelSpec
 from marketplace.runtime.connect import Connected, Connection
 from marketplace.runtime.timing import Stopwatch
 from marketplace.wire.crypto import sha256
 from miner.config import MinerConfig
+from miner.open_round import OpenRound
 
 if TYPE_CHECKING:
     import torch
@@ -83,28 +84,20 @@ class ParentChooser(Connected):
         lineage = self.config.lineage
         return lineage is None or architecture_of(records, node_id) == lineage
 
-    def merge_wait(
-        self,
-        task_id: int,
-        task: TaskState,
-        round_index: int,
-        records: Mapping[int, NodeRecord],
-        spec: TaskSpec,
-        now: int,
-    ) -> Waiting | None:
-        """`Waiting` while round `round_index` is in its merge window and no merge of the
+    def merge_wait(self, current: OpenRound) -> Waiting | None:
+        """`Waiting` while the open round is in its merge window and no merge of the
         round before, confirmed by the quorum, opens for this miner yet; else None (train now).
 
         The round race (docs/DESIGN.md): the contract takes round r - 1's merge only once round
         r has opened, so a miner that trained at once would build every round on an older node
         than the merge that is moments away. The wait is bounded by the window: after it, the
         miner builds on the best it can read. A configured parent never waits."""
-        schedule = task.schedule
-        if self.config.parent is not None or not schedule.in_merge_window(round_index, now):
+        schedule, index = current.task.schedule, current.index
+        if self.config.parent is not None or not schedule.in_merge_window(index, current.now):
             return None
-        if self._readable_merges(task_id, records, spec, round_index - 1):
+        if self._readable_merges(current.task_id, current.records, current.spec, index - 1):
             return None
-        return Waiting(task_id, round_index, schedule.merge_due(round_index))
+        return Waiting(current.task_id, index, schedule.merge_due(index))
 
     def choose(
         self, task_id: int, records: Mapping[int, NodeRecord], spec: TaskSpec

@@ -29,12 +29,12 @@ from marketplace.rules.messages import (
     NodeKind,
     NodeRecord,
     TaskSpec,
-    TaskState,
 )
 from marketplace.runtime.connect import Connected, Connection
 from marketplace.runtime.timing import Stopwatch
 from marketplace.wire.secagg_masks import mask_key, self_mask_key
 from marketplace.wire.secagg_submission import submission_values
+from miner.open_round import OpenRound
 from miner.parents import ParentChooser, Waiting
 from miner.saved_rounds import RoundStatus, SavedRounds
 
@@ -86,31 +86,23 @@ class SecureRounds(Connected):
         self.watch = watch
         self._groups: dict[tuple[int, int], dict[int, Group]] = {}  # (task, round) -> groups
 
-    def join(
-        self,
-        task_id: int,
-        task: TaskState,
-        round_index: int,
-        records: Mapping[int, NodeRecord],
-        spec: TaskSpec,
-        saved: dict[str, object],
-        now: int,
-    ) -> Joined | Waiting | None:
+    def join(self, current: OpenRound, saved: dict[str, object]) -> Joined | Waiting | None:
         """This miner's place in the round: joined before (on the base its RoundJoined
         names), or joined now, in the round's first half, on the parent it would train on once
         the previous round's merge is readable or its merge window has passed. `Waiting` until
         then; None once the midpoint passed without it (the masks are fixed)."""
+        task_id, round_index = current.task_id, current.index
         joins = self.chain.round_joins(task_id, round_index)
         mine = [e for e in joins if e.account.lower() == self.address.lower()]
         if mine:
             return Joined(mine[0].base, joins)
-        if now >= task.schedule.midpoint(round_index):
+        if current.now >= current.task.schedule.midpoint(round_index):
             log.info("task %d round %d: joined too late; the masks are fixed", task_id, round_index)
             return None
-        waiting = self.parents.merge_wait(task_id, task, round_index, records, spec, now)
+        waiting = self.parents.merge_wait(current)
         if waiting is not None:
             return waiting
-        base, _, _ = self.parents.choose(task_id, records, spec)
+        base, _, _ = self.parents.choose(task_id, current.records, current.spec)
         key = miner_key(self.account, task_id)
         with self.watch.measure("chain"):
             self.chain.join_round(self.address, task_id, base, key.public_bytes)

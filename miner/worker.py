@@ -25,7 +25,7 @@ from marketplace.protocol.tasks import (
     read_spec,
 )
 from marketplace.rules.datafiles import Dataset, load_dataset
-from marketplace.rules.messages import NodeKind, NodeRecord, Phase, TaskSpec, TaskState
+from marketplace.rules.messages import NodeKind, NodeRecord, Phase, TaskSpec
 from marketplace.rules.models import ModelSpec
 from marketplace.runtime.connect import Connected, Connection
 from marketplace.runtime.outage import OutageGuard
@@ -34,6 +34,7 @@ from marketplace.runtime.timing import Stopwatch
 from miner.claims import collect
 from miner.config import MinerConfig
 from miner.ledger import PrivacyLedger, fingerprint
+from miner.open_round import OpenRound
 from miner.parents import ParentChooser, Waiting
 from miner.saved_rounds import RoundStatus, SavedRounds
 from miner.secure_rounds import Joined, SecureRounds
@@ -129,9 +130,10 @@ class Miner(Connected):
         resumed = self.submitter.resume(task_id, round_index, saved)
         if resumed is not None:
             return resumed
+        current = OpenRound(task_id, task, round_index, records, spec, now)
         if spec.aggregates(round_index):
-            return self._aggregate_round(task_id, task, round_index, records, spec, saved, now)
-        waiting = self.parents.merge_wait(task_id, task, round_index, records, spec, now)
+            return self._aggregate_round(current, saved)
+        waiting = self.parents.merge_wait(current)
         if waiting is not None:
             return waiting
         seconds: dict[str, float] = {}
@@ -178,34 +180,28 @@ class Miner(Connected):
         return result
 
     def _aggregate_round(
-        self,
-        task_id: int,
-        task: TaskState,
-        round_index: int,
-        records: Mapping[int, NodeRecord],
-        spec: TaskSpec,
-        saved: dict[str, object],
-        now: int,
+        self, current: OpenRound, saved: dict[str, object]
     ) -> Submission | Waiting | None:
         """A secure aggregation round (marketplace.protocol.aggregation): join in its first half
         (`SecureRounds.join`) and train meanwhile; once the masked set is fixed at the midpoint,
         seal the delta against it, upload and submit. None while there is nothing to submit yet
         (or at all)."""
+        task_id, round_index, spec = current.task_id, current.index, current.spec
         aggregation = spec.aggregation
         assert aggregation is not None
-        joined = self.secure.join(task_id, task, round_index, records, spec, saved, now)
+        joined = self.secure.join(current, saved)
         if not isinstance(joined, Joined):
             return joined
         trained = self._trained.get((task_id, round_index))
         if trained is None:
             started = time.perf_counter()
             _, model_spec, base_weights = self.parents.weights_of(
-                task_id, records, joined.base, spec
+                task_id, current.records, joined.base, spec
             )
             download = time.perf_counter() - started
             result = self._train(task_id, round_index, model_spec, base_weights, spec)
             trained = self._trained[(task_id, round_index)] = (result, base_weights, download)
-        if now < task.schedule.midpoint(round_index):
+        if current.now < current.task.schedule.midpoint(round_index):
             return None  # who else is in the round is known at the midpoint
         group = self.secure.group(task_id, round_index, joined, aggregation, saved)
         if group is None:

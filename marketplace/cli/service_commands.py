@@ -3,6 +3,7 @@ index) and `blobs push` (the local store's blobs into IPFS)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,6 +12,7 @@ import typer
 from marketplace.cli.common import (
     READING,
     ConnectionOptions,
+    OptionGroup,
     console,
     option_groups,
     readable_errors,
@@ -70,15 +72,48 @@ StartBlock = Annotated[
 Poll = Annotated[float | None, typer.Option(help="Seconds between looks at the chain.")]
 
 
+@dataclass(frozen=True)
+class IndexOptions(OptionGroup):
+    """How `index` and `serve` follow the chain into the index."""
+
+    confirmations: Confirmations = 2
+    database: IndexFile = None
+    start_block: StartBlock = None
+    poll: Poll = None
+
+    def indexer(self, settings: Settings) -> Indexer:
+        """The indexer these options and the settings name: its file, its first block (the
+        devnet's deploy block by default) and the store payout reports come from."""
+        from marketplace.runtime.connect import connect
+        from marketplace.runtime.devnet_info import read_devnet_info
+        from marketplace.service.indexer import Indexer
+
+        connection = connect(settings, None)
+        start_block = self.start_block
+        if start_block is None:
+            local = settings.devnet_file.exists() and not (settings.rpc_url and settings.contract)
+            start_block = read_devnet_info(settings.devnet_file).deploy_block if local else 0
+        return Indexer(
+            connection.chain,
+            self.index_file(settings),
+            self.confirmations,
+            start_block=start_block,
+            store=connection.store,
+        )
+
+    def index_file(self, settings: Settings) -> Path:
+        return self.database or settings.index_file
+
+    def poll_seconds(self, settings: Settings) -> float:
+        return self.poll or settings.poll_seconds
+
+
 @readable_errors
 @option_groups(cli=READING)
 def index(
     once: Annotated[bool, typer.Option(help="Index what is confirmed now, then stop.")] = False,
-    confirmations: Confirmations = 2,
-    database: IndexFile = None,
-    start_block: StartBlock = None,
-    poll: Poll = None,
     *,
+    indexing: IndexOptions,
     cli: ConnectionOptions,
 ) -> None:
     """Follow the marketplace's events into SQLite (and each payout report from IPFS): resumes
@@ -88,7 +123,7 @@ def index(
     from marketplace.runtime.outage import OutageGuard
 
     settings = cli.settings
-    indexer = _indexer(settings, database, confirmations, start_block)
+    indexer = indexing.indexer(settings)
     guard = OutageGuard(settings.outage_seconds, console.print)
     try:
         while True:
@@ -101,7 +136,7 @@ def index(
                 )
             if once and result is not None:
                 break
-            time.sleep(poll or settings.poll_seconds)
+            time.sleep(indexing.poll_seconds(settings))
     finally:
         indexer.close()
 
@@ -112,11 +147,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 1,
-    confirmations: Confirmations = 2,
-    database: IndexFile = None,
-    start_block: StartBlock = None,
-    poll: Poll = None,
     *,
+    indexing: IndexOptions,
     cli: ConnectionOptions,
 ) -> None:
     """Serve the REST API (/api/v1, docs at /docs) while following the chain into the index."""
@@ -133,8 +165,8 @@ def serve(
     from marketplace.service.api import HEAD_VARIABLE, INDEX_VARIABLE, HeadFile
 
     settings = cli.settings
-    indexer = _indexer(settings, database, confirmations, start_block)
-    path = database or settings.index_file
+    indexer = indexing.indexer(settings)
+    path = indexing.index_file(settings)
     head = HeadFile(path.with_name(f"{path.name}.head"))
     guard = OutageGuard(settings.outage_seconds, console.print)
     stopping = threading.Event()
@@ -149,7 +181,7 @@ def serve(
             except Exception as exc:  # a dead follower would leave the API stale, silently
                 console.print(f"[red]the index follower's sync failed:[/] {exc!r}; trying again")
             head.write(seen)
-            stopping.wait(poll or settings.poll_seconds)
+            stopping.wait(indexing.poll_seconds(settings))
 
     indexer.sync()
     follower = threading.Thread(target=follow, name="index follower", daemon=True)
@@ -175,22 +207,3 @@ def serve(
         stopping.set()
         follower.join(timeout=10)
         indexer.close()
-
-
-def _indexer(
-    settings: Settings, database: Path | None, confirmations: int, start_block: int | None
-) -> Indexer:
-    """The indexer the settings name: its file, its first block (the devnet's deploy block by
-    default) and the store payout reports come from."""
-    from marketplace.runtime.connect import connect
-    from marketplace.runtime.devnet_info import read_devnet_info
-    from marketplace.service.indexer import Indexer
-
-    connection = connect(settings, None)
-    if start_block is None:
-        local = settings.devnet_file.exists() and not (settings.rpc_url and settings.contract)
-        start_block = read_devnet_info(settings.devnet_file).deploy_block if local else 0
-    path = database or settings.index_file
-    return Indexer(
-        connection.chain, path, confirmations, start_block=start_block, store=connection.store
-    )
