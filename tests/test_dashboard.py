@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,7 +169,10 @@ def test_the_dashboard_draws_the_market_and_follows_it_live(
             shutil.copyfile(shot, keep)
 
         # The delivered model's card, which serve's follower built: a page of text, no script.
+        # The follower builds it on the sync after the one that indexed the finalize and its
+        # report (the page is rendered once, when asked): wait for the API to have it.
         assert report.delivery is not None
+        _wait_for_card(service.url, market.task_id)
         page.locator("#card-link").click()
         expect(page.locator("h1")).to_have_text(
             f"Model card: task {market.task_id}, digits", timeout=WAIT_MS
@@ -200,3 +204,14 @@ def test_the_page_runs_only_its_own_files(tmp_path: Path, browser: Browser) -> N
         assert problems == [not_found]  # the task itself; nothing more is asked for
     finally:
         service.stop()
+
+
+def _wait_for_card(url: str, task_id: int) -> None:
+    """Until the API serves task `task_id`'s card built after its finalize (or WAIT_MS)."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while time.monotonic() < deadline:
+        reply = httpx.get(f"{url}/api/v1/tasks/{task_id}/card")
+        if reply.status_code == 200 and reply.json()["settlement"]["finalized_tx"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the API never served task {task_id}'s card")
