@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from marketplace.errors import ConfigError, MarketplaceError
 from marketplace.rules.datafiles import Dataset
 from marketplace.runtime.state import MAX_STATE_BYTES
-from marketplace.storage.atomic import write_atomically
+from marketplace.storage.files import write_atomically
 
 DEFAULT_BUDGET = 10.0  # total epsilon per dataset unless the owner says otherwise
 

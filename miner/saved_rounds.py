@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from marketplace.runtime.state import StateFile
-from marketplace.storage.atomic import write_bytes_atomically
+from marketplace.storage.files import write_bytes_atomically
 from marketplace.wire.crypto import sha256
 from miner.trainer import TrainResult
 

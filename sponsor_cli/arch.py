@@ -7,17 +7,12 @@ from typing import Annotated
 
 import typer
 
-from marketplace.cli.common import (
-    ConnectionOptions,
-    console,
-    option_groups,
-    read_file,
-    readable_errors,
-)
+from marketplace.cli.common import ConnectionOptions, console, option_groups, readable_errors
 from marketplace.errors import ConfigError
 from marketplace.protocol.tasks import read_spec
 from marketplace.rules.layers import MAX_SPEC_BYTES
 from marketplace.rules.models import ModelSpec
+from marketplace.storage.files import read_file
 
 app = typer.Typer(help="Propose architectures (data scientists).", no_args_is_help=True)
 

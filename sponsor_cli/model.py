@@ -17,15 +17,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from marketplace.cli.common import (
-    ConnectionOptions,
-    console,
-    option_groups,
-    read_file,
-    readable_errors,
-)
+from marketplace.cli.common import ConnectionOptions, console, option_groups, readable_errors
 from marketplace.delivered.modeldir import read_model
 from marketplace.errors import ConfigError, ExportError
+from marketplace.storage.files import read_file
 
 if TYPE_CHECKING:
     from marketplace.delivered.inference import OnnxCheck, Prediction

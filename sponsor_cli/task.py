@@ -13,12 +13,12 @@ from marketplace.cli.common import (
     console,
     next_steps,
     option_groups,
-    read_file,
     readable_errors,
     show_amount,
     show_time,
 )
 from marketplace.rules.messages import Phase, TaskParams
+from marketplace.storage.files import read_file
 from sponsor_cli import task_view
 from sponsor_cli.task_terms import (
     AggregationOptions,

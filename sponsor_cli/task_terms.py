@@ -14,7 +14,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import is_address, to_checksum_address
 from pydantic import ValidationError
 
-from marketplace.cli.common import OptionGroup, parse_amount, parse_duration, read_file
+from marketplace.cli.common import OptionGroup, parse_amount, parse_duration
 from marketplace.errors import ConfigError
 from marketplace.protocol.tasks import account_key, paillier_hex
 from marketplace.rules.messages import (
@@ -29,6 +29,7 @@ from marketplace.rules.schemas import InferredSchema, infer_schema, summary
 from marketplace.runtime.config import Settings
 from marketplace.runtime.connect import dev_account
 from marketplace.runtime.devnet_info import read_devnet_info
+from marketplace.storage.files import read_file
 from marketplace.wire.keys import public_key_from_hex
 
 SCHEMA = "Data schema (inferred from --validation; give one to override it)"

@@ -212,18 +212,6 @@ def readable_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def read_file(path: Path, cap: int) -> bytes:
-    """A file the user named, at most `cap` bytes; a ConfigError that names it otherwise."""
-    try:
-        with path.open("rb") as file:
-            data = file.read(cap + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > cap:
-        raise ConfigError(f"{path} is over the cap of {cap:,} bytes")
-    return data
-
-
 def parse_amount(text: str, decimals: int = 18) -> int:
     """'10', '0.5' or '1.5eth' -> base units; '123wei' as is."""
     value = text.strip().lower()

@@ -37,7 +37,7 @@ from marketplace.runtime.devnet_info import (
     read_devnet_info,
     write_devnet_info,
 )
-from marketplace.storage.atomic import write_atomically
+from marketplace.storage.files import write_atomically
 
 log = logging.getLogger(__name__)
 

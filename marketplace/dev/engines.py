@@ -28,7 +28,7 @@ from marketplace.dev.devnet import anvil_command, anvil_keys, deploy_market, dep
 from marketplace.errors import ConfigError
 from marketplace.rules.messages import Frozen
 from marketplace.runtime.devnet_info import DEVNET_FILE, DevnetInfo, write_devnet_info
-from marketplace.storage.atomic import write_atomically
+from marketplace.storage.files import write_atomically
 
 ENGINES_DIR = PROJECT_ROOT / ".engines"
 JSIPFS = PROJECT_ROOT / "node_modules" / ".bin" / "jsipfs"

@@ -23,6 +23,7 @@ from marketplace.chain.client import ChainClient
 from marketplace.errors import ConfigError
 from marketplace.runtime.config import PASSWORD_ENV, Settings
 from marketplace.runtime.devnet_info import DevnetInfo, read_devnet_info
+from marketplace.storage.files import read_file
 from marketplace.storage.stores import BlobStore, IpfsStore, LocalStore
 
 MAX_KEYSTORE_BYTES = 64 * 1024
@@ -65,13 +66,7 @@ def dev_account(info: DevnetInfo, index: int) -> LocalAccount:
 
 def keystore_account(path: Path, password: str) -> LocalAccount:
     """Decrypt an eth-account keystore file; a wrong password is a ConfigError, not a trace."""
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_KEYSTORE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the keystore {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_KEYSTORE_BYTES:
-        raise ConfigError(f"{path} is over {MAX_KEYSTORE_BYTES:,} bytes: not a keystore file")
+    raw = read_file(path, MAX_KEYSTORE_BYTES)
     try:
         key = Account.decrypt(json.loads(raw), password)
     except (ValueError, KeyError, TypeError) as exc:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from marketplace.errors import ConfigError
 from marketplace.rules.messages import Frozen
-from marketplace.storage.atomic import write_atomically
+from marketplace.storage.files import write_atomically
 
 DEVNET_FILE = "devnet.json"
 Engine = Literal["tester", "anvil"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from marketplace.errors import ConfigError
-from marketplace.storage.atomic import write_atomically
+from marketplace.storage.files import write_atomically
 
 MAX_STATE_BYTES = 16 * 1024 * 1024
 

@@ -21,7 +21,7 @@ from marketplace.errors import (
     StorageError,
     StoreUnavailable,
 )
-from marketplace.storage.atomic import write_bytes_atomically
+from marketplace.storage.files import write_bytes_atomically
 from marketplace.wire.cid import CHUNK_SIZE, check_cid, cid_binary, cid_of, verified_blob
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,15 @@
-"""Files replaced atomically: a temporary file in the same folder, fsynced, renamed over the
-old one, and the folder fsynced, so a kill at any moment leaves the old file or the new one.
-The blob store, state files, the privacy ledger and the devnet file all write this way."""
+"""Local files: replaced atomically (a temporary file in the same folder, fsynced, renamed over
+the old one, and the folder fsynced, so a kill at any moment leaves the old file or the new
+one), and a file a user names read with a cap. The blob store, state files, the privacy ledger
+and the devnet file write this way; the command lines and the keystore read this way."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+from marketplace.errors import ConfigError
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -44,3 +47,15 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_file(path: Path, cap: int) -> bytes:
+    """A file the user named, at most `cap` bytes; a ConfigError that names it otherwise."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(cap + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > cap:
+        raise ConfigError(f"{path} is over the cap of {cap:,} bytes")
+    return data
