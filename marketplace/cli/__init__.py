@@ -1,0 +1,2 @@
+"""The `marketplace` command line (evaluators and operators) and what every command line
+shares."""
