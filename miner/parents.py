@@ -58,9 +58,8 @@ class ParentChooser(Connected):
     """Chooses and opens the nodes one miner builds on.
 
     Args:
-        chain, store: the market.
-        account: the miner's; merges are sealed to its per-task key.
-        chain_id: envelopes are bound to it.
+        conn: the market and the miner's account; merges are sealed to its per-task key
+            (envelopes are bound to the chain id).
         config: the configured parent, lineage or architecture, if any.
         watch: store reads are timed under "storage".
     """

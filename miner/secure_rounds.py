@@ -65,9 +65,8 @@ class SecureRounds(Connected):
     """One miner's joins, sealed deltas and mask seed reveals.
 
     Args:
-        chain, store: the market.
-        account: the miner's; its per-task key agrees the masks.
-        chain_id: groups and envelopes are bound to it.
+        conn: the market and the miner's account; its per-task key agrees the masks (groups
+            and envelopes are bound to the chain id).
         rounds: the miner's saved rounds (joined, not aggregated, seeds settled).
         parents: what the miner joins on, and whether to wait for a merge first.
         watch: transactions are timed under "chain".

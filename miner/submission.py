@@ -72,9 +72,8 @@ class Submitter(Connected):
     """Seals, keeps, uploads and submits one miner's updates.
 
     Args:
-        chain, store: the market.
-        account: signs the envelopes and transactions; derives the per-task encryption key.
-        chain_id: envelopes are bound to it.
+        conn: the market and the miner's account, which signs the envelopes and transactions
+            (they are bound to the chain id) and derives the per-task encryption key.
         rounds: the miner's saved rounds, each step recorded there.
         watch: store writes are timed under "storage".
     """

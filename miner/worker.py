@@ -55,12 +55,11 @@ class Miner(Connected):
     """One data owner taking part in tasks.
 
     Args:
-        chain, store: the market.
-        account: signs transactions and envelopes; derives the per-task encryption key.
+        conn: the market (chain, store, chain id) and the account that signs transactions and
+            envelopes and derives the per-task encryption key.
         trainer: local training.
         data: the private data: a CSV or .npz file, a folder of them, or rows in memory.
         state: this miner's state file.
-        chain_id: envelopes are bound to it.
         progress: called with (steps done, steps) while training.
         ledger: the privacy ledger each round's DP spend is recorded in (and refused by) first.
     """

@@ -77,10 +77,9 @@ class Evaluator(Connected):
     merges or their confirmations, the secure aggregation sums, the payout report and root).
 
     Args:
-        chain, store: the market.
-        account: signs transactions and merges; its `account_key` reads sealed blobs.
+        conn: the market (chain, store, chain id) and the account that signs transactions and
+            merges; its `account_key` reads sealed blobs.
         state: this evaluator's state file (None: score and check, never post).
-        chain_id: envelopes are bound to it.
         key: the X25519 key that reads sealed blobs (default: the account's `account_key`).
         clock: times each scoring against the task's `scoring_seconds` (tests pass a fake).
     """
