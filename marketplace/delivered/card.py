@@ -29,7 +29,15 @@ from marketplace.errors import (
 )
 from marketplace.rules.dag import architecture_of
 from marketplace.rules.evaluation import SSE_SCALE
-from marketplace.rules.messages import DataSchema, Frozen, Metric, NodeKind, NodeRecord, TaskSpec
+from marketplace.rules.messages import (
+    PAYOUT_PARTS,
+    DataSchema,
+    Frozen,
+    Metric,
+    NodeKind,
+    NodeRecord,
+    TaskSpec,
+)
 from marketplace.rules.models import ModelSpec
 from marketplace.wire.crypto import sha256
 from marketplace.wire.report import PayoutReport, ReportCheck
@@ -214,7 +222,7 @@ def lineage(records: Mapping[int, NodeRecord], winner: int) -> list[int]:
     return sorted(seen)
 
 
-_PAYOUT_PARTS = ("amount", "points", "expertise", "data", "compute", "deposits")
+_PAID = ("amount", "points", *PAYOUT_PARTS)  # what a contributor was paid, part by part
 
 
 def _contributors(report: PayoutReport, nodes: list[NodeRecord]) -> tuple[CardContributor, ...]:
@@ -227,9 +235,7 @@ def _contributors(report: PayoutReport, nodes: list[NodeRecord]) -> tuple[CardCo
     for account, made in by_author.items():
         entry = report.entry_for(account)
         parts = (
-            entry.model_dump(include=set(_PAYOUT_PARTS))
-            if entry is not None
-            else dict.fromkeys(_PAYOUT_PARTS, 0)
+            entry.model_dump(include=set(_PAID)) if entry is not None else dict.fromkeys(_PAID, 0)
         )
         contributors.append(
             CardContributor(

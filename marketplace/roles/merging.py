@@ -84,7 +84,7 @@ def _candidates(scorer: Scorer, view: TaskView, updates: list[NodeRecord]) -> li
 def frontier(
     scorer: Scorer, view: TaskView, arch_id: int, round_index: int, dataset: Dataset
 ) -> tuple[int, Mapping[str, npt.NDArray[np.float32]]]:
-    """The round's frontier (`rewards.Frontier`, on this scorer's scores of the architecture
+    """The round's frontier (`frontier.Frontier`, on this scorer's scores of the architecture
     and its valid merges of earlier rounds): its score and weights, the model every miner of
     the round could start from."""
     model = scorer.architecture(view, arch_id)

@@ -22,14 +22,14 @@ INT64 = 2**63
 Row = tuple[Any, ...]
 
 
+def _hex(value: bytes | bytearray) -> str:
+    return "0x" + bytes(value).hex()
+
+
 def _json(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
-        return "0x" + bytes(value).hex()
+        return _hex(value)
     raise TypeError(f"cannot store {type(value).__name__}")
-
-
-def _hex(value: bytes) -> str:
-    return "0x" + bytes(value).hex()
 
 
 def event_row(event: ChainEvent) -> Row:
